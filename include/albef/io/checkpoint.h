@@ -1,0 +1,47 @@
+#pragma once
+/// @file checkpoint.h
+/// @brief Reading and writing PyTorch `.pth` files without Python, safely.
+///
+/// Reads both formats `torch.save` writes: the zip archive (PyTorch >= 1.6,
+/// `archive/data.pkl` + `archive/data/<key>`) and the legacy stream
+/// (`_use_new_zipfile_serialization=False`: magic number, protocol, sys info,
+/// the object pickle, the storage keys, then the raw storages). The unpickler
+/// rebuilds only plain containers, numbers, strings and tensors
+/// (`torch._utils._rebuild_tensor_v2`, `_rebuild_parameter`, typed storages,
+/// `collections.OrderedDict`); any other global is refused by name, and
+/// nothing the file names is ever executed. Tensors that share a storage in
+/// the file share it after loading (tied weights stay tied).
+///
+/// Writes the zip format that `torch.load` (PyTorch >= 1.6) reads, atomically
+/// (a temporary file in the same folder, then rename).
+
+#include "albef/io/pyobject.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace albef::io {
+
+/// Ordered name -> tensor map, in the order of the file or of `state_dict()`.
+using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
+
+/// Reads a `.pth` file (zip or legacy format). Throws albef::Error naming the
+/// file and the problem (missing, truncated, not a checkpoint, refused global).
+PyObjectPtr read_torch_file(const std::string& path);
+
+/// Writes `root` as a zip-format `.pth` file that `torch.load` reads back.
+/// Tensors sharing storage are written once. Atomic: the target is replaced
+/// only when the whole file is written.
+void write_torch_file(const std::string& path, const PyObjectPtr& root);
+
+/// The model weights inside a loaded checkpoint: the value of "model" or
+/// "state_dict" when the root is such a wrapper, else the root dict itself.
+/// A leading "module." (DistributedDataParallel) is removed from every key.
+/// Non-tensor entries are an error naming `path` and the key.
+StateDict state_dict_from(const PyObjectPtr& root, const std::string& path);
+
+/// An OrderedDict of tensors, as `model.state_dict()` would be pickled.
+PyObjectPtr state_dict_to_object(const StateDict& state);
+
+}  // namespace albef::io

@@ -1,0 +1,45 @@
+#pragma once
+/// @file image.h
+/// @brief Image decoding and the official (torchvision-on-PIL) transforms.
+///
+/// ALBEF's test transform is `Resize((res, res), BICUBIC)` on a PIL image,
+/// `ToTensor`, `Normalize(CLIP mean, CLIP std)`. PIL's bicubic resampling is
+/// antialiased (the kernel support widens by the downscale factor) and runs
+/// as two separable 8-bit passes (horizontal, then vertical) with 22-bit
+/// fixed-point weights and rounding to uint8 between the passes; it is
+/// reproduced here exactly, since OpenCV's and LibTorch's bicubic differ.
+
+#include <ATen/core/Tensor.h>
+#include <opencv2/core/mat.hpp>
+
+#include <string>
+
+namespace albef::vision {
+
+/// The normalisation ALBEF uses (CLIP's statistics).
+constexpr float kMean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+constexpr float kStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+
+/// Decodes a JPEG/PNG/... file into 8-bit RGB (CV_8UC3, R first), as PIL's
+/// `Image.open(path).convert('RGB')` would: EXIF orientation ignored, alpha
+/// dropped, grey replicated. Throws albef::Error naming the file when it is
+/// missing, empty, truncated or not an image.
+cv::Mat read_rgb(const std::string& path);
+
+/// A crop box in input pixel coordinates: [x0, x1) x [y0, y1).
+struct Box {
+  double x0, y0, x1, y1;
+};
+
+/// PIL `Image.resize((out_width, out_height), BICUBIC, box)` on an RGB
+/// CV_8UC3 image; `box` defaults to the whole image. Bit-exact with Pillow.
+cv::Mat resize_bicubic_pil(const cv::Mat& rgb, int out_width, int out_height);
+cv::Mat resize_bicubic_pil(const cv::Mat& rgb, int out_width, int out_height, const Box& box);
+
+/// torchvision `ToTensor` + `Normalize(kMean, kStd)`: float32 [3, H, W].
+at::Tensor to_normalized_tensor(const cv::Mat& rgb);
+
+/// The official test transform of one file: float32 [3, res, res].
+at::Tensor load_test_image(const std::string& path, int image_res);
+
+}  // namespace albef::vision

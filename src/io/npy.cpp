@@ -1,0 +1,103 @@
+#include "albef/io/npy.h"
+
+#include "albef/core/error.h"
+#include "albef/core/fs.h"
+
+#include <ATen/ATen.h>
+
+#include <cstring>
+#include <fstream>
+#include <regex>
+
+namespace albef::io {
+namespace {
+
+struct NpyType {
+  const char* descr;
+  at::ScalarType scalar;
+};
+
+constexpr NpyType kTypes[] = {
+    {"<f4", at::kFloat}, {"<f8", at::kDouble}, {"<i8", at::kLong}, {"<i4", at::kInt},
+    {"|u1", at::kByte},  {"|b1", at::kBool},   {"<f2", at::kHalf}, {"|i1", at::kChar},
+    {"<i2", at::kShort},
+};
+
+at::ScalarType scalar_from_descr(const std::string& descr, const std::string& path) {
+  for (const auto& type : kTypes)
+    if (descr == type.descr) return type.scalar;
+  fail(path, ": unsupported .npy dtype '", descr, "'");
+}
+
+const char* descr_from_scalar(at::ScalarType scalar) {
+  for (const auto& type : kTypes)
+    if (scalar == type.scalar) return type.descr;
+  fail("write_npy: unsupported tensor dtype ", c10::toString(scalar));
+}
+
+}  // namespace
+
+at::Tensor read_npy(const std::string& path) {
+  const std::string bytes = read_file(path);
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0)
+    fail(path, ": not a .npy file (bad magic)");
+  const int major = static_cast<unsigned char>(bytes[6]);
+  size_t header_len = 0, offset = 0;
+  if (major == 1) {
+    header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
+    offset = 10;
+  } else {
+    if (bytes.size() < 12) fail(path, ": truncated .npy header");
+    uint32_t len32;
+    std::memcpy(&len32, bytes.data() + 8, 4);
+    header_len = len32;
+    offset = 12;
+  }
+  if (offset + header_len > bytes.size()) fail(path, ": truncated .npy header");
+  const std::string header = bytes.substr(offset, header_len);
+  std::smatch match;
+  if (!std::regex_search(header, match, std::regex("'descr':\\s*'([^']+)'")))
+    fail(path, ": .npy header has no descr");
+  const at::ScalarType scalar = scalar_from_descr(match[1], path);
+  if (std::regex_search(header, std::regex("'fortran_order':\\s*True")))
+    fail(path, ": Fortran-ordered .npy files are not supported");
+  if (!std::regex_search(header, match, std::regex("'shape':\\s*\\(([^)]*)\\)")))
+    fail(path, ": .npy header has no shape");
+  std::vector<int64_t> shape;
+  const std::string dims = match[1];
+  const std::regex number("[0-9]+");
+  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it)
+    shape.push_back(std::stoll(it->str()));
+  at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(scalar));
+  const size_t data_offset = offset + header_len;
+  const size_t nbytes = tensor.numel() * tensor.element_size();
+  if (bytes.size() - data_offset != nbytes)
+    fail(path, ": .npy data has ", bytes.size() - data_offset, " bytes, expected ", nbytes);
+  std::memcpy(tensor.data_ptr(), bytes.data() + data_offset, nbytes);
+  return tensor;
+}
+
+void write_npy(const std::string& path, const at::Tensor& tensor) {
+  const at::Tensor data = tensor.to(at::kCPU).contiguous();
+  std::string header = str_cat("{'descr': '", descr_from_scalar(data.scalar_type()),
+                               "', 'fortran_order': False, 'shape': (");
+  for (int64_t d = 0; d < data.dim(); ++d) header += str_cat(data.size(d), data.dim() == 1 ? "," : (d + 1 < data.dim() ? ", " : ""));
+  header += "), }";
+  // Pad so that the data starts on a 64-byte boundary, header ends with '\n'.
+  const size_t unpadded = 10 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header += '\n';
+  write_atomically(path, [&](const std::string& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) fail(path, ": cannot open for writing");
+    out.write("\x93NUMPY\x01\x00", 8);
+    const uint16_t len = static_cast<uint16_t>(header.size());
+    out.put(static_cast<char>(len & 0xff));
+    out.put(static_cast<char>(len >> 8));
+    out << header;
+    out.write(static_cast<const char*>(data.data_ptr()), data.numel() * data.element_size());
+    if (!out) fail(path, ": write failed");
+  });
+}
+
+}  // namespace albef::io

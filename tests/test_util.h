@@ -1,0 +1,40 @@
+#pragma once
+// Shared helpers for the test suite: where the bundled data is, and tensor
+// comparisons that report the offending values.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace albef::testing {
+
+inline std::string data_path(const std::string& relative) {
+  return std::string(ALBEF_TEST_DATA_DIR) + "/" + relative;
+}
+
+inline std::string source_path(const std::string& relative) {
+  return std::string(ALBEF_SOURCE_DIR) + "/" + relative;
+}
+
+/// A fresh empty folder under the build tree's temp space.
+std::string make_temp_dir(const std::string& name);
+
+/// Runs a shell command, returns its exit code; its output goes to `output`.
+int run_command(const std::string& command, std::string* output = nullptr);
+
+/// Max abs difference between two tensors of the same shape (as float64).
+inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return 1e30;
+  if (a.numel() == 0) return 0.0;
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+}  // namespace albef::testing
+
+#define EXPECT_TENSOR_NEAR(actual, expected, atol)                                  \
+  do {                                                                              \
+    const double albef_diff_ = ::albef::testing::max_abs_diff((actual), (expected)); \
+    EXPECT_LE(albef_diff_, (atol)) << #actual << " vs " << #expected;               \
+  } while (0)
