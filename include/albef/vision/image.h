@@ -22,8 +22,10 @@ constexpr float kStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 
 /// Decodes a JPEG/PNG/... file into 8-bit RGB (CV_8UC3, R first), as PIL's
 /// `Image.open(path).convert('RGB')` would: EXIF orientation ignored, alpha
-/// dropped, grey replicated. Throws albef::Error naming the file when it is
-/// missing, empty, truncated or not an image.
+/// dropped, grey replicated, 16-bit PNG samples reduced as PIL does (high
+/// byte; plain 16-bit grey clipped at 255). Throws albef::Error naming the
+/// file when it is missing, empty, truncated (JPEG without EOI, PNG without
+/// IEND), corrupt or not an image.
 cv::Mat read_rgb(const std::string& path);
 
 /// A crop box in input pixel coordinates: [x0, x1) x [y0, y1).
@@ -35,6 +37,14 @@ struct Box {
 /// CV_8UC3 image; `box` defaults to the whole image. Bit-exact with Pillow.
 cv::Mat resize_bicubic_pil(const cv::Mat& rgb, int out_width, int out_height);
 cv::Mat resize_bicubic_pil(const cv::Mat& rgb, int out_width, int out_height, const Box& box);
+
+/// torchvision `resized_crop(img, top, left, height, width, [out_height,
+/// out_width], BICUBIC)` on a PIL image, i.e. PIL `crop((left, top, left +
+/// width, top + height)).resize(...)`. Not the same as resizing with a
+/// `box`: the box version lets the filter read pixels just outside the box,
+/// the crop clamps it to the crop. The crop must lie inside the image.
+cv::Mat resized_crop_pil(const cv::Mat& rgb, int top, int left, int height, int width, int out_width,
+                         int out_height);
 
 /// torchvision `ToTensor` + `Normalize(kMean, kStd)`: float32 [3, H, W].
 at::Tensor to_normalized_tensor(const cv::Mat& rgb);

@@ -1,0 +1,114 @@
+#pragma once
+/// @file config.h
+/// @brief The official YAML task configs and BERT's `config_bert.json`.
+///
+/// Keys and defaults follow salesforce/ALBEF's configs/. Every key that any
+/// official config has is known; any other key is an error naming the key
+/// and the file, so a typo such as `queue_sise` never passes silently.
+/// Relative paths inside a config (bert_config, vocab, data files) are
+/// resolved as the official scripts do (against the working directory) and,
+/// failing that, against the config's folder and its parent.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace albef {
+
+/// HuggingFace BertConfig fields ALBEF's xbert uses, plus ALBEF's
+/// `fusion_layer` (first layer with cross-attention) and `encoder_width`
+/// (width of the image tokens the cross-attention reads).
+struct BertConfig {
+  int64_t vocab_size = 30522;
+  int64_t hidden_size = 768;
+  int64_t num_hidden_layers = 12;
+  int64_t num_attention_heads = 12;
+  int64_t intermediate_size = 3072;
+  std::string hidden_act = "gelu";
+  double hidden_dropout_prob = 0.1;
+  double attention_probs_dropout_prob = 0.1;
+  int64_t max_position_embeddings = 512;
+  int64_t type_vocab_size = 2;
+  double initializer_range = 0.02;
+  double layer_norm_eps = 1e-12;
+  int64_t pad_token_id = 0;
+  int64_t fusion_layer = 6;
+  int64_t encoder_width = 768;
+
+  /// Reads a `config_bert.json`; unknown keys are an error naming the file.
+  static BertConfig from_json_file(const std::string& path);
+};
+
+/// ViT sizes. The official code hard-codes ViT-B/16; other sizes come from
+/// the optional `vision_config:` map of a task config.
+struct VisionConfig {
+  int64_t patch_size = 16;
+  int64_t embed_dim = 768;
+  int64_t depth = 12;
+  int64_t num_heads = 12;
+  double mlp_ratio = 4.0;
+};
+
+/// `optimizer:` block.
+struct OptimizerConfig {
+  std::string opt = "adamW";
+  double lr = 1e-4;
+  double weight_decay = 0.02;
+};
+
+/// `schedular:` block (the official spelling).
+struct SchedulerConfig {
+  std::string sched = "cosine";
+  double lr = 1e-4;
+  int64_t epochs = 30;
+  double min_lr = 1e-5;
+  double decay_rate = 1.0;
+  double warmup_lr = 1e-5;
+  int64_t warmup_epochs = 20;
+  int64_t cooldown_epochs = 0;
+};
+
+/// One task config (Pretrain.yaml, Retrieval_coco.yaml, ...), parsed.
+struct Config {
+  std::string path;       ///< the YAML file it came from
+  nlohmann::json raw;     ///< every key as written (saved into checkpoints as 'config')
+
+  std::vector<std::string> train_file;  ///< one or several annotation files
+  std::vector<std::string> val_file;
+  std::vector<std::string> test_file;
+  std::string image_root;
+  std::string bert_config;  ///< resolved path of config_bert.json
+  std::string vocab;        ///< resolved path of the WordPiece vocabulary
+
+  int64_t image_res = 256;
+  int64_t vision_width = 768;
+  int64_t embed_dim = 256;
+  int64_t batch_size = 64;        ///< pretraining
+  int64_t batch_size_train = 32;  ///< fine-tuning
+  int64_t batch_size_test = 64;
+  double temp = 0.07;
+  double mlm_probability = 0.15;
+  int64_t queue_size = 65536;
+  double momentum = 0.995;
+  double alpha = 0.4;
+  bool distill = true;
+  bool warm_up = true;
+  int64_t k_test = 256;
+
+  OptimizerConfig optimizer;
+  SchedulerConfig schedular;
+  VisionConfig vision;
+  BertConfig bert;
+
+  /// Resolves a path written in this config (see file comment); returns the
+  /// path unchanged when no candidate exists.
+  std::string resolve(const std::string& relative) const;
+};
+
+/// Parses a task config and the BERT config it names. Errors name the file
+/// and the key.
+Config load_config(const std::string& path);
+
+}  // namespace albef

@@ -1,0 +1,44 @@
+#pragma once
+/// @file runtime.h
+/// @brief Process-wide compute settings: threads, allocator, device and the
+/// one switch that selects the compute precision.
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <string>
+
+namespace albef {
+
+/// Compute precision of matmuls and convolutions.
+enum class Precision {
+  Fp32,  ///< everything in float32
+  Bf16,  ///< autocast: matmul/conv in bfloat16, LayerNorm, softmax and the residual stream in float32
+};
+
+/// Parses "fp32" / "bf16"; anything else is an error naming the value.
+Precision parse_precision(const std::string& name);
+/// Parses "cpu" / "cuda" / "cuda:N"; "cuda" on a LibTorch without CUDA is an error.
+c10::Device parse_device(const std::string& name);
+
+/// Sets the intra-op thread count (0 = every core; LibTorch's own default
+/// here is one thread) and makes glibc keep freed large blocks instead of
+/// returning them to the OS on every free, which makes element-wise ops
+/// several times faster. Call once at start-up.
+void init_runtime(int threads = 0);
+
+/// Enables autocast for its scope when `precision` is Bf16 (CPU: bfloat16;
+/// CUDA: bfloat16 too), restoring the previous state on exit.
+class PrecisionGuard {
+ public:
+  PrecisionGuard(Precision precision, c10::Device device);
+  ~PrecisionGuard();
+  PrecisionGuard(const PrecisionGuard&) = delete;
+  PrecisionGuard& operator=(const PrecisionGuard&) = delete;
+
+ private:
+  bool cpu_before_ = false, cuda_before_ = false;
+  bool active_ = false;
+};
+
+}  // namespace albef

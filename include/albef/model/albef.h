@@ -1,0 +1,106 @@
+#pragma once
+/// @file albef.h
+/// @brief The ALBEF model: ViT image encoder, BERT text/fusion encoder,
+/// 256-d projections, ITM head, MLM head, momentum copies and feature queues,
+/// with the official state_dict names so checkpoints move both ways.
+
+#include "albef/config/config.h"
+#include "albef/io/checkpoint.h"
+#include "albef/model/bert.h"
+#include "albef/vision/vit.h"
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+
+#include <string>
+#include <vector>
+
+namespace albef {
+
+/// Which official model class the module tree mirrors.
+enum class ModelKind {
+  /// models/model_pretrain.py: `text_encoder` is BertForMaskedLM
+  /// (`text_encoder.bert.*`, `text_encoder.cls.*`).
+  Pretrain,
+  /// models/model_retrieval.py: `text_encoder` is a BertModel
+  /// (`text_encoder.embeddings.*`, `text_encoder.encoder.*`) plus `idx_queue`.
+  Retrieval,
+};
+
+/// What to build beyond the online encoders.
+struct ModelOptions {
+  ModelKind kind = ModelKind::Pretrain;
+  /// Momentum encoders, queues and `temp` as in training; inference can
+  /// leave the momentum copies out to halve the memory.
+  bool momentum_encoders = true;
+};
+
+/// ALBEF as one module. Forward pieces are exposed separately so tasks
+/// compose them (the official forward of each task lives with the task).
+class AlbefModelImpl : public torch::nn::Module {
+ public:
+  AlbefModelImpl(const Config& config, const ModelOptions& options = {});
+
+  /// [B, 3, R, R] normalised images -> image tokens [B, 1 + P, vision_width].
+  at::Tensor encode_image(const at::Tensor& images);
+  /// Token ids and mask [B, L] -> text-encoder states [B, L, hidden].
+  at::Tensor encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask);
+  /// L2-normalised projection of the image CLS token -> [B, embed_dim].
+  at::Tensor image_feature(const at::Tensor& image_embeds);
+  /// L2-normalised projection of the text CLS token -> [B, embed_dim].
+  at::Tensor text_feature(const at::Tensor& text_embeds);
+  /// Fusion layers over text states and image tokens -> [B, L, hidden].
+  at::Tensor fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
+  /// `itm_head` on the fused CLS state -> logits [B, 2] (class 1 = match).
+  at::Tensor itm_logits(const at::Tensor& fused);
+  /// MLM logits [B, L, vocab] (Pretrain kind only).
+  at::Tensor mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
+
+  /// The BERT inside `text_encoder` (or `text_encoder_m`), whatever the kind.
+  BertModel& text_bert() { return text_bert_; }
+  BertModel& text_bert_m() { return text_bert_m_; }
+  /// Random init as the official constructors do, momentum copies included.
+  void init_weights();
+  /// Copies the online parameters into the momentum copies (`copy_params`).
+  void copy_params();
+  /// (online, momentum) parameter pairs in the official `model_pairs` order.
+  std::vector<std::pair<at::Tensor, at::Tensor>> momentum_pairs();
+
+  const Config& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+
+  at::Tensor temp, image_queue, text_queue, idx_queue, queue_ptr;
+  VisionTransformer visual_encoder{nullptr}, visual_encoder_m{nullptr};
+  BertForMaskedLM text_encoder_mlm{nullptr}, text_encoder_mlm_m{nullptr};  // Pretrain kind
+  torch::nn::Linear vision_proj{nullptr}, text_proj{nullptr}, itm_head{nullptr};
+  torch::nn::Linear vision_proj_m{nullptr}, text_proj_m{nullptr};
+
+ private:
+  Config config_;
+  ModelOptions options_;
+  BertModel text_bert_{nullptr}, text_bert_m_{nullptr};
+};
+TORCH_MODULE(AlbefModel);
+
+/// The module's state in PyTorch's `state_dict()` order: each module's own
+/// parameters, then its own buffers, then its children, recursively. Tied
+/// tensors appear under every name, sharing storage.
+io::StateDict state_dict(const torch::nn::Module& module);
+
+/// What `load_state_dict` did, as PyTorch reports it with strict=False.
+struct LoadReport {
+  std::vector<std::string> missing_keys;     ///< in the model, not in the checkpoint
+  std::vector<std::string> unexpected_keys;  ///< in the checkpoint, not in the model
+};
+
+/// Copies a checkpoint's tensors into the model the way the official scripts
+/// load one: keys are adapted to the model kind (a pretraining checkpoint's
+/// `text_encoder.bert.` becomes `text_encoder.` for retrieval models and back),
+/// `pos_embed` is interpolated to the model's image_res, and momentum entries
+/// are skipped when the model has no momentum encoders. A tensor of the wrong
+/// shape is an error naming `source` and the key; with `strict`, missing keys
+/// are an error too.
+LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source,
+                           bool strict = false);
+
+}  // namespace albef

@@ -1,0 +1,150 @@
+#pragma once
+/// @file bert.h
+/// @brief ALBEF's text encoder (xbert.py): BERT whose layers from
+/// `fusion_layer` on carry a cross-attention to the image tokens, so that
+/// one stack serves as the text encoder (layers [0, fusion_layer)) and the
+/// multimodal fusion encoder (layers [fusion_layer, num_hidden_layers)).
+/// Module and parameter names are the official state_dict names.
+
+#include "albef/config/config.h"
+#include "albef/model/layers.h"
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <optional>
+
+namespace albef {
+
+/// `embeddings`: word + position + token type (always 0), LayerNorm.
+class BertEmbeddingsImpl : public torch::nn::Module {
+ public:
+  explicit BertEmbeddingsImpl(const BertConfig& config);
+  at::Tensor forward(const at::Tensor& input_ids);
+  at::Tensor position_ids;  // buffer [1, max_position_embeddings], in the state_dict as in HF
+  torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
+  torch::nn::LayerNorm LayerNorm{nullptr};
+};
+TORCH_MODULE(BertEmbeddings);
+
+/// `attention.self` / `crossattention.self`: query, key, value projections.
+/// Cross-attention keys/values read `encoder_width`-wide image tokens.
+class BertSelfAttentionImpl : public torch::nn::Module {
+ public:
+  BertSelfAttentionImpl(const BertConfig& config, bool is_cross_attention);
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask);
+  at::Tensor forward_cross(const at::Tensor& hidden, const at::Tensor& image_embeds);
+  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  int64_t num_heads;
+};
+TORCH_MODULE(BertSelfAttention);
+
+/// `*.output` after attention and after the FFN: dense, residual, LayerNorm.
+class BertResidualOutputImpl : public torch::nn::Module {
+ public:
+  BertResidualOutputImpl(int64_t in_features, int64_t hidden, double eps);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& residual);
+  torch::nn::Linear dense{nullptr};
+  torch::nn::LayerNorm LayerNorm{nullptr};
+};
+TORCH_MODULE(BertResidualOutput);
+
+/// `attention` / `crossattention`: `self` then `output`.
+class BertAttentionImpl : public torch::nn::Module {
+ public:
+  BertAttentionImpl(const BertConfig& config, bool is_cross_attention);
+  BertSelfAttention self{nullptr};
+  BertResidualOutput output{nullptr};
+};
+TORCH_MODULE(BertAttention);
+
+/// `intermediate`: dense + GELU.
+class BertIntermediateImpl : public torch::nn::Module {
+ public:
+  explicit BertIntermediateImpl(const BertConfig& config);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::Linear dense{nullptr};
+};
+TORCH_MODULE(BertIntermediate);
+
+/// `encoder.layer.N`.
+class BertLayerImpl : public torch::nn::Module {
+ public:
+  BertLayerImpl(const BertConfig& config, int64_t layer_index);
+  /// `image_embeds` is required exactly when the layer has cross-attention.
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask, const at::Tensor& image_embeds);
+  bool has_cross_attention() const { return !crossattention.is_empty(); }
+  BertAttention attention{nullptr};
+  BertAttention crossattention{nullptr};
+  BertIntermediate intermediate{nullptr};
+  BertResidualOutput output{nullptr};
+};
+TORCH_MODULE(BertLayer);
+
+/// Which layers a forward pass runs (xbert's `mode`).
+enum class BertMode {
+  Text,        ///< layers [0, fusion_layer): the unimodal text encoder
+  Fusion,      ///< layers [fusion_layer, N): input is the text encoder's output
+  Multimodal,  ///< all layers, from token ids
+};
+
+/// `BertModel` without pooler (`embeddings`, `encoder.layer.N`).
+class BertModelImpl : public torch::nn::Module {
+ public:
+  explicit BertModelImpl(const BertConfig& config);
+  /// Text mode: ids [B, L] + mask [B, L] -> [B, L, H].
+  at::Tensor forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask);
+  /// Fusion mode: text states from forward_text + image tokens -> [B, L, H].
+  at::Tensor forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
+                            const at::Tensor& image_embeds);
+  /// Multimodal mode: ids through every layer.
+  at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                const at::Tensor& image_embeds);
+  /// HF BERT init: normal(0, initializer_range) weights, zero biases, unit LayerNorm.
+  void init_weights();
+  const BertConfig& config() const { return config_; }
+
+  BertEmbeddings embeddings{nullptr};
+  std::shared_ptr<torch::nn::Module> encoder;  // a plain holder of `layer`, as in HF
+  torch::nn::ModuleList layer{nullptr};
+
+ private:
+  at::Tensor run_layers(at::Tensor hidden, const at::Tensor& attention_mask, const at::Tensor& image_embeds,
+                        int64_t begin, int64_t end);
+  BertConfig config_;
+};
+TORCH_MODULE(BertModel);
+
+/// `cls.predictions`: transform (dense, GELU, LayerNorm) then the decoder
+/// tied to the word embeddings, plus the output bias.
+class BertLMPredictionHeadImpl : public torch::nn::Module {
+ public:
+  BertLMPredictionHeadImpl(const BertConfig& config, const at::Tensor& word_embeddings);
+  at::Tensor forward(const at::Tensor& hidden);
+  at::Tensor bias;
+  std::shared_ptr<torch::nn::Module> transform;  // a plain holder of dense + LayerNorm
+  torch::nn::Linear transform_dense{nullptr};
+  torch::nn::LayerNorm transform_LayerNorm{nullptr};
+  TiedLinear decoder{nullptr};
+};
+TORCH_MODULE(BertLMPredictionHead);
+
+/// `BertForMaskedLM`: `bert` + `cls.predictions` (the pretraining text encoder).
+class BertForMaskedLMImpl : public torch::nn::Module {
+ public:
+  explicit BertForMaskedLMImpl(const BertConfig& config);
+  /// MLM logits [B, L, vocab] of ids run through all layers with the image.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
+  void init_weights();
+  BertModel bert{nullptr};
+  BertLMPredictionHead predictions{nullptr};  // registered as cls.predictions
+};
+TORCH_MODULE(BertForMaskedLM);
+
+/// BERT's additive self-attention mask: (1 - mask) * -10000, shaped [B, 1, 1, L].
+at::Tensor extended_attention_mask(const at::Tensor& attention_mask, at::ScalarType dtype);
+
+}  // namespace albef

@@ -1,0 +1,69 @@
+#pragma once
+/// @file inference.h
+/// @brief A loaded ALBEF model ready to embed and score images and captions,
+/// with the official retrieval preprocessing (test transform, pre_caption,
+/// 30 tokens). This is the entry point most programs need.
+
+#include "albef/config/config.h"
+#include "albef/core/runtime.h"
+#include "albef/model/albef.h"
+#include "albef/text/tokenizer.h"
+
+#include <string>
+#include <vector>
+
+namespace albef {
+
+/// How to load and run a model for inference.
+struct InferenceOptions {
+  std::string config_path;      ///< task YAML (Pretrain.yaml, Retrieval_coco.yaml, ...)
+  std::string checkpoint_path;  ///< official or albef-written `.pth`
+  int threads = 0;              ///< 0 = every core
+  Precision precision = Precision::Fp32;
+  std::string device = "cpu";
+  int64_t batch_size = 32;      ///< images or texts per forward pass
+  int max_text_length = 30;     ///< tokens incl. [CLS], as the official retrieval code
+  int max_words = 30;           ///< pre_caption's word limit
+};
+
+/// ITC and ITM scores of one image-caption pair.
+struct PairScore {
+  double itc;        ///< dot product of the normalised projected CLS features
+  double itm_match;  ///< softmax(itm_head(fused CLS))[1]
+};
+
+/// An ALBEF model (online encoders only) with its tokenizer, in eval mode.
+class AlbefInference {
+ public:
+  explicit AlbefInference(const InferenceOptions& options);
+
+  /// Normalised image features [N, embed_dim] (float32, CPU), input order.
+  at::Tensor image_features(const std::vector<std::string>& image_paths);
+  /// Normalised text features [M, embed_dim] (float32, CPU), input order.
+  at::Tensor text_features(const std::vector<std::string>& captions);
+  /// Scores image_paths[i] against captions[i] for every i.
+  std::vector<PairScore> score_pairs(const std::vector<std::string>& image_paths,
+                                     const std::vector<std::string>& captions);
+
+  /// The official test transform of a batch of files: [B, 3, R, R].
+  at::Tensor load_images(const std::vector<std::string>& image_paths) const;
+  /// pre_caption + tokenizer, padded to the longest caption.
+  text::BatchEncoding tokenize(const std::vector<std::string>& captions) const;
+
+  const Config& config() const { return config_; }
+  const text::BertTokenizer& tokenizer() const { return tokenizer_; }
+  AlbefModel& model() { return model_; }
+  c10::Device device() const { return device_; }
+  /// What loading the checkpoint reported (missing / unexpected keys).
+  const LoadReport& load_report() const { return load_report_; }
+
+ private:
+  InferenceOptions options_;
+  Config config_;
+  text::BertTokenizer tokenizer_;
+  c10::Device device_;
+  AlbefModel model_{nullptr};
+  LoadReport load_report_;
+};
+
+}  // namespace albef

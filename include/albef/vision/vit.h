@@ -1,0 +1,83 @@
+#pragma once
+/// @file vit.h
+/// @brief ALBEF's image encoder: a pre-norm Vision Transformer (timm 0.4.9
+/// layout, LayerNorm eps 1e-6, qkv bias, no pooling head). Parameter names
+/// are those of the official `visual_encoder` state_dict.
+
+#include "albef/config/config.h"
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+namespace albef {
+
+/// `patch_embed`: a Conv2d with kernel = stride = patch size.
+class PatchEmbedImpl : public torch::nn::Module {
+ public:
+  PatchEmbedImpl(int64_t patch_size, int64_t embed_dim);
+  /// [B, 3, H, W] -> [B, (H/p)*(W/p), D]
+  at::Tensor forward(const at::Tensor& image);
+  torch::nn::Conv2d proj{nullptr};
+};
+TORCH_MODULE(PatchEmbed);
+
+/// `blocks.N.attn`: fused qkv projection, softmax attention, output proj.
+class VitAttentionImpl : public torch::nn::Module {
+ public:
+  VitAttentionImpl(int64_t dim, int64_t num_heads);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  int64_t num_heads;
+};
+TORCH_MODULE(VitAttention);
+
+/// `blocks.N.mlp`: fc1, exact GELU, fc2.
+class VitMlpImpl : public torch::nn::Module {
+ public:
+  VitMlpImpl(int64_t dim, int64_t hidden);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(VitMlp);
+
+/// `blocks.N`: x + attn(norm1(x)), then x + mlp(norm2(x)).
+class VitBlockImpl : public torch::nn::Module {
+ public:
+  VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::LayerNorm norm1{nullptr};
+  VitAttention attn{nullptr};
+  torch::nn::LayerNorm norm2{nullptr};
+  VitMlp mlp{nullptr};
+};
+TORCH_MODULE(VitBlock);
+
+/// The whole encoder: [B, 3, R, R] -> [B, 1 + (R/p)^2, D] (CLS token first).
+class VisionTransformerImpl : public torch::nn::Module {
+ public:
+  VisionTransformerImpl(const VisionConfig& config, int64_t image_res);
+  at::Tensor forward(const at::Tensor& image);
+  /// Random init as the official code (truncated normal, std 0.02).
+  void init_weights();
+  int64_t num_patches() const { return num_patches_; }
+
+  at::Tensor cls_token, pos_embed;
+  PatchEmbed patch_embed{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::LayerNorm norm{nullptr};
+
+ private:
+  int64_t num_patches_;
+};
+TORCH_MODULE(VisionTransformer);
+
+/// The official `interpolate_pos_embed`: keeps the CLS row and resizes the
+/// square grid of position embeddings with bicubic interpolation
+/// (align_corners=false) when the checkpoint's grid differs from
+/// `num_patches`. Returns the input unchanged when the grids agree.
+at::Tensor interpolate_pos_embed(const at::Tensor& pos_embed, int64_t num_patches);
+
+}  // namespace albef

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything albef-cpp needs to build, test and benchmark, from
+# Debian 12's archive. Run as root (or with sudo available).
+set -euo pipefail
+
+packages=(
+  g++ cmake make pkg-config
+  libtorch-dev libopenblas0-openmp
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  libyaml-cpp-dev nlohmann-json3-dev libutf8proc-dev libcli11-dev
+  libgtest-dev libbenchmark-dev libfaiss-dev libcpp-httplib-dev
+  python3-torch python3-numpy
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
+  exec sudo "$0" "$@"
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

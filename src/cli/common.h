@@ -1,0 +1,44 @@
+#pragma once
+// Options and helpers shared by the albef subcommands.
+
+#include "albef/core/runtime.h"
+#include "albef/tasks/inference.h"
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+namespace albef::cli {
+
+/// --threads / --precision / --device, as every compute command takes them.
+struct ComputeFlags {
+  int threads = 0;
+  std::string precision = "fp32";
+  std::string device = "cpu";
+  void add_to(CLI::App& command);
+};
+
+/// --config / --checkpoint plus the compute flags, turned into InferenceOptions.
+struct ModelFlags {
+  std::string config;
+  std::string checkpoint;
+  ComputeFlags compute;
+  int64_t batch_size = 32;
+  void add_to(CLI::App& command);
+  InferenceOptions options() const;
+};
+
+/// Lines of a text file (one item per line; blank lines skipped). Errors name the file.
+std::vector<std::string> read_lines(const std::string& path);
+
+/// Image paths from a list file (relative entries resolved against the list's
+/// folder when they do not exist as given) or from a folder (its image files,
+/// sorted by name).
+std::vector<std::string> image_paths_from(const std::string& list_or_dir);
+
+void add_embed_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+void add_score_command(CLI::App& app);
+
+}  // namespace albef::cli

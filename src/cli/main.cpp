@@ -1,0 +1,33 @@
+// albef: one binary, one subcommand per job.
+
+#include "cli/common.h"
+
+#include "albef/core/error.h"
+
+#include <c10/util/Exception.h>
+
+#include <iostream>
+
+int main(int argc, char** argv) {
+  CLI::App app{"albef: ALBEF (Align before Fuse) vision-language model on LibTorch"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "albef-cpp 0.1.0");
+  albef::cli::add_embed_command(app);
+  albef::cli::add_tokenize_command(app);
+  albef::cli::add_score_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const albef::Error& e) {
+    std::cerr << "albef: error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "albef: error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "albef: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,267 @@
+#include "albef/config/config.h"
+
+#include "albef/core/error.h"
+#include "albef/core/fs.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+namespace albef {
+namespace fs = std::filesystem;
+namespace {
+
+// Every top-level key of every official config (configs/*.yaml of
+// salesforce/ALBEF), plus albef-cpp's own: vision_config (ViT sizes) and
+// vocab (the WordPiece vocabulary; the official code downloads it by name).
+const std::set<std::string> kKnownKeys = {
+    "train_file", "val_file", "test_file", "image_root", "bert_config", "image_res",
+    "vision_width", "embed_dim", "batch_size", "batch_size_train", "batch_size_test",
+    "temp", "mlm_probability", "queue_size", "momentum", "alpha", "distill", "warm_up",
+    "k_test", "eval_ema", "optimizer", "schedular", "refcoco_data", "det_file",
+    "coco_file", "answer_list", "vqa_root", "vg_root", "eos", "vision_config", "vocab",
+};
+const std::set<std::string> kOptimizerKeys = {"opt", "lr", "weight_decay"};
+const std::set<std::string> kSchedulerKeys = {"sched",     "lr",        "epochs",        "min_lr",
+                                              "decay_rate", "warmup_lr", "warmup_epochs", "cooldown_epochs"};
+const std::set<std::string> kVisionKeys = {"patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"};
+// Fields a HuggingFace BERT config.json may carry (ALBEF's config_bert.json
+// has a subset; fusion_layer and encoder_width are ALBEF's).
+const std::set<std::string> kBertKeys = {
+    "architectures", "attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob",
+    "hidden_size", "initializer_range", "intermediate_size", "layer_norm_eps",
+    "max_position_embeddings", "model_type", "num_attention_heads", "num_hidden_layers",
+    "pad_token_id", "type_vocab_size", "vocab_size", "fusion_layer", "encoder_width",
+    "position_embedding_type", "use_cache", "gradient_checkpointing", "transformers_version",
+    "classifier_dropout", "add_cross_attention", "chunk_size_feed_forward", "torch_dtype",
+    "output_attentions", "output_hidden_states"};
+
+template <typename T>
+T scalar(const YAML::Node& node, const std::string& key, const std::string& file) {
+  try {
+    return node.as<T>();
+  } catch (const YAML::Exception&) {
+    fail(file, ": key '", key, "' (line ", node.Mark().line + 1, "): cannot read '",
+         YAML::Dump(node), "' as a ", std::is_same_v<T, bool> ? "boolean" : std::is_same_v<T, std::string> ? "string" : "number");
+  }
+}
+
+void check_keys(const YAML::Node& map, const std::set<std::string>& known, const std::string& prefix,
+                const std::string& file) {
+  if (!map.IsMap()) fail(file, ": '", prefix, "' must be a mapping");
+  for (const auto& item : map) {
+    const std::string key = item.first.as<std::string>();
+    if (!known.count(key))
+      fail(file, ": unknown key '", prefix.empty() ? "" : prefix + ".", key, "' (line ", item.first.Mark().line + 1,
+           "); none of the official ALBEF configs has it");
+  }
+}
+
+std::vector<std::string> string_list(const YAML::Node& node, const std::string& key, const std::string& file) {
+  std::vector<std::string> out;
+  if (node.IsSequence()) {
+    for (const auto& item : node) out.push_back(scalar<std::string>(item, key, file));
+  } else {
+    out.push_back(scalar<std::string>(node, key, file));
+  }
+  return out;
+}
+
+nlohmann::json to_json(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      nlohmann::json out = nlohmann::json::object();
+      for (const auto& item : node) out[item.first.as<std::string>()] = to_json(item.second);
+      return out;
+    }
+    case YAML::NodeType::Sequence: {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& item : node) out.push_back(to_json(item));
+      return out;
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string text = node.Scalar();
+      if (node.Tag() == "!") return text;  // quoted: always a string
+      if (text == "True" || text == "true") return true;
+      if (text == "False" || text == "false") return false;
+      try {
+        size_t used = 0;
+        const long long value = std::stoll(text, &used);
+        if (used == text.size()) return value;
+      } catch (...) {
+      }
+      try {
+        size_t used = 0;
+        const double value = std::stod(text, &used);
+        if (used == text.size()) return value;
+      } catch (...) {
+      }
+      return text;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+template <typename T>
+void read_json_field(const nlohmann::json& json, const char* key, T& field, const std::string& file) {
+  if (!json.contains(key)) return;
+  try {
+    field = json.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail(file, ": key '", key, "' has the wrong type (", json.at(key).dump(), ")");
+  }
+}
+
+}  // namespace
+
+BertConfig BertConfig::from_json_file(const std::string& path) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(path, ": not valid JSON (", e.what(), ")");
+  }
+  if (!json.is_object()) fail(path, ": a BERT config must be a JSON object");
+  for (const auto& item : json.items())
+    if (!kBertKeys.count(item.key())) fail(path, ": unknown key '", item.key(), "' in the BERT config");
+  BertConfig config;
+  read_json_field(json, "vocab_size", config.vocab_size, path);
+  read_json_field(json, "hidden_size", config.hidden_size, path);
+  read_json_field(json, "num_hidden_layers", config.num_hidden_layers, path);
+  read_json_field(json, "num_attention_heads", config.num_attention_heads, path);
+  read_json_field(json, "intermediate_size", config.intermediate_size, path);
+  read_json_field(json, "hidden_act", config.hidden_act, path);
+  read_json_field(json, "hidden_dropout_prob", config.hidden_dropout_prob, path);
+  read_json_field(json, "attention_probs_dropout_prob", config.attention_probs_dropout_prob, path);
+  read_json_field(json, "max_position_embeddings", config.max_position_embeddings, path);
+  read_json_field(json, "type_vocab_size", config.type_vocab_size, path);
+  read_json_field(json, "initializer_range", config.initializer_range, path);
+  read_json_field(json, "layer_norm_eps", config.layer_norm_eps, path);
+  read_json_field(json, "pad_token_id", config.pad_token_id, path);
+  read_json_field(json, "fusion_layer", config.fusion_layer, path);
+  read_json_field(json, "encoder_width", config.encoder_width, path);
+  if (json.contains("position_embedding_type") && json["position_embedding_type"] != "absolute")
+    fail(path, ": only position_embedding_type 'absolute' is supported");
+  if (config.hidden_act != "gelu") fail(path, ": hidden_act '", config.hidden_act, "' is not supported (ALBEF uses 'gelu')");
+  if (config.hidden_size % config.num_attention_heads != 0)
+    fail(path, ": hidden_size ", config.hidden_size, " is not a multiple of num_attention_heads ", config.num_attention_heads);
+  if (config.fusion_layer < 0 || config.fusion_layer > config.num_hidden_layers)
+    fail(path, ": fusion_layer ", config.fusion_layer, " is outside [0, num_hidden_layers=", config.num_hidden_layers, "]");
+  return config;
+}
+
+std::string Config::resolve(const std::string& relative) const {
+  if (relative.empty() || fs::path(relative).is_absolute() || fs::exists(relative)) return relative;
+  const fs::path dir = fs::path(path).parent_path();
+  for (const fs::path& base : {dir, dir.parent_path()}) {
+    const fs::path candidate = base / relative;
+    if (fs::exists(candidate)) return candidate.lexically_normal().string();
+  }
+  return relative;
+}
+
+Config load_config(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    fail(path, ": cannot open the config file");
+  } catch (const YAML::Exception& e) {
+    fail(path, ": invalid YAML at line ", e.mark.line + 1, ": ", e.msg);
+  }
+  if (!root.IsMap()) fail(path, ": a config must be a YAML mapping of keys");
+  check_keys(root, kKnownKeys, "", path);
+
+  Config config;
+  config.path = path;
+  config.raw = to_json(root);
+  auto has = [&](const char* key) { return static_cast<bool>(root[key]); };
+  auto get_int = [&](const char* key, int64_t& field) {
+    if (has(key)) field = scalar<int64_t>(root[key], key, path);
+  };
+  auto get_double = [&](const char* key, double& field) {
+    if (has(key)) field = scalar<double>(root[key], key, path);
+  };
+  auto get_bool = [&](const char* key, bool& field) {
+    if (has(key)) field = scalar<bool>(root[key], key, path);
+  };
+
+  if (has("train_file")) config.train_file = string_list(root["train_file"], "train_file", path);
+  if (has("val_file")) config.val_file = string_list(root["val_file"], "val_file", path);
+  if (has("test_file")) config.test_file = string_list(root["test_file"], "test_file", path);
+  if (has("image_root")) config.image_root = scalar<std::string>(root["image_root"], "image_root", path);
+  get_int("image_res", config.image_res);
+  get_int("vision_width", config.vision_width);
+  get_int("embed_dim", config.embed_dim);
+  get_int("batch_size", config.batch_size);
+  get_int("batch_size_train", config.batch_size_train);
+  get_int("batch_size_test", config.batch_size_test);
+  get_double("temp", config.temp);
+  get_double("mlm_probability", config.mlm_probability);
+  get_int("queue_size", config.queue_size);
+  get_double("momentum", config.momentum);
+  get_double("alpha", config.alpha);
+  get_bool("distill", config.distill);
+  get_bool("warm_up", config.warm_up);
+  get_int("k_test", config.k_test);
+
+  if (has("optimizer")) {
+    const YAML::Node node = root["optimizer"];
+    check_keys(node, kOptimizerKeys, "optimizer", path);
+    if (node["opt"]) config.optimizer.opt = scalar<std::string>(node["opt"], "optimizer.opt", path);
+    if (node["lr"]) config.optimizer.lr = scalar<double>(node["lr"], "optimizer.lr", path);
+    if (node["weight_decay"])
+      config.optimizer.weight_decay = scalar<double>(node["weight_decay"], "optimizer.weight_decay", path);
+  }
+  if (has("schedular")) {
+    const YAML::Node node = root["schedular"];
+    check_keys(node, kSchedulerKeys, "schedular", path);
+    auto& s = config.schedular;
+    if (node["sched"]) s.sched = scalar<std::string>(node["sched"], "schedular.sched", path);
+    if (node["lr"]) s.lr = scalar<double>(node["lr"], "schedular.lr", path);
+    if (node["epochs"]) s.epochs = scalar<int64_t>(node["epochs"], "schedular.epochs", path);
+    if (node["min_lr"]) s.min_lr = scalar<double>(node["min_lr"], "schedular.min_lr", path);
+    if (node["decay_rate"]) s.decay_rate = scalar<double>(node["decay_rate"], "schedular.decay_rate", path);
+    if (node["warmup_lr"]) s.warmup_lr = scalar<double>(node["warmup_lr"], "schedular.warmup_lr", path);
+    if (node["warmup_epochs"]) s.warmup_epochs = scalar<int64_t>(node["warmup_epochs"], "schedular.warmup_epochs", path);
+    if (node["cooldown_epochs"])
+      s.cooldown_epochs = scalar<int64_t>(node["cooldown_epochs"], "schedular.cooldown_epochs", path);
+  }
+  if (has("vision_config")) {
+    const YAML::Node node = root["vision_config"];
+    check_keys(node, kVisionKeys, "vision_config", path);
+    auto& v = config.vision;
+    if (node["patch_size"]) v.patch_size = scalar<int64_t>(node["patch_size"], "vision_config.patch_size", path);
+    if (node["embed_dim"]) v.embed_dim = scalar<int64_t>(node["embed_dim"], "vision_config.embed_dim", path);
+    if (node["depth"]) v.depth = scalar<int64_t>(node["depth"], "vision_config.depth", path);
+    if (node["num_heads"]) v.num_heads = scalar<int64_t>(node["num_heads"], "vision_config.num_heads", path);
+    if (node["mlp_ratio"]) v.mlp_ratio = scalar<double>(node["mlp_ratio"], "vision_config.mlp_ratio", path);
+  }
+  if (config.vision.embed_dim % config.vision.num_heads != 0)
+    fail(path, ": vision_config.embed_dim ", config.vision.embed_dim, " is not a multiple of num_heads ",
+         config.vision.num_heads);
+  if (config.image_res % config.vision.patch_size != 0)
+    fail(path, ": image_res ", config.image_res, " is not a multiple of the patch size ", config.vision.patch_size);
+  if (config.vision_width != config.vision.embed_dim)
+    fail(path, ": vision_width ", config.vision_width, " differs from the ViT width ", config.vision.embed_dim);
+
+  if (!has("bert_config")) fail(path, ": missing key 'bert_config' (the path of config_bert.json)");
+  config.bert_config = config.resolve(scalar<std::string>(root["bert_config"], "bert_config", path));
+  try {
+    config.bert = BertConfig::from_json_file(config.bert_config);
+  } catch (const Error& e) {
+    fail(path, ": bert_config: ", e.what());
+  }
+  if (config.bert.encoder_width != config.vision_width)
+    fail(config.bert_config, ": encoder_width ", config.bert.encoder_width, " differs from vision_width ",
+         config.vision_width, " of ", path);
+  // The vocabulary: the config's 'vocab' key, else beside config_bert.json.
+  config.vocab = has("vocab") ? config.resolve(scalar<std::string>(root["vocab"], "vocab", path))
+                              : (fs::path(config.bert_config).parent_path() / "bert-base-uncased-vocab.txt").string();
+  return config;
+}
+
+}  // namespace albef

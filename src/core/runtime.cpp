@@ -1,0 +1,63 @@
+#include "albef/core/runtime.h"
+
+#include "albef/core/error.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/Context.h>
+#include <malloc.h>
+
+#include <thread>
+
+namespace albef {
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::Fp32;
+  if (name == "bf16") return Precision::Bf16;
+  fail("unknown precision '", name, "' (use fp32 or bf16)");
+}
+
+c10::Device parse_device(const std::string& name) {
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(name);
+  } catch (const c10::Error&) {
+    fail("unknown device '", name, "' (use cpu or cuda)");
+  }
+  if (device.is_cuda() && !at::hasCUDA())
+    fail("device '", name, "' requested, but this LibTorch was built without CUDA (or no GPU is visible)");
+  if (!device.is_cpu() && !device.is_cuda()) fail("unsupported device '", name, "' (use cpu or cuda)");
+  return device;
+}
+
+void init_runtime(int threads) {
+  // Keep big freed blocks in the heap: glibc would otherwise mmap/munmap
+  // every large tensor, paying page faults on each element-wise op.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  at::set_num_threads(threads > 0 ? threads : static_cast<int>(cores));
+}
+
+PrecisionGuard::PrecisionGuard(Precision precision, c10::Device device) {
+  if (precision != Precision::Bf16) return;
+  active_ = true;
+  cpu_before_ = at::autocast::is_cpu_enabled();
+  cuda_before_ = at::autocast::is_enabled();
+  if (device.is_cuda()) {
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
+}
+
+PrecisionGuard::~PrecisionGuard() {
+  if (!active_) return;
+  at::autocast::set_cpu_enabled(cpu_before_);
+  at::autocast::set_enabled(cuda_before_);
+  at::autocast::clear_cache();
+}
+
+}  // namespace albef

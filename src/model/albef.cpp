@@ -1,0 +1,197 @@
+#include "albef/model/albef.h"
+
+#include "albef/core/error.h"
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <set>
+#include <unordered_map>
+
+namespace albef {
+namespace nn = torch::nn;
+
+namespace {
+
+at::Tensor normalize_rows(const at::Tensor& x, int64_t dim) {
+  return x / x.norm(2, {dim}, /*keepdim=*/true).clamp_min(1e-12);
+}
+
+// Builds the text encoder of the given kind, registered as `name`; returns
+// the BERT inside it.
+BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const Config& config,
+                           BertForMaskedLM& mlm_holder) {
+  if (model.options().kind == ModelKind::Pretrain) {
+    mlm_holder = model.register_module(name, BertForMaskedLM(config.bert));
+    return mlm_holder->bert;
+  }
+  return model.register_module(name, BertModel(config.bert));
+}
+
+}  // namespace
+
+AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options)
+    : config_(config), options_(options) {
+  const int64_t text_width = config.bert.hidden_size;
+  const int64_t vision_width = config.vision_width;
+  temp = register_parameter("temp", at::full({}, config.temp, at::kFloat));
+  if (options.momentum_encoders) {
+    image_queue = register_buffer("image_queue", normalize_rows(at::randn({config.embed_dim, config.queue_size}), 0));
+    text_queue = register_buffer("text_queue", normalize_rows(at::randn({config.embed_dim, config.queue_size}), 0));
+    if (options.kind == ModelKind::Retrieval)
+      idx_queue = register_buffer("idx_queue", at::full({1, config.queue_size}, -100, at::kLong));
+    queue_ptr = register_buffer("queue_ptr", at::zeros({1}, at::kLong));
+  }
+  visual_encoder = register_module("visual_encoder", VisionTransformer(config.vision, config.image_res));
+  text_bert_ = add_text_encoder(*this, "text_encoder", config, text_encoder_mlm);
+  vision_proj = register_module("vision_proj", nn::Linear(vision_width, config.embed_dim));
+  text_proj = register_module("text_proj", nn::Linear(text_width, config.embed_dim));
+  itm_head = register_module("itm_head", nn::Linear(text_width, 2));
+  if (options.momentum_encoders) {
+    visual_encoder_m = register_module("visual_encoder_m", VisionTransformer(config.vision, config.image_res));
+    vision_proj_m = register_module("vision_proj_m", nn::Linear(vision_width, config.embed_dim));
+    text_bert_m_ = add_text_encoder(*this, "text_encoder_m", config, text_encoder_mlm_m);
+    text_proj_m = register_module("text_proj_m", nn::Linear(text_width, config.embed_dim));
+    for (const auto& p : visual_encoder_m->parameters()) p.set_requires_grad(false);
+    for (auto* module : {static_cast<nn::Module*>(vision_proj_m.get()), static_cast<nn::Module*>(text_proj_m.get())})
+      for (auto& p : module->parameters()) p.set_requires_grad(false);
+    nn::Module& text_m = options.kind == ModelKind::Pretrain ? static_cast<nn::Module&>(*text_encoder_mlm_m)
+                                                             : static_cast<nn::Module&>(*text_bert_m_);
+    for (auto& p : text_m.parameters()) p.set_requires_grad(false);
+  }
+}
+
+at::Tensor AlbefModelImpl::encode_image(const at::Tensor& images) { return visual_encoder->forward(images); }
+
+at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  return text_bert_->forward_text(input_ids, attention_mask);
+}
+
+at::Tensor AlbefModelImpl::image_feature(const at::Tensor& image_embeds) {
+  return normalize_rows(vision_proj->forward(image_embeds.select(1, 0)), -1);
+}
+
+at::Tensor AlbefModelImpl::text_feature(const at::Tensor& text_embeds) {
+  return normalize_rows(text_proj->forward(text_embeds.select(1, 0)), -1);
+}
+
+at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
+                                const at::Tensor& image_embeds) {
+  return text_bert_->forward_fusion(text_embeds, attention_mask, image_embeds);
+}
+
+at::Tensor AlbefModelImpl::itm_logits(const at::Tensor& fused) { return itm_head->forward(fused.select(1, 0)); }
+
+at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                      const at::Tensor& image_embeds) {
+  ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the Pretrain model kind");
+  return text_encoder_mlm->forward(input_ids, attention_mask, image_embeds);
+}
+
+void AlbefModelImpl::init_weights() {
+  at::NoGradGuard no_grad;
+  visual_encoder->init_weights();
+  if (!text_encoder_mlm.is_empty())
+    text_encoder_mlm->init_weights();
+  else
+    text_bert_->init_weights();
+  if (options_.momentum_encoders) copy_params();
+}
+
+std::vector<std::pair<at::Tensor, at::Tensor>> AlbefModelImpl::momentum_pairs() {
+  ALBEF_CHECK(options_.momentum_encoders, "the model was built without momentum encoders");
+  std::vector<std::pair<at::Tensor, at::Tensor>> pairs;
+  std::set<const void*> seen;
+  auto add = [&](const nn::Module& online, const nn::Module& momentum) {
+    // parameters() walks both trees in the same order and lists a tied
+    // tensor under each of its names; PyTorch's lists it once, so skip the
+    // repeats (an EMA step applied twice would be wrong).
+    const auto a = online.parameters(), b = momentum.parameters();
+    ALBEF_CHECK(a.size() == b.size(), "online and momentum encoders differ: ", a.size(), " vs ", b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      if (seen.insert(a[i].unsafeGetTensorImpl()).second) pairs.emplace_back(a[i], b[i]);
+  };
+  add(*visual_encoder, *visual_encoder_m);
+  add(*vision_proj, *vision_proj_m);
+  if (!text_encoder_mlm.is_empty())
+    add(*text_encoder_mlm, *text_encoder_mlm_m);
+  else
+    add(*text_bert_, *text_bert_m_);
+  add(*text_proj, *text_proj_m);
+  return pairs;
+}
+
+void AlbefModelImpl::copy_params() {
+  at::NoGradGuard no_grad;
+  for (auto& [online, momentum] : momentum_pairs()) momentum.copy_(online);
+}
+
+io::StateDict state_dict(const nn::Module& module) {
+  io::StateDict out;
+  std::function<void(const nn::Module&, const std::string&)> visit = [&](const nn::Module& m,
+                                                                        const std::string& prefix) {
+    for (const auto& item : m.named_parameters(/*recurse=*/false)) out.emplace_back(prefix + item.key(), item.value());
+    for (const auto& item : m.named_buffers(/*recurse=*/false)) out.emplace_back(prefix + item.key(), item.value());
+    for (const auto& child : m.named_children()) visit(*child.value(), prefix + child.key() + ".");
+  };
+  visit(module, "");
+  return out;
+}
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+// Maps a checkpoint key to the model's naming: pretraining checkpoints have
+// `text_encoder.bert.*`; retrieval-style models (BertModel) drop `bert.`,
+// exactly as Retrieval.py renames keys containing 'bert'.
+std::string adapt_key(const std::string& key, ModelKind kind) {
+  for (const std::string encoder : {"text_encoder.", "text_encoder_m."}) {
+    if (!starts_with(key, encoder)) continue;
+    const std::string rest = key.substr(encoder.size());
+    if (kind == ModelKind::Retrieval && starts_with(rest, "bert.")) return encoder + rest.substr(5);
+    if (kind == ModelKind::Pretrain && (starts_with(rest, "embeddings.") || starts_with(rest, "encoder.")))
+      return encoder + "bert." + rest;
+  }
+  return key;
+}
+
+}  // namespace
+
+LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict) {
+  at::NoGradGuard no_grad;
+  const ModelOptions& options = model->options();
+  std::unordered_map<std::string, at::Tensor> targets;
+  const io::StateDict own = state_dict(*model);
+  for (const auto& [name, tensor] : own) targets.emplace(name, tensor);
+
+  LoadReport report;
+  std::set<std::string> loaded;
+  for (const auto& [raw_key, raw_value] : state) {
+    const std::string key = adapt_key(raw_key, options.kind);
+    auto it = targets.find(key);
+    if (it == targets.end()) {
+      report.unexpected_keys.push_back(raw_key);
+      continue;
+    }
+    at::Tensor value = raw_value;
+    if (key == "visual_encoder.pos_embed" || key == "visual_encoder_m.pos_embed") {
+      const int64_t patches = (key == "visual_encoder.pos_embed" ? model->visual_encoder : model->visual_encoder_m)
+                                  ->num_patches();
+      value = interpolate_pos_embed(value, patches);
+    }
+    if (value.sizes() != it->second.sizes())
+      fail(source, ": '", raw_key, "' has shape ", value.sizes(), " but the model expects ", it->second.sizes(),
+           " (does the config match the checkpoint?)");
+    it->second.copy_(value);
+    loaded.insert(key);
+  }
+  for (const auto& [name, tensor] : own)
+    if (!loaded.count(name)) report.missing_keys.push_back(name);
+  if (strict && !report.missing_keys.empty())
+    fail(source, ": ", report.missing_keys.size(), " model entries are missing from the checkpoint, first '",
+         report.missing_keys.front(), "'");
+  return report;
+}
+
+}  // namespace albef

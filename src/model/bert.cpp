@@ -1,0 +1,175 @@
+#include "albef/model/bert.h"
+
+#include "albef/core/error.h"
+
+#include <ATen/ATen.h>
+
+namespace albef {
+namespace nn = torch::nn;
+
+at::Tensor extended_attention_mask(const at::Tensor& attention_mask, at::ScalarType dtype) {
+  return (1.0 - attention_mask.to(dtype).unsqueeze(1).unsqueeze(2)) * -10000.0;
+}
+
+BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config) {
+  position_ids = register_buffer("position_ids", at::arange(config.max_position_embeddings).unsqueeze(0));
+  word_embeddings = register_module(
+      "word_embeddings",
+      nn::Embedding(nn::EmbeddingOptions(config.vocab_size, config.hidden_size).padding_idx(config.pad_token_id)));
+  position_embeddings =
+      register_module("position_embeddings", nn::Embedding(config.max_position_embeddings, config.hidden_size));
+  token_type_embeddings =
+      register_module("token_type_embeddings", nn::Embedding(config.type_vocab_size, config.hidden_size));
+  LayerNorm = register_module("LayerNorm",
+                              nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
+}
+
+at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids) {
+  const int64_t length = input_ids.size(1);
+  ALBEF_CHECK(length <= position_ids.size(1), "sequence of ", length, " tokens exceeds max_position_embeddings ",
+              position_ids.size(1));
+  // Token type is always 0 in ALBEF: add row 0 instead of gathering zeros.
+  at::Tensor x = word_embeddings->forward(input_ids) + token_type_embeddings->weight[0] +
+                 position_embeddings->weight.slice(0, 0, length);
+  return LayerNorm->forward(x);
+}
+
+BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config, bool is_cross_attention)
+    : num_heads(config.num_attention_heads) {
+  const int64_t kv_width = is_cross_attention ? config.encoder_width : config.hidden_size;
+  query = register_module("query", nn::Linear(config.hidden_size, config.hidden_size));
+  key = register_module("key", nn::Linear(kv_width, config.hidden_size));
+  value = register_module("value", nn::Linear(kv_width, config.hidden_size));
+}
+
+at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask) {
+  return multi_head_attention(query->forward(hidden), key->forward(hidden), value->forward(hidden), num_heads,
+                              additive_mask);
+}
+
+at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, const at::Tensor& image_embeds) {
+  // ALBEF's image attention mask is all ones, so its additive mask is zero.
+  return multi_head_attention(query->forward(hidden), key->forward(image_embeds), value->forward(image_embeds),
+                              num_heads);
+}
+
+BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, int64_t hidden, double eps) {
+  dense = register_module("dense", nn::Linear(in_features, hidden));
+  LayerNorm = register_module("LayerNorm", nn::LayerNorm(nn::LayerNormOptions({hidden}).eps(eps)));
+}
+
+at::Tensor BertResidualOutputImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
+  return LayerNorm->forward(dense->forward(x) + residual);
+}
+
+BertAttentionImpl::BertAttentionImpl(const BertConfig& config, bool is_cross_attention) {
+  self = register_module("self", BertSelfAttention(config, is_cross_attention));
+  output = register_module("output",
+                           BertResidualOutput(config.hidden_size, config.hidden_size, config.layer_norm_eps));
+}
+
+BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config) {
+  dense = register_module("dense", nn::Linear(config.hidden_size, config.intermediate_size));
+}
+
+at::Tensor BertIntermediateImpl::forward(const at::Tensor& x) { return at::gelu(dense->forward(x)); }
+
+BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
+  attention = register_module("attention", BertAttention(config, false));
+  if (layer_index >= config.fusion_layer)
+    crossattention = register_module("crossattention", BertAttention(config, true));
+  intermediate = register_module("intermediate", BertIntermediate(config));
+  output = register_module("output",
+                           BertResidualOutput(config.intermediate_size, config.hidden_size, config.layer_norm_eps));
+}
+
+at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask,
+                                  const at::Tensor& image_embeds) {
+  at::Tensor x = attention->output->forward(attention->self->forward(hidden, additive_mask), hidden);
+  if (has_cross_attention()) {
+    ALBEF_CHECK(image_embeds.defined(), "a fusion layer needs the image embeddings");
+    x = crossattention->output->forward(crossattention->self->forward_cross(x, image_embeds), x);
+  }
+  return output->forward(intermediate->forward(x), x);
+}
+
+BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
+  embeddings = register_module("embeddings", BertEmbeddings(config));
+  encoder = register_module("encoder", std::make_shared<nn::Module>());
+  layer = encoder->register_module("layer", nn::ModuleList());
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layer->push_back(BertLayer(config, i));
+}
+
+at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& attention_mask,
+                                     const at::Tensor& image_embeds, int64_t begin, int64_t end) {
+  const at::Tensor mask = extended_attention_mask(attention_mask, hidden.scalar_type());
+  for (int64_t i = begin; i < end; ++i) hidden = layer[i]->as<BertLayer>()->forward(hidden, mask, image_embeds);
+  return hidden;
+}
+
+at::Tensor BertModelImpl::forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  return run_layers(embeddings->forward(input_ids), attention_mask, {}, 0, config_.fusion_layer);
+}
+
+at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
+                                         const at::Tensor& image_embeds) {
+  return run_layers(text_embeds, attention_mask, image_embeds, config_.fusion_layer, config_.num_hidden_layers);
+}
+
+at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                             const at::Tensor& image_embeds) {
+  return run_layers(embeddings->forward(input_ids), attention_mask, image_embeds, 0, config_.num_hidden_layers);
+}
+
+namespace {
+void init_bert_modules(nn::Module& root, double std) {
+  at::NoGradGuard no_grad;
+  for (const auto& module : root.modules(/*include_self=*/false)) {
+    if (auto* linear = module->as<nn::Linear>()) {
+      linear->weight.normal_(0.0, std);
+      if (linear->bias.defined()) linear->bias.zero_();
+    } else if (auto* embedding = module->as<nn::Embedding>()) {
+      embedding->weight.normal_(0.0, std);
+      if (embedding->options.padding_idx()) embedding->weight[*embedding->options.padding_idx()].zero_();
+    } else if (auto* layer_norm = module->as<nn::LayerNorm>()) {
+      layer_norm->weight.fill_(1.0);
+      layer_norm->bias.zero_();
+    }
+  }
+}
+}  // namespace
+
+void BertModelImpl::init_weights() { init_bert_modules(*this, config_.initializer_range); }
+
+BertLMPredictionHeadImpl::BertLMPredictionHeadImpl(const BertConfig& config, const at::Tensor& word_embeddings) {
+  bias = register_parameter("bias", at::zeros({config.vocab_size}));
+  transform = register_module("transform", std::make_shared<nn::Module>());
+  transform_dense = transform->register_module("dense", nn::Linear(config.hidden_size, config.hidden_size));
+  transform_LayerNorm = transform->register_module(
+      "LayerNorm", nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
+  decoder = register_module("decoder", TiedLinear(word_embeddings, bias));
+}
+
+at::Tensor BertLMPredictionHeadImpl::forward(const at::Tensor& hidden) {
+  return decoder->forward(transform_LayerNorm->forward(at::gelu(transform_dense->forward(hidden))));
+}
+
+BertForMaskedLMImpl::BertForMaskedLMImpl(const BertConfig& config) {
+  bert = register_module("bert", BertModel(config));
+  auto cls = register_module("cls", std::make_shared<nn::Module>());
+  predictions = cls->register_module("predictions",
+                                     BertLMPredictionHead(config, bert->embeddings->word_embeddings->weight));
+}
+
+at::Tensor BertForMaskedLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                        const at::Tensor& image_embeds) {
+  return predictions->forward(bert->forward_multimodal(input_ids, attention_mask, image_embeds));
+}
+
+void BertForMaskedLMImpl::init_weights() {
+  init_bert_modules(*this, bert->config().initializer_range);
+  at::NoGradGuard no_grad;
+  predictions->bias.zero_();
+}
+
+}  // namespace albef

@@ -1,0 +1,101 @@
+#include "albef/tasks/inference.h"
+
+#include "albef/core/error.h"
+#include "albef/io/checkpoint.h"
+#include "albef/vision/image.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+namespace albef {
+
+AlbefInference::AlbefInference(const InferenceOptions& options)
+    : options_(options),
+      config_(load_config(options.config_path)),
+      tokenizer_(config_.vocab),
+      device_(parse_device(options.device)) {
+  ALBEF_CHECK(options.batch_size > 0, "batch_size must be positive, got ", options.batch_size);
+  init_runtime(options.threads);
+  if (tokenizer_.vocab_size() != config_.bert.vocab_size)
+    fail(config_.vocab, ": the vocabulary has ", tokenizer_.vocab_size(), " tokens but ", config_.bert_config,
+         " says vocab_size ", config_.bert.vocab_size);
+  // Inference needs neither the momentum encoders nor the MLM head.
+  model_ = AlbefModel(config_, ModelOptions{ModelKind::Retrieval, /*momentum_encoders=*/false});
+  const io::StateDict state = io::state_dict_from(io::read_torch_file(options.checkpoint_path), options.checkpoint_path);
+  load_report_ = load_state_dict(model_, state, options.checkpoint_path);
+  for (const auto& key : load_report_.missing_keys)
+    if (key != "temp") fail(options.checkpoint_path, ": the checkpoint has no '", key, "' (is it an ALBEF checkpoint?)");
+  model_->to(device_);
+  model_->eval();
+}
+
+at::Tensor AlbefInference::load_images(const std::vector<std::string>& image_paths) const {
+  std::vector<at::Tensor> images(image_paths.size());
+  // Decoding and resizing dominate small batches; spread them over the cores.
+  at::parallel_for(0, static_cast<int64_t>(image_paths.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) images[i] = vision::load_test_image(image_paths[i], config_.image_res);
+  });
+  return at::stack(images);
+}
+
+text::BatchEncoding AlbefInference::tokenize(const std::vector<std::string>& captions) const {
+  std::vector<std::string> cleaned;
+  cleaned.reserve(captions.size());
+  for (const auto& caption : captions) cleaned.push_back(text::pre_caption(caption, options_.max_words));
+  return tokenizer_.encode_batch(cleaned, options_.max_text_length, text::Padding::Longest);
+}
+
+at::Tensor AlbefInference::image_features(const std::vector<std::string>& image_paths) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> features;
+  for (size_t begin = 0; begin < image_paths.size(); begin += options_.batch_size) {
+    const size_t end = std::min(image_paths.size(), begin + options_.batch_size);
+    const at::Tensor images =
+        load_images({image_paths.begin() + begin, image_paths.begin() + end}).to(device_);
+    PrecisionGuard precision(options_.precision, device_);
+    features.push_back(model_->image_feature(model_->encode_image(images)).to(at::kCPU, at::kFloat));
+  }
+  if (features.empty()) return at::empty({0, config_.embed_dim});
+  return at::cat(features);
+}
+
+at::Tensor AlbefInference::text_features(const std::vector<std::string>& captions) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> features;
+  for (size_t begin = 0; begin < captions.size(); begin += options_.batch_size) {
+    const size_t end = std::min(captions.size(), begin + options_.batch_size);
+    const text::BatchEncoding batch = tokenize({captions.begin() + begin, captions.begin() + end});
+    PrecisionGuard precision(options_.precision, device_);
+    const at::Tensor embeds =
+        model_->encode_text(batch.input_ids.to(device_), batch.attention_mask.to(device_));
+    features.push_back(model_->text_feature(embeds).to(at::kCPU, at::kFloat));
+  }
+  if (features.empty()) return at::empty({0, config_.embed_dim});
+  return at::cat(features);
+}
+
+std::vector<PairScore> AlbefInference::score_pairs(const std::vector<std::string>& image_paths,
+                                                   const std::vector<std::string>& captions) {
+  ALBEF_CHECK(image_paths.size() == captions.size(), "got ", image_paths.size(), " images but ", captions.size(),
+              " captions");
+  at::NoGradGuard no_grad;
+  std::vector<PairScore> scores;
+  for (size_t begin = 0; begin < captions.size(); begin += options_.batch_size) {
+    const size_t end = std::min(captions.size(), begin + options_.batch_size);
+    const at::Tensor images = load_images({image_paths.begin() + begin, image_paths.begin() + end}).to(device_);
+    const text::BatchEncoding batch = tokenize({captions.begin() + begin, captions.begin() + end});
+    const at::Tensor mask = batch.attention_mask.to(device_);
+    PrecisionGuard precision(options_.precision, device_);
+    const at::Tensor image_embeds = model_->encode_image(images);
+    const at::Tensor text_embeds = model_->encode_text(batch.input_ids.to(device_), mask);
+    const at::Tensor itc =
+        (model_->image_feature(image_embeds) * model_->text_feature(text_embeds)).sum(-1).to(at::kCPU, at::kDouble);
+    const at::Tensor itm = at::softmax(model_->itm_logits(model_->fuse(text_embeds, mask, image_embeds)).to(at::kFloat), -1)
+                               .select(1, 1)
+                               .to(at::kCPU, at::kDouble);
+    for (int64_t i = 0; i < itc.size(0); ++i) scores.push_back({itc[i].item<double>(), itm[i].item<double>()});
+  }
+  return scores;
+}
+
+}  // namespace albef

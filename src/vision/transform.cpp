@@ -1,0 +1,60 @@
+// torchvision's ToTensor + Normalize and the official test transform.
+
+#include "albef/vision/image.h"
+
+#include "albef/core/error.h"
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdint>
+
+namespace albef::vision {
+namespace {
+
+// Every output value depends only on (channel, byte), so the float32 chain
+// of torchvision (`div(255)`, then `sub_(mean)`, then `div_(std)`, each
+// rounded to float) is evaluated once per byte value.
+using Table = std::array<std::array<float, 256>, 3>;
+
+const Table& normalisation_table() {
+  static const Table table = [] {
+    Table t{};
+    for (int c = 0; c < 3; ++c)
+      for (int v = 0; v < 256; ++v) {
+        const float x = static_cast<float>(v) / 255.0f;
+        t[c][v] = (x - kMean[c]) / kStd[c];
+      }
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+at::Tensor to_normalized_tensor(const cv::Mat& rgb) {
+  ALBEF_CHECK(rgb.type() == CV_8UC3, "expected an 8-bit 3-channel image, got OpenCV type ", rgb.type());
+  const Table& table = normalisation_table();
+  const int64_t height = rgb.rows, width = rgb.cols, plane = height * width;
+  at::Tensor out = at::empty({3, height, width}, at::kFloat);
+  float* r = out.data_ptr<float>();
+  float* g = r + plane;
+  float* b = g + plane;
+  for (int64_t y = 0; y < height; ++y) {
+    const uint8_t* src = rgb.ptr<uint8_t>(static_cast<int>(y));
+    const int64_t row = y * width;
+    for (int64_t x = 0; x < width; ++x, src += 3) {
+      r[row + x] = table[0][src[0]];
+      g[row + x] = table[1][src[1]];
+      b[row + x] = table[2][src[2]];
+    }
+  }
+  return out;
+}
+
+at::Tensor load_test_image(const std::string& path, int image_res) {
+  ALBEF_CHECK(image_res > 0, "image_res must be positive, got ", image_res);
+  return to_normalized_tensor(resize_bicubic_pil(read_rgb(path), image_res, image_res));
+}
+
+}  // namespace albef::vision

@@ -1,0 +1,106 @@
+#include "albef/vision/vit.h"
+
+#include "albef/core/error.h"
+#include "albef/model/layers.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+
+namespace albef {
+namespace nn = torch::nn;
+
+PatchEmbedImpl::PatchEmbedImpl(int64_t patch_size, int64_t embed_dim) {
+  proj = register_module("proj", nn::Conv2d(nn::Conv2dOptions(3, embed_dim, patch_size).stride(patch_size)));
+}
+
+at::Tensor PatchEmbedImpl::forward(const at::Tensor& image) {
+  return proj->forward(image).flatten(2).transpose(1, 2);
+}
+
+VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads) : num_heads(heads) {
+  qkv = register_module("qkv", nn::Linear(nn::LinearOptions(dim, dim * 3).bias(true)));
+  proj = register_module("proj", nn::Linear(dim, dim));
+}
+
+at::Tensor VitAttentionImpl::forward(const at::Tensor& x) {
+  const auto parts = qkv->forward(x).chunk(3, -1);
+  return proj->forward(multi_head_attention(parts[0], parts[1], parts[2], num_heads));
+}
+
+VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
+  fc1 = register_module("fc1", nn::Linear(dim, hidden));
+  fc2 = register_module("fc2", nn::Linear(hidden, dim));
+}
+
+at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return fc2->forward(at::gelu(fc1->forward(x))); }
+
+VitBlockImpl::VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio) {
+  const auto norm_options = nn::LayerNormOptions({dim}).eps(1e-6);
+  norm1 = register_module("norm1", nn::LayerNorm(norm_options));
+  attn = register_module("attn", VitAttention(dim, num_heads));
+  norm2 = register_module("norm2", nn::LayerNorm(norm_options));
+  mlp = register_module("mlp", VitMlp(dim, static_cast<int64_t>(dim * mlp_ratio)));
+}
+
+at::Tensor VitBlockImpl::forward(const at::Tensor& input) {
+  at::Tensor x = input + attn->forward(norm1->forward(input));
+  return x + mlp->forward(norm2->forward(x));
+}
+
+VisionTransformerImpl::VisionTransformerImpl(const VisionConfig& config, int64_t image_res) {
+  ALBEF_CHECK(image_res % config.patch_size == 0, "image_res ", image_res, " vs patch ", config.patch_size);
+  const int64_t grid = image_res / config.patch_size;
+  num_patches_ = grid * grid;
+  cls_token = register_parameter("cls_token", at::zeros({1, 1, config.embed_dim}));
+  pos_embed = register_parameter("pos_embed", at::zeros({1, num_patches_ + 1, config.embed_dim}));
+  patch_embed = register_module("patch_embed", PatchEmbed(config.patch_size, config.embed_dim));
+  blocks = register_module("blocks", nn::ModuleList());
+  for (int64_t i = 0; i < config.depth; ++i)
+    blocks->push_back(VitBlock(config.embed_dim, config.num_heads, config.mlp_ratio));
+  norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({config.embed_dim}).eps(1e-6)));
+}
+
+at::Tensor VisionTransformerImpl::forward(const at::Tensor& image) {
+  at::Tensor x = patch_embed->forward(image);
+  x = at::cat({cls_token.expand({x.size(0), -1, -1}).to(x.scalar_type()), x}, 1);
+  x = x + pos_embed.slice(1, 0, x.size(1));
+  for (const auto& block : *blocks) x = block->as<VitBlock>()->forward(x);
+  return norm->forward(x);
+}
+
+void VisionTransformerImpl::init_weights() {
+  at::NoGradGuard no_grad;
+  auto trunc_normal = [](at::Tensor t) {
+    // timm's trunc_normal_(std=.02): normal(0, .02) truncated to [-2, 2] (absolute bounds).
+    t.normal_(0.0, 0.02).clamp_(-2.0, 2.0);
+  };
+  trunc_normal(pos_embed);
+  trunc_normal(cls_token);
+  for (const auto& module : modules(/*include_self=*/false)) {
+    if (auto* linear = module->as<nn::Linear>()) {
+      trunc_normal(linear->weight);
+      linear->bias.zero_();
+    } else if (auto* layer_norm = module->as<nn::LayerNorm>()) {
+      layer_norm->weight.fill_(1.0);
+      layer_norm->bias.zero_();
+    }
+  }
+}
+
+at::Tensor interpolate_pos_embed(const at::Tensor& pos_embed, int64_t num_patches) {
+  ALBEF_CHECK(pos_embed.dim() == 3 && pos_embed.size(0) == 1, "pos_embed must be [1, N, C], got ", pos_embed.sizes());
+  const int64_t extra = 1;  // the CLS token
+  const auto old_size = static_cast<int64_t>(std::sqrt(static_cast<double>(pos_embed.size(1) - extra)));
+  const auto new_size = static_cast<int64_t>(std::sqrt(static_cast<double>(num_patches)));
+  if (old_size == new_size) return pos_embed;
+  const int64_t width = pos_embed.size(2);
+  const at::Tensor cls = pos_embed.slice(1, 0, extra);
+  at::Tensor grid = pos_embed.slice(1, extra).reshape({1, old_size, old_size, width}).permute({0, 3, 1, 2});
+  grid = at::upsample_bicubic2d(grid.to(at::kFloat), {new_size, new_size}, /*align_corners=*/false)
+             .to(pos_embed.scalar_type());
+  return at::cat({cls, grid.permute({0, 2, 3, 1}).flatten(1, 2)}, 1);
+}
+
+}  // namespace albef

@@ -1,0 +1,116 @@
+// Config parsing: the official configs load with their values, ViT sizes
+// default to ViT-B/16, and a key no official config has is an error naming it.
+
+#include "albef/config/config.h"
+#include "albef/core/error.h"
+
+#include "test_util.h"
+
+#include <fstream>
+
+using albef::testing::data_path;
+using albef::testing::make_temp_dir;
+using albef::testing::source_path;
+
+namespace {
+
+std::string write_file(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = dir + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string error_of(const std::string& path) {
+  try {
+    albef::load_config(path);
+  } catch (const albef::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, OfficialPretrainValues) {
+  const albef::Config config = albef::load_config(source_path("configs/Pretrain.yaml"));
+  EXPECT_EQ(config.train_file.size(), 6u);
+  EXPECT_EQ(config.image_res, 256);
+  EXPECT_EQ(config.embed_dim, 256);
+  EXPECT_EQ(config.batch_size, 64);
+  EXPECT_EQ(config.queue_size, 65536);
+  EXPECT_DOUBLE_EQ(config.temp, 0.07);
+  EXPECT_DOUBLE_EQ(config.momentum, 0.995);
+  EXPECT_DOUBLE_EQ(config.optimizer.lr, 1e-4);
+  EXPECT_DOUBLE_EQ(config.optimizer.weight_decay, 0.02);
+  EXPECT_EQ(config.schedular.warmup_epochs, 20);
+  EXPECT_DOUBLE_EQ(config.schedular.min_lr, 1e-5);
+  // ViT-B/16 unless vision_config says otherwise.
+  EXPECT_EQ(config.vision.embed_dim, 768);
+  EXPECT_EQ(config.vision.depth, 12);
+  EXPECT_EQ(config.vision.num_heads, 12);
+  EXPECT_EQ(config.vision.patch_size, 16);
+  EXPECT_DOUBLE_EQ(config.vision.mlp_ratio, 4.0);
+  EXPECT_EQ(config.bert.hidden_size, 768);
+  EXPECT_EQ(config.bert.fusion_layer, 6);
+  EXPECT_EQ(config.bert.vocab_size, 30522);
+  EXPECT_DOUBLE_EQ(config.bert.layer_norm_eps, 1e-12);
+  EXPECT_EQ(config.raw["optimizer"]["opt"], "adamW");
+}
+
+TEST(Config, OfficialRetrievalValues) {
+  const albef::Config coco = albef::load_config(source_path("configs/Retrieval_coco.yaml"));
+  EXPECT_EQ(coco.image_res, 384);
+  EXPECT_EQ(coco.k_test, 256);
+  EXPECT_EQ(coco.batch_size_train, 32);
+  EXPECT_EQ(coco.batch_size_test, 64);
+  EXPECT_TRUE(coco.distill);
+  EXPECT_TRUE(coco.warm_up);
+  ASSERT_EQ(coco.test_file.size(), 1u);
+  EXPECT_EQ(coco.test_file[0], "data/coco_test.json");
+  const albef::Config flickr = albef::load_config(source_path("configs/Retrieval_flickr.yaml"));
+  EXPECT_EQ(flickr.k_test, 128);
+  EXPECT_EQ(flickr.schedular.epochs, 10);
+}
+
+TEST(Config, TinyVisionConfigAndRelativePaths) {
+  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
+  EXPECT_EQ(config.vision.embed_dim, 64);
+  EXPECT_EQ(config.vision.depth, 2);
+  EXPECT_EQ(config.bert.num_hidden_layers, 4);
+  EXPECT_EQ(config.bert.fusion_layer, 2);
+  EXPECT_TRUE(std::ifstream(config.vocab).good()) << config.vocab;
+}
+
+TEST(Config, MisspeltKeyNamesKeyAndFile) {
+  const std::string dir = make_temp_dir("config_typo");
+  std::string text = "bert_config: '" + source_path("configs/config_bert.json") + "'\nqueue_sise: 16\n";
+  const std::string path = write_file(dir, "typo.yaml", text);
+  const std::string message = error_of(path);
+  EXPECT_NE(message.find("queue_sise"), std::string::npos) << message;
+  EXPECT_NE(message.find("typo.yaml"), std::string::npos) << message;
+  EXPECT_NE(message.find("line 2"), std::string::npos) << message;
+}
+
+TEST(Config, MisspeltNestedKey) {
+  const std::string dir = make_temp_dir("config_nested");
+  const std::string path = write_file(dir, "nested.yaml",
+                                      "bert_config: '" + source_path("configs/config_bert.json") +
+                                          "'\noptimizer: {opt: adamW, lr: 1e-4, weight_decy: 0.02}\n");
+  const std::string message = error_of(path);
+  EXPECT_NE(message.find("optimizer.weight_decy"), std::string::npos) << message;
+}
+
+TEST(Config, WrongTypeAndMissingFiles) {
+  const std::string dir = make_temp_dir("config_bad");
+  const std::string bert = source_path("configs/config_bert.json");
+  EXPECT_NE(error_of(write_file(dir, "type.yaml", "bert_config: '" + bert + "'\nimage_res: big\n")).find("image_res"),
+            std::string::npos);
+  EXPECT_NE(error_of(write_file(dir, "nobert.yaml", "image_res: 256\n")).find("bert_config"), std::string::npos);
+  EXPECT_NE(error_of(write_file(dir, "missing.yaml", "bert_config: 'nowhere.json'\n")).find("nowhere.json"),
+            std::string::npos);
+  EXPECT_NE(error_of(dir + "/absent.yaml").find("absent.yaml"), std::string::npos);
+  const std::string bad_bert = write_file(dir, "bert.json", "{\"hidden_size\": 64, \"fusion_layr\": 2}");
+  EXPECT_NE(error_of(write_file(dir, "badbert.yaml", "bert_config: '" + bad_bert + "'\nvision_width: 64\n"))
+                .find("fusion_layr"),
+            std::string::npos);
+}

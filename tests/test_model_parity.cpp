@@ -1,0 +1,115 @@
+// Parity with the official PyTorch ALBEF: the tiny fixture checkpoint, run on
+// the recorded inputs, must reproduce every recorded activation to 1e-5.
+
+#include "albef/io/checkpoint.h"
+#include "albef/io/npy.h"
+#include "albef/model/albef.h"
+
+#include "test_util.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+using albef::testing::data_path;
+
+namespace {
+
+constexpr double kTolerance = 1e-5;
+
+at::Tensor fixture(const std::string& name) { return albef::io::read_npy(data_path("tiny/npy/" + name + ".npy")); }
+
+albef::AlbefModel load_tiny(const std::string& checkpoint) {
+  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
+  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Pretrain, true});
+  const auto state = albef::io::state_dict_from(albef::io::read_torch_file(checkpoint), checkpoint);
+  const albef::LoadReport report = albef::load_state_dict(model, state, checkpoint, /*strict=*/true);
+  EXPECT_TRUE(report.missing_keys.empty());
+  EXPECT_TRUE(report.unexpected_keys.empty());
+  model->eval();
+  return model;
+}
+
+// The legacy (non-zip) twin, written by PyTorch itself from the zip file.
+std::string legacy_checkpoint() {
+  const std::string dir = albef::testing::make_temp_dir("parity_legacy");
+  const std::string path = dir + "/albef_pretrain_tiny_legacy.pth";
+  const std::string command = std::string(ALBEF_PYTHON3) + " -c \"import torch,sys; torch.save(torch.load(sys.argv[1]), sys.argv[2], _use_new_zipfile_serialization=False)\" " +
+                              data_path("tiny/albef_pretrain_tiny.pth") + " " + path;
+  std::string output;
+  EXPECT_EQ(albef::testing::run_command(command, &output), 0) << output;
+  return path;
+}
+
+void expect_official_outputs(albef::AlbefModel& model) {
+  at::NoGradGuard no_grad;
+  const at::Tensor image = fixture("inputs__image");
+  const at::Tensor ids = fixture("inputs__input_ids");
+  const at::Tensor mask = fixture("inputs__attention_mask");
+
+  const at::Tensor image_embeds = model->encode_image(image);
+  EXPECT_TENSOR_NEAR(image_embeds, fixture("eval__comp__image_embeds"), kTolerance);
+  const at::Tensor image_feat = model->image_feature(image_embeds);
+  EXPECT_TENSOR_NEAR(image_feat, fixture("eval__comp__image_feat"), kTolerance);
+  const at::Tensor text_embeds = model->encode_text(ids, mask);
+  EXPECT_TENSOR_NEAR(text_embeds, fixture("eval__comp__text_embeds"), kTolerance);
+  const at::Tensor text_feat = model->text_feature(text_embeds);
+  EXPECT_TENSOR_NEAR(text_feat, fixture("eval__comp__text_feat"), kTolerance);
+
+  // Online features against [the other modality's batch | its queue] / temp.
+  const at::Tensor sim_i2t = at::matmul(image_feat, at::cat({text_feat.t(), model->text_queue}, 1)) / model->temp;
+  const at::Tensor sim_t2i = at::matmul(text_feat, at::cat({image_feat.t(), model->image_queue}, 1)) / model->temp;
+  EXPECT_TENSOR_NEAR(sim_i2t, fixture("eval__comp__sim_i2t_online"), kTolerance);
+  EXPECT_TENSOR_NEAR(sim_t2i, fixture("eval__comp__sim_t2i_online"), kTolerance);
+
+  const at::Tensor fused = model->fuse(text_embeds, mask, image_embeds);
+  EXPECT_TENSOR_NEAR(fused, fixture("eval__comp__fusion_pos"), kTolerance);
+  EXPECT_TENSOR_NEAR(model->itm_logits(fused), fixture("eval__comp__itm_logits_pos"), kTolerance);
+  const at::Tensor mlm = model->mlm_logits(ids, mask, image_embeds);
+  EXPECT_TENSOR_NEAR(mlm[0], fixture("eval__comp__mlm_logits_unmasked_sample0"), kTolerance);
+}
+
+}  // namespace
+
+TEST(ModelParity, ZipCheckpointMatchesOfficialOutputs) {
+  albef::AlbefModel model = load_tiny(data_path("tiny/albef_pretrain_tiny.pth"));
+  expect_official_outputs(model);
+}
+
+TEST(ModelParity, LegacyCheckpointMatchesOfficialOutputs) {
+  albef::AlbefModel model = load_tiny(legacy_checkpoint());
+  expect_official_outputs(model);
+}
+
+TEST(ModelParity, TiedDecoderSharesWordEmbeddings) {
+  albef::AlbefModel model = load_tiny(data_path("tiny/albef_pretrain_tiny.pth"));
+  const auto state = albef::state_dict(*model);
+  auto find = [&](const std::string& key) {
+    for (const auto& [name, tensor] : state)
+      if (name == key) return tensor;
+    ADD_FAILURE() << "no " << key;
+    return at::Tensor();
+  };
+  EXPECT_EQ(find("text_encoder.cls.predictions.decoder.weight").data_ptr(),
+            find("text_encoder.bert.embeddings.word_embeddings.weight").data_ptr());
+  EXPECT_EQ(find("text_encoder.cls.predictions.decoder.bias").data_ptr(),
+            find("text_encoder.cls.predictions.bias").data_ptr());
+  EXPECT_EQ(state.size(), 268u);
+}
+
+TEST(ModelParity, RetrievalKindLoadsPretrainCheckpointWithoutMomentum) {
+  // Inference models drop `bert.` from the keys (as Retrieval.py does) and
+  // skip the MLM head and the momentum copies, with identical outputs.
+  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
+  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false});
+  const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
+  const auto report = albef::load_state_dict(model, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path);
+  EXPECT_TRUE(report.missing_keys.empty());
+  model->eval();
+  at::NoGradGuard no_grad;
+  const at::Tensor image_embeds = model->encode_image(fixture("inputs__image"));
+  const at::Tensor text_embeds = model->encode_text(fixture("inputs__input_ids"), fixture("inputs__attention_mask"));
+  EXPECT_TENSOR_NEAR(model->image_feature(image_embeds), fixture("eval__comp__image_feat"), kTolerance);
+  EXPECT_TENSOR_NEAR(model->itm_logits(model->fuse(text_embeds, fixture("inputs__attention_mask"), image_embeds)),
+                     fixture("eval__comp__itm_logits_pos"), kTolerance);
+}

@@ -1,0 +1,43 @@
+// The full-size models' state_dict names, shapes and dtypes equal the
+// official ones (recorded from salesforce/ALBEF with its own configs).
+
+#include "albef/model/albef.h"
+
+#include "test_util.h"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+using albef::testing::data_path;
+using albef::testing::source_path;
+
+namespace {
+
+void expect_manifest(const std::string& config_path, albef::ModelKind kind, const std::string& manifest_path) {
+  const albef::Config config = albef::load_config(config_path);
+  albef::AlbefModel model(config, albef::ModelOptions{kind, true});
+  const auto state = albef::state_dict(*model);
+  std::ifstream in(manifest_path);
+  const nlohmann::json manifest = nlohmann::json::parse(in);
+  ASSERT_EQ(state.size(), manifest.size());
+  for (size_t i = 0; i < state.size(); ++i) {
+    const auto& [name, tensor] = state[i];
+    const auto& entry = manifest[i];
+    ASSERT_EQ(name, entry[0].get<std::string>()) << "entry " << i;
+    EXPECT_EQ(tensor.sizes().vec(), entry[1].get<std::vector<int64_t>>()) << name;
+    const std::string dtype = tensor.scalar_type() == at::kLong ? "int64" : "float32";
+    EXPECT_EQ(dtype, entry[2].get<std::string>()) << name;
+  }
+}
+
+}  // namespace
+
+TEST(StateDictKeys, PretrainMatchesOfficialManifest) {
+  expect_manifest(source_path("configs/Pretrain.yaml"), albef::ModelKind::Pretrain, data_path("keys/pretrain.json"));
+}
+
+TEST(StateDictKeys, RetrievalMatchesOfficialManifest) {
+  expect_manifest(source_path("configs/Retrieval_coco.yaml"), albef::ModelKind::Retrieval,
+                  data_path("keys/retrieval.json"));
+}
