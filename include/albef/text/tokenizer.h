@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -66,12 +67,24 @@ class BertTokenizer {
   int64_t mask_id() const { return mask_id_; }
 
  private:
-  std::vector<std::string> basic_tokenize(const std::string& text) const;
-  void wordpiece(const std::string& word, std::vector<std::string>& out) const;
+  struct Scratch;  // per-thread work buffers (tokenizer.cpp)
+
+  // Appends the ids of `text` (word pieces and special tokens written in it),
+  // stopping early once `ids` holds `limit` ids.
+  void append_ids(const std::string& text, std::vector<int64_t>& ids, size_t limit) const;
+  // BasicTokenizer on text between special tokens, then WordPiece.
+  void append_piece_ids(const char32_t* begin, const char32_t* end, Scratch& s,
+                        std::vector<int64_t>& ids, size_t limit) const;
+  // The whitespace-delimited word in s.word (emptied): case, accents,
+  // punctuation, WordPiece.
+  void append_word_ids(Scratch& s, std::vector<int64_t>& ids) const;
+  void append_wordpiece_ids(const char32_t* begin, const char32_t* end, Scratch& s,
+                            std::vector<int64_t>& ids) const;
 
   std::vector<std::string> vocab_;
   std::unordered_map<std::string, int64_t> ids_;
   bool lower_case_;
+  size_t max_token_bytes_ = 0;  // longer candidates cannot be in the vocabulary
   int64_t pad_id_ = 0, unk_id_ = 0, cls_id_ = 0, sep_id_ = 0, mask_id_ = 0;
 };
 
