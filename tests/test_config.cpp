@@ -110,7 +110,7 @@ TEST(Config, WrongTypeAndMissingFiles) {
             std::string::npos);
   EXPECT_NE(error_of(dir + "/absent.yaml").find("absent.yaml"), std::string::npos);
   const std::string bad_bert = write_file(dir, "bert.json", "{\"hidden_size\": 64, \"fusion_layr\": 2}");
-  EXPECT_NE(error_of(write_file(dir, "badbert.yaml", "bert_config: '" + bad_bert + "'\nvision_width: 64\n"))
+  EXPECT_NE(error_of(write_file(dir, "badbert.yaml", "bert_config: '" + bad_bert + "'\n"))
                 .find("fusion_layr"),
             std::string::npos);
 }

@@ -445,7 +445,11 @@ PyObjectPtr read_torch_file(const std::string& path) {
   try {
     return prefix == std::string_view("PK\x03\x04", 4) ? read_zip(path) : read_legacy(path);
   } catch (const c10::Error& error) {
-    fail(path, ": cannot read checkpoint (", error.what_without_backtrace(), ")");
+    // Keep LibTorch's first sentence, without its "please report" boilerplate.
+    std::string reason = error.what_without_backtrace();
+    const size_t boilerplate = reason.find("  (Could this error message be improved?");
+    if (boilerplate != std::string::npos) reason.resize(boilerplate);
+    fail(path, ": cannot read checkpoint (", reason, ")");
   } catch (const std::bad_alloc&) {
     fail(path, ": out of memory reading the checkpoint (corrupt sizes?)");
   }

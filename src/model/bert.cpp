@@ -11,7 +11,7 @@ at::Tensor extended_attention_mask(const at::Tensor& attention_mask, at::ScalarT
   return (1.0 - attention_mask.to(dtype).unsqueeze(1).unsqueeze(2)) * -10000.0;
 }
 
-BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config) {
+BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config) : dropout(config.hidden_dropout_prob) {
   position_ids = register_buffer("position_ids", at::arange(config.max_position_embeddings).unsqueeze(0));
   word_embeddings = register_module(
       "word_embeddings",
@@ -31,11 +31,11 @@ at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids) {
   // Token type is always 0 in ALBEF: add row 0 instead of gathering zeros.
   at::Tensor x = word_embeddings->forward(input_ids) + token_type_embeddings->weight[0] +
                  position_embeddings->weight.slice(0, 0, length);
-  return LayerNorm->forward(x);
+  return at::dropout(LayerNorm->forward(x), dropout, is_training());
 }
 
 BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config, bool is_cross_attention)
-    : num_heads(config.num_attention_heads) {
+    : num_heads(config.num_attention_heads), dropout(config.attention_probs_dropout_prob) {
   const int64_t kv_width = is_cross_attention ? config.encoder_width : config.hidden_size;
   query = register_module("query", nn::Linear(config.hidden_size, config.hidden_size));
   key = register_module("key", nn::Linear(kv_width, config.hidden_size));
@@ -44,28 +44,29 @@ BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config, bool is_c
 
 at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask) {
   return multi_head_attention(query->forward(hidden), key->forward(hidden), value->forward(hidden), num_heads,
-                              additive_mask);
+                              additive_mask, is_training() ? dropout : 0.0);
 }
 
 at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, const at::Tensor& image_embeds) {
   // ALBEF's image attention mask is all ones, so its additive mask is zero.
   return multi_head_attention(query->forward(hidden), key->forward(image_embeds), value->forward(image_embeds),
-                              num_heads);
+                              num_heads, {}, is_training() ? dropout : 0.0);
 }
 
-BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, int64_t hidden, double eps) {
-  dense = register_module("dense", nn::Linear(in_features, hidden));
-  LayerNorm = register_module("LayerNorm", nn::LayerNorm(nn::LayerNormOptions({hidden}).eps(eps)));
+BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertConfig& config)
+    : dropout(config.hidden_dropout_prob) {
+  dense = register_module("dense", nn::Linear(in_features, config.hidden_size));
+  LayerNorm = register_module(
+      "LayerNorm", nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
 }
 
 at::Tensor BertResidualOutputImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
-  return LayerNorm->forward(dense->forward(x) + residual);
+  return LayerNorm->forward(at::dropout(dense->forward(x), dropout, is_training()) + residual);
 }
 
 BertAttentionImpl::BertAttentionImpl(const BertConfig& config, bool is_cross_attention) {
   self = register_module("self", BertSelfAttention(config, is_cross_attention));
-  output = register_module("output",
-                           BertResidualOutput(config.hidden_size, config.hidden_size, config.layer_norm_eps));
+  output = register_module("output", BertResidualOutput(config.hidden_size, config));
 }
 
 BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config) {
@@ -79,8 +80,7 @@ BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
   if (layer_index >= config.fusion_layer)
     crossattention = register_module("crossattention", BertAttention(config, true));
   intermediate = register_module("intermediate", BertIntermediate(config));
-  output = register_module("output",
-                           BertResidualOutput(config.intermediate_size, config.hidden_size, config.layer_norm_eps));
+  output = register_module("output", BertResidualOutput(config.intermediate_size, config));
 }
 
 at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask,

@@ -7,7 +7,7 @@
 namespace albef {
 
 at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                int64_t num_heads, const at::Tensor& additive_mask) {
+                                int64_t num_heads, const at::Tensor& additive_mask, double dropout) {
   const int64_t batch = query.size(0), q_len = query.size(1), width = query.size(2);
   const int64_t k_len = key.size(1), head_dim = width / num_heads;
   // [B, L, C] -> [B, heads, L, head_dim]
@@ -19,7 +19,8 @@ at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, 
   const at::Tensor v = split(value, k_len);
   at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim));
   if (additive_mask.defined()) scores = scores + additive_mask;
-  const at::Tensor probs = at::softmax(scores, -1);
+  at::Tensor probs = at::softmax(scores, -1);
+  if (dropout > 0.0) probs = at::dropout(probs, dropout, /*train=*/true);
   return at::matmul(probs, v).transpose(1, 2).reshape({batch, q_len, width});
 }
 

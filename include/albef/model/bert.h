@@ -27,6 +27,7 @@ class BertEmbeddingsImpl : public torch::nn::Module {
   at::Tensor position_ids;  // buffer [1, max_position_embeddings], in the state_dict as in HF
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
+  double dropout;  // hidden_dropout_prob, active in train mode
 };
 TORCH_MODULE(BertEmbeddings);
 
@@ -39,16 +40,18 @@ class BertSelfAttentionImpl : public torch::nn::Module {
   at::Tensor forward_cross(const at::Tensor& hidden, const at::Tensor& image_embeds);
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
   int64_t num_heads;
+  double dropout;  // attention_probs_dropout_prob, active in train mode
 };
 TORCH_MODULE(BertSelfAttention);
 
 /// `*.output` after attention and after the FFN: dense, residual, LayerNorm.
 class BertResidualOutputImpl : public torch::nn::Module {
  public:
-  BertResidualOutputImpl(int64_t in_features, int64_t hidden, double eps);
+  BertResidualOutputImpl(int64_t in_features, const BertConfig& config);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual);
   torch::nn::Linear dense{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
+  double dropout;  // hidden_dropout_prob, active in train mode
 };
 TORCH_MODULE(BertResidualOutput);
 

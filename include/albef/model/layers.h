@@ -10,9 +10,11 @@ namespace albef {
 
 /// Multi-head scaled dot-product attention on [B, L, C] inputs.
 /// `additive_mask` (optional) broadcasts to [B, heads, Lq, Lk] and is added
-/// to the scores before the softmax. Returns [B, Lq, C].
+/// to the scores before the softmax; `dropout` applies to the attention
+/// probabilities (training only, as BERT's attention_probs_dropout_prob).
+/// Returns [B, Lq, C].
 at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                int64_t num_heads, const at::Tensor& additive_mask = {});
+                                int64_t num_heads, const at::Tensor& additive_mask = {}, double dropout = 0.0);
 
 /// A linear layer whose weight and bias are other modules' tensors (BERT's
 /// MLM decoder is tied to the word embeddings and to the head's bias). The

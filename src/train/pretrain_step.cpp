@@ -1,0 +1,160 @@
+#include "albef/train/pretrain_step.h"
+
+#include "albef/core/error.h"
+
+#include <ATen/ATen.h>
+
+namespace albef {
+namespace {
+
+at::Tensor normalize(const at::Tensor& x) { return x / x.norm(2, {-1}, true).clamp_min(1e-12); }
+
+// Soft cross-entropy: -sum(log_softmax(logits) * targets, dim=1).mean()
+at::Tensor soft_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+  return -(at::log_softmax(logits, 1) * targets).sum(1).mean();
+}
+
+// One index per row, drawn from the row's (unnormalised) weights.
+at::Tensor sample_rows(const at::Tensor& weights) { return at::multinomial(weights, 1).squeeze(1); }
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> mask_tokens(const at::Tensor& input_ids, double probability, int64_t vocab_size,
+                                              const MlmTokenIds& tokens) {
+  at::Tensor ids = input_ids.clone();
+  at::Tensor labels = input_ids.clone();
+  at::Tensor masked = at::bernoulli(at::full(ids.sizes(), probability, at::kFloat)).to(at::kBool);
+  masked &= (ids != tokens.pad) & (ids != tokens.cls);
+  labels.masked_fill_(~masked, -100);
+  const at::Tensor replaced = at::bernoulli(at::full(ids.sizes(), 0.8, at::kFloat)).to(at::kBool) & masked;
+  ids.masked_fill_(replaced, tokens.mask);
+  const at::Tensor randomised =
+      at::bernoulli(at::full(ids.sizes(), 0.5, at::kFloat)).to(at::kBool) & masked & ~replaced;
+  const at::Tensor random_words = at::randint(vocab_size, ids.sizes(), at::TensorOptions().dtype(at::kLong));
+  ids = at::where(randomised, random_words, ids);
+  return {ids.to(input_ids.device()), labels.to(input_ids.device())};
+}
+
+void momentum_update(AlbefModel& model, double momentum) {
+  at::NoGradGuard no_grad;
+  for (auto& [online, averaged] : model->momentum_pairs()) averaged.mul_(momentum).add_(online, 1.0 - momentum);
+}
+
+void dequeue_and_enqueue(AlbefModel& model, const at::Tensor& image_feat, const at::Tensor& text_feat,
+                         const at::Tensor& ids) {
+  at::NoGradGuard no_grad;
+  const int64_t batch = image_feat.size(0);
+  const int64_t queue_size = model->image_queue.size(1);
+  ALBEF_CHECK(queue_size % batch == 0, "queue_size ", queue_size, " must be a multiple of the (global) batch ", batch);
+  const int64_t ptr = model->queue_ptr.item<int64_t>();
+  model->image_queue.slice(1, ptr, ptr + batch).copy_(image_feat.t());
+  model->text_queue.slice(1, ptr, ptr + batch).copy_(text_feat.t());
+  if (ids.defined()) model->idx_queue.slice(1, ptr, ptr + batch).copy_(ids.view({1, -1}));
+  model->queue_ptr.fill_((ptr + batch) % queue_size);
+}
+
+PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
+                                 const at::Tensor& attention_mask, double alpha, const MlmTokenIds& tokens,
+                                 const PretrainChoices* injected, const FeatureGather& gather) {
+  ALBEF_CHECK(model->options().kind == ModelKind::Pretrain && model->options().momentum_encoders,
+              "pretraining needs the Pretrain model kind with momentum encoders");
+  const Config& config = model->config();
+  const int64_t batch = images.size(0);
+  ALBEF_CHECK(batch >= 2, "hard-negative mining needs a batch of at least 2, got ", batch);
+  ALBEF_CHECK(input_ids.size(0) == batch, "batch of ", batch, " images but ", input_ids.size(0), " texts");
+  PretrainOutputs out;
+  {
+    at::NoGradGuard no_grad;
+    model->temp.clamp_(0.001, 0.5);
+  }
+  const at::Tensor image_embeds = model->encode_image(images);
+  const at::Tensor image_feat = model->image_feature(image_embeds);
+  const at::Tensor text_embeds = model->encode_text(input_ids, attention_mask);
+  const at::Tensor text_feat = model->text_feature(text_embeds);
+
+  at::Tensor image_embeds_m, image_feat_all, text_feat_all;
+  {
+    at::NoGradGuard no_grad;
+    momentum_update(model, config.momentum);  // before the momentum features, as the official forward
+    image_embeds_m = model->visual_encoder_m->forward(images);
+    out.image_feat_m = normalize(model->vision_proj_m->forward(image_embeds_m.select(1, 0)));
+    image_feat_all = at::cat({out.image_feat_m.t(), model->image_queue.clone()}, 1);
+    const at::Tensor text_embeds_m = model->text_bert_m()->forward_text(input_ids, attention_mask);
+    out.text_feat_m = normalize(model->text_proj_m->forward(text_embeds_m.select(1, 0)));
+    text_feat_all = at::cat({out.text_feat_m.t(), model->text_queue.clone()}, 1);
+    const at::Tensor sim_i2t_m = at::matmul(out.image_feat_m, text_feat_all) / model->temp;
+    const at::Tensor sim_t2i_m = at::matmul(out.text_feat_m, image_feat_all) / model->temp;
+    const at::Tensor targets = at::zeros_like(sim_i2t_m);
+    targets.diagonal().fill_(1.0);
+    out.sim_i2t_targets = alpha * at::softmax(sim_i2t_m, 1) + (1.0 - alpha) * targets;
+    out.sim_t2i_targets = alpha * at::softmax(sim_t2i_m, 1) + (1.0 - alpha) * targets;
+  }
+  out.sim_i2t = at::matmul(image_feat, text_feat_all) / model->temp;
+  out.sim_t2i = at::matmul(text_feat, image_feat_all) / model->temp;
+  out.loss_ita = (soft_cross_entropy(out.sim_i2t, out.sim_i2t_targets) +
+                  soft_cross_entropy(out.sim_t2i, out.sim_t2i_targets)) / 2;
+
+  if (gather)
+    dequeue_and_enqueue(model, gather(out.image_feat_m), gather(out.text_feat_m));
+  else
+    dequeue_and_enqueue(model, out.image_feat_m, out.text_feat_m);
+
+  // ITM: the positive pairs, then one hard negative image per text and one
+  // hard negative text per image, drawn from the in-batch similarities.
+  const at::Tensor fused_pos = model->fuse(text_embeds, attention_mask, image_embeds);
+  if (injected) {
+    out.choices.neg_image_idx = injected->neg_image_idx.to(images.device());
+    out.choices.neg_text_idx = injected->neg_text_idx.to(images.device());
+  } else {
+    at::NoGradGuard no_grad;
+    const at::Tensor weights_i2t = at::softmax(out.sim_i2t.slice(1, 0, batch).to(at::kFloat), 1);
+    const at::Tensor weights_t2i = at::softmax(out.sim_t2i.slice(1, 0, batch).to(at::kFloat), 1);
+    weights_i2t.diagonal().zero_();
+    weights_t2i.diagonal().zero_();
+    out.choices.neg_image_idx = sample_rows(weights_t2i);
+    out.choices.neg_text_idx = sample_rows(weights_i2t);
+  }
+  const at::Tensor image_embeds_neg = image_embeds.index_select(0, out.choices.neg_image_idx);
+  const at::Tensor text_embeds_neg = text_embeds.index_select(0, out.choices.neg_text_idx);
+  const at::Tensor text_atts_neg = attention_mask.index_select(0, out.choices.neg_text_idx);
+  const at::Tensor fused_neg = model->fuse(at::cat({text_embeds, text_embeds_neg}), at::cat({attention_mask, text_atts_neg}),
+                                           at::cat({image_embeds_neg, image_embeds}));
+  out.itm_logits = model->itm_head->forward(at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}));
+  const at::Tensor itm_labels =
+      at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(images.device());
+  out.loss_itm = at::cross_entropy_loss(out.itm_logits.to(at::kFloat), itm_labels);
+
+  // MLM with distillation from the momentum model's predictions.
+  if (injected) {
+    out.choices.masked_input_ids = injected->masked_input_ids.to(input_ids.device());
+    out.choices.mlm_labels = injected->mlm_labels.to(input_ids.device());
+  } else {
+    std::tie(out.choices.masked_input_ids, out.choices.mlm_labels) =
+        mask_tokens(input_ids.cpu(), config.mlm_probability, config.bert.vocab_size, tokens);
+    out.choices.masked_input_ids = out.choices.masked_input_ids.to(input_ids.device());
+    out.choices.mlm_labels = out.choices.mlm_labels.to(input_ids.device());
+  }
+  const at::Tensor& masked_ids = out.choices.masked_input_ids;
+  const at::Tensor& labels = out.choices.mlm_labels;
+  at::Tensor soft_labels;
+  {
+    at::NoGradGuard no_grad;
+    soft_labels = at::softmax(model->text_encoder_mlm_m->forward(masked_ids, attention_mask, image_embeds_m).to(at::kFloat), -1);
+  }
+  const at::Tensor logits = model->mlm_logits(masked_ids, attention_mask, image_embeds).to(at::kFloat);
+  const at::Tensor is_masked = labels != -100;
+  if (is_masked.any().item<bool>()) {
+    const int64_t vocab = logits.size(-1);
+    const at::Tensor loss_ce = at::cross_entropy_loss(logits.view({-1, vocab}), labels.view({-1}), {},
+                                                      at::Reduction::Mean, -100);
+    const at::Tensor distill = -(at::log_softmax(logits, -1) * soft_labels).sum(-1);
+    out.loss_mlm = (1.0 - alpha) * loss_ce + alpha * distill.masked_select(is_masked).mean();
+  } else {
+    // No token drawn for masking (possible with tiny batches): the official
+    // code would produce NaN here; contribute nothing instead.
+    out.loss_mlm = logits.sum() * 0.0;
+  }
+  return out;
+}
+
+}  // namespace albef
