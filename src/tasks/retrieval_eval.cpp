@@ -1,0 +1,153 @@
+#include "albef/tasks/retrieval_eval.h"
+
+#include "albef/core/error.h"
+#include "albef/vision/image.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <numeric>
+
+namespace albef {
+namespace {
+
+// The official split of queries over ranks: step = n / world + 1.
+std::pair<int64_t, int64_t> rank_rows(int64_t rows, int rank, int world_size) {
+  const int64_t step = rows / world_size + 1;
+  const int64_t start = std::min<int64_t>(rows, rank * step);
+  return {start, std::min(rows, start + step)};
+}
+
+at::Tensor load_image_batch(const std::vector<std::string>& paths, size_t begin, size_t end, int64_t res) {
+  std::vector<at::Tensor> images(end - begin);
+  at::parallel_for(0, static_cast<int64_t>(images.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) images[i] = vision::load_test_image(paths[begin + i], res);
+  });
+  return at::stack(images);
+}
+
+// ITM scores (class-1 logit) of texts `text_rows` each paired with the same
+// image `image_tokens` [1, P, D]: the image's keys/values broadcast over the
+// texts in every fusion layer.
+at::Tensor itm_scores_one_image(AlbefModel& model, const at::Tensor& image_tokens, const at::Tensor& text_states,
+                                const at::Tensor& text_masks, const at::Tensor& text_rows, int64_t batch) {
+  std::vector<at::Tensor> scores;
+  for (int64_t begin = 0; begin < text_rows.size(0); begin += batch) {
+    const at::Tensor rows = text_rows.slice(0, begin, begin + batch);
+    const at::Tensor fused = model->fuse(text_states.index_select(0, rows), text_masks.index_select(0, rows), image_tokens);
+    scores.push_back(model->itm_logits(fused).select(1, 1).to(at::kFloat));
+  }
+  return at::cat(scores);
+}
+
+}  // namespace
+
+RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer& tokenizer,
+                                   const std::vector<std::string>& image_paths, const std::vector<std::string>& texts,
+                                   const RetrievalEvalOptions& options) {
+  ALBEF_CHECK(!image_paths.empty() && !texts.empty(), "empty gallery: ", image_paths.size(), " images, ",
+              texts.size(), " texts");
+  at::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const c10::Device device = model->temp.device();
+  PrecisionGuard precision(options.precision, device);
+  const int64_t n_images = static_cast<int64_t>(image_paths.size());
+  const int64_t n_texts = static_cast<int64_t>(texts.size());
+
+  // Texts: one padding length for all, so any subset can be batched.
+  const text::BatchEncoding encoding = tokenizer.encode_batch(texts, options.max_text_length, text::Padding::Longest);
+  const at::Tensor text_masks = encoding.attention_mask.to(device);
+  std::vector<at::Tensor> text_states_parts, text_feat_parts;
+  for (int64_t begin = 0; begin < n_texts; begin += options.text_batch) {
+    const int64_t end = std::min(n_texts, begin + options.text_batch);
+    const at::Tensor states =
+        model->encode_text(encoding.input_ids.slice(0, begin, end).to(device), text_masks.slice(0, begin, end));
+    text_states_parts.push_back(states);
+    text_feat_parts.push_back(model->text_feature(states).to(at::kFloat));
+  }
+  const at::Tensor text_states = at::cat(text_states_parts);
+  const at::Tensor text_feats = at::cat(text_feat_parts);
+
+  // Images: all tokens kept for the fusion, features for ITC.
+  std::vector<at::Tensor> image_token_parts, image_feat_parts;
+  for (int64_t begin = 0; begin < n_images; begin += options.image_batch) {
+    const int64_t end = std::min(n_images, begin + options.image_batch);
+    const at::Tensor tokens = model->encode_image(load_image_batch(image_paths, begin, end, model->config().image_res).to(device));
+    image_token_parts.push_back(tokens);
+    image_feat_parts.push_back(model->image_feature(tokens).to(at::kFloat));
+  }
+  const at::Tensor image_tokens = at::cat(image_token_parts);
+  const at::Tensor image_feats = at::cat(image_feat_parts);
+
+  const at::Tensor sims = at::matmul(image_feats, text_feats.t());  // [images, texts]
+  RetrievalScores scores{at::full({n_images, n_texts}, -100.0f), at::full({n_texts, n_images}, -100.0f)};
+
+  // Image -> text: each image against its top-k texts.
+  const int64_t k_texts = std::min(options.k_test, n_texts);
+  const auto [i_begin, i_end] = rank_rows(n_images, options.rank, options.world_size);
+  for (int64_t i = i_begin; i < i_end; ++i) {
+    const at::Tensor top = std::get<1>(sims[i].topk(k_texts));
+    const at::Tensor itm = itm_scores_one_image(model, image_tokens.slice(0, i, i + 1), text_states, text_masks, top,
+                                                options.fusion_batch);
+    scores.i2t[i].index_put_({top.cpu()}, itm.cpu());
+  }
+
+  // Text -> image: each text against its top-k images, grouped by image so
+  // every image's keys/values serve all the texts that retrieved it.
+  const int64_t k_images = std::min(options.k_test, n_images);
+  const auto [t_begin, t_end] = rank_rows(n_texts, options.rank, options.world_size);
+  if (t_end > t_begin) {
+    const at::Tensor top = std::get<1>(sims.t().slice(0, t_begin, t_end).topk(k_images, 1)).cpu();  // [T, k]
+    std::vector<std::vector<int64_t>> texts_of_image(n_images);
+    const auto top_a = top.accessor<int64_t, 2>();
+    for (int64_t t = 0; t < top.size(0); ++t)
+      for (int64_t k = 0; k < k_images; ++k) texts_of_image[top_a[t][k]].push_back(t_begin + t);
+    for (int64_t j = 0; j < n_images; ++j) {
+      if (texts_of_image[j].empty()) continue;
+      const at::Tensor rows = at::tensor(texts_of_image[j], at::kLong);
+      const at::Tensor itm = itm_scores_one_image(model, image_tokens.slice(0, j, j + 1), text_states, text_masks,
+                                                  rows.to(device), options.fusion_batch);
+      scores.t2i.index_put_({rows, at::full_like(rows, j)}, itm.cpu());
+    }
+  }
+  if (was_training) model->train();
+  return scores;
+}
+
+nlohmann::json itm_eval(const at::Tensor& scores_i2t, const at::Tensor& scores_t2i,
+                        const std::vector<int64_t>& txt2img, const std::vector<std::vector<int64_t>>& img2txt) {
+  ALBEF_CHECK(scores_i2t.size(0) == static_cast<int64_t>(img2txt.size()), "img2txt has ", img2txt.size(),
+              " entries for ", scores_i2t.size(0), " images");
+  ALBEF_CHECK(scores_t2i.size(0) == static_cast<int64_t>(txt2img.size()), "txt2img has ", txt2img.size(),
+              " entries for ", scores_t2i.size(0), " texts");
+  // Rank of each candidate in a row sorted by descending score.
+  auto ranks_of = [](const at::Tensor& row) {
+    const at::Tensor order = std::get<1>(row.to(at::kDouble).sort(/*stable=*/true, 0, /*descending=*/true));
+    std::vector<int64_t> rank(order.size(0));
+    const auto o = order.accessor<int64_t, 1>();
+    for (int64_t r = 0; r < order.size(0); ++r) rank[o[r]] = r;
+    return rank;
+  };
+  auto recall = [](const std::vector<int64_t>& ranks, int64_t k) {
+    const auto hits = std::count_if(ranks.begin(), ranks.end(), [k](int64_t r) { return r < k; });
+    return 100.0 * static_cast<double>(hits) / static_cast<double>(ranks.size());
+  };
+  std::vector<int64_t> i2t_ranks, t2i_ranks;
+  for (int64_t i = 0; i < scores_i2t.size(0); ++i) {
+    const auto rank = ranks_of(scores_i2t[i]);
+    int64_t best = std::numeric_limits<int64_t>::max();
+    for (int64_t t : img2txt[i]) best = std::min(best, rank[t]);
+    i2t_ranks.push_back(best);
+  }
+  for (int64_t t = 0; t < scores_t2i.size(0); ++t) t2i_ranks.push_back(ranks_of(scores_t2i[t])[txt2img[t]]);
+  const double tr1 = recall(i2t_ranks, 1), tr5 = recall(i2t_ranks, 5), tr10 = recall(i2t_ranks, 10);
+  const double ir1 = recall(t2i_ranks, 1), ir5 = recall(t2i_ranks, 5), ir10 = recall(t2i_ranks, 10);
+  const double tr_mean = (tr1 + tr5 + tr10) / 3, ir_mean = (ir1 + ir5 + ir10) / 3;
+  return {{"txt_r1", tr1},   {"txt_r5", tr5},         {"txt_r10", tr10}, {"txt_r_mean", tr_mean},
+          {"img_r1", ir1},   {"img_r5", ir5},         {"img_r10", ir10}, {"img_r_mean", ir_mean},
+          {"r_mean", (tr_mean + ir_mean) / 2}};
+}
+
+}  // namespace albef

@@ -1,0 +1,120 @@
+// The official retrieval evaluation: top-k re-ranking with shared image
+// keys/values gives the same scores as scoring every pair on its own, and
+// itm_eval computes the official recall metrics.
+
+#include "albef/io/checkpoint.h"
+#include "albef/tasks/retrieval_eval.h"
+#include "albef/vision/image.h"
+
+#include "test_util.h"
+
+#include <ATen/ATen.h>
+
+using albef::testing::data_path;
+using albef::testing::source_path;
+
+namespace {
+
+const std::vector<std::string> kCaptions = {
+    "a family is sitting down at a table to have cake",
+    "horses standing and laying down in the grass on a hill above a lake",
+    "a computer desk topped with an open laptop computer",
+    "a bike parked under a traffic light next to a blue sign",
+    "a group of horses standing on top of a lush green hillside",
+    "a desk has a laptop and a lamp on it",
+};
+
+std::vector<std::string> images() {
+  std::vector<std::string> out;
+  for (const char* name : {"000000000790.jpg", "000000078499.jpg", "000000084284.jpg", "000000107438.jpg"})
+    out.push_back(source_path(std::string("data/coco-by/images/") + name));
+  return out;
+}
+
+}  // namespace
+
+TEST(RetrievalEval, RerankedScoresEqualPerPairScores) {
+  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
+  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false});
+  const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
+  albef::load_state_dict(model, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path);
+  const albef::text::BertTokenizer tokenizer(config.vocab);
+  albef::RetrievalEvalOptions options;
+  options.k_test = 3;
+  options.fusion_batch = 2;  // exercise chunking
+  const albef::RetrievalScores scores = albef::evaluate_retrieval(model, tokenizer, images(), kCaptions, options);
+  ASSERT_EQ(scores.i2t.sizes(), (std::vector<int64_t>{4, 6}));
+  ASSERT_EQ(scores.t2i.sizes(), (std::vector<int64_t>{6, 4}));
+
+  // Reference: every pair scored alone (repeated image, one caption padded alone).
+  at::NoGradGuard no_grad;
+  model->eval();
+  const auto paths = images();
+  at::Tensor itc(at::zeros({4, 6}));
+  at::Tensor itm(at::zeros({4, 6}));
+  for (int i = 0; i < 4; ++i) {
+    const at::Tensor image = model->encode_image(albef::vision::load_test_image(paths[i], 32).unsqueeze(0));
+    for (int t = 0; t < 6; ++t) {
+      const auto enc = tokenizer.encode_batch({kCaptions[t]}, 30, albef::text::Padding::Longest);
+      const at::Tensor text = model->encode_text(enc.input_ids, enc.attention_mask);
+      itc[i][t] = (model->image_feature(image) * model->text_feature(text)).sum();
+      itm[i][t] = model->itm_logits(model->fuse(text, enc.attention_mask, image))[0][1];
+    }
+  }
+  for (int i = 0; i < 4; ++i) {
+    const at::Tensor top = std::get<1>(itc[i].topk(3));
+    for (int t = 0; t < 6; ++t) {
+      const bool chosen = top.eq(t).any().item<bool>();
+      EXPECT_NEAR(scores.i2t[i][t].item<double>(), chosen ? itm[i][t].item<double>() : -100.0, 1e-5) << i << "," << t;
+    }
+  }
+  for (int t = 0; t < 6; ++t) {
+    const at::Tensor top = std::get<1>(itc.select(1, t).topk(3));
+    for (int i = 0; i < 4; ++i) {
+      const bool chosen = top.eq(i).any().item<bool>();
+      EXPECT_NEAR(scores.t2i[t][i].item<double>(), chosen ? itm[i][t].item<double>() : -100.0, 1e-5) << t << "," << i;
+    }
+  }
+}
+
+TEST(RetrievalEval, RanksSplitAcrossProcessesSumToTheWhole) {
+  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
+  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false});
+  const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
+  albef::load_state_dict(model, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path);
+  const albef::text::BertTokenizer tokenizer(config.vocab);
+  albef::RetrievalEvalOptions options;
+  options.k_test = 2;
+  const auto whole = albef::evaluate_retrieval(model, tokenizer, images(), kCaptions, options);
+  options.world_size = 2;
+  at::Tensor i2t = at::zeros_like(whole.i2t), t2i = at::zeros_like(whole.t2i);
+  for (int rank = 0; rank < 2; ++rank) {
+    options.rank = rank;
+    const auto part = albef::evaluate_retrieval(model, tokenizer, images(), kCaptions, options);
+    // The official all_reduce sums; rows a rank did not score hold -100 there.
+    i2t += at::where(part.i2t == -100, at::zeros_like(part.i2t), part.i2t);
+    t2i += at::where(part.t2i == -100, at::zeros_like(part.t2i), part.t2i);
+  }
+  EXPECT_TENSOR_NEAR(at::where(whole.i2t == -100, at::zeros_like(i2t), whole.i2t), i2t, 1e-5);
+  EXPECT_TENSOR_NEAR(at::where(whole.t2i == -100, at::zeros_like(t2i), whole.t2i), t2i, 1e-5);
+}
+
+TEST(RetrievalEval, ItmEvalMetrics) {
+  // 2 images x 4 texts; texts 0,1 belong to image 0 and 2,3 to image 1.
+  const at::Tensor i2t = at::tensor({0.9f, 0.1f, 0.5f, 0.2f,  //
+                                     0.3f, 0.8f, 0.7f, 0.1f})
+                             .view({2, 4});
+  const at::Tensor t2i = at::tensor({0.9f, 0.1f,   // text 0 -> image 0: rank 0
+                                     0.2f, 0.8f,   // text 1 -> image 0: rank 1
+                                     0.4f, 0.6f,   // text 2 -> image 1: rank 0
+                                     0.7f, 0.3f})  // text 3 -> image 1: rank 1
+                             .view({4, 2});
+  const auto metrics = albef::itm_eval(i2t, t2i, {0, 0, 1, 1}, {{0, 1}, {2, 3}});
+  // Image 0: best own text (0) at rank 0. Image 1: texts sorted 1,2,... -> own text 2 at rank 1.
+  EXPECT_DOUBLE_EQ(metrics["txt_r1"].get<double>(), 50.0);
+  EXPECT_DOUBLE_EQ(metrics["txt_r5"].get<double>(), 100.0);
+  EXPECT_DOUBLE_EQ(metrics["img_r1"].get<double>(), 50.0);
+  EXPECT_DOUBLE_EQ(metrics["img_r5"].get<double>(), 100.0);
+  EXPECT_DOUBLE_EQ(metrics["txt_r_mean"].get<double>(), (50.0 + 100.0 + 100.0) / 3);
+  EXPECT_DOUBLE_EQ(metrics["r_mean"].get<double>(), (50.0 + 100.0 + 100.0) / 3);
+}
