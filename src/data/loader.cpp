@@ -1,0 +1,246 @@
+// The training and evaluation loaders on top of BatchPipeline.
+
+#include "albef/data/loader.h"
+
+#include "albef/core/error.h"
+#include "albef/data/sampler.h"
+#include "albef/text/tokenizer.h"
+#include "albef/vision/image.h"
+#include "data/batch_pipeline.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/stack.h>
+
+#include <algorithm>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+
+namespace albef::data {
+namespace {
+
+int resolve_workers(int num_workers) {
+  ALBEF_CHECK(num_workers >= 0, "the number of workers must not be negative, got ", num_workers);
+  if (num_workers > 0) return num_workers;
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+at::Tensor int64_tensor(const std::vector<int64_t>& values) {
+  at::Tensor out = at::empty({static_cast<int64_t>(values.size())}, at::kLong);
+  std::copy(values.begin(), values.end(), out.data_ptr<int64_t>());
+  return out;
+}
+
+std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& name : names) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+// One loaded training sample.
+struct LoadedSample {
+  at::Tensor image;
+  std::string caption;
+  int64_t index = -1;
+};
+
+// This rank's order for one epoch and the unreadable images met in it.
+struct EpochState {
+  EpochState(int64_t epoch, std::vector<int64_t> order) : epoch(epoch), order(std::move(order)) {}
+
+  const int64_t epoch;
+  const std::vector<int64_t> order;
+
+  std::mutex mutex;
+  std::unordered_set<int64_t> bad;
+  std::vector<BadSample> reported;
+
+  bool known_bad(int64_t index) {
+    std::lock_guard<std::mutex> lock(mutex);
+    return bad.count(index) > 0;
+  }
+};
+
+}  // namespace
+
+std::string choose_caption(const TrainSample& sample, uint64_t augment_seed, int64_t epoch, int64_t index,
+                           int max_words) {
+  ALBEF_CHECK(!sample.captions.empty(), "sample ", index, " has no caption");
+  size_t pick = 0;
+  if (sample.captions.size() > 1) {
+    vision::Rng rng = vision::Rng::for_sample(augment_seed ^ kCaptionStream, static_cast<uint64_t>(epoch),
+                                              static_cast<uint64_t>(index));
+    pick = static_cast<size_t>(rng.below(static_cast<int64_t>(sample.captions.size())));
+  }
+  return text::pre_caption(sample.captions[pick], max_words);
+}
+
+// ---------------------------------------------------------------------------
+// TrainLoader
+
+struct TrainLoader::Impl {
+  Impl(TrainDataset dataset_in, SampleTransform transform_in, const TrainLoaderOptions& options_in)
+      : dataset(std::move(dataset_in)),
+        transform(std::move(transform_in)),
+        options(options_in),
+        sampler(dataset.size(), options.world_size, options.rank, options.shuffle, options.sampler_seed),
+        pipeline(resolve_workers(options.num_workers), options.prefetch_batches) {}
+
+  // The sample at `position` of this rank's epoch order, or the first
+  // readable one after it (wrapping around).
+  LoadedSample load(EpochState& state, int64_t position) const {
+    const auto n = static_cast<int64_t>(state.order.size());
+    for (int64_t step = 0; step < n; ++step) {
+      const int64_t index = state.order[static_cast<size_t>((position + step) % n)];
+      if (state.known_bad(index)) continue;
+      const std::string path = dataset.image_path(index);
+      cv::Mat rgb;
+      try {
+        rgb = vision::read_rgb(path);
+      } catch (const Error& e) {
+        record_bad(state, index, path, e.what());
+        continue;
+      }
+      vision::Rng rng = vision::Rng::for_sample(options.augment_seed, static_cast<uint64_t>(state.epoch),
+                                                static_cast<uint64_t>(index));
+      LoadedSample sample;
+      sample.image = transform(rgb, rng);
+      sample.caption = choose_caption(dataset.samples[static_cast<size_t>(index)], options.augment_seed,
+                                      state.epoch, index, options.max_words);
+      sample.index = index;
+      return sample;
+    }
+    fail("no image of epoch ", state.epoch, " could be read; check image_root and the image paths of ",
+         join_names(dataset.annotation_files));
+  }
+
+  void record_bad(EpochState& state, int64_t index, const std::string& path, const std::string& message) const {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    if (!state.bad.insert(index).second) return;
+    if (state.reported.size() < static_cast<size_t>(std::max(0, options.max_reported_bad)))
+      state.reported.push_back({index, path, message});
+    const auto n = static_cast<double>(state.order.size());
+    if (static_cast<double>(state.bad.size()) > options.max_bad_fraction * n)
+      fail("too many unreadable images: ", state.bad.size(), " of the ", state.order.size(),
+           " samples of epoch ", state.epoch, " (rank ", options.rank, ") failed to load, e.g. ", message,
+           "; check image_root and the image paths of ", join_names(dataset.annotation_files));
+  }
+
+  TrainBatch assemble(std::vector<LoadedSample>& samples, int64_t epoch, int64_t batch_index) const {
+    TrainBatch batch;
+    batch.epoch = epoch;
+    batch.index = batch_index;
+    std::vector<at::Tensor> images;
+    std::vector<int64_t> indices, image_idx;
+    for (LoadedSample& sample : samples) {
+      images.push_back(std::move(sample.image));
+      batch.captions.push_back(std::move(sample.caption));
+      indices.push_back(sample.index);
+      image_idx.push_back(dataset.samples[static_cast<size_t>(sample.index)].image_idx);
+    }
+    batch.images = at::stack(images);
+    batch.indices = int64_tensor(indices);
+    if (dataset.num_images > 0) batch.image_idx = int64_tensor(image_idx);
+    return batch;
+  }
+
+  const TrainDataset dataset;
+  const SampleTransform transform;
+  const TrainLoaderOptions options;
+  DistributedSampler sampler;
+  std::shared_ptr<EpochState> epoch;
+  // Last: its workers stop before the members they read are destroyed.
+  detail::BatchPipeline<LoadedSample, TrainBatch> pipeline;
+};
+
+TrainLoader::TrainLoader(TrainDataset dataset, SampleTransform transform, TrainLoaderOptions options) {
+  ALBEF_CHECK(transform != nullptr, "no transform given");
+  ALBEF_CHECK(options.batch_size > 0, "batch size must be positive, got ", options.batch_size);
+  ALBEF_CHECK(options.max_bad_fraction >= 0, "max_bad_fraction must not be negative");
+  if (dataset.size() == 0) fail("the training set is empty: ", join_names(dataset.annotation_files));
+  impl_ = std::make_unique<Impl>(std::move(dataset), std::move(transform), options);
+  if (num_batches() == 0)
+    fail("the ", num_samples(), " samples per rank of ", join_names(impl_->dataset.annotation_files),
+         " do not fill one batch of ", options.batch_size);
+}
+
+TrainLoader::~TrainLoader() = default;
+
+void TrainLoader::start_epoch(int64_t epoch, int64_t skip_batches) {
+  ALBEF_CHECK(skip_batches >= 0 && skip_batches <= num_batches(), "cannot skip ", skip_batches, " of ",
+              num_batches(), " batches");
+  Impl& impl = *impl_;
+  impl.sampler.set_epoch(epoch);
+  auto state = std::make_shared<EpochState>(epoch, impl.sampler.indices());
+  impl.epoch = state;
+  const int64_t batch_size = impl.options.batch_size;
+  impl.pipeline.start(
+      num_batches() * batch_size, batch_size, skip_batches,
+      [&impl, state](int64_t slot) { return impl.load(*state, slot); },
+      [&impl, epoch](std::vector<LoadedSample>& samples, int64_t b) { return impl.assemble(samples, epoch, b); });
+}
+
+std::optional<TrainBatch> TrainLoader::next() {
+  ALBEF_CHECK(impl_->epoch != nullptr, "call start_epoch() before next()");
+  return impl_->pipeline.next();
+}
+
+int64_t TrainLoader::num_batches() const { return num_samples() / impl_->options.batch_size; }
+
+int64_t TrainLoader::num_samples() const { return impl_->sampler.num_samples(); }
+
+const TrainDataset& TrainLoader::dataset() const { return impl_->dataset; }
+
+const TrainLoaderOptions& TrainLoader::options() const { return impl_->options; }
+
+BadSampleReport TrainLoader::bad_samples() const {
+  BadSampleReport report;
+  const std::shared_ptr<EpochState> state = impl_->epoch;
+  if (!state) return report;
+  std::lock_guard<std::mutex> lock(state->mutex);
+  report.epoch = state->epoch;
+  report.count = static_cast<int64_t>(state->bad.size());
+  report.first = state->reported;
+  return report;
+}
+
+// ---------------------------------------------------------------------------
+// EvalImageLoader
+
+struct EvalImageLoader::Impl {
+  Impl(std::vector<std::string> paths_in, int image_res, int64_t batch_size, int num_workers, int prefetch)
+      : paths(std::move(paths_in)), batch_size(batch_size), pipeline(resolve_workers(num_workers), prefetch) {
+    pipeline.start(
+        static_cast<int64_t>(paths.size()), batch_size, 0,
+        [this, image_res](int64_t slot) {
+          return vision::load_test_image(paths[static_cast<size_t>(slot)], image_res);
+        },
+        [this](std::vector<at::Tensor>& images, int64_t b) {
+          std::vector<int64_t> indices(images.size());
+          for (size_t i = 0; i < indices.size(); ++i) indices[i] = b * this->batch_size + static_cast<int64_t>(i);
+          return EvalBatch{at::stack(images), int64_tensor(indices)};
+        });
+  }
+
+  const std::vector<std::string> paths;
+  const int64_t batch_size;
+  detail::BatchPipeline<at::Tensor, EvalBatch> pipeline;  // last: see TrainLoader::Impl
+};
+
+EvalImageLoader::EvalImageLoader(std::vector<std::string> image_paths, int image_res, int64_t batch_size,
+                                 int num_workers, int prefetch_batches) {
+  ALBEF_CHECK(image_res > 0, "image_res must be positive, got ", image_res);
+  ALBEF_CHECK(batch_size > 0, "batch size must be positive, got ", batch_size);
+  impl_ = std::make_unique<Impl>(std::move(image_paths), image_res, batch_size, num_workers, prefetch_batches);
+}
+
+EvalImageLoader::~EvalImageLoader() = default;
+
+std::optional<EvalBatch> EvalImageLoader::next() { return impl_->pipeline.next(); }
+
+int64_t EvalImageLoader::num_batches() const { return (size() + impl_->batch_size - 1) / impl_->batch_size; }
+
+int64_t EvalImageLoader::size() const { return static_cast<int64_t>(impl_->paths.size()); }
+
+}  // namespace albef::data
