@@ -40,5 +40,7 @@ std::vector<std::string> image_paths_from(const std::string& list_or_dir);
 void add_embed_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_score_command(CLI::App& app);
+void add_pretrain_command(CLI::App& app);
+void add_retrieval_command(CLI::App& app);
 
 }  // namespace albef::cli

@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   albef::cli::add_embed_command(app);
   albef::cli::add_tokenize_command(app);
   albef::cli::add_score_command(app);
+  albef::cli::add_pretrain_command(app);
+  albef::cli::add_retrieval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
