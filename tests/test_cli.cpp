@@ -175,3 +175,16 @@ TEST(Cli, VocabWithoutClsIsOneErrorLine) {
                                       "vision_config: {embed_dim: 64, depth: 2, num_heads: 2}\n";
   expect_one_line_error("tokenize --config " + dir + "/cfg.yaml hello", "vocab.txt");
 }
+
+TEST(Cli, Bf16EmbeddingsAgreeWithFp32) {
+  const nlohmann::json inputs = fixture_inputs();
+  const std::string out = make_temp_dir("cli_bf16");
+  std::string command = std::string(ALBEF_CLI) + " embed --precision bf16" + model_flags() + " --out " + out;
+  for (int i = 0; i < 4; ++i) command += " --image " + image_path(i);
+  for (const auto& raw : inputs["raw_captions"]) command += " --text " + quote(raw.get<std::string>());
+  std::string output;
+  ASSERT_EQ(run_command(command, &output), 0) << output;
+  // Unit vectors: bf16 matmuls keep them within a few hundredths of fp32.
+  EXPECT_TENSOR_NEAR(albef::io::read_npy(out + "/image_feat.npy"), fixture("eval__comp__image_feat"), 0.05);
+  EXPECT_TENSOR_NEAR(albef::io::read_npy(out + "/text_feat.npy"), fixture("eval__comp__text_feat"), 0.05);
+}

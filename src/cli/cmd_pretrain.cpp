@@ -26,6 +26,8 @@ void add_pretrain_command(CLI::App& app) {
   command->add_option("--workers", options->workers, "Data-loading threads (0 = one per core)")
       ->check(CLI::NonNegativeNumber);
   command->add_option("--epochs", options->epochs, "Stop after this many epochs (default: schedular.epochs)");
+  command->add_option("--keep", options->keep_checkpoints, "Keep only the newest N epoch checkpoints (0 = all)")
+      ->check(CLI::NonNegativeNumber);
   compute->add_to(*command);
   command->callback([options, compute] {
     options->threads = compute->threads;

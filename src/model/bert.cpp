@@ -151,7 +151,9 @@ BertLMPredictionHeadImpl::BertLMPredictionHeadImpl(const BertConfig& config, con
 }
 
 at::Tensor BertLMPredictionHeadImpl::forward(const at::Tensor& hidden) {
-  return decoder->forward(transform_LayerNorm->forward(at::gelu(transform_dense->forward(hidden))));
+  // LayerNorm stays in float32 under autocast (its input here has no fp32 residual to promote it).
+  const at::Tensor x = at::gelu(transform_dense->forward(hidden)).to(transform_LayerNorm->weight.scalar_type());
+  return decoder->forward(transform_LayerNorm->forward(x));
 }
 
 BertForMaskedLMImpl::BertForMaskedLMImpl(const BertConfig& config) {

@@ -6,6 +6,7 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -43,9 +44,20 @@ nlohmann::json run_retrieval_evaluation(const RetrievalOptions& options) {
     const data::RetrievalEvalDataset dataset = data::load_retrieval_eval_dataset(config.resolve(file), config.image_root);
     const RetrievalScores scores = evaluate_retrieval(model, tokenizer, dataset.image_paths(), dataset.text, eval);
     const nlohmann::json metrics = itm_eval(scores.i2t, scores.t2i, dataset.txt2img, dataset.img2txt);
+    // Also the ITC ranking alone, before the ITM re-ranking (shows what each stage contributes).
+    const nlohmann::json itc_metrics = itm_eval(scores.itc, scores.itc.t(), dataset.txt2img, dataset.img2txt);
     for (const auto& [key, value] : metrics.items()) log[split + "_" + key] = value;
-    std::cout << split << " (" << dataset.num_images() << " images, " << dataset.num_texts()
-              << " texts): " << metrics.dump() << "\n";
+    // By chance, R@1 is 1/images in both directions (an image's own captions
+    // are its share of the texts).
+    std::printf("%s: %lld images, %lld texts (R@1 by chance: %.1f)\n", split.c_str(),
+                static_cast<long long>(dataset.num_images()), static_cast<long long>(dataset.num_texts()),
+                100.0 / dataset.num_images());
+    for (const auto& [stage, values] : {std::make_pair("ITC + ITM re-rank", metrics), std::make_pair("ITC only", itc_metrics)}) {
+      std::printf("  %-17s image->text R@1 %5.1f R@5 %5.1f R@10 %5.1f | text->image R@1 %5.1f R@5 %5.1f R@10 %5.1f\n",
+                  stage, values["txt_r1"].get<double>(), values["txt_r5"].get<double>(), values["txt_r10"].get<double>(),
+                  values["img_r1"].get<double>(), values["img_r5"].get<double>(), values["img_r10"].get<double>());
+    }
+    for (const auto& [key, value] : itc_metrics.items()) log[split + "_itc_" + key] = value;
     if (split == "test") {
       io::write_npy(options.output_dir + "/score_i2t.npy", scores.i2t);
       io::write_npy(options.output_dir + "/score_t2i.npy", scores.t2i);

@@ -82,7 +82,8 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer&
   const at::Tensor image_feats = at::cat(image_feat_parts);
 
   const at::Tensor sims = at::matmul(image_feats, text_feats.t());  // [images, texts]
-  RetrievalScores scores{at::full({n_images, n_texts}, -100.0f), at::full({n_texts, n_images}, -100.0f)};
+  RetrievalScores scores{at::full({n_images, n_texts}, -100.0f), at::full({n_texts, n_images}, -100.0f),
+                         sims.to(at::kCPU)};
 
   // Image -> text: each image against its top-k texts.
   const int64_t k_texts = std::min(options.k_test, n_texts);

@@ -125,7 +125,7 @@ std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
     if (!std::regex_match(file, match, name)) continue;
     const int64_t epoch = std::stoll(match[1]);
     const std::pair<int64_t, int64_t> position =
-        match[3].matched ? std::make_pair(epoch, std::stoll(match[3])) : std::make_pair(epoch + 1, int64_t{0});
+        match[3].matched ? std::make_pair(epoch, static_cast<int64_t>(std::stoll(match[3]))) : std::make_pair(epoch + 1, int64_t{0});
     if (position > best_position) {
       best_position = position;
       best = entry.path().string();

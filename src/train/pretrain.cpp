@@ -169,13 +169,16 @@ void run_pretraining(const PretrainOptions& options) {
     progress.finish();
 
     nlohmann::json stats;
-    for (const auto& [name, value] : meters.epoch_stats().items()) stats["train_" + name] = value;
+    const nlohmann::json averages = meters.epoch_stats();
+    for (const auto& item : averages.items()) stats["train_" + item.key()] = item.value();
     stats["epoch"] = epoch;
     append_line(log_path, stats);
     const TrainPosition next{epoch + 1, 0};
     save_training_checkpoint(options.output_dir + "/" + checkpoint_name(next), model, optimizer, scheduler, config,
                              epoch, ResumeState{next, generator_state(), {}});
     if (previous_mid_checkpoint) fs::remove(*previous_mid_checkpoint);
+    if (options.keep_checkpoints > 0 && epoch - options.keep_checkpoints >= 0)
+      fs::remove(options.output_dir + "/" + checkpoint_name({epoch - options.keep_checkpoints + 1, 0}));
     write_loss_plot(steps_path, options.output_dir + "/loss_curve.png", kLossNames);
 
     const data::BadSampleReport bad = loader.bad_samples();

@@ -71,10 +71,7 @@ ProgressPrinter::ProgressPrinter(int64_t steps_in_epoch, int64_t print_every)
 
 void ProgressPrinter::report(int64_t epoch, int64_t step, const MetricLogger& meters,
                              const std::vector<std::string>& names, double lr) {
-  if (first_step_ < 0) {
-    first_step_ = step;
-    start_ = std::chrono::steady_clock::now();
-  }
+  if (first_step_ < 0) first_step_ = step;
   const bool last = step + 1 == steps_;
   if (!terminal_ && step % print_every_ != 0 && !last) return;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

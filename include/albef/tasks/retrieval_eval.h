@@ -33,6 +33,7 @@ struct RetrievalEvalOptions {
 struct RetrievalScores {
   at::Tensor i2t;  ///< [images, texts]
   at::Tensor t2i;  ///< [texts, images]
+  at::Tensor itc;  ///< [images, texts]: the ITC similarities the candidates were taken from
 };
 
 /// Runs the evaluation on images (files, official test transform) and

@@ -23,6 +23,7 @@ struct PretrainOptions {
   int64_t print_freq = 50;       ///< plain progress line every N steps when stdout is not a terminal
   int workers = 0;               ///< data-loading threads (0 = one per core)
   int64_t epochs = -1;           ///< stop after this many epochs (-1 = schedular.epochs)
+  int64_t keep_checkpoints = 0;  ///< keep only the newest N epoch checkpoints (0 = all, as the official script)
 };
 
 /// Runs pretraining: writes checkpoint_XX.pth, log.txt (one JSON line per

@@ -1,0 +1,166 @@
+// `albef pretrain` end to end on the tiny model: official log and checkpoint
+// formats, bad images skipped and counted, and an exact resume after SIGKILL.
+
+#include "test_util.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <thread>
+
+extern char** environ;
+
+using albef::testing::data_path;
+using albef::testing::make_temp_dir;
+using albef::testing::run_command;
+using albef::testing::source_path;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> pretrain_args(const std::string& config, const std::string& out) {
+  return {ALBEF_CLI, "pretrain", "--config", config, "--output_dir", out, "--threads", "1", "--workers", "1", "--seed", "7"};
+}
+
+std::string join(const std::vector<std::string>& args) {
+  std::string command;
+  for (const auto& arg : args) command += (command.empty() ? "" : " ") + arg;
+  return command;
+}
+
+std::vector<nlohmann::json> read_json_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<nlohmann::json> lines;
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+// A tiny-model config over the bundled COCO pairs (26 images, a caption drawn per epoch).
+std::string tiny_config(const std::string& dir, const std::string& train_file) {
+  std::ifstream in(data_path("tiny/Pretrain.yaml"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto replace = [&](const std::string& from, const std::string& to) { text.replace(text.find(from), from.size(), to); };
+  replace("'../../../data/coco-by/captions.json'", "'" + train_file + "'");
+  replace("'tiny/config_bert.json'", "'" + data_path("tiny/config_bert.json") + "'");
+  replace("'../../../configs/bert-base-uncased-vocab.txt'", "'" + source_path("configs/bert-base-uncased-vocab.txt") + "'");
+  const std::string path = dir + "/tiny.yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+}  // namespace
+
+TEST(PretrainCli, WritesOfficialLogAndCheckpoints) {
+  const std::string dir = make_temp_dir("pretrain_formats");
+  const std::string config = tiny_config(dir, source_path("data/coco-by/captions.json"));
+  std::string output;
+  ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/run")) + " --epochs 2", &output), 0) << output;
+  const auto log = read_json_lines(dir + "/run/log.txt");
+  ASSERT_EQ(log.size(), 2u);
+  for (const char* key : {"train_lr", "train_loss_mlm", "train_loss_ita", "train_loss_itm", "epoch"})
+    EXPECT_TRUE(log[1].contains(key)) << key << " in " << log[1].dump();
+  EXPECT_EQ(log[1]["epoch"], 1);
+  EXPECT_EQ(read_json_lines(dir + "/run/train_steps.jsonl").size(), 12u);  // 26 samples / 4 = 6 steps x 2
+  EXPECT_TRUE(fs::exists(dir + "/run/loss_curve.png"));
+  // PyTorch reads the checkpoint in the official layout.
+  const std::string check = std::string(ALBEF_PYTHON3) + " -c \"import torch,sys; c=torch.load(sys.argv[1]); "
+                            "assert set(['model','optimizer','lr_scheduler','config','epoch']) <= set(c), list(c); "
+                            "assert c['epoch']==1 and len(c['model'])==268, (c['epoch'], len(c['model'])); "
+                            "assert [len(g['params']) for g in c['optimizer']['param_groups']]==[80,51]; "
+                            "assert c['config']['queue_size']==16; print('ok')\" " +
+                            dir + "/run/checkpoint_01.pth";
+  ASSERT_EQ(run_command(check, &output), 0) << output;
+}
+
+TEST(PretrainCli, UnreadableImagesAreSkippedAndCounted) {
+  const std::string dir = make_temp_dir("pretrain_bad");
+  // The bundled pairs plus a missing file and a truncated JPEG.
+  std::ifstream in(source_path("data/coco-by/captions.json"));
+  nlohmann::json annotations = nlohmann::json::parse(in);
+  for (auto& entry : annotations) entry["image"] = source_path("data/coco-by/" + entry["image"].get<std::string>());
+  {
+    std::ifstream jpeg(source_path("data/coco-by/images/000000000790.jpg"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(jpeg)), std::istreambuf_iterator<char>());
+    std::ofstream(dir + "/truncated.jpg", std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+  }
+  annotations.push_back({{"image", dir + "/missing.jpg"}, {"caption", "nothing here"}});
+  annotations.push_back({{"image", dir + "/truncated.jpg"}, {"caption", "half a picture"}});
+  std::ofstream(dir + "/train.json") << annotations.dump();
+  const std::string config = tiny_config(dir, dir + "/train.json");
+  std::string output;
+  ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/run")) + " --epochs 1", &output), 0) << output;
+  EXPECT_NE(output.find("skipped 2 unreadable image(s)"), std::string::npos) << output;
+  EXPECT_NE(output.find("missing.jpg"), std::string::npos) << output;
+  EXPECT_NE(output.find("truncated.jpg"), std::string::npos) << output;
+  EXPECT_EQ(read_json_lines(dir + "/run/train_steps.jsonl").size(), 7u);  // 28 samples / 4, every batch full
+}
+
+TEST(PretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
+  const std::string dir = make_temp_dir("pretrain_resume");
+  const std::string config = tiny_config(dir, source_path("data/coco-by/captions.json"));
+  std::string output;
+  ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/straight")) + " --epochs 3 --save_every_steps 2", &output), 0)
+      << output;
+
+  // The same run, killed right after its first mid-epoch checkpoint of epoch 1.
+  std::vector<std::string> args = pretrain_args(config, dir + "/killed");
+  for (const char* extra : {"--epochs", "3", "--save_every_steps", "2", "--print_freq", "1000"}) args.push_back(extra);
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  ASSERT_EQ(posix_spawn(&pid, ALBEF_CLI, &actions, nullptr, argv.data(), environ), 0);
+  const std::string marker = dir + "/killed/checkpoint_01_step000002.pth";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(marker) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  posix_spawn_file_actions_destroy(&actions);
+  ASSERT_TRUE(fs::exists(marker));
+  ASSERT_FALSE(fs::exists(dir + "/killed/checkpoint_02.pth")) << "the run finished before it was killed";
+
+  ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/killed")) + " --epochs 3 --save_every_steps 2 --resume",
+                        &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("resuming from"), std::string::npos) << output;
+  const auto straight = read_json_lines(dir + "/straight/train_steps.jsonl");
+  const auto resumed = read_json_lines(dir + "/killed/train_steps.jsonl");
+  ASSERT_EQ(straight.size(), 18u);
+  ASSERT_EQ(resumed.size(), straight.size());
+  for (size_t i = 0; i < straight.size(); ++i) {
+    EXPECT_EQ(resumed[i]["epoch"], straight[i]["epoch"]);
+    EXPECT_EQ(resumed[i]["step"], straight[i]["step"]);
+    for (const char* key : {"loss_mlm", "loss_ita", "loss_itm", "lr"})
+      EXPECT_NEAR(resumed[i][key].get<double>(), straight[i][key].get<double>(), 1e-6) << key << " at line " << i;
+  }
+  const auto log_a = read_json_lines(dir + "/straight/log.txt");
+  const auto log_b = read_json_lines(dir + "/killed/log.txt");
+  EXPECT_EQ(log_a, log_b);
+}
+
+TEST(PretrainCli, Bf16TrainingRuns) {
+  const std::string dir = make_temp_dir("pretrain_bf16");
+  const std::string config = tiny_config(dir, source_path("data/coco-by/captions.json"));
+  std::string output;
+  ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/run")) + " --epochs 1 --precision bf16", &output), 0)
+      << output;
+  for (const auto& step : read_json_lines(dir + "/run/train_steps.jsonl"))
+    for (const char* key : {"loss_mlm", "loss_ita", "loss_itm"}) EXPECT_TRUE(std::isfinite(step[key].get<double>()));
+}
