@@ -4,7 +4,9 @@
 
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
+#include "albef/train/optimizer.h"
 #include "albef/train/pretrain_step.h"
+#include "albef/train/scheduler.h"
 
 #include "test_util.h"
 
@@ -142,4 +144,29 @@ TEST(PretrainStep, MaskingFollowsTheOfficialRates) {
   EXPECT_NEAR(as_mask, 0.8, 0.02);
   EXPECT_NEAR(unchanged, 0.1, 0.02);  // plus the rare random draw of the same id
   EXPECT_TRUE(masked.masked_select(~chosen).equal(ids.masked_select(~chosen)));
+}
+
+TEST(PretrainStep, OptimizerStepAndMomentumUpdateMatchOfficial) {
+  // The official driver: backward, a fresh create_optimizer + create_scheduler
+  // (lr = warmup_lr 1e-5), one AdamW step, then one more _momentum_update().
+  albef::AlbefModel model = load_tiny_for_training();
+  const albef::PretrainChoices choices = recorded_choices();
+  const albef::PretrainOutputs out =
+      albef::pretrain_forward(model, fixture("inputs__image"), fixture("inputs__input_ids"),
+                              fixture("inputs__attention_mask"), 0.4, albef::MlmTokenIds{}, &choices);
+  (out.loss_mlm + out.loss_ita + out.loss_itm).backward();
+  albef::AdamW optimizer = albef::create_optimizer(*model, model->config().optimizer);
+  albef::CosineLRScheduler scheduler(optimizer, model->config().schedular);
+  EXPECT_NEAR(optimizer.param_groups()[0].lr, fixture("train__adamw_lr").item<double>(), 1e-12);
+  const std::string query = "text_encoder.bert.encoder.layer.0.attention.self.query.weight";
+  const std::string query_m = "text_encoder_m.bert.encoder.layer.0.attention.self.query.weight";
+  expect_relative(param(model, query_m), fixture("train__momentum_before__" + query_m), 1e-5, "momentum before");
+  optimizer.step();
+  expect_relative(param(model, "vision_proj.weight"), fixture("train__after_step__vision_proj.weight"), 1e-5,
+                  "vision_proj after step");
+  expect_relative(param(model, query), fixture("train__after_step__" + query), 1e-5, "query after step");
+  albef::momentum_update(model, model->config().momentum);
+  expect_relative(param(model, "vision_proj_m.weight"), fixture("train__momentum_after__vision_proj_m.weight"), 1e-5,
+                  "vision_proj_m after update");
+  expect_relative(param(model, query_m), fixture("train__momentum_after__" + query_m), 1e-5, "query_m after update");
 }

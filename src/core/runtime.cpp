@@ -60,4 +60,14 @@ PrecisionGuard::~PrecisionGuard() {
   at::autocast::clear_cache();
 }
 
+AutocastOff::AutocastOff() : cpu_before_(at::autocast::is_cpu_enabled()), cuda_before_(at::autocast::is_enabled()) {
+  at::autocast::set_cpu_enabled(false);
+  at::autocast::set_enabled(false);
+}
+
+AutocastOff::~AutocastOff() {
+  at::autocast::set_cpu_enabled(cpu_before_);
+  at::autocast::set_enabled(cuda_before_);
+}
+
 }  // namespace albef

@@ -67,12 +67,14 @@ at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Te
   return text_bert_->forward_text(input_ids, attention_mask);
 }
 
+// Features are normalised in float32 whatever the compute precision: the
+// contrastive similarities are made of them.
 at::Tensor AlbefModelImpl::image_feature(const at::Tensor& image_embeds) {
-  return normalize_rows(vision_proj->forward(image_embeds.select(1, 0)), -1);
+  return normalize_rows(vision_proj->forward(image_embeds.select(1, 0)).to(at::kFloat), -1);
 }
 
 at::Tensor AlbefModelImpl::text_feature(const at::Tensor& text_embeds) {
-  return normalize_rows(text_proj->forward(text_embeds.select(1, 0)), -1);
+  return normalize_rows(text_proj->forward(text_embeds.select(1, 0)).to(at::kFloat), -1);
 }
 
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask,

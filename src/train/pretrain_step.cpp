@@ -1,6 +1,7 @@
 #include "albef/train/pretrain_step.h"
 
 #include "albef/core/error.h"
+#include "albef/core/runtime.h"
 
 #include <ATen/ATen.h>
 
@@ -77,11 +78,12 @@ PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, co
     at::NoGradGuard no_grad;
     momentum_update(model, config.momentum);  // before the momentum features, as the official forward
     image_embeds_m = model->visual_encoder_m->forward(images);
-    out.image_feat_m = normalize(model->vision_proj_m->forward(image_embeds_m.select(1, 0)));
+    out.image_feat_m = normalize(model->vision_proj_m->forward(image_embeds_m.select(1, 0)).to(at::kFloat));
     image_feat_all = at::cat({out.image_feat_m.t(), model->image_queue.clone()}, 1);
     const at::Tensor text_embeds_m = model->text_bert_m()->forward_text(input_ids, attention_mask);
-    out.text_feat_m = normalize(model->text_proj_m->forward(text_embeds_m.select(1, 0)));
+    out.text_feat_m = normalize(model->text_proj_m->forward(text_embeds_m.select(1, 0)).to(at::kFloat));
     text_feat_all = at::cat({out.text_feat_m.t(), model->text_queue.clone()}, 1);
+    AutocastOff fp32;  // bf16 logits (steps of 1/16 near 1/temp) would drown ITC's signal
     const at::Tensor sim_i2t_m = at::matmul(out.image_feat_m, text_feat_all) / model->temp;
     const at::Tensor sim_t2i_m = at::matmul(out.text_feat_m, image_feat_all) / model->temp;
     const at::Tensor targets = at::zeros_like(sim_i2t_m);
@@ -89,8 +91,11 @@ PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, co
     out.sim_i2t_targets = alpha * at::softmax(sim_i2t_m, 1) + (1.0 - alpha) * targets;
     out.sim_t2i_targets = alpha * at::softmax(sim_t2i_m, 1) + (1.0 - alpha) * targets;
   }
-  out.sim_i2t = at::matmul(image_feat, text_feat_all) / model->temp;
-  out.sim_t2i = at::matmul(text_feat, image_feat_all) / model->temp;
+  {
+    AutocastOff fp32;
+    out.sim_i2t = at::matmul(image_feat, text_feat_all) / model->temp;
+    out.sim_t2i = at::matmul(text_feat, image_feat_all) / model->temp;
+  }
   out.loss_ita = (soft_cross_entropy(out.sim_i2t, out.sim_i2t_targets) +
                   soft_cross_entropy(out.sim_t2i, out.sim_t2i_targets)) / 2;
 

@@ -159,12 +159,12 @@ void CosineLRScheduler::load_state_dict(const io::PyObjectPtr& state) {
   if (as_string(get("_initial_param_group_field"), "_initial_param_group_field") != "initial_lr")
     fail("scheduler state dict: '_initial_param_group_field' is not 'initial_lr'");
   if (get("noise_range_t")->kind != Kind::None)
-    fail("scheduler state dict: LR noise (noise_range_t) is not implemented; ALBEF's configs never enable it");
+    fail("scheduler state dict: LR noise (noise_range_t) is not supported; ALBEF's configs never enable it");
   get("metric");  // only recorded by the official step(); nothing to restore
   if (!as_bool(get("t_in_epochs"), "t_in_epochs"))
-    fail("scheduler state dict: t_in_epochs=False (per-update stepping) is not implemented");
+    fail("scheduler state dict: t_in_epochs=False (per-update stepping) is not supported");
   const double t_mul = as_number(get("t_mul"), "t_mul");
-  if (t_mul != 1.0) fail("scheduler state dict: t_mul = ", t_mul, " is not implemented (create_scheduler uses 1)");
+  if (t_mul != 1.0) fail("scheduler state dict: t_mul = ", t_mul, " is not supported (create_scheduler uses 1)");
 
   CosineLRScheduler next = *this;
   next.base_values_ = as_numbers(get("base_values"), "base_values");

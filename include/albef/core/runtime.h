@@ -41,4 +41,18 @@ class PrecisionGuard {
   bool active_ = false;
 };
 
+/// Turns autocast off for its scope (restoring it on exit), for the few
+/// products whose float32 precision matters even in bf16 training: the
+/// contrastive similarities, whose small differences drive ITC learning.
+class AutocastOff {
+ public:
+  AutocastOff();
+  ~AutocastOff();
+  AutocastOff(const AutocastOff&) = delete;
+  AutocastOff& operator=(const AutocastOff&) = delete;
+
+ private:
+  bool cpu_before_, cuda_before_;
+};
+
 }  // namespace albef
