@@ -6,6 +6,7 @@
 #include "albef/model/albef.h"
 
 #include "test_util.h"
+#include "tiny_model.h"
 
 #include <ATen/ATen.h>
 
@@ -20,14 +21,7 @@ constexpr double kTolerance = 1e-5;
 at::Tensor fixture(const std::string& name) { return albef::io::read_npy(data_path("tiny/npy/" + name + ".npy")); }
 
 albef::AlbefModel load_tiny(const std::string& checkpoint) {
-  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Pretrain, true});
-  const auto state = albef::io::state_dict_from(albef::io::read_torch_file(checkpoint), checkpoint);
-  const albef::LoadReport report = albef::load_state_dict(model, state, checkpoint, /*strict=*/true);
-  EXPECT_TRUE(report.missing_keys.empty());
-  EXPECT_TRUE(report.unexpected_keys.empty());
-  model->eval();
-  return model;
+  return albef::testing::load_tiny_model(albef::ModelKind::Pretrain, true, checkpoint);
 }
 
 // The legacy (non-zip) twin, written by PyTorch itself from the zip file.
@@ -100,12 +94,7 @@ TEST(ModelParity, TiedDecoderSharesWordEmbeddings) {
 TEST(ModelParity, RetrievalKindLoadsPretrainCheckpointWithoutMomentum) {
   // Inference models drop `bert.` from the keys (as Retrieval.py does) and
   // skip the MLM head and the momentum copies, with identical outputs.
-  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false});
-  const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
-  const auto report = albef::load_state_dict(model, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path);
-  EXPECT_TRUE(report.missing_keys.empty());
-  model->eval();
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
   at::NoGradGuard no_grad;
   const at::Tensor image_embeds = model->encode_image(fixture("inputs__image"));
   const at::Tensor text_embeds = model->encode_text(fixture("inputs__input_ids"), fixture("inputs__attention_mask"));

@@ -9,6 +9,7 @@
 #include "albef/train/scheduler.h"
 
 #include "test_util.h"
+#include "tiny_model.h"
 
 #include <ATen/ATen.h>
 
@@ -19,10 +20,7 @@ namespace {
 at::Tensor fixture(const std::string& name) { return albef::io::read_npy(data_path("tiny/npy/" + name + ".npy")); }
 
 albef::AlbefModel load_tiny_for_training() {
-  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Pretrain, true});
-  const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
-  albef::load_state_dict(model, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path, true);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Pretrain, true);
   model->train();
   return model;
 }

@@ -7,6 +7,7 @@
 #include "albef/vision/image.h"
 
 #include "test_util.h"
+#include "tiny_model.h"
 
 #include <ATen/ATen.h>
 
@@ -34,11 +35,8 @@ std::vector<std::string> images() {
 }  // namespace
 
 TEST(RetrievalEval, RerankedScoresEqualPerPairScores) {
-  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false});
-  const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
-  albef::load_state_dict(model, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path);
-  const albef::text::BertTokenizer tokenizer(config.vocab);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  const albef::text::BertTokenizer tokenizer(model->config().vocab);
   albef::RetrievalEvalOptions options;
   options.k_test = 3;
   options.fusion_batch = 2;  // exercise chunking
@@ -78,11 +76,8 @@ TEST(RetrievalEval, RerankedScoresEqualPerPairScores) {
 }
 
 TEST(RetrievalEval, RanksSplitAcrossProcessesSumToTheWhole) {
-  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false});
-  const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
-  albef::load_state_dict(model, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path);
-  const albef::text::BertTokenizer tokenizer(config.vocab);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  const albef::text::BertTokenizer tokenizer(model->config().vocab);
   albef::RetrievalEvalOptions options;
   options.k_test = 2;
   const auto whole = albef::evaluate_retrieval(model, tokenizer, images(), kCaptions, options);

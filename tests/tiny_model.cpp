@@ -1,0 +1,18 @@
+#include "tiny_model.h"
+
+#include "albef/io/checkpoint.h"
+#include "test_util.h"
+
+namespace albef::testing {
+
+AlbefModel load_tiny_model(ModelKind kind, bool momentum_encoders, const std::string& checkpoint) {
+  const Config config = load_config(data_path("tiny/Pretrain.yaml"));
+  AlbefModel model(config, ModelOptions{kind, momentum_encoders});
+  const std::string path = checkpoint.empty() ? data_path("tiny/albef_pretrain_tiny.pth") : checkpoint;
+  const LoadReport report = load_state_dict(model, io::state_dict_from(io::read_torch_file(path), path), path);
+  EXPECT_TRUE(report.missing_keys.empty()) << report.missing_keys.size() << " missing, first " << report.missing_keys[0];
+  model->eval();
+  return model;
+}
+
+}  // namespace albef::testing
