@@ -30,9 +30,7 @@ void add_pretrain_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   compute->add_to(*command);
   command->callback([options, compute] {
-    options->threads = compute->threads;
-    options->precision = parse_precision(compute->precision);
-    options->device = compute->device;
+    compute->apply_to(*options);
     run_pretraining(*options);
   });
 }

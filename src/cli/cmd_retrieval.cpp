@@ -20,9 +20,7 @@ void add_retrieval_command(CLI::App& app) {
   command->add_flag("--evaluate", *evaluate, "Evaluate the checkpoint on val_file and test_file")->required();
   compute->add_to(*command);
   command->callback([options, compute] {
-    options->threads = compute->threads;
-    options->precision = parse_precision(compute->precision);
-    options->device = compute->device;
+    compute->apply_to(*options);
     run_retrieval_evaluation(*options);
   });
 }

@@ -29,9 +29,7 @@ InferenceOptions ModelFlags::options() const {
   InferenceOptions options;
   options.config_path = config;
   options.checkpoint_path = checkpoint;
-  options.threads = compute.threads;
-  options.precision = parse_precision(compute.precision);
-  options.device = compute.device;
+  compute.apply_to(options);
   options.batch_size = batch_size;
   return options;
 }

@@ -17,6 +17,13 @@ struct ComputeFlags {
   std::string precision = "fp32";
   std::string device = "cpu";
   void add_to(CLI::App& command);
+  /// Copies the flags into any options struct with threads/precision/device.
+  template <typename Options>
+  void apply_to(Options& options) const {
+    options.threads = threads;
+    options.precision = parse_precision(precision);
+    options.device = device;
+  }
 };
 
 /// --config / --checkpoint plus the compute flags, turned into InferenceOptions.
