@@ -41,7 +41,7 @@ void expect_relative(const at::Tensor& actual, const at::Tensor& expected, doubl
   EXPECT_LE(diff, rtol * scale + 1e-6) << what << " (scale " << scale << ")";
 }
 
-albef::PretrainChoices recorded_choices() {
+albef::StepChoices recorded_choices() {
   return {fixture("train__mlm_input_ids_masked"), fixture("train__mlm_labels"),
           fixture("train__neg_image_idx_per_text"), fixture("train__neg_text_idx_per_image")};
 }
@@ -50,8 +50,8 @@ albef::PretrainChoices recorded_choices() {
 
 TEST(PretrainStep, LossesQueuesAndGradientsMatchOfficial) {
   albef::AlbefModel model = load_tiny_for_training();
-  const albef::PretrainChoices choices = recorded_choices();
-  const albef::PretrainOutputs out =
+  const albef::StepChoices choices = recorded_choices();
+  const albef::StepOutputs out =
       albef::pretrain_forward(model, fixture("inputs__image"), fixture("inputs__input_ids"),
                               fixture("inputs__attention_mask"), 0.4, albef::MlmTokenIds{}, &choices);
   constexpr double kTol = 1e-5;
@@ -113,7 +113,7 @@ TEST(PretrainStep, SampledNegativesAreNeverThePositive) {
   albef::AlbefModel model = load_tiny_for_training();
   at::manual_seed(7);
   for (int trial = 0; trial < 5; ++trial) {
-    const albef::PretrainOutputs out = albef::pretrain_forward(
+    const albef::StepOutputs out = albef::pretrain_forward(
         model, fixture("inputs__image"), fixture("inputs__input_ids"), fixture("inputs__attention_mask"), 0.4, {});
     const at::Tensor positions = at::arange(4);
     EXPECT_FALSE(out.choices.neg_image_idx.eq(positions).any().item<bool>());
@@ -148,8 +148,8 @@ TEST(PretrainStep, OptimizerStepAndMomentumUpdateMatchOfficial) {
   // The official driver: backward, a fresh create_optimizer + create_scheduler
   // (lr = warmup_lr 1e-5), one AdamW step, then one more _momentum_update().
   albef::AlbefModel model = load_tiny_for_training();
-  const albef::PretrainChoices choices = recorded_choices();
-  const albef::PretrainOutputs out =
+  const albef::StepChoices choices = recorded_choices();
+  const albef::StepOutputs out =
       albef::pretrain_forward(model, fixture("inputs__image"), fixture("inputs__input_ids"),
                               fixture("inputs__attention_mask"), 0.4, albef::MlmTokenIds{}, &choices);
   (out.loss_mlm + out.loss_ita + out.loss_itm).backward();

@@ -138,7 +138,7 @@ void run_pretraining(const PretrainOptions& options) {
       const text::BatchEncoding text = tokenizer.encode_batch(batch->captions, 25, text::Padding::Longest);
       const double alpha = schedule.alpha_at(epoch, step, batches);
       const double lr = optimizer.param_groups()[0].lr;
-      PretrainOutputs out;
+      StepOutputs out;
       {
         PrecisionGuard precision(options.precision, device);
         out = pretrain_forward(model, batch->images.to(device), text.input_ids.to(device),

@@ -54,42 +54,63 @@ void dequeue_and_enqueue(AlbefModel& model, const at::Tensor& image_feat, const 
   model->queue_ptr.fill_((ptr + batch) % queue_size);
 }
 
-PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
-                                 const at::Tensor& attention_mask, double alpha, const MlmTokenIds& tokens,
-                                 const PretrainChoices* injected, const FeatureGather& gather) {
-  ALBEF_CHECK(model->options().kind == ModelKind::Pretrain && model->options().momentum_encoders,
-              "pretraining needs the Pretrain model kind with momentum encoders");
+namespace {
+
+// What the ITC/ITM stages hand on to the MLM stage.
+struct Encoded {
+  at::Tensor image_embeds, image_embeds_m;
+};
+
+// ITC (momentum features, queues, optional distillation), the queue update
+// and ITM with hard negatives: the part pretraining and retrieval share.
+// `image_ids` undefined = pretraining (each pair its own positive);
+// defined = retrieval (pairs of one image are all positives).
+Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
+                           const at::Tensor& attention_mask, double alpha, const at::Tensor& image_ids, bool distill,
+                           const StepChoices* injected, const FeatureGather& gather, StepOutputs& out) {
   const Config& config = model->config();
   const int64_t batch = images.size(0);
   ALBEF_CHECK(batch >= 2, "hard-negative mining needs a batch of at least 2, got ", batch);
   ALBEF_CHECK(input_ids.size(0) == batch, "batch of ", batch, " images but ", input_ids.size(0), " texts");
-  PretrainOutputs out;
-  {
-    at::NoGradGuard no_grad;
-    model->temp.clamp_(0.001, 0.5);
-  }
-  const at::Tensor image_embeds = model->encode_image(images);
+  Encoded encoded;
+  encoded.image_embeds = model->encode_image(images);
+  const at::Tensor& image_embeds = encoded.image_embeds;
   const at::Tensor image_feat = model->image_feature(image_embeds);
   const at::Tensor text_embeds = model->encode_text(input_ids, attention_mask);
   const at::Tensor text_feat = model->text_feature(text_embeds);
 
-  at::Tensor image_embeds_m, image_feat_all, text_feat_all;
+  // Positive targets over [batch | queue]: the diagonal, or every entry of the same image.
+  at::Tensor positives;
+  const at::Tensor ids = image_ids.defined() ? image_ids.view({-1, 1}).to(images.device()) : at::Tensor();
+  if (ids.defined()) {
+    const at::Tensor all_ids = at::cat({ids.t(), model->idx_queue.clone()}, 1);
+    positives = ids.eq(all_ids).to(at::kFloat);
+    positives = positives / positives.sum(1, true);
+  }
+
+  at::Tensor image_feat_all, text_feat_all;
   {
     at::NoGradGuard no_grad;
     momentum_update(model, config.momentum);  // before the momentum features, as the official forward
-    image_embeds_m = model->visual_encoder_m->forward(images);
-    out.image_feat_m = normalize(model->vision_proj_m->forward(image_embeds_m.select(1, 0)).to(at::kFloat));
+    encoded.image_embeds_m = model->visual_encoder_m->forward(images);
+    out.image_feat_m = normalize(model->vision_proj_m->forward(encoded.image_embeds_m.select(1, 0)).to(at::kFloat));
     image_feat_all = at::cat({out.image_feat_m.t(), model->image_queue.clone()}, 1);
     const at::Tensor text_embeds_m = model->text_bert_m()->forward_text(input_ids, attention_mask);
     out.text_feat_m = normalize(model->text_proj_m->forward(text_embeds_m.select(1, 0)).to(at::kFloat));
     text_feat_all = at::cat({out.text_feat_m.t(), model->text_queue.clone()}, 1);
     AutocastOff fp32;  // bf16 logits (steps of 1/16 near 1/temp) would drown ITC's signal
-    const at::Tensor sim_i2t_m = at::matmul(out.image_feat_m, text_feat_all) / model->temp;
-    const at::Tensor sim_t2i_m = at::matmul(out.text_feat_m, image_feat_all) / model->temp;
-    const at::Tensor targets = at::zeros_like(sim_i2t_m);
-    targets.diagonal().fill_(1.0);
-    out.sim_i2t_targets = alpha * at::softmax(sim_i2t_m, 1) + (1.0 - alpha) * targets;
-    out.sim_t2i_targets = alpha * at::softmax(sim_t2i_m, 1) + (1.0 - alpha) * targets;
+    if (!positives.defined()) {
+      positives = at::zeros({batch, text_feat_all.size(1)}, image_feat_all.options());
+      positives.diagonal().fill_(1.0);
+    }
+    out.sim_i2t_targets = positives;
+    out.sim_t2i_targets = positives;
+    if (distill) {
+      const at::Tensor sim_i2t_m = at::matmul(out.image_feat_m, text_feat_all) / model->temp;
+      const at::Tensor sim_t2i_m = at::matmul(out.text_feat_m, image_feat_all) / model->temp;
+      out.sim_i2t_targets = alpha * at::softmax(sim_i2t_m, 1) + (1.0 - alpha) * positives;
+      out.sim_t2i_targets = alpha * at::softmax(sim_t2i_m, 1) + (1.0 - alpha) * positives;
+    }
   }
   {
     AutocastOff fp32;
@@ -99,10 +120,9 @@ PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, co
   out.loss_ita = (soft_cross_entropy(out.sim_i2t, out.sim_i2t_targets) +
                   soft_cross_entropy(out.sim_t2i, out.sim_t2i_targets)) / 2;
 
-  if (gather)
-    dequeue_and_enqueue(model, gather(out.image_feat_m), gather(out.text_feat_m));
-  else
-    dequeue_and_enqueue(model, out.image_feat_m, out.text_feat_m);
+  auto gathered = [&gather](const at::Tensor& x) { return gather ? gather(x) : x; };
+  dequeue_and_enqueue(model, gathered(out.image_feat_m), gathered(out.text_feat_m),
+                      ids.defined() ? gathered(ids.view({-1})) : at::Tensor());
 
   // ITM: the positive pairs, then one hard negative image per text and one
   // hard negative text per image, drawn from the in-batch similarities.
@@ -112,10 +132,13 @@ PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, co
     out.choices.neg_text_idx = injected->neg_text_idx.to(images.device());
   } else {
     at::NoGradGuard no_grad;
-    const at::Tensor weights_i2t = at::softmax(out.sim_i2t.slice(1, 0, batch).to(at::kFloat), 1);
-    const at::Tensor weights_t2i = at::softmax(out.sim_t2i.slice(1, 0, batch).to(at::kFloat), 1);
-    weights_i2t.diagonal().zero_();
-    weights_t2i.diagonal().zero_();
+    // The retrieval model adds 1e-4 before the softmax; the pretraining one does not.
+    const double shift = ids.defined() ? 1e-4 : 0.0;
+    const at::Tensor weights_i2t = at::softmax(out.sim_i2t.slice(1, 0, batch) + shift, 1);
+    const at::Tensor weights_t2i = at::softmax(out.sim_t2i.slice(1, 0, batch) + shift, 1);
+    const at::Tensor same = ids.defined() ? ids.eq(ids.t()) : at::eye(batch, at::TensorOptions().dtype(at::kBool));
+    weights_i2t.masked_fill_(same.to(weights_i2t.device()), 0.0);
+    weights_t2i.masked_fill_(same.to(weights_t2i.device()), 0.0);
     out.choices.neg_image_idx = sample_rows(weights_t2i);
     out.choices.neg_text_idx = sample_rows(weights_i2t);
   }
@@ -128,6 +151,24 @@ PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, co
   const at::Tensor itm_labels =
       at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(images.device());
   out.loss_itm = at::cross_entropy_loss(out.itm_logits.to(at::kFloat), itm_labels);
+  return encoded;
+}
+
+}  // namespace
+
+StepOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
+                             const at::Tensor& attention_mask, double alpha, const MlmTokenIds& tokens,
+                             const StepChoices* injected, const FeatureGather& gather) {
+  ALBEF_CHECK(model->options().kind == ModelKind::Pretrain && model->options().momentum_encoders,
+              "pretraining needs the Pretrain model kind with momentum encoders");
+  const Config& config = model->config();
+  StepOutputs out;
+  {
+    at::NoGradGuard no_grad;
+    model->temp.clamp_(0.001, 0.5);
+  }
+  const Encoded encoded = contrast_and_match(model, images, input_ids, attention_mask, alpha, {}, /*distill=*/true,
+                                             injected, gather, out);
 
   // MLM with distillation from the momentum model's predictions.
   if (injected) {
@@ -144,9 +185,10 @@ PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, co
   at::Tensor soft_labels;
   {
     at::NoGradGuard no_grad;
-    soft_labels = at::softmax(model->text_encoder_mlm_m->forward(masked_ids, attention_mask, image_embeds_m).to(at::kFloat), -1);
+    soft_labels = at::softmax(
+        model->text_encoder_mlm_m->forward(masked_ids, attention_mask, encoded.image_embeds_m).to(at::kFloat), -1);
   }
-  const at::Tensor logits = model->mlm_logits(masked_ids, attention_mask, image_embeds).to(at::kFloat);
+  const at::Tensor logits = model->mlm_logits(masked_ids, attention_mask, encoded.image_embeds).to(at::kFloat);
   const at::Tensor is_masked = labels != -100;
   if (is_masked.any().item<bool>()) {
     const int64_t vocab = logits.size(-1);
@@ -159,6 +201,18 @@ PretrainOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, co
     // code would produce NaN here; contribute nothing instead.
     out.loss_mlm = logits.sum() * 0.0;
   }
+  return out;
+}
+
+StepOutputs retrieval_forward(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
+                              const at::Tensor& attention_mask, double alpha, const at::Tensor& image_ids,
+                              bool distill, const StepChoices* injected, const FeatureGather& gather) {
+  ALBEF_CHECK(model->options().kind == ModelKind::Retrieval && model->options().momentum_encoders,
+              "retrieval fine-tuning needs the Retrieval model kind with momentum encoders");
+  ALBEF_CHECK(image_ids.defined() && image_ids.numel() == images.size(0), "one image id per pair is needed, got ",
+              image_ids.defined() ? image_ids.numel() : 0, " for ", images.size(0), " pairs");
+  StepOutputs out;
+  contrast_and_match(model, images, input_ids, attention_mask, alpha, image_ids, distill, injected, gather, out);
   return out;
 }
 
