@@ -25,21 +25,8 @@ albef::AlbefModel load_tiny_for_training() {
   return model;
 }
 
-at::Tensor param(albef::AlbefModel& model, const std::string& name) {
-  for (const auto& [key, tensor] : albef::state_dict(*model))
-    if (key == name) return tensor;
-  ADD_FAILURE() << "no parameter " << name;
-  return {};
-}
-
-// max|a - b| <= rtol * max|b| + atol: relative to the tensor's scale.
-void expect_relative(const at::Tensor& actual, const at::Tensor& expected, double rtol, const std::string& what) {
-  ASSERT_TRUE(actual.defined()) << what;
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const double diff = (actual.to(at::kDouble) - expected.to(at::kDouble)).abs().max().item<double>();
-  const double scale = expected.to(at::kDouble).abs().max().item<double>();
-  EXPECT_LE(diff, rtol * scale + 1e-6) << what << " (scale " << scale << ")";
-}
+using albef::testing::expect_relative;
+using albef::testing::state_tensor;
 
 albef::StepChoices recorded_choices() {
   return {fixture("train__mlm_input_ids_masked"), fixture("train__mlm_labels"),
@@ -78,31 +65,31 @@ TEST(PretrainStep, LossesQueuesAndGradientsMatchOfficial) {
         "text_encoder.bert.encoder.layer.0.attention.self.query.weight",
         "text_encoder.bert.encoder.layer.2.crossattention.self.query.weight",
         "text_encoder.bert.encoder.layer.2.crossattention.self.key.weight", "text_encoder.cls.predictions.bias"}) {
-    expect_relative(param(model, name).grad(), fixture("train__grad__" + name), 1e-4, name);
+    expect_relative(state_tensor(model, name).grad(), fixture("train__grad__" + name), 1e-4, name);
   }
   // The word-embedding gradient includes the tied MLM decoder's (dense over
   // the vocabulary): the recorded rows and the norm of the whole gradient.
-  const at::Tensor word_grad = param(model, "text_encoder.bert.embeddings.word_embeddings.weight").grad();
+  const at::Tensor word_grad = state_tensor(model, "text_encoder.bert.embeddings.word_embeddings.weight").grad();
   expect_relative(word_grad.index_select(0, fixture("train__grad_word_embeddings__row_ids")),
                   fixture("train__grad_word_embeddings__rows"), 1e-4, "word embedding rows");
   EXPECT_NEAR(word_grad.to(at::kDouble).norm().item<double>(), fixture("train__grad_word_embeddings__norm").item<double>(),
               1e-4 * fixture("train__grad_word_embeddings__norm").item<double>());
   // Momentum copies get no gradient.
-  EXPECT_FALSE(param(model, "vision_proj_m.weight").grad().defined());
+  EXPECT_FALSE(state_tensor(model, "vision_proj_m.weight").grad().defined());
 }
 
 TEST(PretrainStep, MomentumUpdateIsExponentialAverage) {
   albef::AlbefModel model = load_tiny_for_training();
   at::NoGradGuard no_grad;
-  const at::Tensor online = param(model, "vision_proj.weight");
-  const at::Tensor averaged = param(model, "vision_proj_m.weight");
+  const at::Tensor online = state_tensor(model, "vision_proj.weight");
+  const at::Tensor averaged = state_tensor(model, "vision_proj_m.weight");
   online.add_(1.0);
   const at::Tensor before = averaged.clone();
   albef::momentum_update(model, 0.995);
   EXPECT_TENSOR_NEAR(averaged, before * 0.995 + online * 0.005, 1e-6);
   // A tied tensor is averaged once, not once per name.
-  const at::Tensor word = param(model, "text_encoder.bert.embeddings.word_embeddings.weight");
-  const at::Tensor word_m = param(model, "text_encoder_m.bert.embeddings.word_embeddings.weight");
+  const at::Tensor word = state_tensor(model, "text_encoder.bert.embeddings.word_embeddings.weight");
+  const at::Tensor word_m = state_tensor(model, "text_encoder_m.bert.embeddings.word_embeddings.weight");
   word.add_(1.0);
   const at::Tensor word_m_before = word_m.clone();
   albef::momentum_update(model, 0.995);
@@ -158,13 +145,13 @@ TEST(PretrainStep, OptimizerStepAndMomentumUpdateMatchOfficial) {
   EXPECT_NEAR(optimizer.param_groups()[0].lr, fixture("train__adamw_lr").item<double>(), 1e-12);
   const std::string query = "text_encoder.bert.encoder.layer.0.attention.self.query.weight";
   const std::string query_m = "text_encoder_m.bert.encoder.layer.0.attention.self.query.weight";
-  expect_relative(param(model, query_m), fixture("train__momentum_before__" + query_m), 1e-5, "momentum before");
+  expect_relative(state_tensor(model, query_m), fixture("train__momentum_before__" + query_m), 1e-5, "momentum before");
   optimizer.step();
-  expect_relative(param(model, "vision_proj.weight"), fixture("train__after_step__vision_proj.weight"), 1e-5,
+  expect_relative(state_tensor(model, "vision_proj.weight"), fixture("train__after_step__vision_proj.weight"), 1e-5,
                   "vision_proj after step");
-  expect_relative(param(model, query), fixture("train__after_step__" + query), 1e-5, "query after step");
+  expect_relative(state_tensor(model, query), fixture("train__after_step__" + query), 1e-5, "query after step");
   albef::momentum_update(model, model->config().momentum);
-  expect_relative(param(model, "vision_proj_m.weight"), fixture("train__momentum_after__vision_proj_m.weight"), 1e-5,
+  expect_relative(state_tensor(model, "vision_proj_m.weight"), fixture("train__momentum_after__vision_proj_m.weight"), 1e-5,
                   "vision_proj_m after update");
-  expect_relative(param(model, query_m), fixture("train__momentum_after__" + query_m), 1e-5, "query_m after update");
+  expect_relative(state_tensor(model, query_m), fixture("train__momentum_after__" + query_m), 1e-5, "query_m after update");
 }

@@ -19,20 +19,8 @@ at::Tensor fixture(const std::string& name) {
   return albef::io::read_npy(data_path("retrieval_train/" + name + ".npy"));
 }
 
-at::Tensor param(albef::AlbefModel& model, const std::string& name) {
-  for (const auto& [key, tensor] : albef::state_dict(*model))
-    if (key == name) return tensor;
-  ADD_FAILURE() << "no parameter " << name;
-  return {};
-}
-
-void expect_relative(const at::Tensor& actual, const at::Tensor& expected, double rtol, const std::string& what) {
-  ASSERT_TRUE(actual.defined()) << what;
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const double diff = (actual.to(at::kDouble) - expected.to(at::kDouble)).abs().max().item<double>();
-  const double scale = expected.to(at::kDouble).abs().max().item<double>();
-  EXPECT_LE(diff, rtol * scale + 1e-6) << what << " (scale " << scale << ")";
-}
+using albef::testing::expect_relative;
+using albef::testing::state_tensor;
 
 }  // namespace
 
@@ -68,9 +56,9 @@ TEST(RetrievalStep, LossesQueuesAndGradientsMatchOfficial) {
         "visual_encoder.cls_token", "visual_encoder.norm.weight", "text_encoder.encoder.layer.0.attention.self.query.weight",
         "text_encoder.encoder.layer.2.crossattention.self.key.weight", "text_encoder.encoder.layer.3.output.dense.weight",
         "text_encoder.embeddings.LayerNorm.weight"}) {
-    expect_relative(param(model, name).grad(), fixture("grad__" + name), 1e-4, name);
+    expect_relative(state_tensor(model, name).grad(), fixture("grad__" + name), 1e-4, name);
   }
-  const at::Tensor word_grad = param(model, "text_encoder.embeddings.word_embeddings.weight").grad();
+  const at::Tensor word_grad = state_tensor(model, "text_encoder.embeddings.word_embeddings.weight").grad();
   expect_relative(word_grad.index_select(0, fixture("grad__text_encoder.embeddings.word_embeddings.weight__row_ids")),
                   fixture("grad__text_encoder.embeddings.word_embeddings.weight__rows"), 1e-4, "word embedding rows");
 }

@@ -16,4 +16,19 @@ AlbefModel load_tiny_model(ModelKind kind, bool momentum_encoders, const std::st
   return model;
 }
 
+at::Tensor state_tensor(AlbefModel& model, const std::string& name) {
+  for (const auto& [key, tensor] : state_dict(*model))
+    if (key == name) return tensor;
+  ADD_FAILURE() << "no parameter " << name;
+  return {};
+}
+
+void expect_relative(const at::Tensor& actual, const at::Tensor& expected, double rtol, const std::string& what) {
+  ASSERT_TRUE(actual.defined()) << what;
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const double diff = (actual.to(at::kDouble) - expected.to(at::kDouble)).abs().max().item<double>();
+  const double scale = expected.to(at::kDouble).abs().max().item<double>();
+  EXPECT_LE(diff, rtol * scale + 1e-6) << what << " (scale " << scale << ")";
+}
+
 }  // namespace albef::testing
