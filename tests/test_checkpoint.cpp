@@ -5,6 +5,7 @@
 #include "albef/core/error.h"
 #include "albef/core/fs.h"
 #include "albef/io/checkpoint.h"
+#include "pyobject_compare.h"
 #include "test_util.h"
 
 #include <filesystem>
@@ -70,40 +71,7 @@ const void* storage_address(const at::Tensor& tensor) { return tensor.storage().
 
 /// Same structure, plain values, and tensors (dtype, layout, values).
 void expect_same(const PyObjectPtr& a, const PyObjectPtr& b, const std::string& where) {
-  ASSERT_TRUE(a && b) << where;
-  ASSERT_EQ(a->kind, b->kind) << where << ": " << a->kind_name() << " vs " << b->kind_name();
-  switch (a->kind) {
-    case Kind::None: break;
-    case Kind::Bool: EXPECT_EQ(a->boolean, b->boolean) << where; break;
-    case Kind::Int: EXPECT_EQ(a->integer, b->integer) << where; break;
-    case Kind::Float: EXPECT_EQ(a->real, b->real) << where; break;
-    case Kind::String:
-    case Kind::Bytes: EXPECT_EQ(a->text, b->text) << where; break;
-    case Kind::List:
-    case Kind::Tuple:
-      ASSERT_EQ(a->items.size(), b->items.size()) << where;
-      for (size_t i = 0; i < a->items.size(); ++i)
-        expect_same(a->items[i], b->items[i], where + "[" + std::to_string(i) + "]");
-      break;
-    case Kind::Dict:
-      EXPECT_EQ(a->ordered_dict, b->ordered_dict) << where;
-      ASSERT_EQ(a->entries.size(), b->entries.size()) << where;
-      for (size_t i = 0; i < a->entries.size(); ++i) {
-        expect_same(a->entries[i].first, b->entries[i].first, where + " key " + std::to_string(i));
-        const PyObjectPtr& key_object = a->entries[i].first;
-        const std::string key = key_object->kind == Kind::String ? key_object->text : std::to_string(i);
-        expect_same(a->entries[i].second, b->entries[i].second, where + "[" + key + "]");
-      }
-      break;
-    case Kind::Tensor:
-      EXPECT_EQ(a->parameter, b->parameter) << where;
-      ASSERT_EQ(a->tensor.scalar_type(), b->tensor.scalar_type()) << where;
-      ASSERT_EQ(a->tensor.sizes(), b->tensor.sizes()) << where;
-      EXPECT_EQ(a->tensor.strides(), b->tensor.strides()) << where;
-      EXPECT_EQ(a->tensor.storage_offset(), b->tensor.storage_offset()) << where;
-      EXPECT_TRUE(at::equal(a->tensor, b->tensor)) << where;
-      break;
-  }
+  albef::testing::expect_same_object(a, b, where, {0.0, /*exact_layout=*/true});
 }
 
 /// Asserts that the model's tied weights share one storage.

@@ -8,6 +8,7 @@
 #include "albef/model/albef.h"
 #include "albef/train/optimizer.h"
 #include "albef/train/scheduler.h"
+#include "pyobject_compare.h"
 #include "test_util.h"
 
 #include <ATen/ATen.h>
@@ -47,46 +48,9 @@ std::string error_of(F&& action) {
   return "";
 }
 
-std::string describe(const PyObjectPtr& key) {
-  if (key->kind == Kind::Int) return std::to_string(key->integer);
-  if (key->kind == Kind::String) return "'" + key->text + "'";
-  return key->kind_name();
-}
-
-/// Same tree: kinds (list vs tuple, int vs float), dict keys and their order,
-/// equal plain values, tensors of one dtype and shape within `atol`.
 void expect_same_object(const PyObjectPtr& expected, const PyObjectPtr& actual, const std::string& path,
                         double atol = 0.0) {
-  ASSERT_TRUE(expected && actual) << path;
-  ASSERT_EQ(expected->kind, actual->kind) << path << ": " << expected->kind_name() << " vs " << actual->kind_name();
-  switch (expected->kind) {
-    case Kind::None: break;
-    case Kind::Bool: EXPECT_EQ(expected->boolean, actual->boolean) << path; break;
-    case Kind::Int: EXPECT_EQ(expected->integer, actual->integer) << path; break;
-    case Kind::Float: EXPECT_EQ(expected->real, actual->real) << path; break;
-    case Kind::String:
-    case Kind::Bytes: EXPECT_EQ(expected->text, actual->text) << path; break;
-    case Kind::List:
-    case Kind::Tuple:
-      ASSERT_EQ(expected->items.size(), actual->items.size()) << path;
-      for (size_t i = 0; i < expected->items.size(); ++i)
-        expect_same_object(expected->items[i], actual->items[i], path + "[" + std::to_string(i) + "]", atol);
-      break;
-    case Kind::Dict:
-      EXPECT_EQ(expected->ordered_dict, actual->ordered_dict) << path;
-      ASSERT_EQ(expected->entries.size(), actual->entries.size()) << path;
-      for (size_t i = 0; i < expected->entries.size(); ++i) {
-        const auto& [ek, ev] = expected->entries[i];
-        const auto& [ak, av] = actual->entries[i];
-        ASSERT_EQ(describe(ek), describe(ak)) << path << ": key " << i;
-        expect_same_object(ev, av, path + "[" + describe(ek) + "]", atol);
-      }
-      break;
-    case Kind::Tensor:
-      EXPECT_EQ(expected->tensor.scalar_type(), actual->tensor.scalar_type()) << path;
-      EXPECT_TENSOR_NEAR(actual->tensor, expected->tensor, atol);
-      break;
-  }
+  albef::testing::expect_same_object(expected, actual, path, {atol, /*exact_layout=*/false});
 }
 
 at::Tensor leaf(const at::Tensor& values) { return values.clone().requires_grad_(true); }
