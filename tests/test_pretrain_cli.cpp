@@ -20,6 +20,7 @@ extern char** environ;
 
 using albef::testing::data_path;
 using albef::testing::make_temp_dir;
+using albef::testing::read_json_lines;
 using albef::testing::run_command;
 using albef::testing::source_path;
 
@@ -35,15 +36,6 @@ std::string join(const std::vector<std::string>& args) {
   std::string command;
   for (const auto& arg : args) command += (command.empty() ? "" : " ") + arg;
   return command;
-}
-
-std::vector<nlohmann::json> read_json_lines(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<nlohmann::json> lines;
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
-  return lines;
 }
 
 // A tiny-model config over the bundled COCO pairs (26 images, a caption drawn per epoch).

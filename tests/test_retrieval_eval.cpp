@@ -2,7 +2,9 @@
 // keys/values gives the same scores as scoring every pair on its own, and
 // itm_eval computes the official recall metrics.
 
+#include "albef/data/annotations.h"
 #include "albef/io/checkpoint.h"
+#include "albef/io/npy.h"
 #include "albef/tasks/retrieval_eval.h"
 #include "albef/vision/image.h"
 
@@ -10,6 +12,9 @@
 #include "tiny_model.h"
 
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
 
 using albef::testing::data_path;
 using albef::testing::source_path;
@@ -112,4 +117,59 @@ TEST(RetrievalEval, ItmEvalMetrics) {
   EXPECT_DOUBLE_EQ(metrics["img_r5"].get<double>(), 100.0);
   EXPECT_DOUBLE_EQ(metrics["txt_r_mean"].get<double>(), (50.0 + 100.0 + 100.0) / 3);
   EXPECT_DOUBLE_EQ(metrics["r_mean"].get<double>(), (50.0 + 100.0 + 100.0) / 3);
+}
+
+// The whole bundled set (26 images x 130 captions) with the official tiny
+// checkpoint, against the official evaluation() and itm_eval() run in
+// PyTorch (tests/python/retrieval_eval_reference.py over
+// bench/albef_torch.py, itself checked against the official fixture) on the
+// same preprocessed images and token ids.
+TEST(RetrievalEval, MatchesTheOfficialEvaluationInPyTorch) {
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  const albef::text::BertTokenizer tokenizer(model->config().vocab);
+  const auto dataset =
+      albef::data::load_retrieval_eval_dataset(source_path("data/coco-by/captions.json"), source_path("data/coco-by"));
+  albef::RetrievalEvalOptions options;
+  options.k_test = 16;
+  options.fusion_batch = 7;  // chunks that do not divide k
+  const albef::RetrievalScores scores =
+      albef::evaluate_retrieval(model, tokenizer, dataset.image_paths(), dataset.text, options);
+  const nlohmann::json metrics = albef::itm_eval(scores.i2t, scores.t2i, dataset.txt2img, dataset.img2txt);
+
+  const std::string inputs = albef::testing::make_temp_dir("retrieval_parity_in");
+  const std::string out = albef::testing::make_temp_dir("retrieval_parity_out");
+  std::vector<at::Tensor> images;
+  for (const auto& path : dataset.image_paths()) images.push_back(albef::vision::load_test_image(path, 32));
+  albef::io::write_npy(inputs + "/images.npy", at::stack(images));
+  const auto text = tokenizer.encode_batch(dataset.text, 30, albef::text::Padding::MaxLength);
+  albef::io::write_npy(inputs + "/text_ids.npy", text.input_ids);
+  albef::io::write_npy(inputs + "/text_mask.npy", text.attention_mask);
+  std::ofstream(inputs + "/txt2img.json") << nlohmann::json(dataset.txt2img).dump();
+  std::ofstream(inputs + "/img2txt.json") << nlohmann::json(dataset.img2txt).dump();
+  std::string log;
+  ASSERT_EQ(albef::testing::run_command(std::string(ALBEF_PYTHON3) + " " +
+                                            source_path("tests/python/retrieval_eval_reference.py") + " --config " +
+                                            data_path("tiny/Pretrain.yaml") + " --checkpoint " +
+                                            data_path("tiny/albef_pretrain_tiny.pth") + " --inputs " + inputs +
+                                            " --out " + out + " --k_test 16",
+                                        &log),
+            0)
+      << log;
+
+  EXPECT_TENSOR_NEAR(scores.i2t, albef::io::read_npy(out + "/score_i2t.npy"), 1e-5);
+  EXPECT_TENSOR_NEAR(scores.t2i, albef::io::read_npy(out + "/score_t2i.npy"), 1e-5);
+  const nlohmann::json expected = nlohmann::json::parse(std::ifstream(out + "/metrics.json"));
+  for (const auto& [key, value] : expected.items())
+    EXPECT_NEAR(metrics.at(key).get<double>(), value.get<double>(), 1e-9) << key;
+}
+
+// The PyTorch reference model itself: the official tiny fixture's outputs
+// within 1e-5, and the official state_dict names.
+TEST(RetrievalEval, PyTorchReferenceMatchesTheOfficialFixture) {
+  std::string log;
+  EXPECT_EQ(albef::testing::run_command(std::string(ALBEF_PYTHON3) + " " +
+                                            source_path("tests/python/check_albef_torch.py") + " --skip-full-size",
+                                        &log),
+            0)
+      << log;
 }

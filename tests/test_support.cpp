@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <unistd.h>
 #include <sys/wait.h>
 
@@ -26,6 +27,17 @@ int run_command(const std::string& command, std::string* output) {
   const int status = ::pclose(pipe);
   if (output) *output = text;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::vector<nlohmann::json> read_json_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<nlohmann::json> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_object()) lines.push_back(std::move(record));
+  }
+  return lines;
 }
 
 }  // namespace albef::testing

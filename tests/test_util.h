@@ -4,8 +4,10 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 namespace albef::testing {
 
@@ -22,6 +24,10 @@ std::string make_temp_dir(const std::string& name);
 
 /// Runs a shell command, returns its exit code; its output goes to `output`.
 int run_command(const std::string& command, std::string* output = nullptr);
+
+/// The JSON lines of a log file; lines that are not JSON objects (such as
+/// Retrieval.py's closing "best epoch: N") are skipped.
+std::vector<nlohmann::json> read_json_lines(const std::string& path);
 
 /// Max abs difference between two tensors of the same shape (as float64).
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {

@@ -1,4 +1,4 @@
-// albef retrieval: the official Retrieval.py (evaluation).
+// albef retrieval: the official Retrieval.py, same flags.
 
 #include "cli/common.h"
 
@@ -10,18 +10,17 @@ namespace albef::cli {
 
 void add_retrieval_command(CLI::App& app) {
   auto options = std::make_shared<RetrievalOptions>();
-  auto compute = std::make_shared<ComputeFlags>();
-  auto evaluate = std::make_shared<bool>(false);
+  options->output_dir = "output/Retrieval";  // Retrieval.py's default
+  auto flags = std::make_shared<TrainFlags>();
   CLI::App* command = app.add_subcommand(
-      "retrieval", "Image-text retrieval evaluation: ITC top-k, ITM re-ranking, the official recall metrics");
-  command->add_option("--config", options->config_path, "Retrieval config (configs/Retrieval_coco.yaml)")->required();
-  command->add_option("--checkpoint", options->checkpoint, "Pretrained or fine-tuned checkpoint")->required();
-  command->add_option("--output_dir,--output-dir", options->output_dir, "Where log.txt and the score matrices go");
-  command->add_flag("--evaluate", *evaluate, "Evaluate the checkpoint on val_file and test_file")->required();
-  compute->add_to(*command);
-  command->callback([options, compute] {
-    compute->apply_to(*options);
-    run_retrieval_evaluation(*options);
+      "retrieval",
+      "Image-text retrieval: fine-tune a pretrained checkpoint, or --evaluate one (ITC top-k, ITM re-ranking, "
+      "the official recall metrics)");
+  flags->add_to(*command, *options, "Retrieval config (configs/Retrieval_coco.yaml, Retrieval_flickr.yaml)");
+  command->add_flag("--evaluate", options->evaluate, "Only evaluate --checkpoint on val_file and test_file");
+  command->callback([options, flags] {
+    flags->compute.apply_to(*options);
+    run_retrieval(*options);
   });
 }
 

@@ -25,6 +25,26 @@ void ModelFlags::add_to(CLI::App& command) {
   compute.add_to(command);
 }
 
+void TrainFlags::add_to(CLI::App& command, TrainOptions& options, const std::string& config_help) {
+  command.add_option("--config", options.config_path, config_help)->required();
+  command.add_option("--output_dir,--output-dir", options.output_dir, "Where checkpoints and logs go");
+  command.add_option("--checkpoint", options.checkpoint, "Initial weights (pretrained or official checkpoint)");
+  command.add_flag("--resume", options.resume,
+                   "Continue exactly where the newest checkpoint in output_dir stopped (else start from --checkpoint)");
+  command.add_option("--seed", options.seed, "Random seed");
+  command.add_option("--save_every_steps,--save-every-steps", options.save_every_steps,
+                     "Also checkpoint every N steps inside an epoch (0 = off)")
+      ->check(CLI::NonNegativeNumber);
+  command.add_option("--print_freq,--print-freq", options.print_freq, "Progress line every N steps (not on a terminal)")
+      ->check(CLI::PositiveNumber);
+  command.add_option("--workers", options.workers, "Data-loading threads (0 = one per core)")
+      ->check(CLI::NonNegativeNumber);
+  command.add_option("--epochs", options.epochs, "Stop after this many epochs (default: schedular.epochs)");
+  command.add_option("--keep", options.keep_checkpoints, "Keep only the newest N epoch checkpoints (0 = all)")
+      ->check(CLI::NonNegativeNumber);
+  compute.add_to(command);
+}
+
 InferenceOptions ModelFlags::options() const {
   InferenceOptions options;
   options.config_path = config;

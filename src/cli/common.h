@@ -3,6 +3,7 @@
 
 #include "albef/core/runtime.h"
 #include "albef/tasks/inference.h"
+#include "albef/train/trainer.h"
 
 #include <CLI/CLI.hpp>
 
@@ -34,6 +35,14 @@ struct ModelFlags {
   int64_t batch_size = 32;
   void add_to(CLI::App& command);
   InferenceOptions options() const;
+};
+
+/// --config, --output_dir, --checkpoint, --resume, --seed and the other
+/// training flags, bound to `options`. Returns the ComputeFlags to apply in
+/// the callback.
+struct TrainFlags {
+  ComputeFlags compute;
+  void add_to(CLI::App& command, TrainOptions& options, const std::string& config_help);
 };
 
 /// Lines of a text file (one item per line; blank lines skipped). Errors name the file.

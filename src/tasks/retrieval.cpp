@@ -1,74 +1,150 @@
 #include "albef/tasks/retrieval.h"
 
-#include "albef/config/config.h"
 #include "albef/core/error.h"
 #include "albef/data/annotations.h"
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
+#include "albef/tasks/retrieval_eval.h"
+#include "albef/text/tokenizer.h"
+#include "albef/train/pretrain_step.h"
+#include "albef/vision/augment.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
+#include <memory>
 
 namespace albef {
 namespace fs = std::filesystem;
+namespace {
 
-nlohmann::json run_retrieval_evaluation(const RetrievalOptions& options) {
-  init_runtime(options.threads);
-  const Config config = load_config(options.config_path);
-  const text::BertTokenizer tokenizer(config.vocab);
-  const c10::Device device = parse_device(options.device);
-  if (config.test_file.empty()) fail(options.config_path, ": no test_file to evaluate on");
+void print_metrics(const char* stage, const nlohmann::json& values) {
+  std::printf("  %-17s image->text R@1 %5.1f R@5 %5.1f R@10 %5.1f | text->image R@1 %5.1f R@5 %5.1f R@10 %5.1f\n",
+              stage, values["txt_r1"].get<double>(), values["txt_r5"].get<double>(), values["txt_r10"].get<double>(),
+              values["img_r1"].get<double>(), values["img_r5"].get<double>(), values["img_r10"].get<double>());
+}
 
+// The evaluation of Retrieval.py's epoch loop on val_file and test_file:
+// returns the metrics as "val_<key>" / "test_<key>" (plus the ITC-only
+// ranking as "val_itc_<key>", which shows what the ITM re-ranking adds) and
+// writes the test score matrices to output_dir.
+class SplitEvaluator {
+ public:
+  SplitEvaluator(const Config& config, std::shared_ptr<const text::BertTokenizer> tokenizer, Precision precision,
+                 std::string output_dir)
+      : tokenizer_(std::move(tokenizer)), output_dir_(std::move(output_dir)) {
+    if (config.test_file.empty()) fail(config.path, ": no test_file to evaluate on");
+    if (!config.val_file.empty())
+      splits_.emplace_back("val", data::load_retrieval_eval_dataset(config.resolve(config.val_file[0]), config.image_root));
+    splits_.emplace_back("test", data::load_retrieval_eval_dataset(config.resolve(config.test_file[0]), config.image_root));
+    options_.k_test = config.k_test;
+    options_.image_batch = config.batch_size_test;
+    options_.precision = precision;
+  }
+
+  nlohmann::json operator()(AlbefModel& model) const {
+    nlohmann::json log = nlohmann::json::object();
+    for (const auto& [split, dataset] : splits_) {
+      const RetrievalScores scores = evaluate_retrieval(model, *tokenizer_, dataset.image_paths(), dataset.text, options_);
+      const nlohmann::json metrics = itm_eval(scores.i2t, scores.t2i, dataset.txt2img, dataset.img2txt);
+      const nlohmann::json itc_metrics = itm_eval(scores.itc, scores.itc.t(), dataset.txt2img, dataset.img2txt);
+      for (const auto& [key, value] : metrics.items()) log[split + "_" + key] = value;
+      for (const auto& [key, value] : itc_metrics.items()) log[split + "_itc_" + key] = value;
+      // By chance, R@1 is 1/images in both directions (an image's own
+      // captions are its share of the texts).
+      std::printf("%s: %lld images, %lld texts (R@1 by chance: %.1f)\n", split.c_str(),
+                  static_cast<long long>(dataset.num_images()), static_cast<long long>(dataset.num_texts()),
+                  100.0 / dataset.num_images());
+      print_metrics("ITC + ITM re-rank", metrics);
+      print_metrics("ITC only", itc_metrics);
+      if (split == "test") {
+        io::write_npy(output_dir_ + "/score_i2t.npy", scores.i2t);
+        io::write_npy(output_dir_ + "/score_t2i.npy", scores.t2i);
+      }
+    }
+    std::fflush(stdout);
+    return log;
+  }
+
+ private:
+  std::shared_ptr<const text::BertTokenizer> tokenizer_;
+  std::string output_dir_;
+  std::vector<std::pair<std::string, data::RetrievalEvalDataset>> splits_;
+  RetrievalEvalOptions options_;
+};
+
+nlohmann::json test_metrics_of(const nlohmann::json& log) {
+  nlohmann::json metrics = nlohmann::json::object();
+  for (const auto& [key, value] : log.items())
+    if (key.rfind("test_", 0) == 0 && key.rfind("test_itc_", 0) != 0) metrics[key.substr(5)] = value;
+  return metrics;
+}
+
+nlohmann::json evaluate_only(const RetrievalOptions& options, const Config& config,
+                             std::shared_ptr<const text::BertTokenizer> tokenizer) {
+  if (options.checkpoint.empty()) fail("--evaluate needs --checkpoint");
   // Evaluation needs neither the momentum encoders nor the queues.
   AlbefModel model(config, ModelOptions{ModelKind::Retrieval, /*momentum_encoders=*/false});
   const auto state = io::state_dict_from(io::read_torch_file(options.checkpoint), options.checkpoint);
   const LoadReport report = load_state_dict(model, state, options.checkpoint);
   for (const auto& key : report.missing_keys)
     if (key != "temp") fail(options.checkpoint, ": the checkpoint has no '", key, "'");
-  model->to(device);
+  model->to(parse_device(options.device));
+  model->eval();
 
-  RetrievalEvalOptions eval;
-  eval.k_test = config.k_test;
-  eval.image_batch = config.batch_size_test;
-  eval.precision = options.precision;
   fs::create_directories(options.output_dir);
-
-  nlohmann::json log = nlohmann::json::object();
-  nlohmann::json test_metrics;
-  const std::vector<std::pair<std::string, std::string>> splits = {
-      {"val", config.val_file.empty() ? "" : config.val_file[0]}, {"test", config.test_file[0]}};
-  for (const auto& [split, file] : splits) {
-    if (file.empty()) continue;
-    const data::RetrievalEvalDataset dataset = data::load_retrieval_eval_dataset(config.resolve(file), config.image_root);
-    const RetrievalScores scores = evaluate_retrieval(model, tokenizer, dataset.image_paths(), dataset.text, eval);
-    const nlohmann::json metrics = itm_eval(scores.i2t, scores.t2i, dataset.txt2img, dataset.img2txt);
-    // Also the ITC ranking alone, before the ITM re-ranking (shows what each stage contributes).
-    const nlohmann::json itc_metrics = itm_eval(scores.itc, scores.itc.t(), dataset.txt2img, dataset.img2txt);
-    for (const auto& [key, value] : metrics.items()) log[split + "_" + key] = value;
-    // By chance, R@1 is 1/images in both directions (an image's own captions
-    // are its share of the texts).
-    std::printf("%s: %lld images, %lld texts (R@1 by chance: %.1f)\n", split.c_str(),
-                static_cast<long long>(dataset.num_images()), static_cast<long long>(dataset.num_texts()),
-                100.0 / dataset.num_images());
-    for (const auto& [stage, values] : {std::make_pair("ITC + ITM re-rank", metrics), std::make_pair("ITC only", itc_metrics)}) {
-      std::printf("  %-17s image->text R@1 %5.1f R@5 %5.1f R@10 %5.1f | text->image R@1 %5.1f R@5 %5.1f R@10 %5.1f\n",
-                  stage, values["txt_r1"].get<double>(), values["txt_r5"].get<double>(), values["txt_r10"].get<double>(),
-                  values["img_r1"].get<double>(), values["img_r5"].get<double>(), values["img_r10"].get<double>());
-    }
-    for (const auto& [key, value] : itc_metrics.items()) log[split + "_itc_" + key] = value;
-    if (split == "test") {
-      io::write_npy(options.output_dir + "/score_i2t.npy", scores.i2t);
-      io::write_npy(options.output_dir + "/score_t2i.npy", scores.t2i);
-      test_metrics = metrics;
-    }
-  }
+  const SplitEvaluator evaluate(config, std::move(tokenizer), options.precision, options.output_dir);
+  nlohmann::json log = evaluate(model);
   log["epoch"] = 0;
   std::ofstream out(options.output_dir + "/log.txt", std::ios::app);
   out << log.dump() << "\n";
   if (!out) fail(options.output_dir, "/log.txt: cannot append");
-  return test_metrics;
+  return test_metrics_of(log);
+}
+
+}  // namespace
+
+nlohmann::json run_retrieval(const RetrievalOptions& options) {
+  init_runtime(options.threads);
+  const Config config = load_config(options.config_path);
+  auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
+  if (options.evaluate) return evaluate_only(options, config, tokenizer);
+
+  if (config.train_file.empty()) fail(options.config_path, ": no train_file to fine-tune on");
+  if (config.val_file.empty()) fail(options.config_path, ": fine-tuning needs a val_file (the best epoch is chosen on it)");
+  std::vector<std::string> train_files;
+  for (const auto& file : config.train_file) train_files.push_back(config.resolve(file));
+  const c10::Device device = parse_device(options.device);
+
+  TrainingTask task;
+  task.model_kind = ModelKind::Retrieval;
+  task.schedule = TrainingSchedule::retrieval(config);
+  task.dataset = data::load_retrieval_train_dataset(train_files, config.image_root);
+  task.crop_scale_min = vision::kFinetuneScaleMin;
+  task.batch_size = config.batch_size_train;
+  task.loss_names = {"loss_ita", "loss_itm"};
+  // Retrieval.py tokenizes with padding='longest', max_length=30 but no
+  // truncation=True, so HF does not truncate: captions (already cut to 30
+  // words) keep every word piece, up to what the position table holds.
+  const int max_tokens = static_cast<int>(config.bert.max_position_embeddings);
+  const bool distill = config.distill;
+  task.forward = [tokenizer, device, max_tokens, distill](AlbefModel& model, const data::TrainBatch& batch,
+                                                         double alpha) {
+    const text::BatchEncoding text = tokenizer->encode_batch(batch.captions, max_tokens, text::Padding::Longest);
+    const StepOutputs out = retrieval_forward(model, batch.images.to(device), text.input_ids.to(device),
+                                              text.attention_mask.to(device), alpha, batch.image_idx.to(device),
+                                              distill);
+    return std::vector<at::Tensor>{out.loss_ita, out.loss_itm};
+  };
+  auto evaluate = std::make_shared<SplitEvaluator>(config, tokenizer, options.precision, options.output_dir);
+  auto last_log = std::make_shared<nlohmann::json>();
+  task.evaluate = [evaluate, last_log](AlbefModel& model, int64_t) {
+    *last_log = (*evaluate)(model);
+    return *last_log;
+  };
+  task.best_key = "val_r_mean";
+  run_training(options, config, std::move(task));
+  return test_metrics_of(*last_log);
 }
 
 }  // namespace albef

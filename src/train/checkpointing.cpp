@@ -71,6 +71,8 @@ void save_training_checkpoint(const std::string& path, AlbefModel& model, const 
   extra->set("step", io::PyObject::from_int(resume.position.step));
   extra->set("rng_state", io::PyObject::from_tensor(resume.rng_state));
   extra->set("meters", meters_to_pyobject(resume.meters));
+  extra->set("best_score", io::PyObject::from_float(resume.best_score));
+  extra->set("best_epoch", io::PyObject::from_int(resume.best_epoch));
   root->set("albef_resume", extra);
   io::write_torch_file(path, root);
 }
@@ -101,6 +103,10 @@ ResumeState load_training_checkpoint(const std::string& path, AlbefModel& model,
     for (const auto& [key, value] : meters->entries)
       if (key->kind == io::PyObject::Kind::String && value->items.size() == 2)
         state.meters[key->text] = {value->items[0]->real, value->items[1]->integer};
+  if (const auto best = extra->get("best_score"); best && best->kind == io::PyObject::Kind::Float)
+    state.best_score = best->real;
+  if (const auto best = extra->get("best_epoch"); best && best->kind == io::PyObject::Kind::Int)
+    state.best_epoch = best->integer;
   return state;
 }
 

@@ -1,29 +1,25 @@
 #pragma once
 /// @file retrieval.h
-/// @brief `albef retrieval`: the official Retrieval.py. This version runs
-/// the evaluation (`--evaluate`), zero-shot or of a fine-tuned checkpoint.
+/// @brief `albef retrieval`: the official Retrieval.py. Fine-tunes a
+/// pretrained checkpoint for image-text retrieval (evaluating on val_file
+/// and test_file after every epoch and keeping the best on val r_mean), or
+/// with `evaluate` only evaluates it, zero-shot or fine-tuned.
 
-#include "albef/core/runtime.h"
-#include "albef/tasks/retrieval_eval.h"
-
-#include <string>
+#include "albef/train/trainer.h"
 
 namespace albef {
 
-/// Flags of a retrieval run, as Retrieval.py's.
-struct RetrievalOptions {
-  std::string config_path;
-  std::string checkpoint;
-  std::string output_dir = "output/Retrieval";
-  int threads = 0;
-  Precision precision = Precision::Fp32;
-  std::string device = "cpu";
+/// Flags of a retrieval run, as Retrieval.py's (plus albef's training flags).
+struct RetrievalOptions : TrainOptions {
+  bool evaluate = false;  ///< only evaluate `checkpoint` (Retrieval.py --evaluate)
 };
 
-/// Evaluates `checkpoint` on the config's val_file and test_file: prints and
-/// appends to output_dir/log.txt the itm_eval metrics ({"val_txt_r1": ...,
-/// "test_txt_r1": ..., "epoch": 0}) and writes the test set's score
-/// matrices as score_i2t.npy / score_t2i.npy. Returns the test metrics.
-nlohmann::json run_retrieval_evaluation(const RetrievalOptions& options);
+/// Fine-tunes (or with `evaluate`, evaluates) as Retrieval.py. Every
+/// evaluation prints the itm_eval metrics, and they go to
+/// output_dir/log.txt as one JSON line ({"val_txt_r1": ..., "test_r_mean":
+/// ..., "epoch": N}, with "train_*" when training). The test set's score
+/// matrices are written as score_i2t.npy [images, texts] and score_t2i.npy
+/// [texts, images] (float32). Returns the last test metrics.
+nlohmann::json run_retrieval(const RetrievalOptions& options);
 
 }  // namespace albef

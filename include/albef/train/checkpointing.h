@@ -35,6 +35,9 @@ struct ResumeState {
   TrainPosition position;
   at::Tensor rng_state;  ///< the default CPU generator's state
   MeterSums meters;
+  /// Best-checkpoint selection so far (Retrieval.py's `best`, `best_epoch`).
+  double best_score = 0.0;
+  int64_t best_epoch = 0;
 };
 
 /// Converts a config's JSON to a checkpoint value (dicts, lists, numbers, strings).

@@ -1,0 +1,483 @@
+"""ALBEF (salesforce/ALBEF) in plain PyTorch, as a reference for albef-cpp.
+
+The modules use the official state_dict names, so official `.pth` checkpoints
+load with strict key matching: `AlbefPretrain` has the names of
+models/model_pretrain.py (BertForMaskedLM: `text_encoder.bert.*`,
+`text_encoder.cls.*`) and `AlbefRetrieval` those of models/model_retrieval.py
+(BertModel: `text_encoder.*`). The forward passes follow models/vit.py and
+models/xbert.py step by step, in the same order of floating-point operations,
+so fp32 results match the official code to rounding. Weight initialisation is
+PyTorch's default, not the official one: these models are meant to be loaded
+from a checkpoint (or timed).
+
+It needs only torch, numpy and PyYAML, and is the PyTorch baseline for the
+benchmarks: every function takes batches and runs under
+`torch.autocast('cpu', dtype=torch.bfloat16)`.
+"""
+import json
+import math
+import os
+import types
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+# ViT-B/16, which the official models hard-code; a config's `vision_config` overrides it.
+VIT_B16 = {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4}
+# HF BertConfig defaults for fields a config_bert.json may leave out.
+BERT_DEFAULTS = {"hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+                 "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "type_vocab_size": 2, "pad_token_id": 0}
+
+
+# ----------------------------------------------------------------------------- config
+
+def resolve_path(relative, config_path):
+    """Finds a path named in a config the way albef-cpp's Config::resolve does:
+    as given if absolute or present relative to the working directory, else
+    relative to the config's folder, else to that folder's parent."""
+    if not relative or os.path.isabs(relative) or os.path.exists(relative):
+        return relative
+    folder = os.path.dirname(config_path)
+    for base in (folder, os.path.dirname(folder)):
+        candidate = os.path.join(base, relative)
+        if os.path.exists(candidate):
+            return os.path.normpath(candidate)
+    return relative
+
+
+def load_config(path):
+    """Reads a YAML config; adds `bert` (the BERT json as a namespace, with HF
+    defaults filled in) and `vision` (ViT-B/16 updated by `vision_config`)."""
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    config["bert_config"] = resolve_path(config["bert_config"], path)
+    with open(config["bert_config"]) as f:
+        config["bert"] = types.SimpleNamespace(**{**BERT_DEFAULTS, **json.load(f)})
+    config["vision"] = {**VIT_B16, **(config.get("vision_config") or {})}
+    return config
+
+
+# ----------------------------------------------------------------------------- ViT (models/vit.py, timm 0.4.9)
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided convolution, no norm (timm PatchEmbed)."""
+
+    def __init__(self, img_size, patch_size, embed_dim):
+        super().__init__()
+        self.num_patches = (img_size // patch_size) ** 2
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection (timm layout)."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block. ALBEF uses no dropout and no drop-path in the ViT."""
+
+    def __init__(self, dim, num_heads, mlp_ratio):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, img_size, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4):
+        super().__init__()
+        self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+
+    def forward(self, images):
+        x = self.patch_embed(images)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = x + self.pos_embed[:, :x.size(1), :]
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+def interpolate_pos_embed(pos_embed, vit):
+    """Resizes a checkpoint's position embedding to `vit`'s patch grid, as
+    ALBEF's interpolate_pos_embed does: the CLS row is kept and the square grid
+    is resized with bicubic interpolation (align_corners=False). Returns the
+    input itself when the grid sizes already agree."""
+    num_patches = vit.patch_embed.num_patches
+    extra = vit.pos_embed.shape[-2] - num_patches
+    old = int((pos_embed.shape[-2] - extra) ** 0.5)
+    new = int(num_patches ** 0.5)
+    if old == new:
+        return pos_embed
+    width = pos_embed.shape[-1]
+    grid = pos_embed[:, extra:].reshape(-1, old, old, width).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return torch.cat((pos_embed[:, :extra], grid.permute(0, 2, 3, 1).flatten(1, 2)), dim=1)
+
+
+# ----------------------------------------------------------------------------- BERT (models/xbert.py, HF 4.8)
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = c.hidden_dropout_prob
+        # A persistent buffer: the official checkpoints carry it.
+        self.register_buffer("position_ids", torch.arange(c.max_position_embeddings).expand((1, -1)))
+
+    def forward(self, input_ids):
+        # Token type 0 everywhere (ALBEF never passes token_type_ids); HF's order of the two sums.
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(torch.zeros_like(input_ids))
+        x = x + self.position_embeddings(self.position_ids[:, :input_ids.shape[1]])
+        return F.dropout(self.LayerNorm(x), self.dropout, self.training)
+
+
+class BertSelfAttention(nn.Module):
+    """Scaled dot-product attention; cross-attention takes keys and values from
+    the image tokens, whose width is `encoder_width`."""
+
+    def __init__(self, c, cross):
+        super().__init__()
+        self.num_heads = c.num_attention_heads
+        self.head_size = c.hidden_size // c.num_attention_heads
+        source_width = c.encoder_width if cross else c.hidden_size
+        self.query = nn.Linear(c.hidden_size, c.hidden_size)
+        self.key = nn.Linear(source_width, c.hidden_size)
+        self.value = nn.Linear(source_width, c.hidden_size)
+        self.dropout = c.attention_probs_dropout_prob
+
+    def heads(self, x):
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_size).permute(0, 2, 1, 3)
+
+    def forward(self, hidden, mask, source):
+        q, k, v = self.heads(self.query(hidden)), self.heads(self.key(source)), self.heads(self.value(source))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)
+        if mask is not None:
+            scores = scores + mask
+        probs = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        context = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        return context.view(context.shape[0], context.shape[1], -1)
+
+
+class BertResidualOutput(nn.Module):
+    """dense -> dropout -> LayerNorm(. + residual): HF's BertSelfOutput and BertOutput."""
+
+    def __init__(self, c, in_features):
+        super().__init__()
+        self.dense = nn.Linear(in_features, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = c.hidden_dropout_prob
+
+    def forward(self, x, residual):
+        return self.LayerNorm(F.dropout(self.dense(x), self.dropout, self.training) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, c, cross=False):
+        super().__init__()
+        self.self = BertSelfAttention(c, cross)
+        self.output = BertResidualOutput(c, c.hidden_size)
+
+    def forward(self, hidden, mask, source):
+        return self.output(self.self(hidden, mask, source), hidden)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
+
+    def forward(self, x):
+        return F.gelu(self.dense(x))  # HF ACT2FN['gelu'] is the exact erf GELU
+
+
+class BertLayer(nn.Module):
+    """Self-attention, then (from `fusion_layer` on) cross-attention to the
+    image, then the feed-forward block."""
+
+    def __init__(self, c, index):
+        super().__init__()
+        self.attention = BertAttention(c)
+        self.crossattention = BertAttention(c, cross=True) if index >= c.fusion_layer else None
+        self.intermediate = BertIntermediate(c)
+        self.output = BertResidualOutput(c, c.intermediate_size)
+
+    def forward(self, hidden, mask, image_embeds):
+        x = self.attention(hidden, mask, hidden)
+        if self.crossattention is not None:
+            # ALBEF's image mask is all ones, so the official additive mask is 0 and is left out.
+            x = self.crossattention(x, None, image_embeds)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.layer = nn.ModuleList([BertLayer(c, i) for i in range(c.num_hidden_layers)])
+
+
+class BertModel(nn.Module):
+    """ALBEF's split BERT, without pooler. `mode` picks the layers: 'text' =
+    [0, fusion_layer) on token ids, 'fusion' = [fusion_layer, N) on text
+    embeddings with the image, 'multi_modal' = all layers on token ids with the image."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.config = c
+        self.embeddings = BertEmbeddings(c)
+        self.encoder = BertEncoder(c)
+
+    def forward(self, attention_mask, input_ids=None, text_embeds=None, image_embeds=None, mode="multi_modal"):
+        fusion, total = self.config.fusion_layer, self.config.num_hidden_layers
+        start, end = {"text": (0, fusion), "fusion": (fusion, total), "multi_modal": (0, total)}[mode]
+        hidden = self.embeddings(input_ids) if text_embeds is None else text_embeds
+        # Extended mask in the parameters' dtype, as BertModel.get_extended_attention_mask builds it.
+        dtype = self.embeddings.word_embeddings.weight.dtype
+        mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * -10000.0
+        for layer in self.encoder.layer[start:end]:
+            hidden = layer(hidden, mask, image_embeds)
+        return hidden
+
+
+class BertPredictionHeadTransform(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, x):
+        # CPU autocast (torch 1.13) does not cast layer_norm inputs; elsewhere the fp32
+        # residual stream does it, here there is no residual, so cast to the weights' dtype.
+        return self.LayerNorm(F.gelu(self.dense(x)).to(self.LayerNorm.weight.dtype))
+
+
+class BertLMPredictionHead(nn.Module):
+    def __init__(self, c, word_embeddings):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+        self.transform = BertPredictionHeadTransform(c)
+        # Tied as in HF: the decoder weight is the word embedding matrix and its
+        # bias is `bias`, so the state_dict has both names for each tensor.
+        self.decoder = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        self.decoder.weight = word_embeddings.weight
+        self.decoder.bias = self.bias
+
+    def forward(self, x):
+        return self.decoder(self.transform(x))
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, c, word_embeddings):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(c, word_embeddings)
+
+
+class BertForMaskedLM(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.bert = BertModel(c)
+        self.cls = BertOnlyMLMHead(c, self.bert.embeddings.word_embeddings)
+
+
+# ----------------------------------------------------------------------------- ALBEF
+
+class _Albef(nn.Module):
+    """What the pretraining and retrieval models share: encoders, projections,
+    ITM head, temperature and (if `momentum`) the momentum copies and queues.
+    Registration order follows the official constructors, so state_dict()
+    lists the keys in the official order."""
+
+    def __init__(self, config, text_encoder_class, momentum, idx_queue):
+        super().__init__()
+        vision, bert = config["vision"], config["bert"]
+        embed_dim, vision_width = config["embed_dim"], config["vision_width"]
+        self.visual_encoder = VisionTransformer(config["image_res"], **vision)
+        self.text_encoder = text_encoder_class(bert)
+        self.vision_proj = nn.Linear(vision_width, embed_dim)
+        self.text_proj = nn.Linear(bert.hidden_size, embed_dim)
+        self.temp = nn.Parameter(torch.tensor(float(config.get("temp", 0.07))))
+        self.itm_head = nn.Linear(bert.hidden_size, 2)
+        if momentum:
+            self.visual_encoder_m = VisionTransformer(config["image_res"], **vision)
+            self.vision_proj_m = nn.Linear(vision_width, embed_dim)
+            self.text_encoder_m = text_encoder_class(bert)
+            self.text_proj_m = nn.Linear(bert.hidden_size, embed_dim)
+            queue_size = config["queue_size"]
+            self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
+            self.register_buffer("text_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
+            if idx_queue:
+                self.register_buffer("idx_queue", torch.full((1, queue_size), -100))
+            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @property
+    def bert(self):
+        return self.text_encoder
+
+    def image_embeds(self, images):
+        """ViT output [B, 1 + patches, vision_width]."""
+        return self.visual_encoder(images)
+
+    def image_feat(self, image_embeds):
+        """L2-normalised projection of the image CLS token (the ITC feature)."""
+        return F.normalize(self.vision_proj(image_embeds[:, 0, :]), dim=-1)
+
+    def text_embeds(self, input_ids, attention_mask):
+        """Text-only layers [0, fusion_layer) -> [B, L, hidden]."""
+        return self.bert(attention_mask, input_ids=input_ids, mode="text")
+
+    def text_feat(self, text_embeds):
+        return F.normalize(self.text_proj(text_embeds[:, 0, :]), dim=-1)
+
+    def fusion(self, text_embeds, attention_mask, image_embeds):
+        """Fusion layers [fusion_layer, N) over text embeddings and the image -> last hidden state."""
+        return self.bert(attention_mask, text_embeds=text_embeds, image_embeds=image_embeds, mode="fusion")
+
+    def itm_logits(self, text_embeds, attention_mask, image_embeds):
+        """[B, 2] image-text matching logits from the fused CLS token (column 1 = match)."""
+        return self.itm_head(self.fusion(text_embeds, attention_mask, image_embeds)[:, 0, :])
+
+
+class AlbefPretrain(_Albef):
+    """models/model_pretrain.py: the text encoder is a BertForMaskedLM."""
+
+    def __init__(self, config, momentum=False):
+        super().__init__(config, BertForMaskedLM, momentum, idx_queue=False)
+
+    @property
+    def bert(self):
+        return self.text_encoder.bert
+
+    def mlm_logits(self, input_ids, attention_mask, image_embeds):
+        """All layers on the token ids with the image, then the MLM head -> [B, L, vocab]."""
+        hidden = self.bert(attention_mask, input_ids=input_ids, image_embeds=image_embeds, mode="multi_modal")
+        return self.text_encoder.cls.predictions(hidden)
+
+
+class AlbefRetrieval(_Albef):
+    """models/model_retrieval.py: the text encoder is a plain BertModel."""
+
+    def __init__(self, config, momentum=False):
+        super().__init__(config, BertModel, momentum, idx_queue=True)
+
+
+def load_checkpoint(model, path):
+    """Loads an official checkpoint as Retrieval.py does: takes ['model'] if
+    present, resizes both ViT position embeddings to the model's grid, drops
+    'bert.' from every key that contains 'bert' when the model is a retrieval
+    model (pretrain checkpoint -> BertModel), then load_state_dict(strict=False).
+    Returns its message (missing and unexpected keys)."""
+    checkpoint = torch.load(path, map_location="cpu")
+    state = dict(checkpoint["model"] if "model" in checkpoint else checkpoint)
+    for name in ("visual_encoder", "visual_encoder_m"):
+        key = name + ".pos_embed"
+        if key in state and hasattr(model, name):
+            state[key] = interpolate_pos_embed(state[key], getattr(model, name))
+    if isinstance(model, AlbefRetrieval):
+        state = {key.replace("bert.", "") if "bert" in key else key: value for key, value in state.items()}
+    return model.load_state_dict(state, strict=False)
+
+
+# ----------------------------------------------------------------------------- retrieval evaluation (Retrieval.py)
+
+@torch.no_grad()
+def evaluation(model, images, text_ids, text_mask, k_test, text_batch=256, image_batch=64):
+    """Retrieval.py evaluation(): ITC similarities pick the k_test best
+    candidates of every image (and of every text); only those are re-scored by
+    the fusion encoder, with the raw ITM 'match' logit itm_head(...)[:, 1]
+    (no softmax, the similarity is not added). Every other entry stays -100.
+    Texts are encoded in chunks of `text_batch` and images in chunks of
+    `image_batch` (the test loader's batch size); each image's (text's) k
+    candidates form one fusion batch. Returns (score_i2t [N_img, N_txt],
+    score_t2i [N_txt, N_img]) as float32 numpy arrays."""
+    model.eval()
+    text_embeds, text_feats = [], []
+    for start in range(0, len(text_ids), text_batch):
+        embeds = model.text_embeds(text_ids[start:start + text_batch], text_mask[start:start + text_batch])
+        text_embeds.append(embeds)
+        text_feats.append(model.text_feat(embeds))
+    text_embeds, text_feats = torch.cat(text_embeds), torch.cat(text_feats)
+
+    image_embeds, image_feats = [], []
+    for start in range(0, len(images), image_batch):
+        embeds = model.image_embeds(images[start:start + image_batch])
+        image_embeds.append(embeds)
+        image_feats.append(model.image_feat(embeds))
+    image_embeds, image_feats = torch.cat(image_embeds), torch.cat(image_feats)
+
+    sims = image_feats @ text_feats.t()
+    score_i2t = torch.full((len(images), len(text_ids)), -100.0)
+    for i in range(len(images)):
+        top = sims[i].topk(k=k_test, dim=0).indices
+        score = model.itm_logits(text_embeds[top], text_mask[top], image_embeds[i].repeat(k_test, 1, 1))[:, 1]
+        score_i2t[i, top] = score.to(score_i2t.dtype)
+
+    sims = sims.t()
+    score_t2i = torch.full((len(text_ids), len(images)), -100.0)
+    for t in range(len(text_ids)):
+        top = sims[t].topk(k=k_test, dim=0).indices
+        score = model.itm_logits(text_embeds[t].repeat(k_test, 1, 1), text_mask[t].repeat(k_test, 1),
+                                 image_embeds[top])[:, 1]
+        score_t2i[t, top] = score.to(score_t2i.dtype)
+    return score_i2t.numpy(), score_t2i.numpy()
+
+
+def itm_eval(scores_i2t, scores_t2i, txt2img, img2txt):
+    """Retrieval.py itm_eval(): recall@{1,5,10} in percent. The rank of a query
+    is the position of its best ground truth in np.argsort(scores)[::-1]
+    (numpy's default sort, reversed), so ties (e.g. the -100 entries) are
+    ordered the way numpy orders them."""
+    def recalls(ranks):
+        ranks = np.asarray(ranks)
+        return [100.0 * np.count_nonzero(ranks < n) / len(ranks) for n in (1, 5, 10)]
+
+    def rank(scores, positives):
+        order = np.argsort(scores)[::-1]
+        return min((np.where(order == p)[0][0] for p in positives), default=1e20)
+
+    tr1, tr5, tr10 = recalls([rank(s, img2txt[i]) for i, s in enumerate(scores_i2t)])
+    ir1, ir5, ir10 = recalls([rank(s, [txt2img[t]]) for t, s in enumerate(scores_t2i)])
+    tr_mean, ir_mean = (tr1 + tr5 + tr10) / 3, (ir1 + ir5 + ir10) / 3
+    return {"txt_r1": tr1, "txt_r5": tr5, "txt_r10": tr10, "txt_r_mean": tr_mean,
+            "img_r1": ir1, "img_r5": ir5, "img_r10": ir10, "img_r_mean": ir_mean,
+            "r_mean": (tr_mean + ir_mean) / 2}

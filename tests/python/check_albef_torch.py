@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Checks bench/albef_torch.py against the official ALBEF code's outputs.
+
+Usage (from the repository root): tests/python/check_albef_torch.py [--skip-full-size]
+
+1. Key names: the official tiny checkpoint loads into AlbefPretrain (with
+   momentum) with strict=True and in the same key order; load_checkpoint() into
+   AlbefRetrieval gives the official Retrieval.py messages. Unless
+   --skip-full-size, the full-size models built from configs/Pretrain.yaml and
+   configs/Retrieval_coco.yaml must have exactly the official
+   [name, shape, dtype] lists of tests/data/keys/*.json (about 3 GB, ~15 s).
+2. interpolate_pos_embed against tests/data/pos_embed/ (exact).
+3. Values: in eval mode, the component outputs of both models on the fixture
+   inputs must be within 1e-5 (max abs) of tests/data/tiny/npy/eval__comp__*.
+4. evaluation() on the 4 fixture pairs, k_test 1, 2, 4: the k best ITC
+   candidates of each query hold the ITM match logit of that pair (computed
+   here for all 16 pairs), all other entries -100 (within 1e-5).
+Prints every difference; exits 1 if any check fails.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import albef_torch as at  # noqa: E402
+
+TINY = os.path.join(ROOT, "tests/data/tiny")
+TOLERANCE = 1e-5
+failures = []
+
+
+def expect(condition, what):
+    print(("ok   " if condition else "FAIL ") + what)
+    if not condition:
+        failures.append(what)
+
+
+def fixture(name):
+    return torch.from_numpy(np.load(os.path.join(TINY, "npy", name + ".npy")))
+
+
+def compare(label, ours, name):
+    expected = fixture(name)
+    if ours.shape != expected.shape:
+        expect(False, f"{label}: shape {tuple(ours.shape)} != {tuple(expected.shape)}")
+        return
+    diff = (ours - expected).abs().max().item()
+    expect(diff <= TOLERANCE, f"{label}: max|diff| {diff:.3g} (max|ref| {expected.abs().max().item():.3g})")
+
+
+def key_list(model):
+    return [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
+
+
+def check_keys(args):
+    config = at.load_config(os.path.join(TINY, "Pretrain.yaml"))
+    state = torch.load(os.path.join(TINY, "albef_pretrain_tiny.pth"), map_location="cpu")["model"]
+    pretrain = at.AlbefPretrain(config, momentum=True)
+    pretrain.load_state_dict(state, strict=True)  # raises on any missing or unexpected key
+    expect(list(pretrain.state_dict()) == list(state), "tiny pretrain: strict load, same key order as the checkpoint")
+
+    retrieval = at.AlbefRetrieval(config, momentum=True)
+    msg = at.load_checkpoint(retrieval, os.path.join(TINY, "albef_pretrain_tiny.pth"))
+    cls_keys = sorted(k.replace("bert.", "") for k in state if ".cls." in k)
+    expect(msg.missing_keys == ["idx_queue"] and sorted(msg.unexpected_keys) == cls_keys,
+           f"tiny retrieval (momentum): missing {msg.missing_keys}, {len(msg.unexpected_keys)} unexpected (the MLM heads)")
+
+    if args.skip_full_size:
+        return
+    for name, model_class, config_file in (("pretrain", at.AlbefPretrain, "configs/Pretrain.yaml"),
+                                           ("retrieval", at.AlbefRetrieval, "configs/Retrieval_coco.yaml")):
+        with open(os.path.join(ROOT, "tests/data/keys", name + ".json")) as f:
+            official = json.load(f)
+        model = model_class(at.load_config(os.path.join(ROOT, config_file)), momentum=True)
+        ours = key_list(model)
+        expect(ours == official, f"full-size {name}: {len(ours)} state_dict entries, same names/shapes/dtypes/order "
+                                 f"as the official {len(official)}")
+        del model
+
+
+def check_pos_embed():
+    def load(name):
+        return torch.from_numpy(np.load(os.path.join(ROOT, "tests/data/pos_embed", name + ".npy")))
+
+    tiny = {"patch_size": 16, "embed_dim": 64, "depth": 0, "num_heads": 2}
+    for res in (16, 32, 48, 64):
+        ours = at.interpolate_pos_embed(load("tiny_pos_embed_res32"), at.VisionTransformer(res, **tiny))
+        expect(torch.equal(ours, load(f"tiny_pos_embed_to_res{res}")), f"pos_embed 2x2 grid -> res {res}: exact")
+    ours = at.interpolate_pos_embed(load("random_pos_embed_grid16"), at.VisionTransformer(384, **tiny))
+    expect(torch.equal(ours, load("random_pos_embed_grid16_to_grid24")), "pos_embed 16x16 grid -> 24x24: exact")
+
+
+@torch.no_grad()
+def check_values():
+    config = at.load_config(os.path.join(TINY, "Pretrain.yaml"))
+    checkpoint = os.path.join(TINY, "albef_pretrain_tiny.pth")
+    image, ids, mask = fixture("inputs__image"), fixture("inputs__input_ids"), fixture("inputs__attention_mask")
+    for label, model in (("pretrain", at.AlbefPretrain(config)), ("retrieval", at.AlbefRetrieval(config))):
+        msg = at.load_checkpoint(model, checkpoint)
+        expect(not msg.missing_keys, f"{label}: load_checkpoint leaves no key missing")
+        model.eval()
+        image_embeds = model.image_embeds(image)
+        text_embeds = model.text_embeds(ids, mask)
+        compare(f"{label} image_embeds", image_embeds, "eval__comp__image_embeds")
+        compare(f"{label} image_feat", model.image_feat(image_embeds), "eval__comp__image_feat")
+        compare(f"{label} text_embeds", text_embeds, "eval__comp__text_embeds")
+        compare(f"{label} text_feat", model.text_feat(text_embeds), "eval__comp__text_feat")
+        compare(f"{label} fusion_pos", model.fusion(text_embeds, mask, image_embeds), "eval__comp__fusion_pos")
+        compare(f"{label} itm_logits_pos", model.itm_logits(text_embeds, mask, image_embeds),
+                "eval__comp__itm_logits_pos")
+        if label == "pretrain":
+            compare("pretrain mlm_logits sample 0", model.mlm_logits(ids, mask, image_embeds)[0],
+                    "eval__comp__mlm_logits_unmasked_sample0")
+
+
+@torch.no_grad()
+def check_evaluation():
+    model = at.AlbefRetrieval(at.load_config(os.path.join(TINY, "Pretrain.yaml")))
+    at.load_checkpoint(model, os.path.join(TINY, "albef_pretrain_tiny.pth"))
+    model.eval()
+    image, ids, mask = fixture("inputs__image"), fixture("inputs__input_ids"), fixture("inputs__attention_mask")
+    image_embeds, text_embeds = model.image_embeds(image), model.text_embeds(ids, mask)
+    sims = model.image_feat(image_embeds) @ model.text_feat(text_embeds).t()
+    n = len(image)
+    itm = torch.stack([model.itm_logits(text_embeds, mask, image_embeds[i].repeat(n, 1, 1))[:, 1] for i in range(n)])
+    for k in (1, 2, 4):
+        for direction, scores, query_sims, pair_scores in zip(
+                ("i2t", "t2i"), at.evaluation(model, image, ids, mask, k), (sims, sims.t()), (itm, itm.t())):
+            expected = torch.full_like(pair_scores, -100.0)
+            for q in range(n):
+                top = query_sims[q].topk(k).indices
+                expected[q, top] = pair_scores[q, top]
+            diff = (torch.from_numpy(scores) - expected).abs().max().item()
+            expect(diff <= TOLERANCE, f"evaluation k_test {k} {direction}: max|diff| {diff:.3g} to top-k ITM logits")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-full-size", action="store_true", help="skip building the full-size models")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    check_keys(args)
+    check_pos_embed()
+    check_values()
+    check_evaluation()
+    print(f"{len(failures)} failure(s)" if failures else "all checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
