@@ -12,7 +12,10 @@ from a checkpoint (or timed).
 
 It needs only torch, numpy and PyYAML, and is the PyTorch baseline for the
 benchmarks: every function takes batches and runs under
-`torch.autocast('cpu', dtype=torch.bfloat16)`.
+`torch.autocast('cpu', dtype=torch.bfloat16)`. `AlbefPretrain(momentum=True)`
+also has the official pretraining forward (momentum distillation, ITC with
+queues, ITM with sampled hard negatives, MLM), so a training step can be timed
+the way the official Pretrain.py runs it.
 """
 import json
 import math
@@ -27,6 +30,8 @@ from torch import nn
 
 # ViT-B/16, which the official models hard-code; a config's `vision_config` overrides it.
 VIT_B16 = {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4}
+# Special tokens of bert-base-uncased; the official mask() reads them from its tokenizer.
+PAD_ID, CLS_ID, MASK_ID = 0, 101, 103
 # HF BertConfig defaults for fields a config_bert.json may leave out.
 BERT_DEFAULTS = {"hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
                  "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "type_vocab_size": 2, "pad_token_id": 0}
@@ -349,10 +354,47 @@ class _Albef(nn.Module):
             if idx_queue:
                 self.register_buffer("idx_queue", torch.full((1, queue_size), -100))
             self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+            self.queue_size = queue_size
+            self.momentum = config.get("momentum", 0.995)
+            self.copy_params()
 
     @property
     def bert(self):
         return self.text_encoder
+
+    def model_pairs(self):
+        """(online, momentum) module pairs, in the official `model_pairs` order."""
+        return [(self.visual_encoder, self.visual_encoder_m), (self.vision_proj, self.vision_proj_m),
+                (self.text_encoder, self.text_encoder_m), (self.text_proj, self.text_proj_m)]
+
+    @torch.no_grad()
+    def copy_params(self):
+        """As the official constructors: momentum weights start as copies and
+        get no gradient (so an optimizer over requires_grad params skips them)."""
+        for online, momentum in self.model_pairs():
+            for param, param_m in zip(online.parameters(), momentum.parameters()):
+                param_m.data.copy_(param.data)
+                param_m.requires_grad = False
+
+    @torch.no_grad()
+    def _momentum_update(self):
+        """EMA m <- m * momentum + p * (1 - momentum). Like the official code it
+        rebinds `.data` to a new tensor (an allocation per parameter), which is
+        part of what a training step costs there."""
+        for online, momentum in self.model_pairs():
+            for param, param_m in zip(online.parameters(), momentum.parameters()):
+                param_m.data = param_m.data * self.momentum + param.data * (1.0 - self.momentum)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, image_feat, text_feat):
+        """Writes the batch's momentum features over the oldest queue columns.
+        Single process: the official concat_all_gather is the identity."""
+        batch_size = image_feat.shape[0]
+        ptr = int(self.queue_ptr)
+        assert self.queue_size % batch_size == 0  # as in the official code
+        self.image_queue[:, ptr:ptr + batch_size] = image_feat.T
+        self.text_queue[:, ptr:ptr + batch_size] = text_feat.T
+        self.queue_ptr[0] = (ptr + batch_size) % self.queue_size
 
     def image_embeds(self, images):
         """ViT output [B, 1 + patches, vision_width]."""
@@ -383,15 +425,126 @@ class AlbefPretrain(_Albef):
 
     def __init__(self, config, momentum=False):
         super().__init__(config, BertForMaskedLM, momentum, idx_queue=False)
+        self.mlm_probability = config.get("mlm_probability", 0.15)
 
     @property
     def bert(self):
         return self.text_encoder.bert
 
-    def mlm_logits(self, input_ids, attention_mask, image_embeds):
-        """All layers on the token ids with the image, then the MLM head -> [B, L, vocab]."""
-        hidden = self.bert(attention_mask, input_ids=input_ids, image_embeds=image_embeds, mode="multi_modal")
-        return self.text_encoder.cls.predictions(hidden)
+    def mlm_logits(self, input_ids, attention_mask, image_embeds, momentum=False):
+        """All layers on the token ids with the image, then the MLM head -> [B, L, vocab]
+        (of the momentum text encoder if `momentum`)."""
+        encoder = self.text_encoder_m if momentum else self.text_encoder
+        hidden = encoder.bert(attention_mask, input_ids=input_ids, image_embeds=image_embeds, mode="multi_modal")
+        return encoder.cls.predictions(hidden)
+
+    def mask(self, input_ids, vocab_size, targets=None, masked_indices=None, probability_matrix=None):
+        """The official BERT masking, in place on `input_ids` (and `targets`):
+        positions drawn with `probability_matrix` (never [PAD] or [CLS]) are the
+        MLM targets (-100 elsewhere); of those, 80% become [MASK], half of the
+        rest a random id, the others stay. Same random draws in the same order
+        as the official mask(), so a seed reproduces its choices."""
+        if masked_indices is None:
+            masked_indices = torch.bernoulli(probability_matrix).bool()
+        masked_indices[input_ids == PAD_ID] = False
+        masked_indices[input_ids == CLS_ID] = False
+        if targets is not None:
+            targets[~masked_indices] = -100
+        to_mask_token = torch.bernoulli(torch.full(input_ids.shape, 0.8)).bool() & masked_indices
+        input_ids[to_mask_token] = MASK_ID
+        to_random = torch.bernoulli(torch.full(input_ids.shape, 0.5)).bool() & masked_indices & ~to_mask_token
+        random_ids = torch.randint(vocab_size, input_ids.shape, dtype=torch.long, device=input_ids.device)
+        input_ids[to_random] = random_ids[to_random]
+        return (input_ids, targets) if targets is not None else input_ids
+
+    def forward(self, image, input_ids, attention_mask, alpha=0.0, negatives=None, masked=None):
+        """The official pretraining forward (models/model_pretrain.py ALBEF.forward)
+        -> (loss_mlm, loss_ita, loss_itm). Needs momentum=True. `text` is passed
+        as its two tensors. The random choices can be injected for parity tests:
+        `negatives` = (negative image index per text, negative text index per
+        image), `masked` = (masked input ids, MLM labels); when None they are
+        drawn as the official code draws them (multinomial, then mask())."""
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+
+        image_embeds = self.visual_encoder(image)
+        image_feat = self.image_feat(image_embeds)
+        text_embeds = self.text_embeds(input_ids, attention_mask)
+        text_feat = self.text_feat(text_embeds)
+
+        # ITC targets from the momentum encoders (updated first, as officially),
+        # against [this batch | queue as it was before this step].
+        with torch.no_grad():
+            self._momentum_update()
+            image_embeds_m = self.visual_encoder_m(image)
+            image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0, :]), dim=-1)
+            image_feat_all = torch.cat([image_feat_m.t(), self.image_queue.clone().detach()], dim=1)
+            text_embeds_m = self.text_encoder_m.bert(attention_mask, input_ids=input_ids, mode="text")
+            text_feat_m = F.normalize(self.text_proj_m(text_embeds_m[:, 0, :]), dim=-1)
+            text_feat_all = torch.cat([text_feat_m.t(), self.text_queue.clone().detach()], dim=1)
+
+            sim_i2t_m = image_feat_m @ text_feat_all / self.temp
+            sim_t2i_m = text_feat_m @ image_feat_all / self.temp
+            identity = torch.zeros(sim_i2t_m.size(), device=image.device)
+            identity.fill_diagonal_(1)
+            sim_i2t_targets = alpha * F.softmax(sim_i2t_m, dim=1) + (1 - alpha) * identity
+            sim_t2i_targets = alpha * F.softmax(sim_t2i_m, dim=1) + (1 - alpha) * identity
+
+        sim_i2t = image_feat @ text_feat_all / self.temp
+        sim_t2i = text_feat @ image_feat_all / self.temp
+        loss_i2t = -torch.sum(F.log_softmax(sim_i2t, dim=1) * sim_i2t_targets, dim=1).mean()
+        loss_t2i = -torch.sum(F.log_softmax(sim_t2i, dim=1) * sim_t2i_targets, dim=1).mean()
+        loss_ita = (loss_i2t + loss_t2i) / 2
+
+        self._dequeue_and_enqueue(image_feat_m, text_feat_m)
+
+        # ITM: positives, then one hard negative per text and per image, drawn
+        # in proportion to the in-batch similarity (the pair itself excluded).
+        output_pos = self.fusion(text_embeds, attention_mask, image_embeds)
+        bs = image.size(0)
+        with torch.no_grad():
+            weights_i2t = F.softmax(sim_i2t[:, :bs], dim=1)
+            weights_t2i = F.softmax(sim_t2i[:, :bs], dim=1)
+            weights_i2t.fill_diagonal_(0)
+            weights_t2i.fill_diagonal_(0)
+        if negatives is None:
+            neg_images = [torch.multinomial(weights_t2i[b], 1).item() for b in range(bs)]
+            neg_texts = [torch.multinomial(weights_i2t[b], 1).item() for b in range(bs)]
+        else:
+            neg_images, neg_texts = ([int(i) for i in idx] for idx in negatives)
+        # Per-sample indexing + stack, as officially (not one index_select).
+        image_embeds_neg = torch.stack([image_embeds[i] for i in neg_images], dim=0)
+        text_embeds_neg = torch.stack([text_embeds[i] for i in neg_texts], dim=0)
+        text_atts_neg = torch.stack([attention_mask[i] for i in neg_texts], dim=0)
+
+        text_embeds_all = torch.cat([text_embeds, text_embeds_neg], dim=0)
+        text_atts_all = torch.cat([attention_mask, text_atts_neg], dim=0)
+        image_embeds_all = torch.cat([image_embeds_neg, image_embeds], dim=0)
+        output_neg = self.fusion(text_embeds_all, text_atts_all, image_embeds_all)
+
+        vl_output = self.itm_head(torch.cat([output_pos[:, 0, :], output_neg[:, 0, :]], dim=0))
+        itm_labels = torch.cat([torch.ones(bs, dtype=torch.long), torch.zeros(2 * bs, dtype=torch.long)],
+                               dim=0).to(image.device)
+        loss_itm = F.cross_entropy(vl_output, itm_labels)
+
+        # MLM with distillation from the momentum model's predictions.
+        if masked is None:
+            mlm_ids = input_ids.clone()
+            labels = mlm_ids.clone()
+            probability_matrix = torch.full(labels.shape, self.mlm_probability)
+            mlm_ids, labels = self.mask(mlm_ids, self.bert.config.vocab_size, targets=labels,
+                                        probability_matrix=probability_matrix)
+        else:
+            mlm_ids, labels = masked
+        with torch.no_grad():
+            logits_m = self.mlm_logits(mlm_ids, attention_mask, image_embeds_m, momentum=True)
+        logits = self.mlm_logits(mlm_ids, attention_mask, image_embeds)
+        soft_labels = F.softmax(logits_m, dim=-1)
+        loss_ce = F.cross_entropy(logits.view(-1, self.bert.config.vocab_size), labels.view(-1))
+        loss_distill = -torch.sum(F.log_softmax(logits, dim=-1) * soft_labels, dim=-1)
+        loss_distill = loss_distill[labels != -100].mean()
+        loss_mlm = (1 - alpha) * loss_ce + alpha * loss_distill
+        return loss_mlm, loss_ita, loss_itm
 
 
 class AlbefRetrieval(_Albef):
@@ -406,8 +559,9 @@ def load_checkpoint(model, path):
     present, resizes both ViT position embeddings to the model's grid, drops
     'bert.' from every key that contains 'bert' when the model is a retrieval
     model (pretrain checkpoint -> BertModel), then load_state_dict(strict=False).
+    `path` may also be an already loaded checkpoint (saves loading it twice).
     Returns its message (missing and unexpected keys)."""
-    checkpoint = torch.load(path, map_location="cpu")
+    checkpoint = torch.load(path, map_location="cpu") if isinstance(path, (str, os.PathLike)) else path
     state = dict(checkpoint["model"] if "model" in checkpoint else checkpoint)
     for name in ("visual_encoder", "visual_encoder_m"):
         key = name + ".pos_embed"

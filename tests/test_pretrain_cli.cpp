@@ -38,24 +38,11 @@ std::string join(const std::vector<std::string>& args) {
   return command;
 }
 
-// A tiny-model config over the bundled COCO pairs (26 images, a caption drawn per epoch).
-std::string tiny_config(const std::string& dir, const std::string& train_file) {
-  std::ifstream in(data_path("tiny/Pretrain.yaml"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto replace = [&](const std::string& from, const std::string& to) { text.replace(text.find(from), from.size(), to); };
-  replace("'../../../data/coco-by/captions.json'", "'" + train_file + "'");
-  replace("'tiny/config_bert.json'", "'" + data_path("tiny/config_bert.json") + "'");
-  replace("'../../../configs/bert-base-uncased-vocab.txt'", "'" + source_path("configs/bert-base-uncased-vocab.txt") + "'");
-  const std::string path = dir + "/tiny.yaml";
-  std::ofstream(path) << text;
-  return path;
-}
-
 }  // namespace
 
 TEST(PretrainCli, WritesOfficialLogAndCheckpoints) {
   const std::string dir = make_temp_dir("pretrain_formats");
-  const std::string config = tiny_config(dir, source_path("data/coco-by/captions.json"));
+  const std::string config = albef::testing::write_tiny_pretrain_config(dir, source_path("data/coco-by/captions.json"));
   std::string output;
   ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/run")) + " --epochs 2", &output), 0) << output;
   const auto log = read_json_lines(dir + "/run/log.txt");
@@ -89,7 +76,7 @@ TEST(PretrainCli, UnreadableImagesAreSkippedAndCounted) {
   annotations.push_back({{"image", dir + "/missing.jpg"}, {"caption", "nothing here"}});
   annotations.push_back({{"image", dir + "/truncated.jpg"}, {"caption", "half a picture"}});
   std::ofstream(dir + "/train.json") << annotations.dump();
-  const std::string config = tiny_config(dir, dir + "/train.json");
+  const std::string config = albef::testing::write_tiny_pretrain_config(dir, dir + "/train.json");
   std::string output;
   ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/run")) + " --epochs 1", &output), 0) << output;
   EXPECT_NE(output.find("skipped 2 unreadable image(s)"), std::string::npos) << output;
@@ -100,7 +87,7 @@ TEST(PretrainCli, UnreadableImagesAreSkippedAndCounted) {
 
 TEST(PretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
   const std::string dir = make_temp_dir("pretrain_resume");
-  const std::string config = tiny_config(dir, source_path("data/coco-by/captions.json"));
+  const std::string config = albef::testing::write_tiny_pretrain_config(dir, source_path("data/coco-by/captions.json"));
   std::string output;
   ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/straight")) + " --epochs 3 --save_every_steps 2", &output), 0)
       << output;
@@ -149,7 +136,7 @@ TEST(PretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
 
 TEST(PretrainCli, Bf16TrainingRuns) {
   const std::string dir = make_temp_dir("pretrain_bf16");
-  const std::string config = tiny_config(dir, source_path("data/coco-by/captions.json"));
+  const std::string config = albef::testing::write_tiny_pretrain_config(dir, source_path("data/coco-by/captions.json"));
   std::string output;
   ASSERT_EQ(run_command(join(pretrain_args(config, dir + "/run")) + " --epochs 1 --precision bf16", &output), 0)
       << output;

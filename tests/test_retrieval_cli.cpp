@@ -20,27 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Retrieval_coco.yaml's keys for the tiny model, on the bundled COCO set
-// (26 images, 130 captions) for training, val and test.
-std::string tiny_retrieval_config(const std::string& dir) {
-  std::ostringstream text;
-  text << "train_file: ['" << source_path("data/coco-by/captions.json") << "']\n"
-       << "val_file: '" << source_path("data/coco-by/captions.json") << "'\n"
-       << "test_file: '" << source_path("data/coco-by/captions.json") << "'\n"
-       << "image_root: '" << source_path("data/coco-by") << "'\n"
-       << "bert_config: '" << data_path("tiny/config_bert.json") << "'\n"
-       << "vocab: '" << source_path("configs/bert-base-uncased-vocab.txt") << "'\n"
-       << "image_res: 32\nbatch_size_train: 16\nbatch_size_test: 16\nqueue_size: 16\nmomentum: 0.995\n"
-       << "vision_width: 64\nembed_dim: 32\ntemp: 0.07\nk_test: 4\nalpha: 0.4\ndistill: True\nwarm_up: True\n"
-       << "optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}\n"
-       << "schedular: {sched: cosine, lr: 1e-4, epochs: 3, min_lr: 1e-6, decay_rate: 1, warmup_lr: 1e-5, "
-          "warmup_epochs: 1, cooldown_epochs: 0}\n"
-       << "vision_config: {patch_size: 16, embed_dim: 64, depth: 2, num_heads: 2, mlp_ratio: 4}\n";
-  const std::string path = dir + "/Retrieval_tiny.yaml";
-  std::ofstream(path) << text.str();
-  return path;
-}
-
 std::string retrieval_command(const std::string& config, const std::string& out) {
   return std::string(ALBEF_CLI) + " retrieval --config " + config + " --checkpoint " +
          data_path("tiny/albef_pretrain_tiny.pth") + " --output_dir " + out + " --threads 1 --workers 1";
@@ -50,7 +29,7 @@ std::string retrieval_command(const std::string& config, const std::string& out)
 
 TEST(RetrievalCli, FineTunesEvaluatesEachEpochAndKeepsTheBest) {
   const std::string dir = make_temp_dir("retrieval_finetune");
-  const std::string config = tiny_retrieval_config(dir);
+  const std::string config = albef::testing::write_tiny_retrieval_config(dir);
   std::string output;
   ASSERT_EQ(run_command(retrieval_command(config, dir + "/run") + " --epochs 2", &output), 0) << output;
 
@@ -91,7 +70,7 @@ TEST(RetrievalCli, FineTunesEvaluatesEachEpochAndKeepsTheBest) {
 
 TEST(RetrievalCli, ResumedFineTuningMatchesUninterruptedRun) {
   const std::string dir = make_temp_dir("retrieval_resume");
-  const std::string config = tiny_retrieval_config(dir);
+  const std::string config = albef::testing::write_tiny_retrieval_config(dir);
   std::string output;
   ASSERT_EQ(run_command(retrieval_command(config, dir + "/straight") + " --epochs 2", &output), 0) << output;
   ASSERT_EQ(run_command(retrieval_command(config, dir + "/split") + " --epochs 1", &output), 0) << output;
@@ -110,7 +89,7 @@ TEST(RetrievalCli, ResumedFineTuningMatchesUninterruptedRun) {
 
 TEST(RetrievalCli, ZeroShotEvaluationOfAPretrainedCheckpoint) {
   const std::string dir = make_temp_dir("retrieval_zero_shot");
-  const std::string config = tiny_retrieval_config(dir);
+  const std::string config = albef::testing::write_tiny_retrieval_config(dir);
   std::string output;
   ASSERT_EQ(run_command(retrieval_command(config, dir + "/run") + " --evaluate", &output), 0) << output;
   EXPECT_NE(output.find("ITC + ITM re-rank"), std::string::npos) << output;

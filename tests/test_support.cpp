@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <unistd.h>
 #include <sys/wait.h>
 
@@ -27,6 +28,37 @@ int run_command(const std::string& command, std::string* output) {
   const int status = ::pclose(pipe);
   if (output) *output = text;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string write_tiny_pretrain_config(const std::string& dir, const std::string& train_file) {
+  std::ifstream in(data_path("tiny/Pretrain.yaml"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto replace = [&](const std::string& from, const std::string& to) { text.replace(text.find(from), from.size(), to); };
+  replace("'../../../data/coco-by/captions.json'", "'" + train_file + "'");
+  replace("'tiny/config_bert.json'", "'" + data_path("tiny/config_bert.json") + "'");
+  replace("'../../../configs/bert-base-uncased-vocab.txt'", "'" + source_path("configs/bert-base-uncased-vocab.txt") + "'");
+  const std::string path = dir + "/tiny.yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string write_tiny_retrieval_config(const std::string& dir) {
+  std::ostringstream text;
+  text << "train_file: ['" << source_path("data/coco-by/captions.json") << "']\n"
+       << "val_file: '" << source_path("data/coco-by/captions.json") << "'\n"
+       << "test_file: '" << source_path("data/coco-by/captions.json") << "'\n"
+       << "image_root: '" << source_path("data/coco-by") << "'\n"
+       << "bert_config: '" << data_path("tiny/config_bert.json") << "'\n"
+       << "vocab: '" << source_path("configs/bert-base-uncased-vocab.txt") << "'\n"
+       << "image_res: 32\nbatch_size_train: 16\nbatch_size_test: 16\nqueue_size: 16\nmomentum: 0.995\n"
+       << "vision_width: 64\nembed_dim: 32\ntemp: 0.07\nk_test: 4\nalpha: 0.4\ndistill: True\nwarm_up: True\n"
+       << "optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}\n"
+       << "schedular: {sched: cosine, lr: 1e-4, epochs: 3, min_lr: 1e-6, decay_rate: 1, warmup_lr: 1e-5, "
+          "warmup_epochs: 1, cooldown_epochs: 0}\n"
+       << "vision_config: {patch_size: 16, embed_dim: 64, depth: 2, num_heads: 2, mlp_ratio: 4}\n";
+  const std::string path = dir + "/Retrieval_tiny.yaml";
+  std::ofstream(path) << text.str();
+  return path;
 }
 
 std::vector<nlohmann::json> read_json_lines(const std::string& path) {

@@ -25,6 +25,15 @@ std::string make_temp_dir(const std::string& name);
 /// Runs a shell command, returns its exit code; its output goes to `output`.
 int run_command(const std::string& command, std::string* output = nullptr);
 
+/// Writes dir/tiny.yaml: the tiny fixture's Pretrain.yaml with absolute
+/// paths, training on `train_file`. Returns its path.
+std::string write_tiny_pretrain_config(const std::string& dir, const std::string& train_file);
+
+/// Writes dir/Retrieval_tiny.yaml: Retrieval_coco.yaml's keys for the tiny
+/// model, with the bundled COCO set (26 images, 130 captions) as train, val
+/// and test, batches of 16, k_test 4, 3 epochs. Returns its path.
+std::string write_tiny_retrieval_config(const std::string& dir);
+
 /// The JSON lines of a log file; lines that are not JSON objects (such as
 /// Retrieval.py's closing "best epoch: N") are skipped.
 std::vector<nlohmann::json> read_json_lines(const std::string& path);

@@ -42,6 +42,12 @@ void TrainFlags::add_to(CLI::App& command, TrainOptions& options, const std::str
   command.add_option("--epochs", options.epochs, "Stop after this many epochs (default: schedular.epochs)");
   command.add_option("--keep", options.keep_checkpoints, "Keep only the newest N epoch checkpoints (0 = all)")
       ->check(CLI::NonNegativeNumber);
+  command
+      .add_option_function<int64_t>(
+          "--dist_timeout,--dist-timeout",
+          [&options](const int64_t& seconds) { options.dist_timeout = std::chrono::seconds(seconds); },
+          "Data-parallel runs: seconds a process waits for the others before giving up (default 300)")
+      ->check(CLI::PositiveNumber);
   compute.add_to(command);
 }
 

@@ -58,5 +58,9 @@ void add_tokenize_command(CLI::App& app);
 void add_score_command(CLI::App& app);
 void add_pretrain_command(CLI::App& app);
 void add_retrieval_command(CLI::App& app);
+void add_index_command(CLI::App& app);
+void add_search_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+void add_launch_command(CLI::App& app);
 
 }  // namespace albef::cli

@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   albef::cli::add_score_command(app);
   albef::cli::add_pretrain_command(app);
   albef::cli::add_retrieval_command(app);
+  albef::cli::add_index_command(app);
+  albef::cli::add_search_command(app);
+  albef::cli::add_bench_command(app);
+  albef::cli::add_launch_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -7,6 +7,7 @@
 #include <ATen/Context.h>
 #include <malloc.h>
 
+#include <cstdlib>
 #include <thread>
 
 namespace albef {
@@ -35,8 +36,14 @@ void init_runtime(int threads) {
   // every large tensor, paying page faults on each element-wise op.
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  at::set_num_threads(threads > 0 ? threads : static_cast<int>(cores));
+  if (threads <= 0) {
+    // OMP_NUM_THREADS when set (albef launch gives each process its share
+    // of the cores), else every core: LibTorch's own default here is one.
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    threads = omp && std::atoi(omp) > 0 ? std::atoi(omp)
+                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+  at::set_num_threads(threads);
 }
 
 PrecisionGuard::PrecisionGuard(Precision precision, c10::Device device) {

@@ -209,30 +209,56 @@ BadSampleReport TrainLoader::bad_samples() const {
 // EvalImageLoader
 
 struct EvalImageLoader::Impl {
-  Impl(std::vector<std::string> paths_in, int image_res, int64_t batch_size, int num_workers, int prefetch)
+  // A decoded image, or why it could not be decoded (when skipping).
+  struct Loaded {
+    at::Tensor image;
+    std::string error;
+  };
+
+  Impl(std::vector<std::string> paths_in, int image_res, int64_t batch_size, int num_workers, int prefetch,
+       bool skip_unreadable)
       : paths(std::move(paths_in)), batch_size(batch_size), pipeline(resolve_workers(num_workers), prefetch) {
     pipeline.start(
         static_cast<int64_t>(paths.size()), batch_size, 0,
-        [this, image_res](int64_t slot) {
-          return vision::load_test_image(paths[static_cast<size_t>(slot)], image_res);
+        [this, image_res, skip_unreadable](int64_t slot) {
+          const std::string& path = paths[static_cast<size_t>(slot)];
+          if (!skip_unreadable) return Loaded{vision::load_test_image(path, image_res), {}};
+          try {
+            return Loaded{vision::load_test_image(path, image_res), {}};
+          } catch (const std::exception& e) {
+            return Loaded{at::Tensor(), e.what()};
+          }
         },
-        [this](std::vector<at::Tensor>& images, int64_t b) {
-          std::vector<int64_t> indices(images.size());
-          for (size_t i = 0; i < indices.size(); ++i) indices[i] = b * this->batch_size + static_cast<int64_t>(i);
-          return EvalBatch{at::stack(images), int64_tensor(indices)};
+        [this, image_res](std::vector<Loaded>& loaded, int64_t b) {
+          EvalBatch batch;
+          std::vector<at::Tensor> images;
+          std::vector<int64_t> indices;
+          for (size_t i = 0; i < loaded.size(); ++i) {
+            const int64_t index = b * this->batch_size + static_cast<int64_t>(i);
+            if (loaded[i].image.defined()) {
+              images.push_back(loaded[i].image);
+              indices.push_back(index);
+            } else {
+              batch.unreadable.push_back({index, paths[static_cast<size_t>(index)], loaded[i].error});
+            }
+          }
+          batch.images = images.empty() ? at::empty({0, 3, image_res, image_res}) : at::stack(images);
+          batch.indices = int64_tensor(indices);
+          return batch;
         });
   }
 
   const std::vector<std::string> paths;
   const int64_t batch_size;
-  detail::BatchPipeline<at::Tensor, EvalBatch> pipeline;  // last: see TrainLoader::Impl
+  detail::BatchPipeline<Loaded, EvalBatch> pipeline;  // last: see TrainLoader::Impl
 };
 
 EvalImageLoader::EvalImageLoader(std::vector<std::string> image_paths, int image_res, int64_t batch_size,
-                                 int num_workers, int prefetch_batches) {
+                                 int num_workers, int prefetch_batches, bool skip_unreadable) {
   ALBEF_CHECK(image_res > 0, "image_res must be positive, got ", image_res);
   ALBEF_CHECK(batch_size > 0, "batch size must be positive, got ", batch_size);
-  impl_ = std::make_unique<Impl>(std::move(image_paths), image_res, batch_size, num_workers, prefetch_batches);
+  impl_ = std::make_unique<Impl>(std::move(image_paths), image_res, batch_size, num_workers, prefetch_batches,
+                                 skip_unreadable);
 }
 
 EvalImageLoader::~EvalImageLoader() = default;

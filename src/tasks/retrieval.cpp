@@ -42,14 +42,34 @@ class SplitEvaluator {
     options_.precision = precision;
   }
 
-  nlohmann::json operator()(AlbefModel& model) const {
+  /// With `group`, the ranks share the queries (the official split) and
+  /// sum their score matrices; only rank 0 prints and writes.
+  nlohmann::json operator()(AlbefModel& model, distributed::ProcessGroup* group = nullptr) const {
+    RetrievalEvalOptions options = options_;
+    if (group) {
+      options.rank = group->rank();
+      options.world_size = group->world_size();
+    }
+    const bool main_rank = options.rank == 0;
     nlohmann::json log = nlohmann::json::object();
     for (const auto& [split, dataset] : splits_) {
-      const RetrievalScores scores = evaluate_retrieval(model, *tokenizer_, dataset.image_paths(), dataset.text, options_);
+      RetrievalScores scores = evaluate_retrieval(model, *tokenizer_, dataset.image_paths(), dataset.text, options);
+      if (group) {
+        // A rank's unscored entries hold -100, so the shifted sum gives
+        // every entry its one rank's value (the official all_reduce sums
+        // the -100s too, shifting every score by the same amount). Every
+        // rank has all the ITC similarities.
+        for (at::Tensor* matrix : {&scores.i2t, &scores.t2i}) {
+          *matrix += 100;
+          group->sum(*matrix);
+          *matrix -= 100;
+        }
+      }
       const nlohmann::json metrics = itm_eval(scores.i2t, scores.t2i, dataset.txt2img, dataset.img2txt);
       const nlohmann::json itc_metrics = itm_eval(scores.itc, scores.itc.t(), dataset.txt2img, dataset.img2txt);
       for (const auto& [key, value] : metrics.items()) log[split + "_" + key] = value;
       for (const auto& [key, value] : itc_metrics.items()) log[split + "_itc_" + key] = value;
+      if (!main_rank) continue;
       // By chance, R@1 is 1/images in both directions (an image's own
       // captions are its share of the texts).
       std::printf("%s: %lld images, %lld texts (R@1 by chance: %.1f)\n", split.c_str(),
@@ -92,13 +112,21 @@ nlohmann::json evaluate_only(const RetrievalOptions& options, const Config& conf
   model->to(parse_device(options.device));
   model->eval();
 
-  fs::create_directories(options.output_dir);
+  // Started by albef launch / torchrun: the ranks share the re-ranking.
+  const distributed::DistributedEnv env = distributed::DistributedEnv::from_environment();
+  std::unique_ptr<distributed::ProcessGroup> group;
+  if (env.distributed())
+    group = std::make_unique<distributed::ProcessGroup>(
+        env, parse_device(options.device), std::chrono::duration_cast<std::chrono::milliseconds>(options.dist_timeout));
+  if (env.rank == 0) fs::create_directories(options.output_dir);
   const SplitEvaluator evaluate(config, std::move(tokenizer), options.precision, options.output_dir);
-  nlohmann::json log = evaluate(model);
+  nlohmann::json log = evaluate(model, group.get());
   log["epoch"] = 0;
-  std::ofstream out(options.output_dir + "/log.txt", std::ios::app);
-  out << log.dump() << "\n";
-  if (!out) fail(options.output_dir, "/log.txt: cannot append");
+  if (env.rank == 0) {
+    std::ofstream out(options.output_dir + "/log.txt", std::ios::app);
+    out << log.dump() << "\n";
+    if (!out) fail(options.output_dir, "/log.txt: cannot append");
+  }
   return test_metrics_of(log);
 }
 
@@ -129,17 +157,17 @@ nlohmann::json run_retrieval(const RetrievalOptions& options) {
   const int max_tokens = static_cast<int>(config.bert.max_position_embeddings);
   const bool distill = config.distill;
   task.forward = [tokenizer, device, max_tokens, distill](AlbefModel& model, const data::TrainBatch& batch,
-                                                         double alpha) {
+                                                         double alpha, const FeatureGather& gather) {
     const text::BatchEncoding text = tokenizer->encode_batch(batch.captions, max_tokens, text::Padding::Longest);
     const StepOutputs out = retrieval_forward(model, batch.images.to(device), text.input_ids.to(device),
                                               text.attention_mask.to(device), alpha, batch.image_idx.to(device),
-                                              distill);
+                                              distill, nullptr, gather);
     return std::vector<at::Tensor>{out.loss_ita, out.loss_itm};
   };
   auto evaluate = std::make_shared<SplitEvaluator>(config, tokenizer, options.precision, options.output_dir);
   auto last_log = std::make_shared<nlohmann::json>();
-  task.evaluate = [evaluate, last_log](AlbefModel& model, int64_t) {
-    *last_log = (*evaluate)(model);
+  task.evaluate = [evaluate, last_log](AlbefModel& model, int64_t, distributed::ProcessGroup* group) {
+    *last_log = (*evaluate)(model, group);
     return *last_log;
   };
   task.best_key = "val_r_mean";

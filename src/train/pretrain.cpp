@@ -24,11 +24,12 @@ void run_pretraining(const TrainOptions& options) {
   task.batch_size = config.batch_size;
   task.loss_names = {"loss_mlm", "loss_ita", "loss_itm"};
   const MlmTokenIds tokens{tokenizer->pad_id(), tokenizer->cls_id(), tokenizer->mask_id()};
-  task.forward = [tokenizer, tokens, device](AlbefModel& model, const data::TrainBatch& batch, double alpha) {
+  task.forward = [tokenizer, tokens, device](AlbefModel& model, const data::TrainBatch& batch, double alpha,
+                                             const FeatureGather& gather) {
     // Pretrain.py: padding='longest', truncation=True, max_length=25.
     const text::BatchEncoding text = tokenizer->encode_batch(batch.captions, 25, text::Padding::Longest);
     const StepOutputs out = pretrain_forward(model, batch.images.to(device), text.input_ids.to(device),
-                                             text.attention_mask.to(device), alpha, tokens);
+                                             text.attention_mask.to(device), alpha, tokens, nullptr, gather);
     return std::vector<at::Tensor>{out.loss_mlm, out.loss_ita, out.loss_itm};
   };
   run_training(options, config, std::move(task));

@@ -15,6 +15,10 @@ Usage (from the repository root): tests/python/check_albef_torch.py [--skip-full
 4. evaluation() on the 4 fixture pairs, k_test 1, 2, 4: the k best ITC
    candidates of each query hold the ITM match logit of that pair (computed
    here for all 16 pairs), all other entries -100 (within 1e-5).
+5. The pretraining forward (train mode, alpha 0.4) from the tiny checkpoint:
+   with the recorded negatives and MLM masks injected, and again drawn from
+   torch.manual_seed(1234) as the official run did, the three losses, the
+   queues after the step and the recorded gradients must be within 1e-5.
 Prints every difference; exits 1 if any check fails.
 """
 import argparse
@@ -139,6 +143,35 @@ def check_evaluation():
             expect(diff <= TOLERANCE, f"evaluation k_test {k} {direction}: max|diff| {diff:.3g} to top-k ITM logits")
 
 
+def check_pretrain_forward():
+    config = at.load_config(os.path.join(TINY, "Pretrain.yaml"))
+    state = torch.load(os.path.join(TINY, "albef_pretrain_tiny.pth"), map_location="cpu")["model"]
+    image, ids, mask = fixture("inputs__image"), fixture("inputs__input_ids"), fixture("inputs__attention_mask")
+    injected = {"negatives": (fixture("train__neg_image_idx_per_text"), fixture("train__neg_text_idx_per_image")),
+                "masked": (fixture("train__mlm_input_ids_masked"), fixture("train__mlm_labels"))}
+    for label, choices in (("injected choices", injected), ("seed 1234", {})):
+        model = at.AlbefPretrain(config, momentum=True)
+        model.load_state_dict(state, strict=True)
+        model.train()
+        torch.manual_seed(1234)
+        losses = model(image, ids, mask, alpha=0.4, **choices)
+        for name, loss in zip(("mlm", "ita", "itm"), losses):
+            compare(f"pretrain forward ({label}) loss_{name}", loss.detach(), f"train__loss_{name}")
+        compare(f"pretrain forward ({label}) image_queue after", model.image_queue, "train__image_queue_after")
+        compare(f"pretrain forward ({label}) text_queue after", model.text_queue, "train__text_queue_after")
+        expect(model.queue_ptr.tolist() == fixture("train__queue_ptr_after").tolist(),
+               f"pretrain forward ({label}) queue_ptr after {model.queue_ptr.tolist()}")
+        sum(losses).backward()
+        params = dict(model.named_parameters())
+        for name in ("temp", "vision_proj.weight", "text_proj.weight", "itm_head.weight",
+                     "visual_encoder.blocks.0.attn.qkv.weight", "visual_encoder.patch_embed.proj.weight",
+                     "visual_encoder.pos_embed", "text_encoder.bert.encoder.layer.0.attention.self.query.weight",
+                     "text_encoder.bert.encoder.layer.2.crossattention.self.query.weight",
+                     "text_encoder.bert.encoder.layer.2.crossattention.self.key.weight",
+                     "text_encoder.cls.predictions.bias"):
+            compare(f"pretrain forward ({label}) grad {name}", params[name].grad, "train__grad__" + name)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-full-size", action="store_true", help="skip building the full-size models")
@@ -148,6 +181,7 @@ def main():
     check_pos_embed()
     check_values()
     check_evaluation()
+    check_pretrain_forward()
     print(f"{len(failures)} failure(s)" if failures else "all checks passed")
     sys.exit(1 if failures else 0)
 

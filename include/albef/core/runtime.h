@@ -21,10 +21,10 @@ Precision parse_precision(const std::string& name);
 /// Parses "cpu" / "cuda" / "cuda:N"; "cuda" on a LibTorch without CUDA is an error.
 c10::Device parse_device(const std::string& name);
 
-/// Sets the intra-op thread count (0 = every core; LibTorch's own default
-/// here is one thread) and makes glibc keep freed large blocks instead of
-/// returning them to the OS on every free, which makes element-wise ops
-/// several times faster. Call once at start-up.
+/// Sets the intra-op thread count (0 = OMP_NUM_THREADS if set, else every
+/// core; LibTorch's own default here is one thread) and makes glibc keep
+/// freed large blocks instead of returning them to the OS on every free,
+/// which makes element-wise ops several times faster. Call once at start-up.
 void init_runtime(int threads = 0);
 
 /// Enables autocast for its scope when `precision` is Bf16 (CPU: bfloat16;

@@ -148,17 +148,22 @@ struct EvalBatch {
   at::Tensor images;
   /// int64 [b]: positions in the image list.
   at::Tensor indices;
+  /// With skip_unreadable: the batch's images that could not be read (not
+  /// in `images`).
+  std::vector<BadSample> unreadable;
 };
 
 /// Images in list order through the official test transform
 /// (vision::load_test_image), batched, decoded on worker threads: the
 /// `data_loader` of Retrieval.py's evaluation (no sampler, no drop_last).
 /// Decoding starts on construction. An unreadable image is an albef::Error
-/// naming the file (an evaluation needs every image).
+/// naming the file (an evaluation needs every image) unless
+/// `skip_unreadable`, which leaves it out of its batch and reports it in
+/// EvalBatch::unreadable (indexing a large gallery).
 class EvalImageLoader {
  public:
   EvalImageLoader(std::vector<std::string> image_paths, int image_res, int64_t batch_size, int num_workers = 0,
-                  int prefetch_batches = 3);
+                  int prefetch_batches = 3, bool skip_unreadable = false);
   ~EvalImageLoader();
   EvalImageLoader(const EvalImageLoader&) = delete;
   EvalImageLoader& operator=(const EvalImageLoader&) = delete;

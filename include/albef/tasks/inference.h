@@ -51,6 +51,7 @@ class AlbefInference {
   text::BatchEncoding tokenize(const std::vector<std::string>& captions) const;
 
   const Config& config() const { return config_; }
+  const InferenceOptions& options() const { return options_; }
   const text::BertTokenizer& tokenizer() const { return tokenizer_; }
   AlbefModel& model() { return model_; }
   c10::Device device() const { return device_; }

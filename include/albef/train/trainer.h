@@ -9,11 +9,14 @@
 #include "albef/core/runtime.h"
 #include "albef/data/annotations.h"
 #include "albef/data/loader.h"
+#include "albef/distributed/process_group.h"
 #include "albef/model/albef.h"
+#include "albef/train/pretrain_step.h"
 #include "albef/train/scheduler.h"
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -36,6 +39,9 @@ struct TrainOptions {
   int workers = 0;               ///< data-loading threads (0 = one per core)
   int64_t epochs = -1;           ///< stop after this many epochs (-1 = schedular.epochs)
   int64_t keep_checkpoints = 0;  ///< keep only the newest N epoch checkpoints (0 = all)
+  /// Data-parallel runs: how long a rank waits for the others before it
+  /// gives up with an error (a peer that died is noticed at once).
+  std::chrono::seconds dist_timeout{300};
 };
 
 /// What one training script does inside the shared loop.
@@ -48,18 +54,29 @@ struct TrainingTask {
   /// Logged per step and averaged per epoch, in the order `forward` returns them.
   std::vector<std::string> loss_names;
   /// The losses of one batch (on the model's device); the loop sums them
-  /// for the backward pass. Runs under the run's precision.
-  std::function<std::vector<at::Tensor>(AlbefModel& model, const data::TrainBatch& batch, double alpha)> forward;
-  /// After each epoch's training (model in eval mode): metrics to add to
-  /// the epoch's log line, keys prefixed ("val_r_mean", ...). Optional.
-  std::function<nlohmann::json(AlbefModel& model, int64_t epoch)> evaluate;
+  /// for the backward pass. Runs under the run's precision. `gather`
+  /// all-gathers the momentum features before they enter the queues
+  /// (identity on one process).
+  std::function<std::vector<at::Tensor>(AlbefModel& model, const data::TrainBatch& batch, double alpha,
+                                        const FeatureGather& gather)>
+      forward;
+  /// After each epoch's training (model in eval mode), on every rank:
+  /// metrics to add to the epoch's log line, keys prefixed ("val_r_mean",
+  /// ...). `group` is null on one process; with several, the ranks share the
+  /// work and only rank 0 should print or write. Optional.
+  std::function<nlohmann::json(AlbefModel& model, int64_t epoch, distributed::ProcessGroup* group)> evaluate;
   /// A key of `evaluate`'s result: whenever it beats every earlier epoch
   /// (and 0), the model is saved as checkpoint_best.pth (Retrieval.py's
   /// rule, on "val_r_mean"). Empty: no best checkpoint.
   std::string best_key;
 };
 
-/// Trains `task` as the official scripts do. Writes to output_dir:
+/// Trains `task` as the official scripts do, data-parallel when the
+/// torchrun variables say so (DistributedEnv): each rank trains on its
+/// DistributedSampler shard with seed + rank, gradients are averaged over
+/// the ranks every step (bucketed, float32), momentum features are
+/// all-gathered into every rank's queues, epoch meters are averaged over
+/// the ranks, and only rank 0 prints and writes. Writes to output_dir:
 /// checkpoint_XX.pth after every epoch (official format plus resume state),
 /// log.txt (one JSON line per epoch: "train_<meter>" averages, the
 /// evaluation's keys, "epoch"; with `best_key`, a final "best epoch: N"

@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""PyTorch-eager side of `albef bench`: times one workload of the official
+ALBEF architecture (bench/albef_torch.py) on this machine and writes a JSON.
+
+    pytorch_baseline.py --config CFG --weights W.pth --inputs DIR --workload NAME
+        --precision fp32|bf16 --threads N --iters I --warmup W --out OUT.json
+        [--outputs DIR] [--k_test K]
+
+The C++ bench starts one process per workload, so the peak memory reported is
+that workload's. It is run the way a user of the official code would run it:
+eager mode, `torch.set_num_threads(N)`, eval mode + `torch.no_grad()` for
+inference, bf16 = `torch.autocast('cpu', dtype=torch.bfloat16)` around the
+forward (weights stay fp32).
+
+Inputs (.npy in DIR, written by the C++ side): images.npy float32 [N,3,R,R]
+(normalised), text_ids.npy / text_mask.npy int64 [T,30]. The model is built
+at resolution R (the config's image_res is overridden, the position
+embedding of W is interpolated as Retrieval.py does).
+
+Workloads (rate unit in brackets):
+  image_b1, image_b32  ViT + vision_proj feature of the first 1 / 32 images [images/s]
+  text_b64             text encoder (mode text) + text_proj feature, 64 texts [texts/s]
+  itm_b64              fusion + ITM head of 64 pairs (text i, image i % N); the
+                       embeddings are computed before the timed region [pairs/s]
+  retrieval            the official evaluation(): all images x all texts, k_test [queries/s,
+                       queries = N + T; `seconds` is one whole evaluation]
+  train_b8             AlbefPretrain(momentum=True) training step on the first 8
+                       images and the first 25 token columns: pretraining forward
+                       (alpha 0.4), backward, AdamW (lr 1e-4, wd 0.02) [samples/s]
+Inference workloads build the model without the momentum encoders (they take
+no part in inference); W may be in pretrain (`text_encoder.bert.*`) or
+retrieval (`text_encoder.*`) layout.
+
+The JSON always gets written: a failure inside the workload (e.g. bf16
+training) is recorded in "error" and the exit status is still 0, so the caller
+reads the JSON rather than a crash. With --outputs DIR the workload's outputs
+are saved there as float32 .npy for cross-checking against the C++ side.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import albef_torch as at  # noqa: E402
+
+WORKLOADS = ("image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "train_b8")
+TRAIN_BATCH, TRAIN_TOKENS, ITM_BATCH, TEXT_BATCH = 8, 25, 64, 64
+
+
+# ----------------------------------------------------------------------------- measurement helpers
+
+def rss_peak_mb():
+    """Peak RSS of this process (ru_maxrss, KiB on Linux) in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def vm_hwm_mb():
+    """Current RSS high-water mark from /proc (resettable, unlike ru_maxrss); None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm():
+    """Resets the RSS high-water mark so the workload's own peak can be told
+    apart from the transient of loading the checkpoint. Returns success."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def blas_library():
+    """The BLAS/oneDNN-relevant shared libraries actually mapped (Debian's torch
+    reports BLAS_INFO=generic, i.e. whatever libblas the alternatives point to)."""
+    names = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                base = os.path.basename(path)
+                if "blas" in base or "mkl" in base or "lapack" in base:
+                    names.add(os.path.realpath(path))
+    except OSError:
+        pass
+    return sorted(names)
+
+
+def autocast(precision):
+    """bf16 autocast exactly as a user would enable it on CPU; a no-op context for fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=(precision == "bf16"))
+
+
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_iterations(step, warmup, iters):
+    """Runs `step` warmup + iters times; returns the per-iteration seconds of the
+    timed ones, the process CPU seconds they used, and the last result."""
+    result = None
+    for _ in range(warmup):
+        result = step()
+    times = []
+    cpu_start = cpu_seconds()
+    for _ in range(iters):
+        start = time.perf_counter()
+        result = step()
+        times.append(time.perf_counter() - start)
+    return times, cpu_seconds() - cpu_start, result
+
+
+def to_numpy(tensor):
+    return tensor.detach().float().contiguous().numpy()
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_model(args, state, image_res):
+    """Builds the model class matching the workload and the weights' layout and
+    loads W through albef_torch.load_checkpoint (Retrieval.py's key handling)."""
+    config = at.load_config(args.config)
+    config["image_res"] = image_res
+    train = args.workload == "train_b8"
+    pretrain_layout = any(k.startswith("text_encoder.bert.") for k in state)
+    model_class = at.AlbefPretrain if (train or pretrain_layout) else at.AlbefRetrieval
+    model = model_class(config, momentum=train)
+    msg = at.load_checkpoint(model, {"model": state})
+    if train and any(k.endswith("_m") or "_m." in k for k in msg.missing_keys):
+        model.copy_params()  # W has no momentum copies: start them as the online weights, as officially
+    return model, config, msg
+
+
+def load_inputs(folder):
+    images = torch.from_numpy(np.load(os.path.join(folder, "images.npy")))
+    text_ids = torch.from_numpy(np.load(os.path.join(folder, "text_ids.npy"))).long()
+    text_mask = torch.from_numpy(np.load(os.path.join(folder, "text_mask.npy"))).long()
+    return images, text_ids, text_mask
+
+
+def need(tensor, count, what):
+    if len(tensor) < count:
+        raise ValueError(f"needs {count} {what}, the inputs have {len(tensor)}")
+    return tensor[:count]
+
+
+# ----------------------------------------------------------------------------- workloads
+# Each returns (items per iteration, unit, step function, outputs(result) -> {name: array}, extra JSON fields).
+
+def image_workload(model, args, images, batch):
+    batch_images = need(images, batch, "images").contiguous()
+
+    @torch.no_grad()
+    def step():
+        with autocast(args.precision):
+            embeds = model.image_embeds(batch_images)
+            return embeds, model.image_feat(embeds)
+
+    return batch, "images/s", step, lambda r: {"image_embeds": to_numpy(r[0]), "image_feat": to_numpy(r[1])}, {}
+
+
+def text_workload(model, args, text_ids, text_mask):
+    ids, mask = need(text_ids, TEXT_BATCH, "texts").contiguous(), text_mask[:TEXT_BATCH].contiguous()
+
+    @torch.no_grad()
+    def step():
+        with autocast(args.precision):
+            embeds = model.text_embeds(ids, mask)
+            return embeds, model.text_feat(embeds)
+
+    return TEXT_BATCH, "texts/s", step, lambda r: {"text_embeds": to_numpy(r[0]), "text_feat": to_numpy(r[1])}, {}
+
+
+def itm_workload(model, args, images, text_ids, text_mask):
+    """Pairs (text i, image i % N); both encoders run before the timed region,
+    under the same precision, so only the fusion layers and the head are timed."""
+    ids, mask = need(text_ids, ITM_BATCH, "texts").contiguous(), text_mask[:ITM_BATCH].contiguous()
+    with torch.no_grad(), autocast(args.precision):
+        text_embeds = model.text_embeds(ids, mask)
+        image_embeds = model.image_embeds(images)
+    pair_images = image_embeds[torch.arange(ITM_BATCH) % len(images)].contiguous()
+
+    @torch.no_grad()
+    def step():
+        with autocast(args.precision):
+            return model.itm_logits(text_embeds, mask, pair_images)
+
+    return ITM_BATCH, "pairs/s", step, lambda r: {"itm_logits": to_numpy(r)}, {}
+
+
+def retrieval_workload(model, args, images, text_ids, text_mask):
+    def step():
+        with autocast(args.precision):
+            return at.evaluation(model, images, text_ids, text_mask, args.k_test)
+
+    extra = {"k_test": args.k_test, "n_images": len(images), "n_texts": len(text_ids)}
+    return (len(images) + len(text_ids), "queries/s", step,
+            lambda r: {"score_i2t": r[0].astype(np.float32), "score_t2i": r[1].astype(np.float32)}, extra)
+
+
+def train_workload(model, args, images, text_ids, text_mask, config):
+    """One Pretrain.py iteration: zero_grad, forward (under autocast for bf16,
+    backward outside it, as the autocast docs prescribe), backward, AdamW step."""
+    batch_images = need(images, TRAIN_BATCH, "images").contiguous()
+    ids = need(text_ids, TRAIN_BATCH, "texts")[:, :TRAIN_TOKENS].contiguous()
+    mask = text_mask[:TRAIN_BATCH, :TRAIN_TOKENS].contiguous()
+    alpha = float(config.get("alpha", 0.4))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.02)
+    first_losses = []
+
+    def step():
+        optimizer.zero_grad()
+        with autocast(args.precision):
+            losses = model(batch_images, ids, mask, alpha=alpha)
+        loss = losses[0] + losses[1] + losses[2]
+        loss.backward()
+        optimizer.step()
+        values = [float(l) for l in losses]
+        if not first_losses:
+            first_losses.extend(values)
+        return values
+
+    extra = {"alpha": alpha, "tokens": int(ids.shape[1]), "first_step_losses": first_losses,
+             "optimizer": "AdamW(lr=1e-4, weight_decay=0.02), one group"}
+    if args.precision == "bf16":
+        extra["note"] = ("albef_torch casts the MLM head's LayerNorm input to the weight dtype; the unpatched "
+                         "official xbert BertPredictionHeadTransform raises 'expected scalar type BFloat16 but "
+                         "found Float' there under CPU autocast (torch 1.13)")
+    return (TRAIN_BATCH, "samples/s", step,
+            lambda r: {"losses": np.asarray(first_losses, dtype=np.float32)}, extra)
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--weights", required=True, help="state_dict in official layout (or {'model': ...})")
+    parser.add_argument("--inputs", required=True, help="folder with images.npy, text_ids.npy, text_mask.npy")
+    parser.add_argument("--workload", required=True, choices=WORKLOADS)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--k_test", type=int, default=16)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--outputs", help="folder for the workload's outputs as float32 .npy")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed (train: negatives, MLM masks, dropout)")
+    return parser.parse_args()
+
+
+def run(args, report):
+    """Sets up and times the workload, filling `report`."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    report["threads"] = torch.get_num_threads()
+
+    images, text_ids, text_mask = load_inputs(args.inputs)
+    setup_start = time.perf_counter()
+    checkpoint = torch.load(args.weights, map_location="cpu")
+    state = checkpoint["model"] if "model" in checkpoint else checkpoint
+    model, config, msg = build_model(args, state, image_res=images.shape[-1])
+    del checkpoint, state
+    report.update({"model": type(model).__name__, "image_res": int(images.shape[-1]),
+                   "n_missing_keys": len(msg.missing_keys), "missing_keys": msg.missing_keys[:10],
+                   "n_unexpected_keys": len(msg.unexpected_keys)})
+    if args.workload == "train_b8":
+        model.train()
+        items, unit, step, outputs, extra = train_workload(model, args, images, text_ids, text_mask, config)
+    else:
+        model.eval()
+        if args.workload in ("image_b1", "image_b32"):
+            built = image_workload(model, args, images, int(args.workload[len("image_b"):]))
+        elif args.workload == "text_b64":
+            built = text_workload(model, args, text_ids, text_mask)
+        elif args.workload == "itm_b64":
+            built = itm_workload(model, args, images, text_ids, text_mask)
+        else:
+            built = retrieval_workload(model, args, images, text_ids, text_mask)
+        items, unit, step, outputs, extra = built
+    report.update(extra)
+    report["unit"] = unit
+    report["setup_seconds"] = time.perf_counter() - setup_start
+    report["peak_rss_setup_mb"] = rss_peak_mb()
+    report["hwm_reset"] = reset_hwm()
+
+    times, cpu, result = time_iterations(step, args.warmup, args.iters)
+    seconds = statistics.median(times)
+    # CPU time / (wall time x threads): well below 1 means the threads did not get
+    # their cores (another load on the machine), so the timing is not trustworthy.
+    report.update({"seconds": seconds, "rate": items / seconds, "items": items, "times": times,
+                   "cpu_utilisation": cpu / (sum(times) * report["threads"]) if times else None})
+    if args.outputs:
+        os.makedirs(args.outputs, exist_ok=True)
+        for name, array in outputs(result).items():
+            np.save(os.path.join(args.outputs, name + ".npy"), array)
+
+
+def main():
+    args = parse_args()
+    report = {"workload": args.workload, "precision": args.precision, "threads": args.threads,
+              "iters": args.iters, "warmup": args.warmup, "seconds": None, "rate": None, "unit": None,
+              "peak_rss_mb": None, "error": None, "torch_version": torch.__version__,
+              "python": platform.python_version()}
+    try:
+        run(args, report)
+    except Exception as error:  # recorded, not raised: the caller reads the JSON
+        report["error"] = f"{type(error).__name__}: {error}"
+        report["traceback"] = traceback.format_exc()
+        print(report["traceback"], file=sys.stderr)
+    # ru_maxrss may have been reset with the high-water mark; the process peak is the larger of both phases.
+    report["peak_rss_mb"] = max(rss_peak_mb(), report.get("peak_rss_setup_mb") or 0.0)
+    report["peak_rss_run_mb"] = vm_hwm_mb() if report.get("hwm_reset") else None
+    report["blas"] = blas_library()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(json.dumps({k: report.get(k) for k in ("workload", "precision", "threads", "seconds", "rate", "unit",
+                                                 "peak_rss_mb", "peak_rss_run_mb", "cpu_utilisation", "error")}))
+
+
+if __name__ == "__main__":
+    main()
