@@ -1,9 +1,11 @@
-// albef bench: measured speed and memory (code under bench/).
+// albef bench: measured speed and memory, against PyTorch on the same
+// machine (code under bench/, results in bench/README.md).
 
 #include "cli/common.h"
 
 #include "index_bench.h"
 #include "memory.h"
+#include "model_bench.h"
 
 #include "albef/core/fs.h"
 
@@ -11,37 +13,58 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <unistd.h>
 
 namespace albef::cli {
 namespace {
 
 struct BenchFlags {
-  std::string suite = "index";
+  std::string suite = "model";
   std::string json_path;
   int threads = 0;
   bench::IndexBenchOptions index;
+  bench::ModelBenchOptions model;
+  bool no_pytorch = false;
+  // A worker: one workload in this process (started by the model suite).
+  bool worker = false;
+  bench::WorkerRequest request;
 };
 
 void print_index_table(const nlohmann::json& rows) {
-  std::printf("gallery search: %lld random %lld-d features, %s\n", rows[0]["gallery"].get<long long>(),
-              rows[0]["dim"].get<long long>(), "top-10 of 1,000 captions");
-  std::printf("%-10s %9s %10s %11s %13s %9s\n", "index", "build s", "index MB", "query ms", "batched ms/q",
-              "recall");
+  std::printf("gallery search: %lld random %lld-d features, top-10 of 1,000 captions\n",
+              rows[0]["gallery"].get<long long>(), rows[0]["dim"].get<long long>());
+  std::printf("%-10s %9s %10s %11s %13s %9s\n", "index", "build s", "index MB", "query ms", "batched ms/q", "recall");
   for (const auto& row : rows)
     std::printf("%-10s %9.2f %10.1f %11.3f %13.4f %9.3f\n", row["index"].get<std::string>().c_str(),
                 row["build_s"].get<double>(), row["index_mb"].get<double>(), row["query_ms"].get<double>(),
                 row["batch_query_ms"].get<double>(), row["recall_at_k"].get<double>());
 }
 
-void run_bench(const BenchFlags& flags) {
+std::string self_executable() {
+  std::error_code error;
+  const auto path = std::filesystem::read_symlink("/proc/self/exe", error);
+  return error ? std::string("albef") : path.string();
+}
+
+void run_bench(BenchFlags& flags) {
+  if (flags.worker) {
+    flags.request.threads = flags.threads;
+    bench::run_model_worker(flags.request);
+    return;
+  }
   init_runtime(flags.threads);
   nlohmann::json report = {{"threads", at::get_num_threads()}};
+  if (flags.suite == "model" || flags.suite == "all") {
+    flags.model.threads = flags.threads;
+    flags.model.pytorch = !flags.no_pytorch;
+    report["model"] = bench::run_model_bench(flags.model, self_executable());
+    bench::print_model_table(report["model"]);
+  }
   if (flags.suite == "index" || flags.suite == "all") {
     report["index"] = bench::run_index_bench(flags.index);
     print_index_table(report["index"]);
   }
   report["peak_resident_mb"] = static_cast<double>(bench::peak_resident_bytes()) / (1 << 20);
-  std::printf("peak resident memory of this run: %.0f MB\n", report["peak_resident_mb"].get<double>());
   if (!flags.json_path.empty())
     write_atomically(flags.json_path, [&](const std::string& tmp) { std::ofstream(tmp) << report.dump(1) << "\n"; });
 }
@@ -50,14 +73,49 @@ void run_bench(const BenchFlags& flags) {
 
 void add_bench_command(CLI::App& app) {
   auto flags = std::make_shared<BenchFlags>();
-  CLI::App* command = app.add_subcommand("bench", "Measure speed and memory (see bench/README.md)");
-  command->add_option("--suite", flags->suite, "What to measure: index, or all")
-      ->check(CLI::IsMember({"index", "all"}));
-  command->add_option("--gallery", flags->index.gallery, "Images in the synthetic search gallery")
-      ->check(CLI::PositiveNumber);
+  CLI::App* command = app.add_subcommand("bench", "Measure speed and memory against PyTorch (see bench/README.md)");
+  command->add_option("--suite", flags->suite, "model (full-size workloads vs PyTorch), index, or all")
+      ->check(CLI::IsMember({"model", "index", "all"}));
   command->add_option("--threads", flags->threads, "Compute threads (0 = every core)")->check(CLI::NonNegativeNumber);
   command->add_option("--json", flags->json_path, "Also write the results as JSON");
-  command->callback([flags] { run_bench(*flags); });
+  command->add_option("--checkpoint", flags->model.checkpoint, "Weights to time (default: random, seed 0)");
+  command->add_option("--workload", flags->model.workloads, "Only these workloads (repeatable)")
+      ->check(CLI::IsMember(bench::model_workloads()));
+  command->add_option("--precision", flags->model.precisions, "fp32 and/or bf16 (repeatable; default both)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+  command->add_option("--iters", flags->model.iters, "Timed iterations per workload (median)")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--gallery-images", flags->model.gallery_images, "Retrieval gallery: N images x 5N captions")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--k-test", flags->model.k_test, "Retrieval: candidates re-ranked per query")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--pretrain-config", flags->model.pretrain_config, "The training step's model config");
+  command->add_option("--retrieval-config", flags->model.retrieval_config, "The inference workloads' model config");
+  command->add_option("--workdir", flags->model.workdir, "Keep weights, inputs, outputs and logs here");
+  command->add_flag("--no-pytorch", flags->no_pytorch, "Skip the PyTorch baseline");
+  command->add_option("--python", flags->model.python, "The Python with torch for the baseline");
+  command->add_option("--baseline", flags->model.baseline_script, "The baseline script (bench/pytorch_baseline.py)");
+  command->add_option("--gallery", flags->index.gallery, "Index suite: images in the synthetic gallery")
+      ->check(CLI::PositiveNumber);
+  // The worker interface (used by the model suite, one process per workload).
+  command->add_flag("--worker", flags->worker)->group("");
+  command->add_option("--config", flags->request.config)->group("");
+  command->add_option("--weights", flags->request.weights)->group("");
+  command->add_option("--inputs", flags->request.inputs)->group("");
+  command->add_option("--out", flags->request.out_json)->group("");
+  command->add_option("--outputs", flags->request.outputs_dir)->group("");
+  command->add_option("--warmup", flags->request.warmup)->group("");
+  command->add_option("--k_test", flags->request.k_test)->group("");
+  command->callback([flags] {
+    if (flags->worker) {
+      if (flags->model.workloads.size() != 1 || flags->model.precisions.size() != 1)
+        throw CLI::ValidationError("--worker", "needs exactly one --workload and one --precision");
+      flags->request.workload = flags->model.workloads[0];
+      flags->request.precision = flags->model.precisions[0];
+      flags->request.iters = flags->model.iters;
+    }
+    run_bench(*flags);
+  });
 }
 
 }  // namespace albef::cli

@@ -48,16 +48,24 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer&
                                    const RetrievalEvalOptions& options) {
   ALBEF_CHECK(!image_paths.empty() && !texts.empty(), "empty gallery: ", image_paths.size(), " images, ",
               texts.size(), " texts");
+  // Texts: one padding length for all, so any subset can be batched.
+  const text::BatchEncoding encoding = tokenizer.encode_batch(texts, options.max_text_length, text::Padding::Longest);
+  const int64_t res = model->config().image_res;
+  return evaluate_retrieval(
+      model, static_cast<int64_t>(image_paths.size()),
+      [&](int64_t begin, int64_t end) { return load_image_batch(image_paths, begin, end, res); }, encoding, options);
+}
+
+RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const ImageBatches& images,
+                                   const text::BatchEncoding& texts, const RetrievalEvalOptions& options) {
+  const int64_t n_texts = texts.input_ids.size(0);
+  ALBEF_CHECK(n_images > 0 && n_texts > 0, "empty gallery: ", n_images, " images, ", n_texts, " texts");
   at::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
   const c10::Device device = model->temp.device();
   PrecisionGuard precision(options.precision, device);
-  const int64_t n_images = static_cast<int64_t>(image_paths.size());
-  const int64_t n_texts = static_cast<int64_t>(texts.size());
-
-  // Texts: one padding length for all, so any subset can be batched.
-  const text::BatchEncoding encoding = tokenizer.encode_batch(texts, options.max_text_length, text::Padding::Longest);
+  const text::BatchEncoding& encoding = texts;
   const at::Tensor text_masks = encoding.attention_mask.to(device);
   std::vector<at::Tensor> text_states_parts, text_feat_parts;
   for (int64_t begin = 0; begin < n_texts; begin += options.text_batch) {
@@ -74,7 +82,7 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer&
   std::vector<at::Tensor> image_token_parts, image_feat_parts;
   for (int64_t begin = 0; begin < n_images; begin += options.image_batch) {
     const int64_t end = std::min(n_images, begin + options.image_batch);
-    const at::Tensor tokens = model->encode_image(load_image_batch(image_paths, begin, end, model->config().image_res).to(device));
+    const at::Tensor tokens = model->encode_image(images(begin, end).to(device));
     image_token_parts.push_back(tokens);
     image_feat_parts.push_back(model->image_feature(tokens).to(at::kFloat));
   }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <functional>
 #include <vector>
 
 namespace albef {
@@ -45,6 +46,15 @@ struct RetrievalScores {
 RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer& tokenizer,
                                    const std::vector<std::string>& image_paths, const std::vector<std::string>& texts,
                                    const RetrievalEvalOptions& options);
+
+/// Images [begin, end) of a gallery, already through the test transform:
+/// float32 [end - begin, 3, R, R].
+using ImageBatches = std::function<at::Tensor(int64_t begin, int64_t end)>;
+
+/// The same evaluation on `n_images` images given batch by batch and
+/// captions already tokenized (padded to one length).
+RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const ImageBatches& images,
+                                   const text::BatchEncoding& texts, const RetrievalEvalOptions& options);
 
 /// The official `itm_eval` metrics: txt_r1/5/10 (image -> text, a hit when
 /// any of the image's captions ranks within k), img_r1/5/10, the means and

@@ -1,0 +1,441 @@
+#include "model_bench.h"
+
+#include "memory.h"
+
+#include "albef/config/config.h"
+#include "albef/core/error.h"
+#include "albef/core/fs.h"
+#include "albef/io/checkpoint.h"
+#include "albef/io/npy.h"
+#include "albef/model/albef.h"
+#include "albef/tasks/retrieval_eval.h"
+#include "albef/train/optimizer.h"
+#include "albef/train/pretrain_step.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <unistd.h>
+
+namespace albef::bench {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr int64_t kTextBatch = 64, kItmBatch = 64, kTrainBatch = 8, kTrainTokens = 25, kTextTokens = 30;
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Median seconds of `iters` calls after `warmup` untimed ones.
+double time_median(const std::function<void()>& step, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) step();
+  std::vector<double> times;
+  for (int i = 0; i < std::max(1, iters); ++i) {
+    const double start = now_seconds();
+    step();
+    times.push_back(now_seconds() - start);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  nlohmann::json value = nlohmann::json::parse(in, nullptr, false);
+  return value.is_discarded() ? nlohmann::json() : value;
+}
+
+// ---------------------------------------------------------------- FLOPs
+// Multiply-adds count 2. Matmuls only (they are >97% of the work).
+
+struct Dims {
+  double image_tokens, vision_width, vision_depth, vision_mlp, patch_in;
+  double width, intermediate, text_layers, fusion_layers, vocab;
+};
+
+Dims dims_of(const Config& config, int64_t image_res) {
+  Dims d{};
+  const double grid = static_cast<double>(image_res / config.vision.patch_size);
+  d.image_tokens = grid * grid + 1;
+  d.vision_width = static_cast<double>(config.vision.embed_dim);
+  d.vision_depth = static_cast<double>(config.vision.depth);
+  d.vision_mlp = d.vision_width * config.vision.mlp_ratio;
+  d.patch_in = 3.0 * config.vision.patch_size * config.vision.patch_size;
+  d.width = static_cast<double>(config.bert.hidden_size);
+  d.intermediate = static_cast<double>(config.bert.intermediate_size);
+  d.fusion_layers = static_cast<double>(config.bert.num_hidden_layers - config.bert.fusion_layer);
+  d.text_layers = static_cast<double>(config.bert.fusion_layer);
+  d.vocab = static_cast<double>(config.bert.vocab_size);
+  return d;
+}
+
+double vit_flops(const Dims& d, double images) {
+  const double n = d.image_tokens, w = d.vision_width;
+  const double layer = 2 * n * (4 * w * w + 2 * w * d.vision_mlp) + 4 * n * n * w;
+  return images * (d.vision_depth * layer + 2 * (n - 1) * d.patch_in * w);
+}
+
+double text_layer_flops(const Dims& d, double tokens) {
+  const double w = d.width;
+  return 2 * tokens * (4 * w * w + 2 * w * d.intermediate) + 4 * tokens * tokens * w;
+}
+
+// One fusion layer for one (text, image) pair without the image's K/V
+// projections, and those projections alone (once per image when shared).
+double fusion_pair_flops(const Dims& d, double tokens) {
+  const double w = d.width, n = d.image_tokens;
+  return text_layer_flops(d, tokens) + 2 * tokens * 2 * w * w + 4 * tokens * n * w;
+}
+double fusion_kv_flops(const Dims& d) { return 2 * d.image_tokens * 2 * d.vision_width * d.width; }
+
+double workload_flops(const std::string& workload, const Dims& d, int64_t n_images, int64_t n_texts, int64_t k) {
+  const double t = kTextTokens;
+  if (workload == "image_b1") return vit_flops(d, 1);
+  if (workload == "image_b32") return vit_flops(d, 32);
+  if (workload == "text_b64") return kTextBatch * d.text_layers * text_layer_flops(d, t);
+  if (workload == "itm_b64") return kItmBatch * d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d));
+  if (workload == "retrieval") {
+    // What the official algorithm needs once each image's K/V are shared:
+    // both encoders over the gallery, (images + texts) x k fused pairs, K/V
+    // once per image and direction.
+    const double pairs = static_cast<double>((n_images + n_texts) * k);
+    return vit_flops(d, n_images) + n_texts * d.text_layers * text_layer_flops(d, t) +
+           d.fusion_layers * (pairs * fusion_pair_flops(d, t) + 2.0 * n_images * fusion_kv_flops(d));
+  }
+  // train_b8: online forward (image, text, 3B fused pairs, the MLM pass and
+  // its vocabulary head) x 3 for forward + backward, plus the momentum
+  // model's forward (image, text, MLM pass).
+  const double b = kTrainBatch, tt = kTrainTokens;
+  const double image = vit_flops(d, b), text = b * d.text_layers * text_layer_flops(d, tt);
+  const double fused = d.fusion_layers * (fusion_pair_flops(d, tt) + fusion_kv_flops(d));
+  const double mlm = text + b * fused + b * tt * 2 * d.width * d.vocab;
+  return 3 * (image + text + 3 * b * fused + mlm) + (image + text + mlm);
+}
+
+// ---------------------------------------------------------------- GEMM peak
+
+double gemm_gflops(at::ScalarType dtype) {
+  const int64_t n = 2048;
+  const at::Tensor a = at::randn({n, n}).to(dtype), b = at::randn({n, n}).to(dtype);
+  at::Tensor c = at::mm(a, b);  // warm-up (oneDNN primitive creation, page faults)
+  double best = 1e30;
+  for (int i = 0; i < 5; ++i) {
+    const double start = now_seconds();
+    c = at::mm(a, b);
+    best = std::min(best, now_seconds() - start);
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
+
+// ---------------------------------------------------------------- worker
+
+void save_outputs(const std::string& dir, const std::vector<std::pair<std::string, at::Tensor>>& outputs) {
+  if (dir.empty()) return;
+  fs::create_directories(dir);
+  for (const auto& [name, tensor] : outputs) io::write_npy(dir + "/" + name + ".npy", tensor.detach().to(at::kFloat));
+}
+
+double parameter_mb(AlbefModel& model) {
+  double bytes = 0;
+  for (const auto& parameter : model->parameters()) bytes += static_cast<double>(parameter.nbytes());
+  return bytes / (1 << 20);
+}
+
+}  // namespace
+
+const std::vector<std::string>& model_workloads() {
+  static const std::vector<std::string> names = {"image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "train_b8"};
+  return names;
+}
+
+void run_model_worker(const WorkerRequest& request) {
+  init_runtime(request.threads);
+  const Precision precision = parse_precision(request.precision);
+  const c10::Device device(c10::kCPU);
+  Config config = load_config(request.config);
+  const at::Tensor images = io::read_npy(request.inputs + "/images.npy");
+  const at::Tensor text_ids = io::read_npy(request.inputs + "/text_ids.npy");
+  const at::Tensor text_mask = io::read_npy(request.inputs + "/text_mask.npy");
+  config.image_res = images.size(-1);
+  const bool train = request.workload == "train_b8";
+
+  AlbefModel model(config, ModelOptions{train ? ModelKind::Pretrain : ModelKind::Retrieval, train});
+  {
+    const auto state = io::state_dict_from(io::read_torch_file(request.weights), request.weights);
+    load_state_dict(model, state, request.weights);
+  }
+  const double weights_mb = parameter_mb(model);
+  nlohmann::json report = {{"workload", request.workload}, {"precision", request.precision},
+                           {"threads", at::get_num_threads()}, {"weights_mb", weights_mb}};
+  std::vector<std::pair<std::string, at::Tensor>> outputs;
+  int64_t items = 0;
+  std::string unit;
+  std::function<void()> step;
+
+  if (!train) {
+    model->eval();
+    if (request.workload == "image_b1" || request.workload == "image_b32") {
+      items = request.workload == "image_b1" ? 1 : 32;
+      unit = "images/s";
+      const at::Tensor batch = images.slice(0, 0, items).contiguous();
+      step = [&, batch] {
+        at::NoGradGuard no_grad;
+        PrecisionGuard guard(precision, device);
+        const at::Tensor embeds = model->encode_image(batch);
+        outputs = {{"image_feat", model->image_feature(embeds)}};
+      };
+    } else if (request.workload == "text_b64") {
+      items = kTextBatch;
+      unit = "texts/s";
+      const at::Tensor ids = text_ids.slice(0, 0, items), mask = text_mask.slice(0, 0, items);
+      step = [&, ids, mask] {
+        at::NoGradGuard no_grad;
+        PrecisionGuard guard(precision, device);
+        outputs = {{"text_feat", model->text_feature(model->encode_text(ids, mask))}};
+      };
+    } else if (request.workload == "itm_b64") {
+      items = kItmBatch;
+      unit = "pairs/s";
+      const at::Tensor ids = text_ids.slice(0, 0, items), mask = text_mask.slice(0, 0, items);
+      at::Tensor text_embeds, image_embeds;
+      {
+        at::NoGradGuard no_grad;
+        PrecisionGuard guard(precision, device);
+        text_embeds = model->encode_text(ids, mask);
+        image_embeds = model->encode_image(images).index_select(0, at::arange(items) % images.size(0));
+      }
+      step = [&, text_embeds, image_embeds, mask] {
+        at::NoGradGuard no_grad;
+        PrecisionGuard guard(precision, device);
+        outputs = {{"itm_logits", model->itm_logits(model->fuse(text_embeds, mask, image_embeds))}};
+      };
+    } else if (request.workload == "retrieval") {
+      items = images.size(0) + text_ids.size(0);
+      unit = "queries/s";
+      RetrievalEvalOptions options;
+      options.k_test = request.k_test;
+      options.precision = precision;
+      report["k_test"] = request.k_test;
+      const text::BatchEncoding texts{text_ids, text_mask};
+      step = [&, options, texts] {
+        const RetrievalScores scores = evaluate_retrieval(
+            model, images.size(0), [&](int64_t begin, int64_t end) { return images.slice(0, begin, end); }, texts,
+            options);
+        outputs = {{"score_i2t", scores.i2t}, {"score_t2i", scores.t2i}};
+      };
+    } else {
+      fail("unknown workload '", request.workload, "'");
+    }
+  } else {
+    model->train();
+    items = kTrainBatch;
+    unit = "samples/s";
+    const at::Tensor batch = images.slice(0, 0, kTrainBatch).contiguous();
+    const at::Tensor ids = text_ids.slice(0, 0, kTrainBatch).slice(1, 0, kTrainTokens).contiguous();
+    const at::Tensor mask = text_mask.slice(0, 0, kTrainBatch).slice(1, 0, kTrainTokens).contiguous();
+    auto optimizer = std::make_shared<AdamW>(create_optimizer(*model, config.optimizer));
+    step = [&, optimizer, batch, ids, mask] {
+      optimizer->zero_grad();
+      StepOutputs out;
+      {
+        PrecisionGuard guard(precision, device);
+        out = pretrain_forward(model, batch, ids, mask, 0.4, MlmTokenIds{});
+      }
+      (out.loss_mlm + out.loss_ita + out.loss_itm).backward();
+      optimizer->step();
+      outputs = {{"losses", at::stack({out.loss_mlm, out.loss_ita, out.loss_itm}).detach()}};
+    };
+  }
+  at::manual_seed(0);
+  const double seconds = time_median(step, request.warmup, request.iters);
+  save_outputs(request.outputs_dir, outputs);
+  report.update({{"seconds", seconds},
+                 {"rate", static_cast<double>(items) / seconds},
+                 {"unit", unit},
+                 {"items", items},
+                 {"peak_rss_mb", static_cast<double>(peak_resident_bytes()) / (1 << 20)}});
+  write_atomically(request.out_json, [&](const std::string& tmp) { std::ofstream(tmp) << report.dump(1) << "\n"; });
+}
+
+// ---------------------------------------------------------------- orchestration
+
+namespace {
+
+// Random full-size weights (seed 0) or the given checkpoint, written once in
+// the pretraining layout (with momentum copies, for the training step) and
+// in the retrieval layout without them (what inference loads).
+void write_weights(const ModelBenchOptions& options, const std::string& train_path, const std::string& infer_path) {
+  const Config pretrain = load_config(options.pretrain_config);
+  Config retrieval = load_config(options.retrieval_config);
+  retrieval.image_res = pretrain.image_res;  // the benchmark's resolution: no position-embedding resampling
+  at::manual_seed(0);
+  AlbefModel train_model(pretrain, ModelOptions{ModelKind::Pretrain, true});
+  train_model->init_weights();
+  if (!options.checkpoint.empty())
+    load_state_dict(train_model,
+                    io::state_dict_from(io::read_torch_file(options.checkpoint), options.checkpoint), options.checkpoint);
+  io::write_torch_file(train_path, io::state_dict_to_object(state_dict(*train_model)));
+  AlbefModel infer_model(retrieval, ModelOptions{ModelKind::Retrieval, false});
+  load_state_dict(infer_model, state_dict(*train_model), train_path);
+  io::write_torch_file(infer_path, io::state_dict_to_object(state_dict(*infer_model)));
+}
+
+void write_inputs(const std::string& dir, int64_t images, int64_t texts, int64_t image_res) {
+  fs::create_directories(dir);
+  at::manual_seed(0);
+  io::write_npy(dir + "/images.npy", at::randn({images, 3, image_res, image_res}));
+  at::Tensor ids = at::randint(1000, 30000, {texts, kTextTokens}, at::kLong);
+  ids.select(1, 0).fill_(101);  // [CLS], as the tokenizer starts every caption
+  io::write_npy(dir + "/text_ids.npy", ids);
+  io::write_npy(dir + "/text_mask.npy", at::ones({texts, kTextTokens}, at::kLong));
+}
+
+// Largest |a - b| relative to max |b| over the outputs both sides wrote;
+// score matrices are compared where both scored the pair (not -100).
+std::optional<double> output_difference(const std::string& albef_dir, const std::string& torch_dir) {
+  if (!fs::is_directory(albef_dir) || !fs::is_directory(torch_dir)) return std::nullopt;
+  std::optional<double> worst;
+  for (const auto& entry : fs::directory_iterator(albef_dir)) {
+    const std::string other = torch_dir + "/" + entry.path().filename().string();
+    if (entry.path().filename() == "losses.npy" || !fs::exists(other)) continue;  // random masks differ
+    at::Tensor a = io::read_npy(entry.path().string()).to(at::kDouble), b = io::read_npy(other).to(at::kDouble);
+    if (a.sizes() != b.sizes()) return 1e30;
+    const at::Tensor both = (a != -100) & (b != -100);
+    a = a.masked_select(both);
+    b = b.masked_select(both);
+    if (b.numel() == 0) continue;
+    const double diff = (a - b).abs().max().item<double>() / std::max(1e-12, b.abs().max().item<double>());
+    worst = std::max(worst.value_or(0.0), diff);
+  }
+  return worst;
+}
+
+std::string quoted(const std::string& text) { return "'" + text + "'"; }
+
+}  // namespace
+
+nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::string& self_exe) {
+  if (options.k_test > options.gallery_images)
+    fail("bench: k_test ", options.k_test, " needs a gallery of at least as many images (the official evaluation "
+         "takes the top k_test images of every caption), got ", options.gallery_images);
+  const bool temporary = options.workdir.empty();
+  const std::string dir = temporary ? (fs::temp_directory_path() / ("albef_bench_" + std::to_string(::getpid()))).string()
+                                    : options.workdir;
+  fs::create_directories(dir);
+  const std::string train_weights = dir + "/weights_pretrain.pth", infer_weights = dir + "/weights_retrieval.pth";
+  const int64_t image_res = load_config(options.pretrain_config).image_res;
+  std::cout << "writing full-size weights and inputs to " << dir << " ..." << std::endl;
+  write_weights(options, train_weights, infer_weights);
+  write_inputs(dir + "/inputs", std::max<int64_t>(32, options.gallery_images),
+               std::max<int64_t>(kTextBatch, 5 * options.gallery_images), image_res);
+  // The retrieval gallery: N images x 5N captions (the other inputs serve
+  // the fixed-batch workloads). The official evaluation needs k_test <= N.
+  write_inputs(dir + "/gallery", options.gallery_images, 5 * options.gallery_images, image_res);
+
+  nlohmann::json report;
+  std::cout << "measuring the GEMM peak (2048^3 matmuls) ..." << std::endl;
+  report["gemm_peak_gflops"] = {{"fp32", gemm_gflops(at::kFloat)}, {"bf16", gemm_gflops(at::kBFloat16)}};
+  report["threads"] = at::get_num_threads();
+  report["gallery"] = {{"images", options.gallery_images}, {"texts", 5 * options.gallery_images},
+                       {"k_test", options.k_test}};
+  const Dims dims = dims_of(load_config(options.pretrain_config), image_res);
+  const std::vector<std::string> workloads = options.workloads.empty() ? model_workloads() : options.workloads;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& precision : options.precisions) {
+    for (const auto& workload : workloads) {
+      const bool train = workload == "train_b8";
+      const std::string config = train ? options.pretrain_config : options.retrieval_config;
+      const std::string weights = train ? train_weights : infer_weights;
+      const std::string inputs = dir + (workload == "retrieval" ? "/gallery" : "/inputs");
+      const std::string tag = workload + "_" + precision;
+      const std::string common = " --workload " + workload + " --precision " + precision + " --config " +
+                                 quoted(config) + " --weights " + quoted(weights) + " --inputs " + quoted(inputs) +
+                                 " --threads " + std::to_string(report["threads"].get<int>()) + " --iters " +
+                                 std::to_string(train || workload == "retrieval" ? 1 : options.iters) + " --warmup " +
+                                 std::to_string(options.warmup) + " --k_test " + std::to_string(options.k_test);
+      std::cout << "  " << tag << ": albef" << std::flush;
+      const int albef_status = std::system((quoted(self_exe) + " bench --worker" + common + " --out " +
+                                            quoted(dir + "/" + tag + ".albef.json") + " --outputs " +
+                                            quoted(dir + "/out_albef_" + tag) + " > " + quoted(dir + "/" + tag + ".albef.log") + " 2>&1")
+                                               .c_str());
+      nlohmann::json row = {{"workload", workload}, {"precision", precision}};
+      const nlohmann::json mine = read_json_file(dir + "/" + tag + ".albef.json");
+      if (albef_status != 0 || mine.is_null()) {
+        row["albef_error"] = "the worker failed, see " + dir + "/" + tag + ".albef.log";
+      } else {
+        row["unit"] = mine["unit"];
+        row["albef_rate"] = mine["rate"];
+        row["albef_seconds"] = mine["seconds"];
+        row["albef_peak_mb"] = mine["peak_rss_mb"];
+        row["weights_mb"] = mine["weights_mb"];
+      }
+      if (options.pytorch) {
+        std::cout << ", pytorch" << std::flush;
+        std::system((options.python + " " + quoted(options.baseline_script) + common + " --out " +
+                     quoted(dir + "/" + tag + ".torch.json") + " --outputs " + quoted(dir + "/out_torch_" + tag) +
+                     " > " + quoted(dir + "/" + tag + ".torch.log") + " 2>&1")
+                        .c_str());
+        const nlohmann::json theirs = read_json_file(dir + "/" + tag + ".torch.json");
+        if (theirs.is_null() || !theirs["error"].is_null()) {
+          row["torch_error"] = theirs.is_null() ? "no report, see " + dir + "/" + tag + ".torch.log"
+                                                : theirs["error"].get<std::string>();
+        } else {
+          row["torch_rate"] = theirs["rate"];
+          row["torch_seconds"] = theirs["seconds"];
+          row["torch_peak_mb"] = theirs["peak_rss_mb"];
+          if (row.contains("albef_rate")) row["speedup"] = row["albef_rate"].get<double>() / theirs["rate"].get<double>();
+        }
+        if (const auto diff = output_difference(dir + "/out_albef_" + tag, dir + "/out_torch_" + tag))
+          row["max_rel_diff"] = *diff;
+      }
+      const double flops = workload_flops(workload, dims, options.gallery_images, 5 * options.gallery_images,
+                                          options.k_test);
+      row["gflop"] = flops / 1e9;
+      if (row.contains("albef_seconds")) {
+        row["albef_gflops"] = flops / 1e9 / row["albef_seconds"].get<double>();
+        row["peak_percent"] =
+            100.0 * row["albef_gflops"].get<double>() / report["gemm_peak_gflops"][precision].get<double>();
+      }
+      std::cout << std::endl;
+      rows.push_back(row);
+    }
+  }
+  report["rows"] = rows;
+  if (temporary) fs::remove_all(dir);
+  return report;
+}
+
+void print_model_table(const nlohmann::json& report) {
+  std::printf("\nmeasured GEMM peak: fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s (%d threads)\n",
+              report["gemm_peak_gflops"]["fp32"].get<double>(), report["gemm_peak_gflops"]["bf16"].get<double>(),
+              report["threads"].get<int>());
+  std::printf("%-10s %-5s %10s %10s %8s %9s %7s %8s %9s %10s %9s\n", "workload", "prec", "albef", "pytorch",
+              "albef/pt", "unit", "GFLOP", "% peak", "albef MB", "pytorch MB", "max diff");
+  auto number = [](const nlohmann::json& row, const char* key, const char* format) {
+    char text[32] = "-";
+    if (row.contains(key) && row[key].is_number()) std::snprintf(text, sizeof(text), format, row[key].get<double>());
+    return std::string(text);
+  };
+  for (const auto& row : report["rows"]) {
+    std::printf("%-10s %-5s %10s %10s %8s %9s %7s %8s %9s %10s %9s\n", row["workload"].get<std::string>().c_str(),
+                row["precision"].get<std::string>().c_str(), number(row, "albef_rate", "%.2f").c_str(),
+                number(row, "torch_rate", "%.2f").c_str(), number(row, "speedup", "%.2fx").c_str(),
+                row.value("unit", "").c_str(), number(row, "gflop", "%.1f").c_str(),
+                number(row, "peak_percent", "%.0f%%").c_str(),
+                number(row, "albef_peak_mb", "%.0f").c_str(), number(row, "torch_peak_mb", "%.0f").c_str(),
+                number(row, "max_rel_diff", "%.1e").c_str());
+    for (const char* key : {"albef_error", "torch_error"})
+      if (row.contains(key)) std::printf("    %s: %s\n", key, row[key].get<std::string>().c_str());
+  }
+}
+
+}  // namespace albef::bench

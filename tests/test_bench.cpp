@@ -1,0 +1,62 @@
+// `albef bench` runs end to end on the tiny model: albef's workers and the
+// PyTorch baseline time the same workloads on the same weights and inputs
+// and produce the same outputs. (Speed is the benchmark's business, not a
+// test's: nothing here is timed.)
+
+#include "test_util.h"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+using albef::testing::data_path;
+using albef::testing::make_temp_dir;
+using albef::testing::run_command;
+using albef::testing::source_path;
+
+TEST(Bench, ModelSuiteComparesWithPyTorchOnTheSameOutputs) {
+  const std::string dir = make_temp_dir("bench_model");
+  const std::string config = data_path("tiny/Pretrain.yaml");
+  std::string output;
+  ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " bench --suite model --pretrain-config " + config +
+                            " --retrieval-config " + config + " --gallery-images 4 --k-test 2 --iters 1 --threads 1" +
+                            " --precision fp32 --workload image_b32 --workload itm_b64 --workload retrieval" +
+                            " --workload train_b8 --baseline " + source_path("bench/pytorch_baseline.py") +
+                            " --python " + ALBEF_PYTHON3 + " --workdir " + dir + "/work --json " + dir + "/bench.json",
+                        &output),
+            0)
+      << output;
+  std::ifstream in(dir + "/bench.json");
+  const nlohmann::json report = nlohmann::json::parse(in);
+  const auto& rows = report["model"]["rows"];
+  ASSERT_EQ(rows.size(), 4u) << report.dump(1);
+  for (const auto& row : rows) {
+    const std::string name = row["workload"].get<std::string>();
+    EXPECT_FALSE(row.contains("albef_error")) << row.dump();
+    EXPECT_FALSE(row.contains("torch_error")) << row.dump();
+    EXPECT_GT(row.value("albef_rate", 0.0), 0.0) << name;
+    EXPECT_GT(row.value("torch_rate", 0.0), 0.0) << name;
+    EXPECT_GT(row.value("gflop", 0.0), 0.0) << name;
+    if (name != "train_b8") {  // training draws its own random masks on each side
+      ASSERT_TRUE(row.contains("max_rel_diff")) << row.dump();
+      EXPECT_LT(row["max_rel_diff"].get<double>(), 1e-4) << name;
+    }
+  }
+  EXPECT_GT(report["model"]["gemm_peak_gflops"]["fp32"].get<double>(), 0.0);
+}
+
+TEST(Bench, IndexSuiteReportsEveryStructure) {
+  const std::string dir = make_temp_dir("bench_index");
+  std::string output;
+  ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " bench --suite index --gallery 3000 --threads 1 --json " + dir +
+                            "/index.json",
+                        &output),
+            0)
+      << output;
+  std::ifstream in(dir + "/index.json");
+  const nlohmann::json rows = nlohmann::json::parse(in)["index"];
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0]["index"], "flat");
+  EXPECT_DOUBLE_EQ(rows[0]["recall_at_k"].get<double>(), 1.0);  // exact search against itself
+  for (const auto& row : rows) EXPECT_GT(row["index_mb"].get<double>(), 0.0) << row.dump();
+}
