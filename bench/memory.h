@@ -8,4 +8,7 @@ namespace albef::bench {
 /// Peak resident set size in bytes since the process started (VmHWM).
 int64_t peak_resident_bytes();
 
+/// Resident set size in bytes now (VmRSS).
+int64_t resident_bytes();
+
 }  // namespace albef::bench

@@ -4,13 +4,18 @@ ALBEF architecture (bench/albef_torch.py) on this machine and writes a JSON.
 
     pytorch_baseline.py --config CFG --weights W.pth --inputs DIR --workload NAME
         --precision fp32|bf16 --threads N --iters I --warmup W --out OUT.json
-        [--outputs DIR] [--k_test K]
+        [--outputs DIR] [--k_test K] [--autocast_scope run|iter] [--seed S]
 
 The C++ bench starts one process per workload, so the peak memory reported is
 that workload's. It is run the way a user of the official code would run it:
 eager mode, `torch.set_num_threads(N)`, eval mode + `torch.no_grad()` for
-inference, bf16 = `torch.autocast('cpu', dtype=torch.bfloat16)` around the
-forward (weights stay fp32).
+inference, bf16 = `torch.autocast('cpu', dtype=torch.bfloat16)` (weights stay
+fp32). For inference one autocast region spans warm-up and timed iterations
+(`--autocast_scope run`, as when a user wraps an inference loop), so the fp32
+weights are cast to bf16 once, in warm-up; `--autocast_scope iter` enters it
+per iteration and pays that cast every time (~0.2 s for the ViT-B). Training
+always enters it per step: the weights change, and autocast's cast cache
+only lives as long as the region.
 
 Inputs (.npy in DIR, written by the C++ side): images.npy float32 [N,3,R,R]
 (normalised), text_ids.npy / text_mask.npy int64 [T,30]. The model is built
@@ -22,7 +27,7 @@ Workloads (rate unit in brackets):
   text_b64             text encoder (mode text) + text_proj feature, 64 texts [texts/s]
   itm_b64              fusion + ITM head of 64 pairs (text i, image i % N); the
                        embeddings are computed before the timed region [pairs/s]
-  retrieval            the official evaluation(): all images x all texts, k_test [queries/s,
+  retrieval            the official evaluation(): all images x all texts, --k_test [queries/s,
                        queries = N + T; `seconds` is one whole evaluation]
   train_b8             AlbefPretrain(momentum=True) training step on the first 8
                        images and the first 25 token columns: pretraining forward
@@ -31,12 +36,17 @@ Inference workloads build the model without the momentum encoders (they take
 no part in inference); W may be in pretrain (`text_encoder.bert.*`) or
 retrieval (`text_encoder.*`) layout.
 
+glibc malloc returns tensors above its mmap threshold to the kernel, so large
+batches page-fault on every fresh activation; the JSON records the faults per
+iteration and any MALLOC_* variables, which the caller may set (for both sides).
+
 The JSON always gets written: a failure inside the workload (e.g. bf16
 training) is recorded in "error" and the exit status is still 0, so the caller
 reads the JSON rather than a crash. With --outputs DIR the workload's outputs
 are saved there as float32 .npy for cross-checking against the C++ side.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -107,24 +117,23 @@ def autocast(precision):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=(precision == "bf16"))
 
 
-def cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def time_iterations(step, warmup, iters):
     """Runs `step` warmup + iters times; returns the per-iteration seconds of the
-    timed ones, the process CPU seconds they used, and the last result."""
+    timed ones, the resource usage they took (CPU seconds, user+sys, and minor
+    page faults) and the last result."""
     result = None
     for _ in range(warmup):
         result = step()
     times = []
-    cpu_start = cpu_seconds()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(iters):
         start = time.perf_counter()
         result = step()
         times.append(time.perf_counter() - start)
-    return times, cpu_seconds() - cpu_start, result
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    usage = {"cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+             "sys": after.ru_stime - before.ru_stime, "minflt": after.ru_minflt - before.ru_minflt}
+    return times, usage, result
 
 
 def to_numpy(tensor):
@@ -163,27 +172,24 @@ def need(tensor, count, what):
 
 # ----------------------------------------------------------------------------- workloads
 # Each returns (items per iteration, unit, step function, outputs(result) -> {name: array}, extra JSON fields).
+# Inference steps are plain calls: run() puts no_grad and autocast around them.
 
-def image_workload(model, args, images, batch):
+def image_workload(model, images, batch):
     batch_images = need(images, batch, "images").contiguous()
 
-    @torch.no_grad()
     def step():
-        with autocast(args.precision):
-            embeds = model.image_embeds(batch_images)
-            return embeds, model.image_feat(embeds)
+        embeds = model.image_embeds(batch_images)
+        return embeds, model.image_feat(embeds)
 
     return batch, "images/s", step, lambda r: {"image_embeds": to_numpy(r[0]), "image_feat": to_numpy(r[1])}, {}
 
 
-def text_workload(model, args, text_ids, text_mask):
+def text_workload(model, text_ids, text_mask):
     ids, mask = need(text_ids, TEXT_BATCH, "texts").contiguous(), text_mask[:TEXT_BATCH].contiguous()
 
-    @torch.no_grad()
     def step():
-        with autocast(args.precision):
-            embeds = model.text_embeds(ids, mask)
-            return embeds, model.text_feat(embeds)
+        embeds = model.text_embeds(ids, mask)
+        return embeds, model.text_feat(embeds)
 
     return TEXT_BATCH, "texts/s", step, lambda r: {"text_embeds": to_numpy(r[0]), "text_feat": to_numpy(r[1])}, {}
 
@@ -197,20 +203,17 @@ def itm_workload(model, args, images, text_ids, text_mask):
         image_embeds = model.image_embeds(images)
     pair_images = image_embeds[torch.arange(ITM_BATCH) % len(images)].contiguous()
 
-    @torch.no_grad()
     def step():
-        with autocast(args.precision):
-            return model.itm_logits(text_embeds, mask, pair_images)
+        return model.itm_logits(text_embeds, mask, pair_images)
 
     return ITM_BATCH, "pairs/s", step, lambda r: {"itm_logits": to_numpy(r)}, {}
 
 
-def retrieval_workload(model, args, images, text_ids, text_mask):
+def retrieval_workload(model, k_test, images, text_ids, text_mask):
     def step():
-        with autocast(args.precision):
-            return at.evaluation(model, images, text_ids, text_mask, args.k_test)
+        return at.evaluation(model, images, text_ids, text_mask, k_test)
 
-    extra = {"k_test": args.k_test, "n_images": len(images), "n_texts": len(text_ids)}
+    extra = {"k_test": k_test, "n_images": len(images), "n_texts": len(text_ids)}
     return (len(images) + len(text_ids), "queries/s", step,
             lambda r: {"score_i2t": r[0].astype(np.float32), "score_t2i": r[1].astype(np.float32)}, extra)
 
@@ -261,6 +264,8 @@ def parse_args():
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--k_test", type=int, default=16)
+    parser.add_argument("--autocast_scope", default="run", choices=("run", "iter"),
+                        help="inference under bf16: one autocast region for the whole run, or one per iteration")
     parser.add_argument("--out", required=True)
     parser.add_argument("--outputs", help="folder for the workload's outputs as float32 .npy")
     parser.add_argument("--seed", type=int, default=0, help="torch seed (train: negatives, MLM masks, dropout)")
@@ -282,32 +287,48 @@ def run(args, report):
     report.update({"model": type(model).__name__, "image_res": int(images.shape[-1]),
                    "n_missing_keys": len(msg.missing_keys), "missing_keys": msg.missing_keys[:10],
                    "n_unexpected_keys": len(msg.unexpected_keys)})
-    if args.workload == "train_b8":
+    train = args.workload == "train_b8"
+    if train:
         model.train()
         items, unit, step, outputs, extra = train_workload(model, args, images, text_ids, text_mask, config)
     else:
         model.eval()
         if args.workload in ("image_b1", "image_b32"):
-            built = image_workload(model, args, images, int(args.workload[len("image_b"):]))
+            built = image_workload(model, images, int(args.workload[len("image_b"):]))
         elif args.workload == "text_b64":
-            built = text_workload(model, args, text_ids, text_mask)
+            built = text_workload(model, text_ids, text_mask)
         elif args.workload == "itm_b64":
             built = itm_workload(model, args, images, text_ids, text_mask)
         else:
-            built = retrieval_workload(model, args, images, text_ids, text_mask)
+            built = retrieval_workload(model, args.k_test, images, text_ids, text_mask)
         items, unit, step, outputs, extra = built
+        if args.autocast_scope == "iter":
+            inner = step
+
+            def step():
+                with autocast(args.precision):
+                    return inner()
+        if args.precision == "bf16":
+            report["autocast_scope"] = args.autocast_scope
     report.update(extra)
     report["unit"] = unit
     report["setup_seconds"] = time.perf_counter() - setup_start
     report["peak_rss_setup_mb"] = rss_peak_mb()
     report["hwm_reset"] = reset_hwm()
 
-    times, cpu, result = time_iterations(step, args.warmup, args.iters)
+    with contextlib.ExitStack() as scope:
+        if not train:
+            scope.enter_context(torch.no_grad())
+            if args.autocast_scope == "run":
+                scope.enter_context(autocast(args.precision))
+        times, usage, result = time_iterations(step, args.warmup, args.iters)
     seconds = statistics.median(times)
     # CPU time / (wall time x threads): well below 1 means the threads did not get
     # their cores (another load on the machine), so the timing is not trustworthy.
     report.update({"seconds": seconds, "rate": items / seconds, "items": items, "times": times,
-                   "cpu_utilisation": cpu / (sum(times) * report["threads"]) if times else None})
+                   "cpu_utilisation": usage["cpu"] / (sum(times) * report["threads"]) if times else None,
+                   "sys_seconds_per_iter": usage["sys"] / len(times) if times else None,
+                   "page_faults_per_iter": usage["minflt"] / len(times) if times else None})
     if args.outputs:
         os.makedirs(args.outputs, exist_ok=True)
         for name, array in outputs(result).items():
@@ -319,7 +340,8 @@ def main():
     report = {"workload": args.workload, "precision": args.precision, "threads": args.threads,
               "iters": args.iters, "warmup": args.warmup, "seconds": None, "rate": None, "unit": None,
               "peak_rss_mb": None, "error": None, "torch_version": torch.__version__,
-              "python": platform.python_version()}
+              "python": platform.python_version(),
+              "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
     try:
         run(args, report)
     except Exception as error:  # recorded, not raised: the caller reads the JSON

@@ -139,6 +139,47 @@ TEST(Checkpoint, TiedWeightsShareStorage) {
   EXPECT_EQ(storages.size(), 268u - 4u);  // two tied pairs in each of the two text encoders
 }
 
+TEST(Checkpoint, LazyCheckpointReadsEachStorageOnlyWhenFetched) {
+  const PyObjectPtr eager = read_torch_file(data_path(kTiny))->get("model");
+  LazyCheckpoint lazy(data_path(kTiny));
+  const PyObjectPtr model = lazy.root()->get("model");
+  ASSERT_EQ(model->entries.size(), eager->entries.size());
+  for (const auto& entry : model->entries)
+    EXPECT_EQ(entry.second->tensor.storage().data(), nullptr) << entry.first->text << " was read before fetch";
+  for (size_t i = 0; i < model->entries.size(); ++i) {
+    const at::Tensor& tensor = model->entries[i].second->tensor;
+    lazy.fetch(tensor);
+    EXPECT_TRUE(tensor.equal(eager->entries[i].second->tensor)) << model->entries[i].first->text;
+    lazy.release(tensor);
+    EXPECT_EQ(tensor.storage().data(), nullptr);
+  }
+  // Tied tensors share one storage: fetching either makes both present.
+  const at::Tensor word = model->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor;
+  const at::Tensor decoder = model->get("text_encoder.cls.predictions.decoder.weight")->tensor;
+  lazy.fetch(decoder);
+  EXPECT_TRUE(word.equal(eager->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor));
+}
+
+TEST(Checkpoint, LazyCheckpointNamesTheFileOnBadInput) {
+  const std::string dir = make_temp_dir("lazy_checkpoint");
+  write_bytes(dir + "/garbage.pth", "this is not a checkpoint at all\n");
+  try {
+    LazyCheckpoint lazy(dir + "/garbage.pth");
+    FAIL() << "garbage was accepted";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("garbage.pth"), std::string::npos) << error.what();
+  }
+  // A zip whose record is cut short fails when that record is fetched.
+  const std::string bytes = read_file(data_path(kTiny));
+  write_bytes(dir + "/cut.pth", bytes.substr(0, bytes.size() - 10));
+  EXPECT_THROW(
+      {
+        LazyCheckpoint cut(dir + "/cut.pth");
+        for (const auto& entry : cut.root()->get("model")->entries) cut.fetch(entry.second->tensor);
+      },
+      Error);
+}
+
 TEST(Checkpoint, StateDictFrom) {
   const std::string path = data_path(kTiny);
   const StateDict state = state_dict_from(read_torch_file(path), path);

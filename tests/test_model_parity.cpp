@@ -91,6 +91,18 @@ TEST(ModelParity, TiedDecoderSharesWordEmbeddings) {
   EXPECT_EQ(state.size(), 268u);
 }
 
+TEST(ModelParity, LazyLoadingGivesTheWeightsOfAnEagerRead) {
+  const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
+  const albef::AlbefModel lazy = load_tiny(path);  // load_checkpoint
+  albef::AlbefModel eager(albef::load_config(data_path("tiny/Pretrain.yaml")),
+                          albef::ModelOptions{albef::ModelKind::Pretrain, true});
+  albef::load_state_dict(eager, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path);
+  const auto expected = albef::state_dict(*eager), actual = albef::state_dict(*lazy);
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t i = 0; i < actual.size(); ++i)
+    EXPECT_TRUE(actual[i].second.equal(expected[i].second)) << actual[i].first;
+}
+
 TEST(ModelParity, RetrievalKindLoadsPretrainCheckpointWithoutMomentum) {
   // Inference models drop `bert.` from the keys (as Retrieval.py does) and
   // skip the MLM head and the momentum copies, with identical outputs.

@@ -9,7 +9,7 @@ AlbefModel load_tiny_model(ModelKind kind, bool momentum_encoders, const std::st
   const Config config = load_config(data_path("tiny/Pretrain.yaml"));
   AlbefModel model(config, ModelOptions{kind, momentum_encoders});
   const std::string path = checkpoint.empty() ? data_path("tiny/albef_pretrain_tiny.pth") : checkpoint;
-  const LoadReport report = load_state_dict(model, io::state_dict_from(io::read_torch_file(path), path), path);
+  const LoadReport report = load_checkpoint(model, path);
   // A pretraining checkpoint has no idx_queue (Retrieval.py's load reports it missing too).
   for (const auto& key : report.missing_keys) EXPECT_EQ(key, "idx_queue") << "missing from the checkpoint";
   model->eval();

@@ -7,6 +7,7 @@
 #include <ATen/Context.h>
 #include <malloc.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <thread>
 
@@ -31,11 +32,17 @@ c10::Device parse_device(const std::string& name) {
   return device;
 }
 
+namespace {
+constexpr int kKeepInHeapBytes = 1 << 30;
+std::atomic<bool> g_keep_in_heap{false};
+}  // namespace
+
 void init_runtime(int threads) {
   // Keep big freed blocks in the heap: glibc would otherwise mmap/munmap
   // every large tensor, paying page faults on each element-wise op.
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_MMAP_THRESHOLD, kKeepInHeapBytes);
+  g_keep_in_heap = true;
+  mallopt(M_TRIM_THRESHOLD, kKeepInHeapBytes);
   if (threads <= 0) {
     // OMP_NUM_THREADS when set (albef launch gives each process its share
     // of the cores), else every core: LibTorch's own default here is one.
@@ -44,6 +51,14 @@ void init_runtime(int threads) {
                                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
   at::set_num_threads(threads);
+}
+
+TransientBuffersToOs::TransientBuffersToOs() {
+  if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, 1 << 20);
+}
+
+TransientBuffersToOs::~TransientBuffersToOs() {
+  if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, kKeepInHeapBytes);
 }
 
 PrecisionGuard::PrecisionGuard(Precision precision, c10::Device device) {

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <unordered_map>
 
 namespace albef::io {
@@ -32,8 +34,12 @@ std::string read_prefix(const std::string& path, size_t n) {
 }
 
 // Zip format: archive/data.pkl references archive/data/<key> records.
-PyObjectPtr read_zip(const std::string& path) {
-  caffe2::serialize::PyTorchStreamReader reader(path);
+// `on_storage` decides what a referenced storage holds: the record's data
+// (eager) or nothing yet (lazy).
+using ZipStorageMaker = std::function<c10::Storage(const std::string& record, size_t nbytes)>;
+
+PyObjectPtr read_zip_pickle(caffe2::serialize::PyTorchStreamReader& reader, const std::string& path,
+                            const ZipStorageMaker& make_storage) {
   if (!reader.hasRecord("data.pkl")) fail(path, ": zip archive without data.pkl (not a torch.save checkpoint)");
   // PyTorch >= 2.1 records the byte order of the storages.
   if (reader.hasRecord("byteorder")) {
@@ -51,17 +57,29 @@ PyObjectPtr read_zip(const std::string& path) {
     if (it != storages.end()) return it->second;
     const std::string record = "data/" + ref.key;
     if (!reader.hasRecord(record)) fail(path, ": storage record '", record, "' is missing");
-    at::DataPtr data;
-    size_t size = 0;
-    std::tie(data, size) = reader.getRecord(record);
     const size_t expected = static_cast<size_t>(ref.numel) * c10::elementSize(ref.dtype);
-    if (size != expected) fail(path, ": storage record '", record, "' has ", size, " bytes, expected ", expected);
-    // The record's buffer becomes the storage: no copy, shared by every tensor using the key.
-    c10::Storage storage(c10::Storage::use_byte_size_t(), size, std::move(data), nullptr, false);
-    return storages.emplace(ref.key, std::move(storage)).first->second;
+    return storages.emplace(ref.key, make_storage(record, expected)).first->second;
   };
   size_t pos = 0;
   return unpickle(std::string_view(static_cast<const char*>(pickle.get()), pickle_size), pos, path, load);
+}
+
+at::DataPtr read_record(caffe2::serialize::PyTorchStreamReader& reader, const std::string& path,
+                        const std::string& record, size_t expected) {
+  at::DataPtr data;
+  size_t size = 0;
+  std::tie(data, size) = reader.getRecord(record);
+  if (size != expected) fail(path, ": storage record '", record, "' has ", size, " bytes, expected ", expected);
+  return data;
+}
+
+PyObjectPtr read_zip(const std::string& path) {
+  caffe2::serialize::PyTorchStreamReader reader(path);
+  return read_zip_pickle(reader, path, [&](const std::string& record, size_t nbytes) {
+    // The record's buffer becomes the storage: no copy, shared by every tensor using the key.
+    return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, read_record(reader, path, record, nbytes), nullptr,
+                        false);
+  });
 }
 
 // The legacy stream opens with a pickled 80-bit magic number. It is matched
@@ -439,11 +457,19 @@ void write_archive(const std::string& path, const std::string& tmp, const std::s
 
 }  // namespace
 
-PyObjectPtr read_torch_file(const std::string& path) {
+namespace {
+
+bool is_zip(const std::string& path) {
   const std::string prefix = read_prefix(path, 4);
   if (prefix.empty()) fail(path, ": empty file, not a PyTorch checkpoint");
+  return prefix == std::string_view("PK\x03\x04", 4);
+}
+
+/// Runs `read`, turning LibTorch's and the allocator's failures into errors naming `path`.
+template <typename Fn>
+auto reading(const std::string& path, Fn&& read) -> decltype(read()) {
   try {
-    return prefix == std::string_view("PK\x03\x04", 4) ? read_zip(path) : read_legacy(path);
+    return read();
   } catch (const c10::Error& error) {
     // Keep LibTorch's first sentence, without its "please report" boilerplate.
     std::string reason = error.what_without_backtrace();
@@ -453,6 +479,59 @@ PyObjectPtr read_torch_file(const std::string& path) {
   } catch (const std::bad_alloc&) {
     fail(path, ": out of memory reading the checkpoint (corrupt sizes?)");
   }
+}
+
+}  // namespace
+
+PyObjectPtr read_torch_file(const std::string& path) {
+  return reading(path, [&] { return is_zip(path) ? read_zip(path) : read_legacy(path); });
+}
+
+struct LazyCheckpoint::Impl {
+  std::string path;
+  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;  // zip files only
+  struct Record {
+    std::string name;
+    size_t nbytes;
+  };
+  std::unordered_map<const c10::StorageImpl*, Record> records;  // hollow storages and where their data is
+  PyObjectPtr root;
+};
+
+LazyCheckpoint::LazyCheckpoint(const std::string& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  reading(path, [&] {
+    if (!is_zip(path)) {
+      impl_->root = read_legacy(path);
+      return;
+    }
+    impl_->reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+    impl_->root = read_zip_pickle(*impl_->reader, path, [&](const std::string& record, size_t nbytes) {
+      // Sized but without data: tensors can be built on it, and fetch() fills it.
+      c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, at::DataPtr(nullptr, at::Device(at::kCPU)),
+                           nullptr, false);
+      impl_->records.emplace(storage.unsafeGetStorageImpl(), Impl::Record{record, nbytes});
+      return storage;
+    });
+  });
+}
+
+LazyCheckpoint::~LazyCheckpoint() = default;
+
+const PyObjectPtr& LazyCheckpoint::root() const { return impl_->root; }
+const std::string& LazyCheckpoint::path() const { return impl_->path; }
+
+void LazyCheckpoint::fetch(const at::Tensor& tensor) {
+  c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
+  const auto it = impl_->records.find(storage);
+  if (it == impl_->records.end() || storage->data() != nullptr || it->second.nbytes == 0) return;
+  storage->set_data_ptr_noswap(
+      reading(impl_->path, [&] { return read_record(*impl_->reader, impl_->path, it->second.name, it->second.nbytes); }));
+}
+
+void LazyCheckpoint::release(const at::Tensor& tensor) {
+  c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
+  if (impl_->records.count(storage)) storage->set_data_ptr_noswap(at::DataPtr(nullptr, at::Device(at::kCPU)));
 }
 
 void write_torch_file(const std::string& path, const PyObjectPtr& root) {

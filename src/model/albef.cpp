@@ -1,6 +1,8 @@
 #include "albef/model/albef.h"
 
 #include "albef/core/error.h"
+#include "albef/core/runtime.h"
+#include "albef/ops/linear.h"
 
 #include <ATen/ATen.h>
 
@@ -70,11 +72,11 @@ at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Te
 // Features are normalised in float32 whatever the compute precision: the
 // contrastive similarities are made of them.
 at::Tensor AlbefModelImpl::image_feature(const at::Tensor& image_embeds) {
-  return normalize_rows(vision_proj->forward(image_embeds.select(1, 0)).to(at::kFloat), -1);
+  return normalize_rows(ops::linear(*vision_proj, image_embeds.select(1, 0)).to(at::kFloat), -1);
 }
 
 at::Tensor AlbefModelImpl::text_feature(const at::Tensor& text_embeds) {
-  return normalize_rows(text_proj->forward(text_embeds.select(1, 0)).to(at::kFloat), -1);
+  return normalize_rows(ops::linear(*text_proj, text_embeds.select(1, 0)).to(at::kFloat), -1);
 }
 
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
@@ -82,7 +84,7 @@ at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor&
   return text_bert_->forward_fusion(text_embeds, attention_mask, image_embeds);
 }
 
-at::Tensor AlbefModelImpl::itm_logits(const at::Tensor& fused) { return itm_head->forward(fused.select(1, 0)); }
+at::Tensor AlbefModelImpl::itm_logits(const at::Tensor& fused) { return ops::linear(*itm_head, fused.select(1, 0)); }
 
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                       const at::Tensor& image_embeds) {
@@ -160,7 +162,12 @@ std::string adapt_key(const std::string& key, ModelKind kind) {
 
 }  // namespace
 
-LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict) {
+namespace {
+
+/// load_state_dict, reading each tensor through `lazy` (when given) just before
+/// it is copied and freeing it right after.
+LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict,
+                        io::LazyCheckpoint* lazy) {
   at::NoGradGuard no_grad;
   const ModelOptions& options = model->options();
   std::unordered_map<std::string, at::Tensor> targets;
@@ -176,6 +183,7 @@ LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const 
       report.unexpected_keys.push_back(raw_key);
       continue;
     }
+    if (lazy) lazy->fetch(raw_value);
     at::Tensor value = raw_value;
     if (key == "visual_encoder.pos_embed" || key == "visual_encoder_m.pos_embed") {
       const int64_t patches = (key == "visual_encoder.pos_embed" ? model->visual_encoder : model->visual_encoder_m)
@@ -186,6 +194,7 @@ LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const 
       fail(source, ": '", raw_key, "' has shape ", value.sizes(), " but the model expects ", it->second.sizes(),
            " (does the config match the checkpoint?)");
     it->second.copy_(value);
+    if (lazy) lazy->release(raw_value);
     loaded.insert(key);
   }
   for (const auto& [name, tensor] : own)
@@ -194,6 +203,18 @@ LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const 
     fail(source, ": ", report.missing_keys.size(), " model entries are missing from the checkpoint, first '",
          report.missing_keys.front(), "'");
   return report;
+}
+
+}  // namespace
+
+LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict) {
+  return load_entries(model, state, source, strict, nullptr);
+}
+
+LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool strict) {
+  const TransientBuffersToOs transient;  // each tensor's buffer is freed once copied
+  io::LazyCheckpoint checkpoint(path);
+  return load_entries(model, io::state_dict_from(checkpoint.root(), path), path, strict, &checkpoint);
 }
 
 }  // namespace albef

@@ -1,6 +1,7 @@
 #include "albef/model/bert.h"
 
 #include "albef/core/error.h"
+#include "albef/ops/linear.h"
 
 #include <ATen/ATen.h>
 
@@ -43,13 +44,13 @@ BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config, bool is_c
 }
 
 at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask) {
-  return multi_head_attention(query->forward(hidden), key->forward(hidden), value->forward(hidden), num_heads,
+  return multi_head_attention(ops::linear(*query, hidden), ops::linear(*key, hidden), ops::linear(*value, hidden), num_heads,
                               additive_mask, is_training() ? dropout : 0.0);
 }
 
 at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, const at::Tensor& image_embeds) {
   // ALBEF's image attention mask is all ones, so its additive mask is zero.
-  return multi_head_attention(query->forward(hidden), key->forward(image_embeds), value->forward(image_embeds),
+  return multi_head_attention(ops::linear(*query, hidden), ops::linear(*key, image_embeds), ops::linear(*value, image_embeds),
                               num_heads, {}, is_training() ? dropout : 0.0);
 }
 
@@ -61,7 +62,7 @@ BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertCo
 }
 
 at::Tensor BertResidualOutputImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
-  return LayerNorm->forward(at::dropout(dense->forward(x), dropout, is_training()) + residual);
+  return LayerNorm->forward(at::dropout(ops::linear(*dense, x), dropout, is_training()) + residual);
 }
 
 BertAttentionImpl::BertAttentionImpl(const BertConfig& config, bool is_cross_attention) {
@@ -73,7 +74,7 @@ BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config) {
   dense = register_module("dense", nn::Linear(config.hidden_size, config.intermediate_size));
 }
 
-at::Tensor BertIntermediateImpl::forward(const at::Tensor& x) { return at::gelu(dense->forward(x)); }
+at::Tensor BertIntermediateImpl::forward(const at::Tensor& x) { return at::gelu(ops::linear(*dense, x)); }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
   attention = register_module("attention", BertAttention(config, false));
@@ -152,7 +153,7 @@ BertLMPredictionHeadImpl::BertLMPredictionHeadImpl(const BertConfig& config, con
 
 at::Tensor BertLMPredictionHeadImpl::forward(const at::Tensor& hidden) {
   // LayerNorm stays in float32 under autocast (its input here has no fp32 residual to promote it).
-  const at::Tensor x = at::gelu(transform_dense->forward(hidden)).to(transform_LayerNorm->weight.scalar_type());
+  const at::Tensor x = at::gelu(ops::linear(*transform_dense, hidden)).to(transform_LayerNorm->weight.scalar_type());
   return decoder->forward(transform_LayerNorm->forward(x));
 }
 

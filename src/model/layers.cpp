@@ -1,5 +1,7 @@
 #include "albef/model/layers.h"
 
+#include "albef/ops/linear.h"
+
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -29,6 +31,6 @@ TiedLinearImpl::TiedLinearImpl(const at::Tensor& tied_weight, const at::Tensor& 
   bias = register_parameter("bias", tied_bias);
 }
 
-at::Tensor TiedLinearImpl::forward(const at::Tensor& input) { return at::linear(input, weight, bias); }
+at::Tensor TiedLinearImpl::forward(const at::Tensor& input) { return ops::linear(input, weight, bias); }
 
 }  // namespace albef

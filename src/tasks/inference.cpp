@@ -21,8 +21,7 @@ AlbefInference::AlbefInference(const InferenceOptions& options)
          " says vocab_size ", config_.bert.vocab_size);
   // Inference needs neither the momentum encoders nor the MLM head.
   model_ = AlbefModel(config_, ModelOptions{ModelKind::Retrieval, /*momentum_encoders=*/false});
-  const io::StateDict state = io::state_dict_from(io::read_torch_file(options.checkpoint_path), options.checkpoint_path);
-  load_report_ = load_state_dict(model_, state, options.checkpoint_path);
+  load_report_ = load_checkpoint(model_, options.checkpoint_path);
   for (const auto& key : load_report_.missing_keys)
     if (key != "temp") fail(options.checkpoint_path, ": the checkpoint has no '", key, "' (is it an ALBEF checkpoint?)");
   model_->to(device_);

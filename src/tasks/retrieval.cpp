@@ -105,8 +105,7 @@ nlohmann::json evaluate_only(const RetrievalOptions& options, const Config& conf
   if (options.checkpoint.empty()) fail("--evaluate needs --checkpoint");
   // Evaluation needs neither the momentum encoders nor the queues.
   AlbefModel model(config, ModelOptions{ModelKind::Retrieval, /*momentum_encoders=*/false});
-  const auto state = io::state_dict_from(io::read_torch_file(options.checkpoint), options.checkpoint);
-  const LoadReport report = load_state_dict(model, state, options.checkpoint);
+  const LoadReport report = load_checkpoint(model, options.checkpoint);
   for (const auto& key : report.missing_keys)
     if (key != "temp") fail(options.checkpoint, ": the checkpoint has no '", key, "'");
   model->to(parse_device(options.device));

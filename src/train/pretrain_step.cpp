@@ -1,6 +1,7 @@
 #include "albef/train/pretrain_step.h"
 
 #include "albef/core/error.h"
+#include "albef/ops/linear.h"
 #include "albef/core/runtime.h"
 
 #include <ATen/ATen.h>
@@ -93,10 +94,10 @@ Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at
     at::NoGradGuard no_grad;
     momentum_update(model, config.momentum);  // before the momentum features, as the official forward
     encoded.image_embeds_m = model->visual_encoder_m->forward(images);
-    out.image_feat_m = normalize(model->vision_proj_m->forward(encoded.image_embeds_m.select(1, 0)).to(at::kFloat));
+    out.image_feat_m = normalize(ops::linear(*model->vision_proj_m, encoded.image_embeds_m.select(1, 0)).to(at::kFloat));
     image_feat_all = at::cat({out.image_feat_m.t(), model->image_queue.clone()}, 1);
     const at::Tensor text_embeds_m = model->text_bert_m()->forward_text(input_ids, attention_mask);
-    out.text_feat_m = normalize(model->text_proj_m->forward(text_embeds_m.select(1, 0)).to(at::kFloat));
+    out.text_feat_m = normalize(ops::linear(*model->text_proj_m, text_embeds_m.select(1, 0)).to(at::kFloat));
     text_feat_all = at::cat({out.text_feat_m.t(), model->text_queue.clone()}, 1);
     AutocastOff fp32;  // bf16 logits (steps of 1/16 near 1/temp) would drown ITC's signal
     if (!positives.defined()) {
@@ -147,7 +148,7 @@ Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at
   const at::Tensor text_atts_neg = attention_mask.index_select(0, out.choices.neg_text_idx);
   const at::Tensor fused_neg = model->fuse(at::cat({text_embeds, text_embeds_neg}), at::cat({attention_mask, text_atts_neg}),
                                            at::cat({image_embeds_neg, image_embeds}));
-  out.itm_logits = model->itm_head->forward(at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}));
+  out.itm_logits = ops::linear(*model->itm_head, at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}));
   const at::Tensor itm_labels =
       at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(images.device());
   out.loss_itm = at::cross_entropy_loss(out.itm_logits.to(at::kFloat), itm_labels);

@@ -140,8 +140,7 @@ void run_training(const TrainOptions& options, const Config& config, TrainingTas
   } else {
     if (options.resume) out << "no checkpoint in " << options.output_dir << ", starting from scratch\n";
     if (!options.checkpoint.empty()) {
-      const auto weights = io::state_dict_from(io::read_torch_file(options.checkpoint), options.checkpoint);
-      const LoadReport report = load_state_dict(model, weights, options.checkpoint);
+      const LoadReport report = load_checkpoint(model, options.checkpoint);
       out << "loaded " << options.checkpoint << " (" << report.missing_keys.size() << " missing, "
           << report.unexpected_keys.size() << " unexpected keys)\n";
     }

@@ -1,6 +1,7 @@
 #include "albef/vision/vit.h"
 
 #include "albef/core/error.h"
+#include "albef/ops/linear.h"
 #include "albef/model/layers.h"
 
 #include <ATen/ATen.h>
@@ -25,8 +26,8 @@ VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads) : num_heads(heads
 }
 
 at::Tensor VitAttentionImpl::forward(const at::Tensor& x) {
-  const auto parts = qkv->forward(x).chunk(3, -1);
-  return proj->forward(multi_head_attention(parts[0], parts[1], parts[2], num_heads));
+  const auto parts = ops::linear(*qkv, x).chunk(3, -1);
+  return ops::linear(*proj, multi_head_attention(parts[0], parts[1], parts[2], num_heads));
 }
 
 VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
@@ -34,7 +35,7 @@ VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
   fc2 = register_module("fc2", nn::Linear(hidden, dim));
 }
 
-at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return fc2->forward(at::gelu(fc1->forward(x))); }
+at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return ops::linear(*fc2, at::gelu(ops::linear(*fc1, x))); }
 
 VitBlockImpl::VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio) {
   const auto norm_options = nn::LayerNormOptions({dim}).eps(1e-6);

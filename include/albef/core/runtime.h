@@ -27,6 +27,18 @@ c10::Device parse_device(const std::string& name);
 /// which makes element-wise ops several times faster. Call once at start-up.
 void init_runtime(int threads = 0);
 
+/// For its scope, blocks of 1 MB and more are mapped from the OS and given
+/// back when freed, instead of staying in the heap as init_runtime arranges.
+/// For one-off buffers (a checkpoint's tensors on their way into a model),
+/// which would otherwise fragment the heap and stay resident.
+class TransientBuffersToOs {
+ public:
+  TransientBuffersToOs();
+  ~TransientBuffersToOs();
+  TransientBuffersToOs(const TransientBuffersToOs&) = delete;
+  TransientBuffersToOs& operator=(const TransientBuffersToOs&) = delete;
+};
+
 /// Enables autocast for its scope when `precision` is Bf16 (CPU: bfloat16;
 /// CUDA: bfloat16 too), restoring the previous state on exit.
 class PrecisionGuard {

@@ -17,6 +17,7 @@
 
 #include "albef/io/pyobject.h"
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +30,37 @@ using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
 /// Reads a `.pth` file (zip or legacy format). Throws albef::Error naming the
 /// file and the problem (missing, truncated, not a checkpoint, refused global).
 PyObjectPtr read_torch_file(const std::string& path);
+
+/// A checkpoint whose tensor data stays in the file until asked for.
+///
+/// Opening a zip-format file parses only the object pickle: every tensor is
+/// there with its dtype, shape and strides, but its storage holds no data
+/// until `fetch` reads that storage's record, and `release` frees it again.
+/// Copying weights into a model this way needs the model's memory plus one
+/// tensor, instead of a second copy of every weight; entries the model does
+/// not use (momentum encoders, optimiser state) are never read. Legacy-format
+/// files are one stream and are read whole; `fetch` and `release` then do
+/// nothing.
+class LazyCheckpoint {
+ public:
+  explicit LazyCheckpoint(const std::string& path);
+  ~LazyCheckpoint();
+  LazyCheckpoint(const LazyCheckpoint&) = delete;
+  LazyCheckpoint& operator=(const LazyCheckpoint&) = delete;
+
+  /// The unpickled object; its tensors may be hollow until fetched.
+  const PyObjectPtr& root() const;
+  const std::string& path() const;
+  /// Makes the data of `tensor`'s storage present, reading its record once.
+  void fetch(const at::Tensor& tensor);
+  /// Frees the data of `tensor`'s storage (and of every tensor sharing it)
+  /// until the next `fetch`.
+  void release(const at::Tensor& tensor);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 /// Writes `root` as a zip-format `.pth` file that `torch.load` reads back.
 /// Tensors sharing storage are written once. Atomic: the target is replaced

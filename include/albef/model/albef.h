@@ -103,4 +103,9 @@ struct LoadReport {
 LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source,
                            bool strict = false);
 
+/// `load_state_dict` from the `.pth` file at `path`, read one tensor at a
+/// time (io::LazyCheckpoint): the peak memory is the model's plus its largest
+/// tensor, and entries the model does not use are never read.
+LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool strict = false);
+
 }  // namespace albef

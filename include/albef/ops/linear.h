@@ -1,0 +1,38 @@
+#pragma once
+/// @file linear.h
+/// @brief The linear layer every encoder calls, with a faster float32 GEMM.
+///
+/// LibTorch does float32 matmuls through the system BLAS; on this project's
+/// CPUs (AVX-512) oneDNN's sgemm runs about twice as fast as OpenBLAS with its
+/// AVX2 kernels. `linear` sends float32 CPU products to oneDNN when albef was
+/// built with it (forward and backward, through a custom autograd function)
+/// and everything else (bf16 autocast, CUDA, other dtypes) to `at::linear`.
+
+#include <ATen/core/Tensor.h>
+
+namespace torch::nn {
+class LinearImpl;
+}
+
+namespace albef::ops {
+
+/// y = x W^T + b over the last dimension of `input`, as `at::linear`.
+/// `bias` may be undefined. Differentiable in all three arguments.
+at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias);
+
+/// The same with a torch::nn::Linear's parameters.
+at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input);
+
+/// True when albef was built with oneDNN's GEMM (the ALBEF_WITH_DNNL option).
+bool dnnl_gemm_available();
+
+/// Turns the oneDNN path off (true) or back on, process-wide; for comparing
+/// the two paths. Off by default when the environment sets ALBEF_GEMM=aten.
+void set_aten_gemm_only(bool aten_only);
+bool aten_gemm_only();
+
+/// C = A B^T for float32 row-major [M,K] x [N,K] through the fast path (for
+/// the GEMM-peak measurement of `albef bench`); falls back to `at::mm`.
+at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& b);
+
+}  // namespace albef::ops

@@ -1,0 +1,194 @@
+#include "albef/ops/linear.h"
+
+#include "albef/core/error.h"
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/nn/modules/linear.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#ifdef ALBEF_WITH_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+// Exported by libdnnl (the BLAS-like bf16 GEMM behind its matmul) but not
+// declared in its public headers; CMake checks that it links.
+extern "C" dnnl_status_t dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t m, dnnl_dim_t n, dnnl_dim_t k,
+                                               float alpha, const void* a, dnnl_dim_t lda, const void* b,
+                                               dnnl_dim_t ldb, float beta, float* c, dnnl_dim_t ldc);
+#endif
+#endif
+
+namespace albef::ops {
+namespace {
+
+std::atomic<bool> g_aten_only{[] {
+  const char* value = std::getenv("ALBEF_GEMM");
+  return value != nullptr && std::strcmp(value, "aten") == 0;
+}()};
+
+#ifdef ALBEF_WITH_DNNL
+/// Row-major C[M,N] (+)= op(A) op(B) with float32 accumulation. A and B are
+/// float32, or both bfloat16 (oneDNN's gemm_bf16bf16f32); C is float32.
+void gemm(char transa, char transb, int64_t m, int64_t n, int64_t k, const at::Tensor& a, int64_t lda,
+          const at::Tensor& b, int64_t ldb, float beta, at::Tensor& c) {
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+  const dnnl_status_t status =
+      a.scalar_type() == at::kBFloat16
+          ? dnnl_gemm_bf16bf16f32(transa, transb, m, n, k, 1.0f, a.data_ptr(), lda, b.data_ptr(), ldb, beta,
+                                  c.data_ptr<float>(), n)
+          : dnnl_sgemm(transa, transb, m, n, k, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, beta,
+                       c.data_ptr<float>(), n);
+#else
+  const dnnl_status_t status = dnnl_sgemm(transa, transb, m, n, k, 1.0f, a.data_ptr<float>(), lda,
+                                          b.data_ptr<float>(), ldb, beta, c.data_ptr<float>(), n);
+#endif
+  ALBEF_CHECK(status == dnnl_success, "oneDNN gemm failed with status ", static_cast<int>(status), " for M=", m,
+              " N=", n, " K=", k, " (", a.scalar_type(), ")");
+}
+
+/// The input as [M, K] rows of `dtype`: contiguous in the last dimension,
+/// any row stride (the [CLS] rows of a sequence are used in place).
+at::Tensor as_rows(const at::Tensor& input, at::ScalarType dtype) {
+  at::Tensor rows = input.dim() == 2 ? input : input.reshape({-1, input.size(-1)});
+  if (rows.scalar_type() != dtype) return rows.to(dtype).contiguous();
+  const bool usable = rows.stride(1) == 1 && rows.stride(0) >= rows.size(1);
+  return usable ? rows : rows.contiguous();
+}
+
+/// Under bf16 autocast products run on bf16 operands; otherwise in float32.
+at::ScalarType compute_type() {
+  return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16 ? at::kBFloat16
+                                                                                                    : at::kFloat;
+}
+
+/// Whether this build multiplies bf16 operands itself (else autocast's at::linear does).
+constexpr bool kBf16Gemm =
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+    true;
+#else
+    false;
+#endif
+
+/// The weight in the compute type. Under autocast the bf16 copy of a
+/// parameter comes from autocast's cache, so it is cast once per region.
+at::Tensor weight_as(const at::Tensor& weight, at::ScalarType dtype) {
+  if (weight.scalar_type() == dtype) return weight.contiguous();
+  return at::autocast::cached_cast(dtype, weight, c10::DeviceType::CPU).contiguous();
+}
+
+at::Tensor forward_rows(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias) {
+  const int64_t m = rows.size(0), k = rows.size(1), n = weight.size(0);
+  at::Tensor out = at::empty({m, n}, rows.options().dtype(at::kFloat));
+  float beta = 0.0f;
+  if (bias.defined()) {
+    out.copy_(bias.expand({m, n}));
+    beta = 1.0f;
+  } else if (k == 0) {
+    out.zero_();
+  }
+  if (m > 0 && k > 0) gemm('N', 'T', m, n, k, rows, rows.stride(0), weight, k, beta, out);
+  return out;
+}
+
+at::Tensor restore_shape(const at::Tensor& out, at::IntArrayRef input_sizes) {
+  if (input_sizes.size() == 2) return out;
+  std::vector<int64_t> sizes = input_sizes.vec();
+  sizes.back() = out.size(1);
+  return out.view(sizes);
+}
+
+/// Autograd for the oneDNN product: dX = dY W, dW = dY^T X, db = sum dY, in
+/// the compute type of the forward (bf16 operands keep float32 results).
+/// Custom functions take no undefined inputs, so a missing bias arrives as an
+/// empty tensor and `has_bias` says which it is.
+struct DnnlLinear : public torch::autograd::Function<DnnlLinear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& bias, bool has_bias) {
+    const at::ScalarType dtype = compute_type();
+    const at::Tensor rows = as_rows(input, dtype), cast_weight = weight_as(weight, dtype);
+    ctx->save_for_backward({rows, cast_weight});
+    ctx->saved_data["input_sizes"] = input.sizes().vec();
+    ctx->saved_data["has_bias"] = has_bias;
+    return restore_shape(forward_rows(rows, cast_weight, has_bias ? bias : at::Tensor()), input.sizes());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& rows = saved[0];
+    const at::Tensor& weight = saved[1];
+    const int64_t m = rows.size(0), k = rows.size(1), n = weight.size(0);
+    const at::Tensor grad = grad_outputs[0].reshape({m, n}).to(at::kFloat).contiguous();
+    const at::Tensor grad_operand = grad.to(rows.scalar_type());  // no copy in float32
+    at::Tensor grad_input, grad_weight, grad_bias;
+    if (ctx->needs_input_grad(0)) {
+      grad_input = at::zeros({m, k}, grad.options());
+      if (m > 0 && n > 0) gemm('N', 'N', m, k, n, grad_operand, n, weight, k, 0.0f, grad_input);
+      grad_input = grad_input.view(ctx->saved_data["input_sizes"].toIntVector());
+    }
+    if (ctx->needs_input_grad(1)) {
+      grad_weight = at::zeros({n, k}, grad.options());
+      if (m > 0) gemm('T', 'N', n, k, m, grad_operand, n, rows, rows.stride(0), 0.0f, grad_weight);
+    }
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) grad_bias = grad.sum(0);
+    return {grad_input, grad_weight, grad_bias, at::Tensor()};
+  }
+};
+
+bool takes_dnnl_path(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
+  if (g_aten_only.load(std::memory_order_relaxed)) return false;
+  if (!input.device().is_cpu() || input.dim() < 2 || weight.dim() != 2 || input.size(-1) != weight.size(1))
+    return false;
+  const at::ScalarType dtype = compute_type();
+  if (dtype == at::kBFloat16 && !kBf16Gemm) return false;
+  auto accepted = [&](const at::Tensor& t) {
+    return t.scalar_type() == at::kFloat || (dtype == at::kBFloat16 && t.scalar_type() == at::kBFloat16);
+  };
+  if (!accepted(input) || !accepted(weight)) return false;
+  return !bias.defined() || (accepted(bias) && bias.dim() == 1 && bias.size(0) == weight.size(0));
+}
+#endif
+
+}  // namespace
+
+at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
+#ifdef ALBEF_WITH_DNNL
+  if (takes_dnnl_path(input, weight, bias)) {
+    const bool needs_grad = at::GradMode::is_enabled() &&
+                            (input.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
+    if (needs_grad)
+      return DnnlLinear::apply(input, weight, bias.defined() ? bias : at::empty({0}, weight.options()),
+                               bias.defined());
+    const at::ScalarType dtype = compute_type();
+    return restore_shape(forward_rows(as_rows(input, dtype), weight_as(weight, dtype), bias), input.sizes());
+  }
+#endif
+  return at::linear(input, weight, bias);
+}
+
+at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
+  return linear(input, layer.weight, layer.bias);
+}
+
+bool dnnl_gemm_available() {
+#ifdef ALBEF_WITH_DNNL
+  return true;
+#else
+  return false;
+#endif
+}
+
+void set_aten_gemm_only(bool aten_only) { g_aten_only.store(aten_only); }
+bool aten_gemm_only() { return g_aten_only.load(); }
+
+at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& b) {
+  ALBEF_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(1), "expected [M,K] x [N,K], got ", a.sizes(),
+              " and ", b.sizes());
+  return linear(a, b, at::Tensor());
+}
+
+}  // namespace albef::ops

@@ -1,0 +1,103 @@
+// ops::linear: the oneDNN float32 path against at::linear, forward and backward.
+#include "albef/core/runtime.h"
+#include "albef/ops/linear.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/generated/variable_factories.h>
+
+namespace {
+
+double rel_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>() / (b.abs().max().item<double>() + 1e-12);
+}
+
+/// Restores the process-wide switch whatever a test does.
+struct AtenOnly {
+  explicit AtenOnly(bool value) : before(albef::ops::aten_gemm_only()) { albef::ops::set_aten_gemm_only(value); }
+  ~AtenOnly() { albef::ops::set_aten_gemm_only(before); }
+  bool before;
+};
+
+TEST(Linear, ForwardMatchesAtenForBatchedStridedAndBiaslessInputs) {
+  at::manual_seed(0);
+  const at::Tensor weight = at::randn({48, 32}), bias = at::randn({48});
+  const at::Tensor batched = at::randn({3, 5, 32});
+  EXPECT_LT(rel_diff(albef::ops::linear(batched, weight, bias), at::linear(batched, weight, bias)), 1e-5);
+  // The [CLS] rows of a sequence: a 2-D view whose row stride is the sequence's.
+  const at::Tensor cls = batched.select(1, 0);
+  ASSERT_FALSE(cls.is_contiguous());
+  EXPECT_LT(rel_diff(albef::ops::linear(cls, weight, bias), at::linear(cls, weight, bias)), 1e-5);
+  // A transposed input is neither contiguous nor row-major.
+  const at::Tensor transposed = at::randn({32, 7}).t();
+  EXPECT_LT(rel_diff(albef::ops::linear(transposed, weight, {}), at::linear(transposed, weight, {})), 1e-5);
+  const at::Tensor empty = at::randn({0, 32});
+  EXPECT_EQ(albef::ops::linear(empty, weight, bias).sizes(), (std::vector<int64_t>{0, 48}));
+  EXPECT_EQ(albef::ops::linear(batched, weight, bias).sizes(), (std::vector<int64_t>{3, 5, 48}));
+}
+
+TEST(Linear, GradientsMatchAtenIncludingATiedWeightUsedTwice) {
+  at::manual_seed(1);
+  auto make = [](std::initializer_list<int64_t> sizes) { return at::randn(sizes).set_requires_grad(true); };
+  const at::Tensor x = make({4, 6, 16}), weight = make({24, 16}), bias = make({24});
+  const at::Tensor probe = at::randn({4, 6, 24});
+  auto grads = [&](bool aten_only) {
+    AtenOnly mode(aten_only);
+    for (const auto& t : {x, weight, bias}) t.mutable_grad() = at::Tensor();
+    // The same weight twice (as BERT's tied decoder) must accumulate both uses.
+    const at::Tensor y = albef::ops::linear(x, weight, bias) + albef::ops::linear(x * 2, weight, {});
+    (y * probe).sum().backward();
+    return std::vector<at::Tensor>{x.grad().clone(), weight.grad().clone(), bias.grad().clone()};
+  };
+  const auto fast = grads(false), reference = grads(true);
+  for (size_t i = 0; i < fast.size(); ++i) EXPECT_LT(rel_diff(fast[i], reference[i]), 1e-5) << "gradient " << i;
+}
+
+TEST(Linear, OnlyTheNeededGradientsAreComputed) {
+  const at::Tensor x = at::randn({5, 8}).set_requires_grad(true);
+  const at::Tensor weight = at::randn({3, 8}), bias = at::randn({3});
+  albef::ops::linear(x, weight, bias).sum().backward();
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_LT(rel_diff(x.grad(), weight.sum(0).expand({5, 8})), 1e-5);
+  EXPECT_FALSE(weight.grad().defined());
+}
+
+TEST(Linear, AtenSwitchTakesLibTorchsPath) {
+  const at::Tensor x = at::randn({9, 16}), weight = at::randn({4, 16}), bias = at::randn({4});
+  AtenOnly mode(true);
+  EXPECT_TRUE(albef::ops::linear(x, weight, bias).equal(at::linear(x, weight, bias)));
+}
+
+TEST(Linear, Bf16AutocastMultipliesBf16OperandsIntoFloat32) {
+  at::manual_seed(2);
+  const at::Tensor x = at::randn({2, 33, 64}).set_requires_grad(true);
+  const at::Tensor weight = at::randn({40, 64}).set_requires_grad(true), bias = at::randn({40}).set_requires_grad(true);
+  const at::Tensor probe = at::randn({2, 33, 40});
+  at::Tensor y;
+  {
+    albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+    y = albef::ops::linear(x, weight, bias);
+    // The product of the bf16-rounded operands, accumulated in float32.
+    albef::AutocastOff float32;
+    const at::Tensor rounded = at::linear(x.detach().to(at::kBFloat16).to(at::kFloat),
+                                          weight.detach().to(at::kBFloat16).to(at::kFloat), bias.detach());
+    if (albef::ops::dnnl_gemm_available()) {
+      EXPECT_EQ(y.scalar_type(), at::kFloat);
+      EXPECT_LT(rel_diff(y.detach(), rounded), 1e-5);
+    }
+  }
+  (y * probe).sum().backward();
+  // Gradients from bf16 operands stay within bf16 rounding of the float32 ones.
+  const at::Tensor grad_x = probe.matmul(weight.detach());
+  const at::Tensor grad_w = probe.reshape({-1, 40}).t().matmul(x.detach().reshape({-1, 64}));
+  EXPECT_LT(rel_diff(x.grad(), grad_x), 2e-2);
+  EXPECT_LT(rel_diff(weight.grad(), grad_w), 2e-2);
+  EXPECT_LT(rel_diff(bias.grad(), probe.sum(at::IntArrayRef{0, 1})), 1e-5);
+}
+
+TEST(Linear, MatmulNtChecksShapes) {
+  EXPECT_LT(rel_diff(albef::ops::matmul_nt(at::ones({2, 3}), at::ones({4, 3})), at::full({2, 4}, 3.0)), 1e-6);
+  EXPECT_THROW(albef::ops::matmul_nt(at::ones({2, 3}), at::ones({4, 2})), std::exception);
+}
+
+}  // namespace
