@@ -103,6 +103,28 @@ TEST(ModelParity, LazyLoadingGivesTheWeightsOfAnEagerRead) {
     EXPECT_TRUE(actual[i].second.equal(expected[i].second)) << actual[i].first;
 }
 
+TEST(ModelParity, Bf16InferenceWeightsGiveTheAutocastOutputs) {
+  albef::AlbefModel autocast = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  albef::AlbefModel prepared = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  albef::prepare_for_inference(prepared, albef::Precision::Bf16);
+  EXPECT_EQ(prepared->vision_proj->weight.scalar_type(), at::kBFloat16);
+  EXPECT_FALSE(prepared->vision_proj->weight.requires_grad());
+  at::NoGradGuard no_grad;
+  const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+  auto outputs = [&](albef::AlbefModel& model) {
+    const at::Tensor image_embeds = model->encode_image(fixture("inputs__image"));
+    const at::Tensor text_embeds = model->encode_text(fixture("inputs__input_ids"), fixture("inputs__attention_mask"));
+    return std::vector<at::Tensor>{
+        model->image_feature(image_embeds), model->text_feature(text_embeds),
+        model->itm_logits(model->fuse(text_embeds, fixture("inputs__attention_mask"), image_embeds)).to(at::kFloat)};
+  };
+  const auto expected = outputs(autocast), actual = outputs(prepared);
+  // The weights are rounded to bf16 the same way, once instead of per call.
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_TENSOR_NEAR(actual[i], expected[i], 1e-5);
+  // And the outputs stay within bf16 rounding of the float32 reference.
+  EXPECT_TENSOR_NEAR(actual[0], fixture("eval__comp__image_feat"), 3e-2);
+}
+
 TEST(ModelParity, RetrievalKindLoadsPretrainCheckpointWithoutMomentum) {
   // Inference models drop `bert.` from the keys (as Retrieval.py does) and
   // skip the MLM head and the momentum copies, with identical outputs.

@@ -207,6 +207,16 @@ LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std
 
 }  // namespace
 
+void prepare_for_inference(AlbefModel& model, Precision precision) {
+  model->eval();
+  for (auto& parameter : model->parameters()) parameter.set_requires_grad(false);
+  if (precision != Precision::Bf16) return;
+  at::NoGradGuard no_grad;
+  for (const auto& module : model->modules(/*include_self=*/false))
+    if (auto* linear = module->as<nn::Linear>())
+      if (linear->weight.device().is_cpu()) linear->weight.set_data(linear->weight.to(at::kBFloat16));
+}
+
 LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict) {
   return load_entries(model, state, source, strict, nullptr);
 }

@@ -126,12 +126,12 @@ struct DnnlLinear : public torch::autograd::Function<DnnlLinear> {
     const at::Tensor grad_operand = grad.to(rows.scalar_type());  // no copy in float32
     at::Tensor grad_input, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
-      grad_input = at::zeros({m, k}, grad.options());
+      grad_input = n > 0 ? at::empty({m, k}, grad.options()) : at::zeros({m, k}, grad.options());
       if (m > 0 && n > 0) gemm('N', 'N', m, k, n, grad_operand, n, weight, k, 0.0f, grad_input);
       grad_input = grad_input.view(ctx->saved_data["input_sizes"].toIntVector());
     }
     if (ctx->needs_input_grad(1)) {
-      grad_weight = at::zeros({n, k}, grad.options());
+      grad_weight = m > 0 ? at::empty({n, k}, grad.options()) : at::zeros({n, k}, grad.options());
       if (m > 0) gemm('T', 'N', n, k, m, grad_operand, n, rows, rows.stride(0), 0.0f, grad_weight);
     }
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) grad_bias = grad.sum(0);
@@ -167,6 +167,9 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::T
     return restore_shape(forward_rows(as_rows(input, dtype), weight_as(weight, dtype), bias), input.sizes());
   }
 #endif
+  // A model readied for bf16 inference run without autocast: compute in the input's type.
+  if (weight.scalar_type() != input.scalar_type() && !at::autocast::is_cpu_enabled())
+    return at::linear(input, weight.to(input.scalar_type()), bias.defined() ? bias.to(input.scalar_type()) : bias);
   return at::linear(input, weight, bias);
 }
 

@@ -25,7 +25,7 @@ AlbefInference::AlbefInference(const InferenceOptions& options)
   for (const auto& key : load_report_.missing_keys)
     if (key != "temp") fail(options.checkpoint_path, ": the checkpoint has no '", key, "' (is it an ALBEF checkpoint?)");
   model_->to(device_);
-  model_->eval();
+  prepare_for_inference(model_, options.precision);
 }
 
 at::Tensor AlbefInference::load_images(const std::vector<std::string>& image_paths) const {

@@ -109,7 +109,7 @@ nlohmann::json evaluate_only(const RetrievalOptions& options, const Config& conf
   for (const auto& key : report.missing_keys)
     if (key != "temp") fail(options.checkpoint, ": the checkpoint has no '", key, "'");
   model->to(parse_device(options.device));
-  model->eval();
+  prepare_for_inference(model, options.precision);
 
   // Started by albef launch / torchrun: the ranks share the re-ranking.
   const distributed::DistributedEnv env = distributed::DistributedEnv::from_environment();

@@ -5,6 +5,7 @@
 /// with the official state_dict names so checkpoints move both ways.
 
 #include "albef/config/config.h"
+#include "albef/core/runtime.h"
 #include "albef/io/checkpoint.h"
 #include "albef/model/bert.h"
 #include "albef/vision/vit.h"
@@ -102,6 +103,14 @@ struct LoadReport {
 /// are an error too.
 LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source,
                            bool strict = false);
+
+/// Readies a loaded model for inference only: eval mode, no gradients, and
+/// for bf16 (CPU) the weights of every linear layer stored in bfloat16. Under
+/// autocast they would otherwise be cast from float32 on every call; stored
+/// once they take half the memory, and the products are the same (autocast
+/// rounds them the same way). Such a model is for inference under
+/// PrecisionGuard(Bf16), not for training or for saving a checkpoint.
+void prepare_for_inference(AlbefModel& model, Precision precision);
 
 /// `load_state_dict` from the `.pth` file at `path`, read one tensor at a
 /// time (io::LazyCheckpoint): the peak memory is the model's plus its largest
