@@ -15,6 +15,7 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 #include "albef/model/albef.h"
+#include "albef/ops/linear.h"
 #include "albef/tasks/inference.h"
 #include "albef/tasks/retrieval.h"
 #include "albef/tasks/retrieval_eval.h"
