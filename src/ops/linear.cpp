@@ -107,8 +107,7 @@ at::Tensor restore_shape(const at::Tensor& out, at::IntArrayRef input_sizes) {
 /// empty tensor and `has_bias` says which it is.
 struct DnnlLinear : public torch::autograd::Function<DnnlLinear> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& bias, bool has_bias) {
-    const at::ScalarType dtype = compute_type();
+                            const at::Tensor& bias, bool has_bias, at::ScalarType dtype) {
     const at::Tensor rows = as_rows(input, dtype), cast_weight = weight_as(weight, dtype);
     ctx->save_for_backward({rows, cast_weight});
     ctx->saved_data["input_sizes"] = input.sizes().vec();
@@ -135,15 +134,14 @@ struct DnnlLinear : public torch::autograd::Function<DnnlLinear> {
       if (m > 0) gemm('T', 'N', n, k, m, grad_operand, n, rows, rows.stride(0), 0.0f, grad_weight);
     }
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) grad_bias = grad.sum(0);
-    return {grad_input, grad_weight, grad_bias, at::Tensor()};
+    return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor()};
   }
 };
 
-bool takes_dnnl_path(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
+bool takes_dnnl_path(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, at::ScalarType dtype) {
   if (g_aten_only.load(std::memory_order_relaxed)) return false;
   if (!input.device().is_cpu() || input.dim() < 2 || weight.dim() != 2 || input.size(-1) != weight.size(1))
     return false;
-  const at::ScalarType dtype = compute_type();
   if (dtype == at::kBFloat16 && !kBf16Gemm) return false;
   auto accepted = [&](const at::Tensor& t) {
     return t.scalar_type() == at::kFloat || (dtype == at::kBFloat16 && t.scalar_type() == at::kBFloat16);
@@ -157,13 +155,13 @@ bool takes_dnnl_path(const at::Tensor& input, const at::Tensor& weight, const at
 
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
 #ifdef ALBEF_WITH_DNNL
-  if (takes_dnnl_path(input, weight, bias)) {
+  const at::ScalarType dtype = compute_type();
+  if (takes_dnnl_path(input, weight, bias, dtype)) {
     const bool needs_grad = at::GradMode::is_enabled() &&
                             (input.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
     if (needs_grad)
       return DnnlLinear::apply(input, weight, bias.defined() ? bias : at::empty({0}, weight.options()),
-                               bias.defined());
-    const at::ScalarType dtype = compute_type();
+                               bias.defined(), dtype);
     return restore_shape(forward_rows(as_rows(input, dtype), weight_as(weight, dtype), bias), input.sizes());
   }
 #endif
