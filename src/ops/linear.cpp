@@ -8,6 +8,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -65,13 +66,6 @@ at::ScalarType compute_type() {
                                                                                                     : at::kFloat;
 }
 
-/// Whether this build multiplies bf16 operands itself (else autocast's at::linear does).
-constexpr bool kBf16Gemm =
-#ifdef ALBEF_WITH_DNNL_BF16_GEMM
-    true;
-#else
-    false;
-#endif
 
 /// The weight in the compute type. Under autocast the bf16 copy of a
 /// parameter comes from autocast's cache, so it is cast once per region.
@@ -142,7 +136,7 @@ bool takes_dnnl_path(const at::Tensor& input, const at::Tensor& weight, const at
   if (g_aten_only.load(std::memory_order_relaxed)) return false;
   if (!input.device().is_cpu() || input.dim() < 2 || weight.dim() != 2 || input.size(-1) != weight.size(1))
     return false;
-  if (dtype == at::kBFloat16 && !kBf16Gemm) return false;
+  if (dtype == at::kBFloat16 && !dnnl_bf16_gemm_available()) return false;
   auto accepted = [&](const at::Tensor& t) {
     return t.scalar_type() == at::kFloat || (dtype == at::kBFloat16 && t.scalar_type() == at::kBFloat16);
   };
@@ -178,6 +172,22 @@ at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
 bool dnnl_gemm_available() {
 #ifdef ALBEF_WITH_DNNL
   return true;
+#else
+  return false;
+#endif
+}
+
+// oneDNN implements its bf16 GEMM only with AVX-512 and answers
+// dnnl_unimplemented elsewhere (an AVX2-only CPU, say): one 1x1x1 product asks, once.
+bool dnnl_bf16_gemm_available() {
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+  static const bool runs = [] {
+    const uint16_t one = 0x3f80;  // 1.0 in bfloat16
+    float product = 0.0f;
+    return dnnl_gemm_bf16bf16f32('N', 'N', 1, 1, 1, 1.0f, &one, 1, &one, 1, 0.0f, &product, 1) == dnnl_success &&
+           product == 1.0f;
+  }();
+  return runs;
 #else
   return false;
 #endif
