@@ -8,7 +8,7 @@ packages=(
   libtorch-dev libopenblas0-openmp
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libyaml-cpp-dev nlohmann-json3-dev libutf8proc-dev libcli11-dev
-  libgtest-dev libbenchmark-dev libfaiss-dev libcpp-httplib-dev libgloo-dev libdnnl-dev
+  libgtest-dev libbenchmark-dev libfaiss-dev libcpp-httplib-dev libgloo-dev libdnnl-dev zlib1g-dev
   python3-torch python3-numpy
 )
 

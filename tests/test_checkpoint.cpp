@@ -160,6 +160,53 @@ TEST(Checkpoint, LazyCheckpointReadsEachStorageOnlyWhenFetched) {
   EXPECT_TRUE(word.equal(eager->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor));
 }
 
+TEST(Checkpoint, LazyCheckpointReadsRecordsStraightIntoTensors) {
+  const PyObjectPtr eager = read_torch_file(data_path(kTiny))->get("model");
+  LazyCheckpoint lazy(data_path(kTiny));
+  const PyObjectPtr model = lazy.root()->get("model");
+  size_t direct = 0;
+  for (size_t i = 0; i < model->entries.size(); ++i) {
+    const at::Tensor& tensor = model->entries[i].second->tensor;
+    at::Tensor destination = at::empty(tensor.sizes(), tensor.options());
+    if (!lazy.read_into(tensor, destination)) continue;
+    ++direct;
+    EXPECT_TRUE(destination.equal(eager->entries[i].second->tensor)) << model->entries[i].first->text;
+    EXPECT_EQ(tensor.storage().data(), nullptr) << "read_into filled the checkpoint's own storage";
+  }
+  EXPECT_EQ(direct, model->entries.size());
+  // Another dtype or shape is the caller's conversion: nothing is read.
+  const at::Tensor word = model->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor;
+  at::Tensor as_double = at::empty(word.sizes(), word.options().dtype(at::kDouble));
+  at::Tensor transposed = at::empty({word.size(1), word.size(0)}, word.options());
+  EXPECT_FALSE(lazy.read_into(word, as_double));
+  EXPECT_FALSE(lazy.read_into(word, transposed));
+}
+
+TEST(Checkpoint, ReadIntoRejectsACorruptRecord) {
+  const at::Tensor word =
+      read_torch_file(data_path(kTiny))->get("model")->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor;
+  std::string bytes = read_file(data_path(kTiny));
+  // The momentum copy holds the same values: flip a bit in every record that starts like this one.
+  const std::string start(static_cast<const char*>(word.data_ptr()), 64);
+  size_t flipped = 0;
+  for (size_t at = bytes.find(start); at != std::string::npos; at = bytes.find(start, at + 1), ++flipped)
+    bytes[at + 1000] = static_cast<char>(bytes[at + 1000] ^ 0x40);
+  ASSERT_GT(flipped, 0u);
+  const std::string dir = make_temp_dir("corrupt_record");
+  write_bytes(dir + "/flipped.pth", bytes);
+  LazyCheckpoint lazy(dir + "/flipped.pth");
+  at::Tensor destination = at::empty(word.sizes(), word.options());
+  try {
+    lazy.read_into(lazy.root()->get("model")->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor,
+                   destination);
+    FAIL() << "a flipped bit was accepted";
+  } catch (const Error& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("flipped.pth"), std::string::npos) << message;
+    EXPECT_NE(message.find("CRC"), std::string::npos) << message;
+  }
+}
+
 TEST(Checkpoint, LazyCheckpointNamesTheFileOnBadInput) {
   const std::string dir = make_temp_dir("lazy_checkpoint");
   write_bytes(dir + "/garbage.pth", "this is not a checkpoint at all\n");

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/CPUAllocator.h>
 #include <caffe2/serialize/inline_container.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 
 namespace albef::io {
@@ -481,6 +483,56 @@ auto reading(const std::string& path, Fn&& read) -> decltype(read()) {
   }
 }
 
+/// Reads `n` bytes at `offset`, or nothing when the file is shorter.
+std::optional<std::string> read_at(std::ifstream& in, size_t offset, size_t n) {
+  std::string bytes(n, '\0');
+  in.clear();
+  in.seekg(static_cast<std::streamoff>(offset));
+  in.read(bytes.data(), static_cast<std::streamsize>(n));
+  if (!in) return std::nullopt;
+  return bytes;
+}
+
+uint64_t little_endian(std::string_view bytes, size_t at, int width) {
+  uint64_t value = 0;
+  for (int i = width - 1; i >= 0; --i) value = value << 8 | static_cast<unsigned char>(bytes[at + i]);
+  return value;
+}
+
+/// The CRC-32 of the zip record whose data starts at `data_offset`, if it is
+/// stored uncompressed with exactly `nbytes` bytes (as torch.save writes every
+/// record). The local header ends right at the data (30 fixed bytes, the name,
+/// then an extra field torch.save uses to align the data to 64 bytes), so a
+/// short window before the data holds it. Files written by a stream put the
+/// CRC and sizes in a descriptor after the data instead (flag bit 3).
+std::optional<uint32_t> stored_record_crc(std::ifstream& in, size_t data_offset, size_t nbytes) {
+  constexpr size_t kFixed = 30, kWindow = 4096;
+  const size_t begin = data_offset > kWindow ? data_offset - kWindow : 0;
+  const std::optional<std::string> window = read_at(in, begin, data_offset - begin);
+  if (!window || window->size() < kFixed) return std::nullopt;
+  for (size_t p = window->size() - kFixed + 1; p-- > 0;) {
+    if (window->compare(p, 4, "PK\x03\x04") != 0 ||
+        begin + p + kFixed + little_endian(*window, p + 26, 2) + little_endian(*window, p + 28, 2) != data_offset)
+      continue;
+    const uint64_t flags = little_endian(*window, p + 6, 2), method = little_endian(*window, p + 8, 2);
+    if (method != 0) return std::nullopt;  // compressed
+    if ((flags & 0x8) == 0) {
+      if (little_endian(*window, p + 18, 4) != nbytes || little_endian(*window, p + 22, 4) != nbytes)
+        return std::nullopt;
+      return static_cast<uint32_t>(little_endian(*window, p + 14, 4));
+    }
+    // Data descriptor: [signature] CRC-32, then both sizes in 4 or (zip64) 8 bytes.
+    const std::optional<std::string> after = read_at(in, data_offset + nbytes, 24);
+    if (!after) return std::nullopt;
+    const size_t crc_at = after->compare(0, 4, "PK\x07\x08") == 0 ? 4 : 0;
+    for (const int width : {4, 8})
+      if (little_endian(*after, crc_at + 4, width) == nbytes && little_endian(*after, crc_at + 4 + width, width) == nbytes)
+        return static_cast<uint32_t>(little_endian(*after, crc_at, 4));
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 PyObjectPtr read_torch_file(const std::string& path) {
@@ -496,6 +548,7 @@ struct LazyCheckpoint::Impl {
   };
   std::unordered_map<const c10::StorageImpl*, Record> records;  // hollow storages and where their data is
   PyObjectPtr root;
+  std::ifstream file;  // for read_into, opened on first use
 };
 
 LazyCheckpoint::LazyCheckpoint(const std::string& path) : impl_(std::make_unique<Impl>()) {
@@ -532,6 +585,32 @@ void LazyCheckpoint::fetch(const at::Tensor& tensor) {
 void LazyCheckpoint::release(const at::Tensor& tensor) {
   c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
   if (impl_->records.count(storage)) storage->set_data_ptr_noswap(at::DataPtr(nullptr, at::Device(at::kCPU)));
+}
+
+bool LazyCheckpoint::read_into(const at::Tensor& tensor, at::Tensor& destination) {
+  if (!impl_->reader) return false;
+  c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
+  const auto it = impl_->records.find(storage);
+  if (it == impl_->records.end() || storage->data() != nullptr) return false;
+  const Impl::Record& record = it->second;
+  if (!destination.device().is_cpu() || destination.scalar_type() != tensor.scalar_type() ||
+      destination.sizes() != tensor.sizes() || !destination.is_contiguous() || !tensor.is_contiguous() ||
+      tensor.storage_offset() != 0 || tensor.nbytes() != record.nbytes || record.nbytes == 0)
+    return false;
+  const std::string& path = impl_->path;
+  const size_t offset = reading(path, [&] { return impl_->reader->getRecordOffset(record.name); });
+  if (!impl_->file.is_open()) impl_->file.open(path, std::ios::binary);
+  // Compressed records (which torch.save does not write) take the reader's path.
+  const std::optional<uint32_t> expected_crc = stored_record_crc(impl_->file, offset, record.nbytes);
+  if (!expected_crc) return false;
+  auto* data = static_cast<char*>(destination.data_ptr());
+  impl_->file.clear();
+  impl_->file.seekg(static_cast<std::streamoff>(offset));
+  impl_->file.read(data, static_cast<std::streamsize>(record.nbytes));
+  if (!impl_->file) fail(path, ": storage record '", record.name, "' is cut short");
+  const uLong crc = crc32_z(crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data), record.nbytes);
+  if (crc != *expected_crc) fail(path, ": storage record '", record.name, "' is corrupt (CRC-32 mismatch)");
+  return true;
 }
 
 void write_torch_file(const std::string& path, const PyObjectPtr& root) {

@@ -183,6 +183,10 @@ LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std
       report.unexpected_keys.push_back(raw_key);
       continue;
     }
+    if (lazy && lazy->read_into(raw_value, it->second)) {  // no buffer in between
+      loaded.insert(key);
+      continue;
+    }
     if (lazy) lazy->fetch(raw_value);
     at::Tensor value = raw_value;
     if (key == "visual_encoder.pos_embed" || key == "visual_encoder_m.pos_embed") {

@@ -56,6 +56,12 @@ class LazyCheckpoint {
   /// Frees the data of `tensor`'s storage (and of every tensor sharing it)
   /// until the next `fetch`.
   void release(const at::Tensor& tensor);
+  /// Reads hollow `tensor`'s bytes from the file straight into `destination`
+  /// (same dtype and shape, both contiguous, the tensor spanning its whole
+  /// record, stored uncompressed as torch.save writes it), checking the
+  /// record's CRC-32, with no buffer in between. Returns false, having read
+  /// nothing, when any of that does not hold: then `fetch` and copy instead.
+  bool read_into(const at::Tensor& tensor, at::Tensor& destination);
 
  private:
   struct Impl;
