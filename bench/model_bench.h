@@ -27,7 +27,7 @@ struct ModelBenchOptions {
   std::string baseline_script = "bench/pytorch_baseline.py";
   bool pytorch = true;      ///< also run the PyTorch baseline
   std::vector<std::string> workloads;   ///< empty: all
-  std::vector<std::string> precisions = {"fp32", "bf16"};
+  std::vector<std::string> precisions;  ///< empty: fp32, and bf16 where the CPU multiplies bf16 natively
   int threads = 0;          ///< 0: every core
   int iters = 3;
   int warmup = 1;

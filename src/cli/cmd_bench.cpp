@@ -81,7 +81,7 @@ void add_bench_command(CLI::App& app) {
   command->add_option("--checkpoint", flags->model.checkpoint, "Weights to time (default: random, seed 0)");
   command->add_option("--workload", flags->model.workloads, "Only these workloads (repeatable)")
       ->check(CLI::IsMember(bench::model_workloads()));
-  command->add_option("--precision", flags->model.precisions, "fp32 and/or bf16 (repeatable; default both)")
+  command->add_option("--precision", flags->model.precisions, "fp32 and/or bf16 (repeatable; default fp32, and bf16 where the CPU has native bf16 matmuls)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
   command->add_option("--iters", flags->model.iters, "Timed iterations per workload (median)")
       ->check(CLI::PositiveNumber);

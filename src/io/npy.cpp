@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -38,23 +39,33 @@ const char* descr_from_scalar(at::ScalarType scalar) {
 }  // namespace
 
 at::Tensor read_npy(const std::string& path) {
-  const std::string bytes = read_file(path);
-  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0)
-    fail(path, ": not a .npy file (bad magic)");
-  const int major = static_cast<unsigned char>(bytes[6]);
+  // The header is read first, then the data straight into the tensor: no second copy of a large array.
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
+  in.seekg(0, std::ios::end);
+  const auto file_size = static_cast<size_t>(in.tellg());
+  in.seekg(0);
+  std::string prefix(12, '\0');
+  in.read(prefix.data(), static_cast<std::streamsize>(prefix.size()));
+  prefix.resize(static_cast<size_t>(in.gcount()));
+  if (prefix.size() < 10 || prefix.compare(0, 6, "\x93NUMPY") != 0) fail(path, ": not a .npy file (bad magic)");
+  const int major = static_cast<unsigned char>(prefix[6]);
   size_t header_len = 0, offset = 0;
   if (major == 1) {
-    header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
+    header_len = static_cast<unsigned char>(prefix[8]) | (static_cast<unsigned char>(prefix[9]) << 8);
     offset = 10;
   } else {
-    if (bytes.size() < 12) fail(path, ": truncated .npy header");
+    if (prefix.size() < 12) fail(path, ": truncated .npy header");
     uint32_t len32;
-    std::memcpy(&len32, bytes.data() + 8, 4);
+    std::memcpy(&len32, prefix.data() + 8, 4);
     header_len = len32;
     offset = 12;
   }
-  if (offset + header_len > bytes.size()) fail(path, ": truncated .npy header");
-  const std::string header = bytes.substr(offset, header_len);
+  if (offset + header_len > file_size) fail(path, ": truncated .npy header");
+  std::string header(header_len, '\0');
+  in.clear();
+  in.seekg(static_cast<std::streamoff>(offset));
+  in.read(header.data(), static_cast<std::streamsize>(header_len));
   std::smatch match;
   if (!std::regex_search(header, match, std::regex("'descr':\\s*'([^']+)'")))
     fail(path, ": .npy header has no descr");
@@ -68,12 +79,14 @@ at::Tensor read_npy(const std::string& path) {
   const std::regex number("[0-9]+");
   for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it)
     shape.push_back(std::stoll(it->str()));
-  at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(scalar));
   const size_t data_offset = offset + header_len;
-  const size_t nbytes = tensor.numel() * tensor.element_size();
-  if (bytes.size() - data_offset != nbytes)
-    fail(path, ": .npy data has ", bytes.size() - data_offset, " bytes, expected ", nbytes);
-  std::memcpy(tensor.data_ptr(), bytes.data() + data_offset, nbytes);
+  size_t nbytes = c10::elementSize(scalar);
+  for (const int64_t dim : shape) nbytes *= static_cast<size_t>(dim);
+  if (file_size - data_offset != nbytes)
+    fail(path, ": .npy data has ", file_size - data_offset, " bytes, expected ", nbytes);
+  at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(scalar));
+  in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(nbytes));
+  if (!in && nbytes > 0) fail(path, ": read failed");
   return tensor;
 }
 
