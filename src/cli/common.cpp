@@ -2,9 +2,11 @@
 
 #include "albef/core/error.h"
 #include "albef/core/fs.h"
+#include "albef/ops/linear.h"
 
 #include <algorithm>
 #include <filesystem>
+#include <iostream>
 #include <set>
 #include <sstream>
 
@@ -16,6 +18,12 @@ void ComputeFlags::add_to(CLI::App& command) {
   command.add_option("--precision", precision, "fp32, or bf16 (autocast; LayerNorm and residuals stay fp32)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
   command.add_option("--device", device, "cpu or cuda[:N]");
+}
+
+void ComputeFlags::warn_if_bf16_is_emulated() const {
+  if (precision == "bf16" && device == "cpu" && !ops::dnnl_bf16_gemm_available())
+    std::cerr << "albef: warning: this CPU has no native bf16 matmul (oneDNN's needs AVX-512), so --precision bf16 "
+                 "runs many times slower than fp32 here\n";
 }
 
 void ModelFlags::add_to(CLI::App& command) {

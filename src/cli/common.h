@@ -24,7 +24,11 @@ struct ComputeFlags {
     options.threads = threads;
     options.precision = parse_precision(precision);
     options.device = device;
+    warn_if_bf16_is_emulated();
   }
+  /// bf16 on a CPU without native bf16 matmuls (oneDNN's need AVX-512) runs
+  /// many times slower than fp32: say so on stderr rather than just crawl.
+  void warn_if_bf16_is_emulated() const;
 };
 
 /// --config / --checkpoint plus the compute flags, turned into InferenceOptions.
