@@ -1,9 +1,13 @@
-// ops::linear: the oneDNN float32 path against at::linear, forward and backward.
+// ops/: the oneDNN paths against ATen. ops::linear forward and backward;
+// ops::attention against the generic multi-head attention.
 #include "albef/core/runtime.h"
+#include "albef/model/layers.h"
+#include "albef/ops/attention.h"
 #include "albef/ops/linear.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/csrc/autograd/generated/variable_factories.h>
 
 namespace {
@@ -100,6 +104,70 @@ TEST(Linear, Bf16AutocastMultipliesBf16OperandsIntoFloat32) {
 TEST(Linear, MatmulNtChecksShapes) {
   EXPECT_LT(rel_diff(albef::ops::matmul_nt(at::ones({2, 3}), at::ones({4, 3})), at::full({2, 4}, 3.0)), 1e-6);
   EXPECT_THROW(albef::ops::matmul_nt(at::ones({2, 3}), at::ones({4, 2})), std::exception);
+}
+
+TEST(Linear, LinearGeluFusesTheActivationInInference) {
+  at::manual_seed(5);
+  torch::nn::Linear layer(48, 96);
+  const at::Tensor x = at::randn({3, 19, 48});
+  const at::Tensor expected = at::gelu(at::linear(x, layer->weight.detach(), layer->bias.detach()));
+  {
+    const at::NoGradGuard no_grad;
+    EXPECT_LT(rel_diff(albef::ops::linear_gelu(*layer, x), expected), 1e-5);
+    EXPECT_LT(rel_diff(albef::ops::linear_gelu(*layer, x.slice(1, 2, 9)), expected.slice(1, 2, 9)), 1e-5);
+  }
+  // Training: GELU stays an autograd op after the product.
+  const at::Tensor y = albef::ops::linear_gelu(*layer, x);
+  EXPECT_LT(rel_diff(y.detach(), expected), 1e-5);
+  y.sum().backward();
+  EXPECT_TRUE(layer->weight.grad().defined());
+}
+
+/// The generic path's answer: ops::attention switched off.
+at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads,
+                               const at::Tensor& mask) {
+  const AtenOnly aten(true);
+  return albef::multi_head_attention(q, k, v, heads, mask);
+}
+
+TEST(Attention, HeadByHeadMatchesTheGenericPath) {
+  if (!albef::ops::dnnl_gemm_available()) GTEST_SKIP() << "built without oneDNN";
+  at::manual_seed(4);
+  const at::NoGradGuard no_grad;
+  // ViT: q, k and v are column chunks of one fused projection (rows 3C apart).
+  const at::Tensor qkv = at::randn({2, 17, 3 * 32});
+  const auto parts = qkv.chunk(3, -1);
+  ASSERT_TRUE(albef::ops::attention_applies(parts[0], parts[1], parts[2], {}));
+  EXPECT_LT(rel_diff(albef::ops::attention(parts[0], parts[1], parts[2], 4, {}),
+                     reference_attention(parts[0], parts[1], parts[2], 4, {})),
+            1e-5);
+  EXPECT_LT(rel_diff(albef::multi_head_attention(parts[0], parts[1], parts[2], 4),
+                     reference_attention(parts[0], parts[1], parts[2], 4, {})),
+            1e-5);
+  // BERT: a padding mask [B, 1, 1, Lk]; cross-attention to one image's keys shared by every caption.
+  const at::Tensor text = at::randn({3, 7, 32}), image = at::randn({1, 11, 32}), image_v = at::randn({1, 11, 32});
+  at::Tensor mask = at::zeros({3, 1, 1, 7});
+  mask.index_put_({1, at::indexing::Slice(), at::indexing::Slice(), at::indexing::Slice(4, at::indexing::None)},
+                  -10000.0);
+  EXPECT_LT(rel_diff(albef::ops::attention(text, text, text, 4, mask), reference_attention(text, text, text, 4, mask)),
+            1e-5);
+  EXPECT_LT(rel_diff(albef::ops::attention(text, image, image_v, 4, {}),
+                     reference_attention(text, image, image_v, 4, {})),
+            1e-5);
+}
+
+TEST(Attention, LeavesTrainingAndAutocastToTheGenericPath) {
+  const at::Tensor x = at::randn({1, 5, 8});
+  const at::Tensor trained = at::randn({1, 5, 8}).set_requires_grad(true);
+  EXPECT_FALSE(albef::ops::attention_applies(trained, x, x, {}));
+  EXPECT_FALSE(albef::ops::attention_applies(x.to(at::kDouble), x, x, {}));
+  EXPECT_FALSE(albef::ops::attention_applies(x.transpose(1, 2), x, x, {}));  // columns apart
+  EXPECT_FALSE(albef::ops::attention_applies(x, x, x, at::zeros({1, 1, 5, 5})));  // a per-query mask
+  {
+    albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+    EXPECT_FALSE(albef::ops::attention_applies(x, x, x, {}));
+  }
+  EXPECT_THROW(albef::ops::attention(trained, x, x, 2, {}), std::exception);
 }
 
 }  // namespace

@@ -74,7 +74,7 @@ BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config) {
   dense = register_module("dense", nn::Linear(config.hidden_size, config.intermediate_size));
 }
 
-at::Tensor BertIntermediateImpl::forward(const at::Tensor& x) { return at::gelu(ops::linear(*dense, x)); }
+at::Tensor BertIntermediateImpl::forward(const at::Tensor& x) { return ops::linear_gelu(*dense, x); }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
   attention = register_module("attention", BertAttention(config, false));

@@ -11,9 +11,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_map>
 
 #ifdef ALBEF_WITH_DNNL
 #include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl.hpp>
 #ifdef ALBEF_WITH_DNNL_BF16_GEMM
 // Exported by libdnnl (the BLAS-like bf16 GEMM behind its matmul) but not
 // declared in its public headers; CMake checks that it links.
@@ -74,9 +76,54 @@ at::Tensor weight_as(const at::Tensor& weight, at::ScalarType dtype) {
   return at::autocast::cached_cast(dtype, weight, c10::DeviceType::CPU).contiguous();
 }
 
-at::Tensor forward_rows(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias) {
+/// out[M,N] = rows W^T (+ bias) (then GELU) through oneDNN's matmul
+/// primitive, which applies bias and activation to each tile while it is
+/// still in cache instead of in passes of their own. float32 only. Returns
+/// false when oneDNN offers no implementation. Creating the primitive each
+/// call costs a few microseconds: oneDNN keeps created primitives in a cache.
+bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias, bool gelu,
+                      at::Tensor& out) {
+  using dnnl::memory;
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  const int64_t m = rows.size(0), k = rows.size(1), n = weight.size(0);
+  const auto f32 = memory::data_type::f32;
+  try {
+    const memory::desc src_md({m, k}, f32, memory::dims{rows.stride(0), 1});
+    const memory::desc weight_md({k, n}, f32, memory::dims{1, k});  // W^T: W [N, K] read column-wise
+    const memory::desc bias_md({1, n}, f32, memory::dims{n, 1});
+    const memory::desc dst_md({m, n}, f32, memory::dims{n, 1});
+    dnnl::post_ops post_ops;
+    if (gelu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(post_ops);
+    const dnnl::matmul::desc desc =
+        bias.defined() ? dnnl::matmul::desc(src_md, weight_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, weight_md, dst_md);
+    const dnnl::matmul matmul(dnnl::matmul::primitive_desc(desc, attr, engine));
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md, engine, rows.data_ptr())},
+                                         {DNNL_ARG_WEIGHTS, memory(weight_md, engine, weight.data_ptr())},
+                                         {DNNL_ARG_DST, memory(dst_md, engine, out.data_ptr())}};
+    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(bias_md, engine, bias.data_ptr()));
+    dnnl::stream stream(engine);
+    matmul.execute(stream, args);
+    stream.wait();
+    return true;
+  } catch (const dnnl::error& error) {
+    ALBEF_CHECK(error.status == dnnl_unimplemented, "oneDNN matmul failed (", error.what(), ") for M=", m, " N=", n,
+                " K=", k);
+    return false;
+  }
+}
+
+/// rows [M,K] W^T + bias, then GELU when asked (inference only: the
+/// autograd function never asks). float32 goes through the matmul primitive
+/// (bias and GELU fused); bf16 operands through the bf16 GEMM.
+at::Tensor forward_rows(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias, bool gelu = false) {
   const int64_t m = rows.size(0), k = rows.size(1), n = weight.size(0);
   at::Tensor out = at::empty({m, n}, rows.options().dtype(at::kFloat));
+  const bool float_bias = !bias.defined() || bias.scalar_type() == at::kFloat;
+  if (m > 0 && k > 0 && rows.scalar_type() == at::kFloat && float_bias &&
+      matmul_primitive(rows, weight, bias.defined() ? bias.contiguous() : bias, gelu, out))
+    return out;
   float beta = 0.0f;
   if (bias.defined()) {
     out.copy_(bias.expand({m, n}));
@@ -85,7 +132,7 @@ at::Tensor forward_rows(const at::Tensor& rows, const at::Tensor& weight, const 
     out.zero_();
   }
   if (m > 0 && k > 0) gemm('N', 'T', m, n, k, rows, rows.stride(0), weight, k, beta, out);
-  return out;
+  return gelu ? at::gelu(out) : out;
 }
 
 at::Tensor restore_shape(const at::Tensor& out, at::IntArrayRef input_sizes) {
@@ -147,26 +194,43 @@ bool takes_dnnl_path(const at::Tensor& input, const at::Tensor& weight, const at
 
 }  // namespace
 
-at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
+namespace {
+
+at::Tensor linear_then(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool gelu) {
 #ifdef ALBEF_WITH_DNNL
   const at::ScalarType dtype = compute_type();
   if (takes_dnnl_path(input, weight, bias, dtype)) {
     const bool needs_grad = at::GradMode::is_enabled() &&
                             (input.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-    if (needs_grad)
-      return DnnlLinear::apply(input, weight, bias.defined() ? bias : at::empty({0}, weight.options()),
-                               bias.defined(), dtype);
-    return restore_shape(forward_rows(as_rows(input, dtype), weight_as(weight, dtype), bias), input.sizes());
+    if (needs_grad) {
+      const at::Tensor out = DnnlLinear::apply(input, weight, bias.defined() ? bias : at::empty({0}, weight.options()),
+                                               bias.defined(), dtype);
+      return gelu ? at::gelu(out) : out;
+    }
+    return restore_shape(forward_rows(as_rows(input, dtype), weight_as(weight, dtype), bias, gelu), input.sizes());
   }
 #endif
+  at::Tensor out;
   // A model readied for bf16 inference run without autocast: compute in the input's type.
   if (weight.scalar_type() != input.scalar_type() && !at::autocast::is_cpu_enabled())
-    return at::linear(input, weight.to(input.scalar_type()), bias.defined() ? bias.to(input.scalar_type()) : bias);
-  return at::linear(input, weight, bias);
+    out = at::linear(input, weight.to(input.scalar_type()), bias.defined() ? bias.to(input.scalar_type()) : bias);
+  else
+    out = at::linear(input, weight, bias);
+  return gelu ? at::gelu(out) : out;
+}
+
+}  // namespace
+
+at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
+  return linear_then(input, weight, bias, false);
 }
 
 at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
   return linear(input, layer.weight, layer.bias);
+}
+
+at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
+  return linear_then(input, layer.weight, layer.bias, true);
 }
 
 bool dnnl_gemm_available() {

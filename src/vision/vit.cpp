@@ -35,7 +35,7 @@ VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
   fc2 = register_module("fc2", nn::Linear(hidden, dim));
 }
 
-at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return ops::linear(*fc2, at::gelu(ops::linear(*fc1, x))); }
+at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return ops::linear(*fc2, ops::linear_gelu(*fc1, x)); }
 
 VitBlockImpl::VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio) {
   const auto norm_options = nn::LayerNormOptions({dim}).eps(1e-6);

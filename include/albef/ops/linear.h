@@ -2,11 +2,13 @@
 /// @file linear.h
 /// @brief The linear layer every encoder calls, with a faster float32 GEMM.
 ///
-/// LibTorch does float32 matmuls through the system BLAS; on this project's
-/// CPUs (AVX-512) oneDNN's sgemm runs about twice as fast as OpenBLAS with its
-/// AVX2 kernels. `linear` sends float32 CPU products to oneDNN when albef was
-/// built with it (forward and backward, through a custom autograd function)
-/// and everything else (bf16 autocast, CUDA, other dtypes) to `at::linear`.
+/// LibTorch does float32 matmuls through the system BLAS; on CPUs with
+/// AVX-512 oneDNN's sgemm runs about twice as fast as OpenBLAS with its AVX2
+/// kernels (on AVX2-only CPUs the two are even). `linear` sends float32 CPU
+/// products to oneDNN when albef was built with it (forward and backward,
+/// through a custom autograd function), bf16-autocast products to oneDNN's
+/// bf16 GEMM where the CPU runs it (AVX-512), and everything else (CUDA,
+/// other dtypes, bf16 elsewhere) to `at::linear`.
 
 #include <ATen/core/Tensor.h>
 
@@ -22,6 +24,11 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::T
 
 /// The same with a torch::nn::Linear's parameters.
 at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input);
+
+/// gelu(linear(input)) with GELU's erf form (BERT's and timm's). In float32
+/// inference bias and GELU are applied inside the GEMM (oneDNN's matmul
+/// post-ops) instead of in passes of their own over the output.
+at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input);
 
 /// True when albef was built with oneDNN's GEMM (the ALBEF_WITH_DNNL option).
 bool dnnl_gemm_available();
