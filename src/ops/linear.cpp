@@ -68,7 +68,6 @@ at::ScalarType compute_type() {
                                                                                                     : at::kFloat;
 }
 
-
 /// The weight in the compute type. Under autocast the bf16 copy of a
 /// parameter comes from autocast's cache, so it is cast once per region.
 at::Tensor weight_as(const at::Tensor& weight, at::ScalarType dtype) {
