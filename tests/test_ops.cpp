@@ -1,5 +1,5 @@
 // ops/: the oneDNN paths against ATen. ops::linear forward and backward;
-// ops::attention against the generic multi-head attention.
+// ops::attention (inference and training) against the generic multi-head attention.
 #include "albef/core/runtime.h"
 #include "albef/model/layers.h"
 #include "albef/ops/attention.h"
@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/generated/variable_factories.h>
 
 namespace {
@@ -156,18 +157,90 @@ TEST(Attention, HeadByHeadMatchesTheGenericPath) {
             1e-5);
 }
 
-TEST(Attention, LeavesTrainingAndAutocastToTheGenericPath) {
-  const at::Tensor x = at::randn({1, 5, 8});
-  const at::Tensor trained = at::randn({1, 5, 8}).set_requires_grad(true);
-  EXPECT_FALSE(albef::ops::attention_applies(trained, x, x, {}));
+/// Gradients of sum(out * weights) with respect to `leaves`.
+std::vector<at::Tensor> gradients_of(const at::Tensor& out, const std::vector<at::Tensor>& leaves) {
+  at::manual_seed(11);
+  const at::Tensor weights = at::randn(out.sizes());
+  return torch::autograd::grad({(out * weights).sum()}, leaves);
+}
+
+TEST(Attention, TrainingGradientsMatchTheGenericPath) {
+  if (!albef::ops::dnnl_gemm_available()) GTEST_SKIP() << "built without oneDNN";
+  at::manual_seed(5);
+  // ViT: q, k and v are column chunks of one projection; the gradient reaches the projection's output.
+  const at::Tensor qkv = at::randn({2, 17, 3 * 32}).set_requires_grad(true);
+  auto vit = [&](bool generic) {
+    const AtenOnly aten(generic);
+    const auto parts = qkv.chunk(3, -1);
+    EXPECT_EQ(albef::ops::attention_applies(parts[0], parts[1], parts[2], {}), !generic);
+    return albef::multi_head_attention(parts[0], parts[1], parts[2], 4);
+  };
+  const at::Tensor ours = vit(false), generic = vit(true);
+  EXPECT_LT(rel_diff(ours, generic), 1e-5);
+  EXPECT_LT(rel_diff(gradients_of(ours, {qkv})[0], gradients_of(generic, {qkv})[0]), 1e-5);
+
+  // BERT: a padding mask; cross-attention from 7 text tokens to 11 image tokens.
+  const at::Tensor text = at::randn({3, 7, 32}).set_requires_grad(true);
+  const at::Tensor image_k = at::randn({3, 11, 32}).set_requires_grad(true);
+  const at::Tensor image_v = at::randn({3, 11, 32}).set_requires_grad(true);
+  at::Tensor mask = at::zeros({3, 1, 1, 7});
+  mask.index_put_({1, at::indexing::Slice(), at::indexing::Slice(), at::indexing::Slice(4, at::indexing::None)},
+                  -10000.0);
+  const at::Tensor self_ours = albef::ops::attention(text, text, text, 4, mask);
+  const at::Tensor self_generic = reference_attention(text, text, text, 4, mask);
+  EXPECT_LT(rel_diff(self_ours, self_generic), 1e-5);
+  EXPECT_LT(rel_diff(gradients_of(self_ours, {text})[0], gradients_of(self_generic, {text})[0]), 1e-5);
+  const at::Tensor cross_ours = albef::ops::attention(text, image_k, image_v, 4, {});
+  const at::Tensor cross_generic = reference_attention(text, image_k, image_v, 4, {});
+  EXPECT_LT(rel_diff(cross_ours, cross_generic), 1e-5);
+  const auto ours_grads = gradients_of(cross_ours, {text, image_k, image_v});
+  const auto generic_grads = gradients_of(cross_generic, {text, image_k, image_v});
+  for (size_t i = 0; i < ours_grads.size(); ++i) EXPECT_LT(rel_diff(ours_grads[i], generic_grads[i]), 1e-5) << i;
+}
+
+TEST(Attention, DropoutKeepsTheMaskItDrawsForTheBackwardPass) {
+  if (!albef::ops::dnnl_gemm_available()) GTEST_SKIP() << "built without oneDNN";
+  const int64_t batch = 2, heads = 2, q_len = 5, k_len = 9, width = 16, head_dim = width / heads;
+  const double p = 0.3;
+  at::manual_seed(6);
+  const at::Tensor q = at::randn({batch, q_len, width}).set_requires_grad(true);
+  const at::Tensor k = at::randn({batch, k_len, width}).set_requires_grad(true);
+  const at::Tensor v = at::randn({batch, k_len, width}).set_requires_grad(true);
+  at::manual_seed(7);
+  const at::Tensor ours = albef::ops::attention(q, k, v, heads, {}, p);
+  // The documented draw, redrawn: one bernoulli_ over [B, heads, Lq, Lk] booleans.
+  at::manual_seed(7);
+  const at::Tensor keep = at::empty({batch, heads, q_len, k_len}, at::kBool).bernoulli_(1.0 - p);
+  EXPECT_GT(keep.logical_not().sum().item<int64_t>(), 0);
+  auto split = [&](const at::Tensor& x) { return x.view({batch, -1, heads, head_dim}).transpose(1, 2); };
+  const at::Tensor probs = at::softmax(at::matmul(split(q), split(k).transpose(-1, -2)) / std::sqrt(head_dim), -1);
+  const at::Tensor expected =
+      at::matmul(probs * keep.to(at::kFloat) / (1.0 - p), split(v)).transpose(1, 2).reshape({batch, q_len, width});
+  EXPECT_LT(rel_diff(ours, expected), 1e-5);
+  const auto ours_grads = gradients_of(ours, {q, k, v}), expected_grads = gradients_of(expected, {q, k, v});
+  for (size_t i = 0; i < ours_grads.size(); ++i) EXPECT_LT(rel_diff(ours_grads[i], expected_grads[i]), 1e-5) << i;
+  // Without gradients (the momentum encoders run in training mode under no_grad) the same draw applies.
+  const at::NoGradGuard no_grad;
+  at::manual_seed(7);
+  EXPECT_LT(rel_diff(albef::ops::attention(q, k, v, heads, {}, p), expected), 1e-5);
+}
+
+TEST(Attention, LeavesAutocastAndUnsupportedShapesToTheGenericPath) {
+  const at::Tensor x = at::randn({2, 5, 8});
   EXPECT_FALSE(albef::ops::attention_applies(x.to(at::kDouble), x, x, {}));
   EXPECT_FALSE(albef::ops::attention_applies(x.transpose(1, 2), x, x, {}));  // columns apart
-  EXPECT_FALSE(albef::ops::attention_applies(x, x, x, at::zeros({1, 1, 5, 5})));  // a per-query mask
+  EXPECT_FALSE(albef::ops::attention_applies(x, x, x, at::zeros({2, 1, 5, 5})));  // a per-query mask
+  EXPECT_FALSE(albef::ops::attention_applies(x, x, x, at::zeros({2, 1, 1, 5}).set_requires_grad(true)));
+  // One image's keys shared by every caption: inference only.
+  const at::Tensor shared = at::randn({1, 5, 8});
+  EXPECT_EQ(albef::ops::attention_applies(x, shared, shared, {}), albef::ops::dnnl_gemm_available());
+  EXPECT_FALSE(albef::ops::attention_applies(x.clone().set_requires_grad(true), shared, shared, {}));
   {
     albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
     EXPECT_FALSE(albef::ops::attention_applies(x, x, x, {}));
   }
-  EXPECT_THROW(albef::ops::attention(trained, x, x, 2, {}), std::exception);
+  EXPECT_THROW(albef::ops::attention(x.to(at::kDouble), x, x, 2, {}), std::exception);
+  if (albef::ops::dnnl_gemm_available()) EXPECT_THROW(albef::ops::attention(x, x, x, 2, {}, 1.0), std::exception);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -10,9 +11,26 @@
 
 namespace albef::testing {
 
+namespace {
+
+std::filesystem::path process_temp_root() {
+  return std::filesystem::temp_directory_path() / ("albef_test_" + std::to_string(::getpid()));
+}
+
+/// ctest runs every test in a process of its own: each removes its folder on
+/// exit, so a suite run leaves nothing behind in /tmp.
+void remove_process_temp_root() {
+  std::error_code ignored;
+  std::filesystem::remove_all(process_temp_root(), ignored);
+}
+
+}  // namespace
+
 std::string make_temp_dir(const std::string& name) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("albef_test_" + std::to_string(::getpid())) / name;
+  static const bool cleanup_registered = std::atexit(remove_process_temp_root) == 0;
+  (void)cleanup_registered;
+  const fs::path dir = process_temp_root() / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();

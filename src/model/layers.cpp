@@ -12,8 +12,8 @@ namespace albef {
 
 at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                 int64_t num_heads, const at::Tensor& additive_mask, double dropout) {
-  if (dropout == 0.0 && ops::attention_applies(query, key, value, additive_mask))
-    return ops::attention(query, key, value, num_heads, additive_mask);  // float32 inference, head by head
+  if (ops::attention_applies(query, key, value, additive_mask))
+    return ops::attention(query, key, value, num_heads, additive_mask, dropout);  // float32, head by head
   const int64_t batch = query.size(0), q_len = query.size(1), width = query.size(2);
   const int64_t k_len = key.size(1), head_dim = width / num_heads;
   // [B, L, C] -> [B, heads, L, head_dim]

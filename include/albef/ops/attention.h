@@ -1,6 +1,6 @@
 #pragma once
 /// @file attention.h
-/// @brief Multi-head attention for float32 inference, one head at a time.
+/// @brief Multi-head attention in float32, one head at a time, with its backward pass.
 ///
 /// The generic path (at::matmul, softmax, at::matmul) materialises the scores
 /// of every head at once, copies q, k and v into contiguous head-major
@@ -10,6 +10,12 @@
 /// the GEMM, the mask is added in place, and the output is written straight
 /// into its columns of [B, Lq, C]. q, k and v are used where they lie, so the
 /// column chunks of a fused qkv projection need no copy.
+///
+/// In training the same loop keeps each head's probabilities (and dropout
+/// mask) and its backward pass runs head by head as well: LibTorch 1.13's
+/// batched matmul on the CPU loops over the batch with a select and a
+/// multi-threaded GEMM per matrix, which costs more than the arithmetic for
+/// these small products.
 
 #include <ATen/core/Tensor.h>
 
@@ -18,15 +24,19 @@
 namespace albef::ops {
 
 /// Whether `attention` can compute this call: CPU float32 tensors [B, L, C]
-/// with unit stride along C, no gradient needed, no autocast, oneDNN built in,
-/// and a mask (if any) of B x Lk values ([B, 1, 1, Lk], BERT's padding mask).
+/// with unit stride along C, no autocast, oneDNN built in, a mask (if any) of
+/// B x Lk values ([B, 1, 1, Lk], BERT's padding mask) that needs no gradient,
+/// and keys and values of batch B, or of batch 1 when no gradient is needed.
 bool attention_applies(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                        const at::Tensor& additive_mask);
 
-/// softmax(q_h k_h^T / sqrt(d) + mask) v_h for each head h of width
-/// d = C / num_heads; returns [B, Lq, C] (float32, contiguous). Requires
-/// `attention_applies`; throws otherwise.
+/// dropout(softmax(q_h k_h^T / sqrt(d) + mask)) v_h for each head h of
+/// width d = C / num_heads; returns [B, Lq, C] (float32, contiguous),
+/// differentiable in q, k and v. With `dropout` > 0 each probability is kept
+/// with 1 - dropout and scaled by 1 / (1 - dropout); the mask is drawn first,
+/// as one bernoulli_ over a [B, heads, Lq, Lk] bool tensor from the default
+/// generator. Requires `attention_applies`; throws otherwise.
 at::Tensor attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, int64_t num_heads,
-                     const at::Tensor& additive_mask);
+                     const at::Tensor& additive_mask, double dropout = 0.0);
 
 }  // namespace albef::ops
