@@ -125,6 +125,29 @@ TEST(ModelParity, Bf16InferenceWeightsGiveTheAutocastOutputs) {
   EXPECT_TENSOR_NEAR(actual[0], fixture("eval__comp__image_feat"), 3e-2);
 }
 
+TEST(ModelParity, ImageOnlyModelLoadsTheImageSideAlone) {
+  // What `albef index` loads: the ViT and vision_proj, the same image features, no BERT.
+  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
+  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false, /*text_side=*/false});
+  const albef::LoadReport report =
+      albef::load_checkpoint(model, albef::testing::data_path("tiny/albef_pretrain_tiny.pth"));
+  EXPECT_TRUE(report.missing_keys.empty());
+  for (const auto& [key, tensor] : albef::state_dict(*model))
+    EXPECT_TRUE(key == "temp" || key.rfind("visual_encoder.", 0) == 0 || key.rfind("vision_proj.", 0) == 0) << key;
+  model->eval();
+  at::NoGradGuard no_grad;
+  EXPECT_TENSOR_NEAR(model->image_feature(model->encode_image(fixture("inputs__image"))),
+                     fixture("eval__comp__image_feat"), kTolerance);
+  try {
+    model->encode_text(fixture("inputs__input_ids"), fixture("inputs__attention_mask"));
+    ADD_FAILURE() << "encode_text ran without a text encoder";
+  } catch (const std::exception& error) {
+    EXPECT_NE(std::string(error.what()).find("images only"), std::string::npos) << error.what();
+  }
+  EXPECT_THROW(albef::AlbefModel(config, albef::ModelOptions{albef::ModelKind::Retrieval, true, false}),
+               std::exception);
+}
+
 TEST(ModelParity, RetrievalKindLoadsPretrainCheckpointWithoutMomentum) {
   // Inference models drop `bert.` from the keys (as Retrieval.py does) and
   // skip the MLM head and the momentum copies, with identical outputs.

@@ -35,7 +35,9 @@ void run_embed(const EmbedFlags& flags) {
   }
   if (images.empty() && texts.empty()) fail("embed: nothing to embed (give --image/--images and/or --text/--texts)");
 
-  AlbefInference albef(flags.model.options());
+  InferenceOptions options = flags.model.options();
+  options.images_only = texts.empty();  // images alone need no BERT in memory
+  AlbefInference albef(options);
   // Everything is computed before anything is written: a bad input leaves no partial output.
   const at::Tensor image_feat = albef.image_features(images);
   const at::Tensor text_feat = albef.text_features(texts);

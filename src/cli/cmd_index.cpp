@@ -22,7 +22,9 @@ void run_index(const IndexFlags& flags) {
   if (images.empty()) fail(flags.images, ": no images to index");
   serve::IndexBuildOptions build = flags.build;
   build.kind = serve::parse_index_kind(flags.kind);
-  AlbefInference albef(flags.model.options());
+  InferenceOptions options = flags.model.options();
+  options.images_only = true;  // a gallery needs image features only: no BERT in memory
+  AlbefInference albef(options);
   const serve::IndexBuildReport report = serve::build_image_index(albef, images, flags.out, build);
   std::cout << "indexed " << report.added << " images in " << report.seconds << " s; " << flags.out << " ("
             << report.kind << ") holds " << report.total << " images";

@@ -34,6 +34,8 @@ BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const
 
 AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options)
     : config_(config), options_(options) {
+  ALBEF_CHECK(options.text_side || !options.momentum_encoders,
+              "an image-only model (text_side = false) is for inference: it takes no momentum encoders");
   const int64_t text_width = config.bert.hidden_size;
   const int64_t vision_width = config.vision_width;
   temp = register_parameter("temp", at::full({}, config.temp, at::kFloat));
@@ -45,10 +47,12 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
     queue_ptr = register_buffer("queue_ptr", at::zeros({1}, at::kLong));
   }
   visual_encoder = register_module("visual_encoder", VisionTransformer(config.vision, config.image_res));
-  text_bert_ = add_text_encoder(*this, "text_encoder", config, text_encoder_mlm);
+  if (options.text_side) text_bert_ = add_text_encoder(*this, "text_encoder", config, text_encoder_mlm);
   vision_proj = register_module("vision_proj", nn::Linear(vision_width, config.embed_dim));
-  text_proj = register_module("text_proj", nn::Linear(text_width, config.embed_dim));
-  itm_head = register_module("itm_head", nn::Linear(text_width, 2));
+  if (options.text_side) {
+    text_proj = register_module("text_proj", nn::Linear(text_width, config.embed_dim));
+    itm_head = register_module("itm_head", nn::Linear(text_width, 2));
+  }
   if (options.momentum_encoders) {
     visual_encoder_m = register_module("visual_encoder_m", VisionTransformer(config.vision, config.image_res));
     vision_proj_m = register_module("vision_proj_m", nn::Linear(vision_width, config.embed_dim));
@@ -65,7 +69,12 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
 
 at::Tensor AlbefModelImpl::encode_image(const at::Tensor& images) { return visual_encoder->forward(images); }
 
+void AlbefModelImpl::require_text_side(const char* what) const {
+  ALBEF_CHECK(options_.text_side, what, " needs the text side, and this model was built for images only (text_side = false)");
+}
+
 at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  require_text_side("encode_text");
   return text_bert_->forward_text(input_ids, attention_mask);
 }
 
@@ -76,15 +85,20 @@ at::Tensor AlbefModelImpl::image_feature(const at::Tensor& image_embeds) {
 }
 
 at::Tensor AlbefModelImpl::text_feature(const at::Tensor& text_embeds) {
+  require_text_side("text_feature");
   return normalize_rows(ops::linear(*text_proj, text_embeds.select(1, 0)).to(at::kFloat), -1);
 }
 
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                                 const at::Tensor& image_embeds) {
+  require_text_side("fuse");
   return text_bert_->forward_fusion(text_embeds, attention_mask, image_embeds);
 }
 
-at::Tensor AlbefModelImpl::itm_logits(const at::Tensor& fused) { return ops::linear(*itm_head, fused.select(1, 0)); }
+at::Tensor AlbefModelImpl::itm_logits(const at::Tensor& fused) {
+  require_text_side("itm_logits");
+  return ops::linear(*itm_head, fused.select(1, 0));
+}
 
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                       const at::Tensor& image_embeds) {
@@ -97,7 +111,7 @@ void AlbefModelImpl::init_weights() {
   visual_encoder->init_weights();
   if (!text_encoder_mlm.is_empty())
     text_encoder_mlm->init_weights();
-  else
+  else if (!text_bert_.is_empty())
     text_bert_->init_weights();
   if (options_.momentum_encoders) copy_params();
 }
