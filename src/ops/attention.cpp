@@ -70,9 +70,18 @@ at::Tensor draw_keep_mask(const Shape& s, double dropout) {
   return at::empty({s.batch, s.heads, s.q_len, s.k_len}, at::TensorOptions().dtype(at::kBool)).bernoulli_(1.0 - dropout);
 }
 
-/// probs * keep / (1 - p) into `out` (q_len * k_len values).
+/// probs * keep / (1 - p) into `out` (q_len * k_len values); in place when out == probs.
 void apply_dropout(const float* probs, const bool* keep, float keep_scale, int64_t count, float* out) {
   for (int64_t j = 0; j < count; ++j) out[j] = keep[j] ? probs[j] * keep_scale : 0.0f;
+}
+
+/// The probabilities that multiply v: `probs` itself without dropout, else
+/// their dropped-out copy in `buffer`.
+const float* mixing_weights(const float* probs, const bool* keep, float keep_scale, int64_t count,
+                            std::vector<float>& buffer) {
+  if (keep == nullptr) return probs;
+  apply_dropout(probs, keep, keep_scale, count, buffer.data());
+  return buffer.data();
 }
 
 /// out = softmax(scale q k^T + mask) (dropped out) v for every (sample, head),
@@ -105,11 +114,8 @@ void forward_heads(const Shape& s, const at::Tensor& query, const at::Tensor& ke
       float* head_probs = probs_data ? probs_data + index * area : probs_buffer.data();
       at::Tensor probs_view = at::from_blob(head_probs, {s.q_len, s.k_len});
       at::_softmax_out(probs_view, scores, 1, false);
-      const float* mixed = head_probs;
-      if (keep_data != nullptr) {
-        apply_dropout(head_probs, keep_data + index * area, keep_scale, area, dropped_buffer.data());
-        mixed = dropped_buffer.data();
-      }
+      const float* mixed =
+          mixing_weights(head_probs, keep_data ? keep_data + index * area : nullptr, keep_scale, area, dropped_buffer);
       sgemm('N', 'N', s.q_len, s.head_dim, s.k_len, 1.0f, mixed, s.k_len, v.head(b, h), v.row_stride, o.head(b, h),
             o.row_stride);
     }
@@ -134,11 +140,7 @@ void backward_heads(const Shape& s, const at::Tensor& grad_out, const at::Tensor
       const int64_t b = index / s.heads, h = index % s.heads;
       const float* p = probs_data + index * area;
       const bool* kept = keep_data ? keep_data + index * area : nullptr;
-      const float* mixed = p;
-      if (kept != nullptr) {
-        apply_dropout(p, kept, keep_scale, area, dropped_buffer.data());
-        mixed = dropped_buffer.data();
-      }
+      const float* mixed = mixing_weights(p, kept, keep_scale, area, dropped_buffer);
       sgemm('T', 'N', s.k_len, s.head_dim, s.q_len, 1.0f, mixed, s.k_len, d_out.head(b, h), d_out.row_stride,
             dv.head(b, h), dv.row_stride);
       float* g = grad_buffer.data();

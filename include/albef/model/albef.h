@@ -36,7 +36,7 @@ struct ModelOptions {
   bool momentum_encoders = true;
   /// The text side: `text_encoder`, `text_proj` and `itm_head`. Without it the
   /// model is `visual_encoder` and `vision_proj` only (encode_image and
-  /// image_feature): embedding images then loads 345 of ALBEF's 798 MB.
+  /// image_feature): embedding images then loads 328 of ALBEF's 798 MB.
   /// Needs momentum_encoders = false.
   bool text_side = true;
 };

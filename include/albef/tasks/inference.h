@@ -24,7 +24,7 @@ struct InferenceOptions {
   int64_t batch_size = 32;      ///< images or texts per forward pass
   int max_text_length = 30;     ///< tokens incl. [CLS], as the official retrieval code
   int max_words = 30;           ///< pre_caption's word limit
-  /// Load the image side only (ViT and vision_proj, 345 of 798 MB): for
+  /// Load the image side only (ViT and vision_proj, 328 of 798 MB): for
   /// image features alone, as `albef index` needs. Text calls then throw.
   bool images_only = false;
 };
