@@ -159,3 +159,46 @@ TEST(ModelParity, RetrievalKindLoadsPretrainCheckpointWithoutMomentum) {
   EXPECT_TENSOR_NEAR(model->itm_logits(model->fuse(text_embeds, fixture("inputs__attention_mask"), image_embeds)),
                      fixture("eval__comp__itm_logits_pos"), kTolerance);
 }
+
+TEST(ModelParity, SharedFusionImagesGiveThePerPairOutputsAndGradients) {
+  // Pretraining fuses one batch of images for ITM positives, ITM negatives
+  // (rows picked from the batch) and MLM. Projecting their keys and values
+  // once must give what per-pair copies of the image tokens give, gradients
+  // included.
+  albef::AlbefModel model = load_tiny(data_path("tiny/albef_pretrain_tiny.pth"));
+  const at::Tensor image = fixture("inputs__image");
+  const at::Tensor ids = fixture("inputs__input_ids");
+  const at::Tensor mask = fixture("inputs__attention_mask");
+  const int64_t batch = image.size(0);
+  const at::Tensor rows = at::cat({(at::arange(batch) + 1) % batch, at::zeros({batch}, at::kLong)});
+  const std::vector<std::string> weights = {"text_encoder.bert.encoder.layer.2.crossattention.self.key.weight",
+                                            "text_encoder.bert.encoder.layer.3.crossattention.self.value.bias",
+                                            "visual_encoder.patch_embed.proj.weight"};
+  auto run = [&](bool shared) {
+    model->zero_grad();
+    const at::Tensor image_embeds = model->encode_image(image);
+    const at::Tensor text_embeds = model->encode_text(ids, mask);
+    const at::Tensor texts = at::cat({text_embeds, text_embeds}), masks = at::cat({mask, mask});
+    std::vector<at::Tensor> outputs;
+    if (shared) {
+      albef::FusionImages images(image_embeds, /*keep_key_values=*/true);
+      outputs = {model->fuse(text_embeds, mask, images), model->fuse(texts, masks, images, rows),
+                 model->mlm_logits(ids, mask, images)};
+    } else {
+      outputs = {model->fuse(text_embeds, mask, image_embeds),
+                 model->fuse(texts, masks, image_embeds.index_select(0, rows)),
+                 model->mlm_logits(ids, mask, image_embeds)};
+    }
+    (outputs[0].square().sum() + outputs[1].square().sum() + outputs[2].square().mean()).backward();
+    for (const auto& name : weights) outputs.push_back(albef::testing::state_tensor(model, name).grad().clone());
+    return outputs;
+  };
+  const std::vector<at::Tensor> per_pair = run(false), shared = run(true);
+  for (size_t i = 0; i < 3; ++i) EXPECT_TENSOR_NEAR(shared[i], per_pair[i], kTolerance);
+  for (size_t i = 0; i < weights.size(); ++i)
+    albef::testing::expect_relative(shared[3 + i], per_pair[3 + i], 1e-5, weights[i]);
+
+  at::NoGradGuard no_grad;
+  albef::FusionImages images(model->encode_image(image));
+  EXPECT_THROW(model->fuse(model->encode_text(ids, mask), mask, images, rows), std::exception);
+}

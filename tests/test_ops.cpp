@@ -3,6 +3,7 @@
 #include "albef/core/runtime.h"
 #include "albef/model/layers.h"
 #include "albef/ops/attention.h"
+#include "albef/ops/dropout.h"
 #include "albef/ops/linear.h"
 
 #include <ATen/ATen.h>
@@ -208,9 +209,9 @@ TEST(Attention, DropoutKeepsTheMaskItDrawsForTheBackwardPass) {
   const at::Tensor v = at::randn({batch, k_len, width}).set_requires_grad(true);
   at::manual_seed(7);
   const at::Tensor ours = albef::ops::attention(q, k, v, heads, {}, p);
-  // The documented draw, redrawn: one bernoulli_ over [B, heads, Lq, Lk] booleans.
+  // The documented draw, redrawn: one keep mask over [B, heads, Lq, Lk].
   at::manual_seed(7);
-  const at::Tensor keep = at::empty({batch, heads, q_len, k_len}, at::kBool).bernoulli_(1.0 - p);
+  const at::Tensor keep = albef::ops::draw_keep_mask({batch, heads, q_len, k_len}, 1.0 - p);
   EXPECT_GT(keep.logical_not().sum().item<int64_t>(), 0);
   auto split = [&](const at::Tensor& x) { return x.view({batch, -1, heads, head_dim}).transpose(1, 2); };
   const at::Tensor probs = at::softmax(at::matmul(split(q), split(k).transpose(-1, -2)) / std::sqrt(head_dim), -1);

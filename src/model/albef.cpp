@@ -95,6 +95,12 @@ at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor&
   return text_bert_->forward_fusion(text_embeds, attention_mask, image_embeds);
 }
 
+at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
+                                const at::Tensor& image_rows) {
+  require_text_side("fuse");
+  return text_bert_->forward_fusion(text_embeds, attention_mask, images, image_rows);
+}
+
 at::Tensor AlbefModelImpl::itm_logits(const at::Tensor& fused) {
   require_text_side("itm_logits");
   return ops::linear(*itm_head, fused.select(1, 0));
@@ -104,6 +110,12 @@ at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Ten
                                       const at::Tensor& image_embeds) {
   ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the Pretrain model kind");
   return text_encoder_mlm->forward(input_ids, attention_mask, image_embeds);
+}
+
+at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                      FusionImages& images, const at::Tensor& positions) {
+  ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the Pretrain model kind");
+  return text_encoder_mlm->forward(input_ids, attention_mask, images, positions);
 }
 
 void AlbefModelImpl::init_weights() {

@@ -1,6 +1,7 @@
 #include "albef/model/bert.h"
 
 #include "albef/core/error.h"
+#include "albef/ops/dropout.h"
 #include "albef/ops/linear.h"
 
 #include <ATen/ATen.h>
@@ -32,7 +33,7 @@ at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids) {
   // Token type is always 0 in ALBEF: add row 0 instead of gathering zeros.
   at::Tensor x = word_embeddings->forward(input_ids) + token_type_embeddings->weight[0] +
                  position_embeddings->weight.slice(0, 0, length);
-  return at::dropout(LayerNorm->forward(x), dropout, is_training());
+  return ops::dropout(LayerNorm->forward(x), dropout, is_training());
 }
 
 BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config, bool is_cross_attention)
@@ -48,10 +49,27 @@ at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Te
                               additive_mask, is_training() ? dropout : 0.0);
 }
 
-at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, const at::Tensor& image_embeds) {
+FusionImages::FusionImages(at::Tensor embeds, bool keep_key_values)
+    : embeds_(std::move(embeds)), keep_(keep_key_values) {}
+
+std::pair<at::Tensor, at::Tensor> FusionImages::key_values(BertSelfAttentionImpl& attention) {
+  if (auto kept = kept_.find(&attention); kept != kept_.end()) return kept->second;
+  std::pair<at::Tensor, at::Tensor> projected{ops::linear(*attention.key, embeds_), ops::linear(*attention.value, embeds_)};
+  if (keep_) kept_.emplace(&attention, projected);
+  return projected;
+}
+
+at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, FusionImages& images,
+                                                const at::Tensor& image_rows) {
+  auto [keys, values] = images.key_values(*this);
+  if (image_rows.defined()) {
+    ALBEF_CHECK(image_rows.dim() == 1 && image_rows.size(0) == hidden.size(0), "one image row per text is needed: ",
+                image_rows.sizes(), " rows for ", hidden.size(0), " texts");
+    keys = keys.index_select(0, image_rows);
+    values = values.index_select(0, image_rows);
+  }
   // ALBEF's image attention mask is all ones, so its additive mask is zero.
-  return multi_head_attention(ops::linear(*query, hidden), ops::linear(*key, image_embeds), ops::linear(*value, image_embeds),
-                              num_heads, {}, is_training() ? dropout : 0.0);
+  return multi_head_attention(ops::linear(*query, hidden), keys, values, num_heads, {}, is_training() ? dropout : 0.0);
 }
 
 BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertConfig& config)
@@ -62,7 +80,7 @@ BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertCo
 }
 
 at::Tensor BertResidualOutputImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
-  return LayerNorm->forward(at::dropout(ops::linear(*dense, x), dropout, is_training()) + residual);
+  return LayerNorm->forward(ops::dropout(ops::linear(*dense, x), dropout, is_training()) + residual);
 }
 
 BertAttentionImpl::BertAttentionImpl(const BertConfig& config, bool is_cross_attention) {
@@ -84,12 +102,12 @@ BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
   output = register_module("output", BertResidualOutput(config.intermediate_size, config));
 }
 
-at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask,
-                                  const at::Tensor& image_embeds) {
+at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
+                                  const at::Tensor& image_rows) {
   at::Tensor x = attention->output->forward(attention->self->forward(hidden, additive_mask), hidden);
   if (has_cross_attention()) {
-    ALBEF_CHECK(image_embeds.defined(), "a fusion layer needs the image embeddings");
-    x = crossattention->output->forward(crossattention->self->forward_cross(x, image_embeds), x);
+    ALBEF_CHECK(images && images->embeds().defined(), "a fusion layer needs the image embeddings");
+    x = crossattention->output->forward(crossattention->self->forward_cross(x, *images, image_rows), x);
   }
   return output->forward(intermediate->forward(x), x);
 }
@@ -101,25 +119,32 @@ BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) layer->push_back(BertLayer(config, i));
 }
 
-at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& attention_mask,
-                                     const at::Tensor& image_embeds, int64_t begin, int64_t end) {
+at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& attention_mask, FusionImages* images,
+                                     const at::Tensor& image_rows, int64_t begin, int64_t end) {
   const at::Tensor mask = extended_attention_mask(attention_mask, hidden.scalar_type());
-  for (int64_t i = begin; i < end; ++i) hidden = layer[i]->as<BertLayer>()->forward(hidden, mask, image_embeds);
+  for (int64_t i = begin; i < end; ++i)
+    hidden = layer[i]->as<BertLayer>()->forward(hidden, mask, images, image_rows);
   return hidden;
 }
 
 at::Tensor BertModelImpl::forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
-  return run_layers(embeddings->forward(input_ids), attention_mask, {}, 0, config_.fusion_layer);
+  return run_layers(embeddings->forward(input_ids), attention_mask, nullptr, {}, 0, config_.fusion_layer);
+}
+
+at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
+                                         FusionImages& images, const at::Tensor& image_rows) {
+  return run_layers(text_embeds, attention_mask, &images, image_rows, config_.fusion_layer, config_.num_hidden_layers);
 }
 
 at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                                          const at::Tensor& image_embeds) {
-  return run_layers(text_embeds, attention_mask, image_embeds, config_.fusion_layer, config_.num_hidden_layers);
+  FusionImages images(image_embeds);
+  return forward_fusion(text_embeds, attention_mask, images);
 }
 
 at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                             const at::Tensor& image_embeds) {
-  return run_layers(embeddings->forward(input_ids), attention_mask, image_embeds, 0, config_.num_hidden_layers);
+                                             FusionImages& images) {
+  return run_layers(embeddings->forward(input_ids), attention_mask, &images, {}, 0, config_.num_hidden_layers);
 }
 
 namespace {
@@ -165,8 +190,16 @@ BertForMaskedLMImpl::BertForMaskedLMImpl(const BertConfig& config) {
 }
 
 at::Tensor BertForMaskedLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                        FusionImages& images, const at::Tensor& positions) {
+  const at::Tensor hidden = bert->forward_multimodal(input_ids, attention_mask, images);
+  if (!positions.defined()) return predictions->forward(hidden);
+  return predictions->forward(hidden.reshape({-1, hidden.size(-1)}).index_select(0, positions));
+}
+
+at::Tensor BertForMaskedLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                         const at::Tensor& image_embeds) {
-  return predictions->forward(bert->forward_multimodal(input_ids, attention_mask, image_embeds));
+  FusionImages images(image_embeds);
+  return forward(input_ids, attention_mask, images);
 }
 
 void BertForMaskedLMImpl::init_weights() {

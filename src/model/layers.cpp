@@ -2,6 +2,7 @@
 
 #include "albef/core/runtime.h"
 #include "albef/ops/attention.h"
+#include "albef/ops/dropout.h"
 #include "albef/ops/linear.h"
 
 #include <ATen/ATen.h>
@@ -34,7 +35,7 @@ at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, 
     const AutocastOff same_dtype;
     probs = at::softmax(scores, -1);
   }
-  if (dropout > 0.0) probs = at::dropout(probs, dropout, /*train=*/true);
+  if (dropout > 0.0) probs = ops::dropout(probs, dropout, /*train=*/true);
   return at::matmul(probs, v).transpose(1, 2).reshape({batch, q_len, width});
 }
 

@@ -1,6 +1,7 @@
 #include "albef/ops/attention.h"
 
 #include "albef/core/error.h"
+#include "albef/ops/dropout.h"
 #include "albef/ops/linear.h"
 
 #include <ATen/ATen.h>
@@ -64,10 +65,10 @@ Shape shape_of(const at::Tensor& query, const at::Tensor& key, int64_t num_heads
 }
 
 /// The dropout mask as BERT's attention_probs_dropout draws it: each
-/// probability kept with 1 - p. One draw of [B, heads, Lq, Lk] booleans from
-/// the default generator, so a test can redraw it.
+/// probability kept with 1 - p. One draw of [B, heads, Lq, Lk] booleans
+/// (ops::draw_keep_mask), so a test can redraw it.
 at::Tensor draw_keep_mask(const Shape& s, double dropout) {
-  return at::empty({s.batch, s.heads, s.q_len, s.k_len}, at::TensorOptions().dtype(at::kBool)).bernoulli_(1.0 - dropout);
+  return ops::draw_keep_mask({s.batch, s.heads, s.q_len, s.k_len}, 1.0 - dropout);
 }
 
 /// probs * keep / (1 - p) into `out` (q_len * k_len values); in place when out == probs.

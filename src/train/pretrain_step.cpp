@@ -6,6 +6,8 @@
 
 #include <ATen/ATen.h>
 
+#include <memory>
+
 namespace albef {
 namespace {
 
@@ -57,9 +59,11 @@ void dequeue_and_enqueue(AlbefModel& model, const at::Tensor& image_feat, const 
 
 namespace {
 
-// What the ITC/ITM stages hand on to the MLM stage.
+// What the ITC/ITM stages hand on to the MLM stage. The MLM pass reuses the
+// online images' cross-attention keys and values projected for ITM.
 struct Encoded {
-  at::Tensor image_embeds, image_embeds_m;
+  std::unique_ptr<FusionImages> images;
+  at::Tensor image_embeds_m;
 };
 
 // ITC (momentum features, queues, optional distillation), the queue update
@@ -74,8 +78,8 @@ Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at
   ALBEF_CHECK(batch >= 2, "hard-negative mining needs a batch of at least 2, got ", batch);
   ALBEF_CHECK(input_ids.size(0) == batch, "batch of ", batch, " images but ", input_ids.size(0), " texts");
   Encoded encoded;
-  encoded.image_embeds = model->encode_image(images);
-  const at::Tensor& image_embeds = encoded.image_embeds;
+  const at::Tensor image_embeds = model->encode_image(images);
+  encoded.images = std::make_unique<FusionImages>(image_embeds, /*keep_key_values=*/true);
   const at::Tensor image_feat = model->image_feature(image_embeds);
   const at::Tensor text_embeds = model->encode_text(input_ids, attention_mask);
   const at::Tensor text_feat = model->text_feature(text_embeds);
@@ -127,7 +131,7 @@ Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at
 
   // ITM: the positive pairs, then one hard negative image per text and one
   // hard negative text per image, drawn from the in-batch similarities.
-  const at::Tensor fused_pos = model->fuse(text_embeds, attention_mask, image_embeds);
+  const at::Tensor fused_pos = model->fuse(text_embeds, attention_mask, *encoded.images);
   if (injected) {
     out.choices.neg_image_idx = injected->neg_image_idx.to(images.device());
     out.choices.neg_text_idx = injected->neg_text_idx.to(images.device());
@@ -143,11 +147,14 @@ Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at
     out.choices.neg_image_idx = sample_rows(weights_t2i);
     out.choices.neg_text_idx = sample_rows(weights_i2t);
   }
-  const at::Tensor image_embeds_neg = image_embeds.index_select(0, out.choices.neg_image_idx);
+  // Official pairs: (text, image_neg) then (text_neg, image). The images are
+  // picked as rows of the batch's keys and values instead of copied tokens.
   const at::Tensor text_embeds_neg = text_embeds.index_select(0, out.choices.neg_text_idx);
   const at::Tensor text_atts_neg = attention_mask.index_select(0, out.choices.neg_text_idx);
-  const at::Tensor fused_neg = model->fuse(at::cat({text_embeds, text_embeds_neg}), at::cat({attention_mask, text_atts_neg}),
-                                           at::cat({image_embeds_neg, image_embeds}));
+  const at::Tensor image_rows =
+      at::cat({out.choices.neg_image_idx, at::arange(batch, out.choices.neg_image_idx.options())});
+  const at::Tensor fused_neg = model->fuse(at::cat({text_embeds, text_embeds_neg}),
+                                           at::cat({attention_mask, text_atts_neg}), *encoded.images, image_rows);
   out.itm_logits = ops::linear(*model->itm_head, at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}));
   const at::Tensor itm_labels =
       at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(images.device());
@@ -182,21 +189,22 @@ StepOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, const 
     out.choices.mlm_labels = out.choices.mlm_labels.to(input_ids.device());
   }
   const at::Tensor& masked_ids = out.choices.masked_input_ids;
-  const at::Tensor& labels = out.choices.mlm_labels;
+  // Both MLM losses read the masked tokens alone, so only they go through
+  // the 30522-wide head (the official code runs it on every token).
+  const at::Tensor flat_labels = out.choices.mlm_labels.reshape({-1});
+  const at::Tensor positions = (flat_labels != -100).nonzero().view({-1});
   at::Tensor soft_labels;
   {
     at::NoGradGuard no_grad;
+    FusionImages images_m(encoded.image_embeds_m);
     soft_labels = at::softmax(
-        model->text_encoder_mlm_m->forward(masked_ids, attention_mask, encoded.image_embeds_m).to(at::kFloat), -1);
+        model->text_encoder_mlm_m->forward(masked_ids, attention_mask, images_m, positions).to(at::kFloat), -1);
   }
-  const at::Tensor logits = model->mlm_logits(masked_ids, attention_mask, encoded.image_embeds).to(at::kFloat);
-  const at::Tensor is_masked = labels != -100;
-  if (is_masked.any().item<bool>()) {
-    const int64_t vocab = logits.size(-1);
-    const at::Tensor loss_ce = at::cross_entropy_loss(logits.view({-1, vocab}), labels.view({-1}), {},
-                                                      at::Reduction::Mean, -100);
-    const at::Tensor distill = -(at::log_softmax(logits, -1) * soft_labels).sum(-1);
-    out.loss_mlm = (1.0 - alpha) * loss_ce + alpha * distill.masked_select(is_masked).mean();
+  const at::Tensor logits = model->mlm_logits(masked_ids, attention_mask, *encoded.images, positions).to(at::kFloat);
+  if (positions.numel() > 0) {
+    const at::Tensor loss_ce = at::cross_entropy_loss(logits, flat_labels.index_select(0, positions));
+    const at::Tensor distill = -(at::log_softmax(logits, -1) * soft_labels).sum(-1).mean();
+    out.loss_mlm = (1.0 - alpha) * loss_ce + alpha * distill;
   } else {
     // No token drawn for masking (possible with tiny batches): the official
     // code would produce NaN here; contribute nothing instead.

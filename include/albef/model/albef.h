@@ -57,10 +57,18 @@ class AlbefModelImpl : public torch::nn::Module {
   at::Tensor text_feature(const at::Tensor& text_embeds);
   /// Fusion layers over text states and image tokens -> [B, L, hidden].
   at::Tensor fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
+  /// The same over images shared between passes: text row i reads image
+  /// `image_rows[i]` if given (see FusionImages).
+  at::Tensor fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
+                  const at::Tensor& image_rows = {});
   /// `itm_head` on the fused CLS state -> logits [B, 2] (class 1 = match).
   at::Tensor itm_logits(const at::Tensor& fused);
   /// MLM logits [B, L, vocab] (Pretrain kind only).
   at::Tensor mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
+  /// The same over shared images; with `positions`, the logits of those
+  /// tokens only ([N, vocab], see BertForMaskedLMImpl::forward).
+  at::Tensor mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images,
+                        const at::Tensor& positions = {});
 
   /// The BERT inside `text_encoder` (or `text_encoder_m`), whatever the kind.
   BertModel& text_bert() { return text_bert_; }

@@ -15,7 +15,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
-#include <optional>
+#include <map>
+#include <utility>
 
 namespace albef {
 
@@ -31,13 +32,39 @@ class BertEmbeddingsImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BertEmbeddings);
 
+class BertSelfAttentionImpl;
+
+/// The image tokens [N, P, encoder_width] that fusion layers attend to.
+///
+/// With `keep_key_values`, each cross-attention projects the images' keys
+/// and values once and every later pass over the same images reuses them.
+/// Pretraining fuses one batch of images three times (ITM positives, ITM
+/// negatives, MLM): sharing the projections saves two thirds of their
+/// FLOPs, forward and backward, and autograd sums their gradients exactly as
+/// the official per-pair projections would. Without it nothing is kept, so
+/// inference holds one layer's keys and values at a time.
+class FusionImages {
+ public:
+  explicit FusionImages(at::Tensor embeds, bool keep_key_values = false);
+  const at::Tensor& embeds() const { return embeds_; }
+  /// `attention`'s keys and values of every image, [N, P, hidden] each.
+  std::pair<at::Tensor, at::Tensor> key_values(BertSelfAttentionImpl& attention);
+
+ private:
+  at::Tensor embeds_;
+  bool keep_;
+  std::map<const BertSelfAttentionImpl*, std::pair<at::Tensor, at::Tensor>> kept_;
+};
+
 /// `attention.self` / `crossattention.self`: query, key, value projections.
 /// Cross-attention keys/values read `encoder_width`-wide image tokens.
 class BertSelfAttentionImpl : public torch::nn::Module {
  public:
   BertSelfAttentionImpl(const BertConfig& config, bool is_cross_attention);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask);
-  at::Tensor forward_cross(const at::Tensor& hidden, const at::Tensor& image_embeds);
+  /// Text row i attends to image `image_rows[i]`; with no rows, to image i
+  /// (or to the only image, whose keys then serve every row).
+  at::Tensor forward_cross(const at::Tensor& hidden, FusionImages& images, const at::Tensor& image_rows);
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
   int64_t num_heads;
   double dropout;  // attention_probs_dropout_prob, active in train mode
@@ -77,8 +104,10 @@ TORCH_MODULE(BertIntermediate);
 class BertLayerImpl : public torch::nn::Module {
  public:
   BertLayerImpl(const BertConfig& config, int64_t layer_index);
-  /// `image_embeds` is required exactly when the layer has cross-attention.
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask, const at::Tensor& image_embeds);
+  /// `images` is required exactly when the layer has cross-attention;
+  /// `image_rows` as in BertSelfAttentionImpl::forward_cross.
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
+                     const at::Tensor& image_rows);
   bool has_cross_attention() const { return !crossattention.is_empty(); }
   BertAttention attention{nullptr};
   BertAttention crossattention{nullptr};
@@ -101,11 +130,14 @@ class BertModelImpl : public torch::nn::Module {
   /// Text mode: ids [B, L] + mask [B, L] -> [B, L, H].
   at::Tensor forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask);
   /// Fusion mode: text states from forward_text + image tokens -> [B, L, H].
+  /// Text row i reads image `image_rows[i]` ([B] int64) if given, else image i
+  /// (or the only image).
+  at::Tensor forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
+                            const at::Tensor& image_rows = {});
   at::Tensor forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                             const at::Tensor& image_embeds);
   /// Multimodal mode: ids through every layer.
-  at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                const at::Tensor& image_embeds);
+  at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images);
   /// HF BERT init: normal(0, initializer_range) weights, zero biases, unit LayerNorm.
   void init_weights();
   const BertConfig& config() const { return config_; }
@@ -115,8 +147,8 @@ class BertModelImpl : public torch::nn::Module {
   torch::nn::ModuleList layer{nullptr};
 
  private:
-  at::Tensor run_layers(at::Tensor hidden, const at::Tensor& attention_mask, const at::Tensor& image_embeds,
-                        int64_t begin, int64_t end);
+  at::Tensor run_layers(at::Tensor hidden, const at::Tensor& attention_mask, FusionImages* images,
+                        const at::Tensor& image_rows, int64_t begin, int64_t end);
   BertConfig config_;
 };
 TORCH_MODULE(BertModel);
@@ -139,7 +171,13 @@ TORCH_MODULE(BertLMPredictionHead);
 class BertForMaskedLMImpl : public torch::nn::Module {
  public:
   explicit BertForMaskedLMImpl(const BertConfig& config);
-  /// MLM logits [B, L, vocab] of ids run through all layers with the image.
+  /// MLM logits [B, L, vocab] of ids run through all layers with the images.
+  /// With `positions` ([N] int64 indices into the B * L tokens) only those
+  /// tokens go through the head: logits [N, vocab]. The head works token by
+  /// token, so this is the full result's rows, at the cost of N rows of the
+  /// 30522-wide decoder instead of B * L.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images,
+                     const at::Tensor& positions = {});
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
   void init_weights();
   BertModel bert{nullptr};

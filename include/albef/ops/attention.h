@@ -34,8 +34,8 @@ bool attention_applies(const at::Tensor& query, const at::Tensor& key, const at:
 /// width d = C / num_heads; returns [B, Lq, C] (float32, contiguous),
 /// differentiable in q, k and v. With `dropout` > 0 each probability is kept
 /// with 1 - dropout and scaled by 1 / (1 - dropout); the mask is drawn first,
-/// as one bernoulli_ over a [B, heads, Lq, Lk] bool tensor from the default
-/// generator. Requires `attention_applies`; throws otherwise.
+/// as one draw_keep_mask({B, heads, Lq, Lk}, 1 - dropout) (ops/dropout.h).
+/// Requires `attention_applies`; throws otherwise.
 at::Tensor attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, int64_t num_heads,
                      const at::Tensor& additive_mask, double dropout = 0.0);
 
