@@ -178,17 +178,22 @@ void run_model_worker(const WorkerRequest& request) {
   const c10::Device device(c10::kCPU);
   Config config = load_config(request.config);
   const bool train = request.workload == "train_b8";
-  // Only the images the workload uses stay in memory: peak memory is the workload's own.
-  at::Tensor images = io::read_npy(request.inputs + "/images.npy");
-  if (request.workload == "image_b1" || train)
-    images = images.slice(0, 0, std::min<int64_t>(images.size(0), train ? kTrainBatch : 1)).clone();
+  // Only the inputs the workload uses stay in memory: peak memory is the workload's own.
+  const bool images_only = request.workload == "image_b1" || request.workload == "image_b32";
+  const bool texts_only = request.workload == "text_b64";
+  at::Tensor images;
+  if (!texts_only) {
+    images = io::read_npy(request.inputs + "/images.npy");
+    if (request.workload == "image_b1" || train)
+      images = images.slice(0, 0, std::min<int64_t>(images.size(0), train ? kTrainBatch : 1)).clone();
+    config.image_res = images.size(-1);
+  }
   const at::Tensor text_ids = io::read_npy(request.inputs + "/text_ids.npy");
   const at::Tensor text_mask = io::read_npy(request.inputs + "/text_mask.npy");
-  config.image_res = images.size(-1);
 
-  // Image encoding loads the image side alone, as `albef index` does.
-  const bool images_only = request.workload == "image_b1" || request.workload == "image_b32";
-  AlbefModel model(config, ModelOptions{train ? ModelKind::Pretrain : ModelKind::Retrieval, train, !images_only});
+  // Encoding one modality loads that side alone, as `albef index` and `albef embed` do.
+  AlbefModel model(config, ModelOptions{train ? ModelKind::Pretrain : ModelKind::Retrieval, train, !images_only,
+                                        !texts_only});
   load_checkpoint(model, request.weights);
   const double weights_mb = parameter_mb(model);
   nlohmann::json report = {{"workload", request.workload}, {"precision", request.precision},

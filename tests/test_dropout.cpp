@@ -26,7 +26,7 @@ TEST(Dropout, KeepMaskHasTheRequestedRate) {
     ASSERT_EQ(mask.sizes(), at::IntArrayRef({1000, 1000}));
     // 1e6 draws: the standard error of the rate is at most 5e-4.
     EXPECT_NEAR(mask.to(at::kDouble).mean().item<double>(), keep, 3e-3) << keep;
-    // Each block of the mask is a stream of its own: neighbouring rows differ.
+    // Neighbouring rows are draws of their own.
     EXPECT_FALSE(at::equal(mask[0], mask[1]));
   }
   EXPECT_TRUE(albef::ops::draw_keep_mask({4097}, 1.0).all().item<bool>());
@@ -35,7 +35,7 @@ TEST(Dropout, KeepMaskHasTheRequestedRate) {
 }
 
 TEST(Dropout, KeepMaskFollowsTheSeedNotTheThreadCount) {
-  const std::vector<int64_t> sizes = {7, 100003};  // several blocks and a ragged last one
+  const std::vector<int64_t> sizes = {7, 100003};  // an odd count: the last pair is half used
   at::Tensor one_thread, two_threads, other_seed;
   {
     ThreadCount threads(1);

@@ -148,6 +148,41 @@ TEST(ModelParity, ImageOnlyModelLoadsTheImageSideAlone) {
                std::exception);
 }
 
+TEST(ModelParity, TextOnlyModelLoadsTheUnimodalTextLayersAlone) {
+  // Caption features need the embeddings, the layers before fusion_layer and
+  // text_proj: nothing of the ViT, the fusion layers or the ITM head is built.
+  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
+  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false, true, /*image_side=*/false});
+  const albef::LoadReport report =
+      albef::load_checkpoint(model, albef::testing::data_path("tiny/albef_pretrain_tiny.pth"));
+  EXPECT_TRUE(report.missing_keys.empty());
+  const std::string fusion_layer = "text_encoder.encoder.layer." + std::to_string(config.bert.fusion_layer) + ".";
+  bool any_text_layer = false;
+  for (const auto& [key, tensor] : albef::state_dict(*model)) {
+    EXPECT_TRUE(key == "temp" || key.rfind("text_encoder.", 0) == 0 || key.rfind("text_proj.", 0) == 0) << key;
+    EXPECT_EQ(key.rfind(fusion_layer, 0), std::string::npos) << key;
+    EXPECT_EQ(key.find("crossattention"), std::string::npos) << key;
+    any_text_layer = any_text_layer || key.rfind("text_encoder.encoder.layer.0.", 0) == 0;
+  }
+  EXPECT_TRUE(any_text_layer);
+  model->eval();
+  at::NoGradGuard no_grad;
+  const at::Tensor text_embeds = model->encode_text(fixture("inputs__input_ids"), fixture("inputs__attention_mask"));
+  EXPECT_TENSOR_NEAR(text_embeds, fixture("eval__comp__text_embeds"), kTolerance);
+  EXPECT_TENSOR_NEAR(model->text_feature(text_embeds), fixture("eval__comp__text_feat"), kTolerance);
+  try {
+    model->encode_image(fixture("inputs__image"));
+    ADD_FAILURE() << "encode_image ran without a visual encoder";
+  } catch (const std::exception& error) {
+    EXPECT_NE(std::string(error.what()).find("texts only"), std::string::npos) << error.what();
+  }
+  EXPECT_THROW(model->fuse(text_embeds, fixture("inputs__attention_mask"), text_embeds), std::exception);
+  EXPECT_THROW(albef::AlbefModel(config, albef::ModelOptions{albef::ModelKind::Retrieval, true, true, false}),
+               std::exception);
+  EXPECT_THROW(albef::AlbefModel(config, albef::ModelOptions{albef::ModelKind::Retrieval, false, false, false}),
+               std::exception);
+}
+
 TEST(ModelParity, RetrievalKindLoadsPretrainCheckpointWithoutMomentum) {
   // Inference models drop `bert.` from the keys (as Retrieval.py does) and
   // skip the MLM head and the momentum copies, with identical outputs.

@@ -36,7 +36,9 @@ void run_embed(const EmbedFlags& flags) {
   if (images.empty() && texts.empty()) fail("embed: nothing to embed (give --image/--images and/or --text/--texts)");
 
   InferenceOptions options = flags.model.options();
-  options.images_only = texts.empty();  // images alone need no BERT in memory
+  // One modality alone needs only its own encoder in memory.
+  options.images_only = texts.empty();
+  options.texts_only = images.empty();
   AlbefInference albef(options);
   // Everything is computed before anything is written: a bad input leaves no partial output.
   const at::Tensor image_feat = albef.image_features(images);

@@ -36,6 +36,12 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
     : config_(config), options_(options) {
   ALBEF_CHECK(options.text_side || !options.momentum_encoders,
               "an image-only model (text_side = false) is for inference: it takes no momentum encoders");
+  ALBEF_CHECK(options.image_side || !options.momentum_encoders,
+              "a text-only model (image_side = false) is for inference: it takes no momentum encoders");
+  ALBEF_CHECK(options.image_side || options.text_side, "a model needs its image side, its text side or both");
+  // Without images the fusion layers have nothing to attend to: the text side stops at fusion_layer.
+  Config text_config = config;
+  if (!options.image_side) text_config.bert.num_hidden_layers = config.bert.fusion_layer;
   const int64_t text_width = config.bert.hidden_size;
   const int64_t vision_width = config.vision_width;
   temp = register_parameter("temp", at::full({}, config.temp, at::kFloat));
@@ -46,13 +52,12 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
       idx_queue = register_buffer("idx_queue", at::full({1, config.queue_size}, -100, at::kLong));
     queue_ptr = register_buffer("queue_ptr", at::zeros({1}, at::kLong));
   }
-  visual_encoder = register_module("visual_encoder", VisionTransformer(config.vision, config.image_res));
-  if (options.text_side) text_bert_ = add_text_encoder(*this, "text_encoder", config, text_encoder_mlm);
-  vision_proj = register_module("vision_proj", nn::Linear(vision_width, config.embed_dim));
-  if (options.text_side) {
-    text_proj = register_module("text_proj", nn::Linear(text_width, config.embed_dim));
-    itm_head = register_module("itm_head", nn::Linear(text_width, 2));
-  }
+  if (options.image_side)
+    visual_encoder = register_module("visual_encoder", VisionTransformer(config.vision, config.image_res));
+  if (options.text_side) text_bert_ = add_text_encoder(*this, "text_encoder", text_config, text_encoder_mlm);
+  if (options.image_side) vision_proj = register_module("vision_proj", nn::Linear(vision_width, config.embed_dim));
+  if (options.text_side) text_proj = register_module("text_proj", nn::Linear(text_width, config.embed_dim));
+  if (options.text_side && options.image_side) itm_head = register_module("itm_head", nn::Linear(text_width, 2));
   if (options.momentum_encoders) {
     visual_encoder_m = register_module("visual_encoder_m", VisionTransformer(config.vision, config.image_res));
     vision_proj_m = register_module("vision_proj_m", nn::Linear(vision_width, config.embed_dim));
@@ -67,10 +72,18 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
   }
 }
 
-at::Tensor AlbefModelImpl::encode_image(const at::Tensor& images) { return visual_encoder->forward(images); }
+at::Tensor AlbefModelImpl::encode_image(const at::Tensor& images) {
+  require_image_side("encode_image");
+  return visual_encoder->forward(images);
+}
 
 void AlbefModelImpl::require_text_side(const char* what) const {
   ALBEF_CHECK(options_.text_side, what, " needs the text side, and this model was built for images only (text_side = false)");
+}
+
+void AlbefModelImpl::require_image_side(const char* what) const {
+  ALBEF_CHECK(options_.image_side, what,
+              " needs the image side, and this model was built for texts only (image_side = false)");
 }
 
 at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
@@ -81,6 +94,7 @@ at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Te
 // Features are normalised in float32 whatever the compute precision: the
 // contrastive similarities are made of them.
 at::Tensor AlbefModelImpl::image_feature(const at::Tensor& image_embeds) {
+  require_image_side("image_feature");
   return normalize_rows(ops::linear(*vision_proj, image_embeds.select(1, 0)).to(at::kFloat), -1);
 }
 
@@ -92,35 +106,40 @@ at::Tensor AlbefModelImpl::text_feature(const at::Tensor& text_embeds) {
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                                 const at::Tensor& image_embeds) {
   require_text_side("fuse");
+  require_image_side("fuse");
   return text_bert_->forward_fusion(text_embeds, attention_mask, image_embeds);
 }
 
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
                                 const at::Tensor& image_rows) {
   require_text_side("fuse");
+  require_image_side("fuse");
   return text_bert_->forward_fusion(text_embeds, attention_mask, images, image_rows);
 }
 
 at::Tensor AlbefModelImpl::itm_logits(const at::Tensor& fused) {
   require_text_side("itm_logits");
+  require_image_side("itm_logits");
   return ops::linear(*itm_head, fused.select(1, 0));
 }
 
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                       const at::Tensor& image_embeds) {
   ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the Pretrain model kind");
+  require_image_side("mlm_logits");
   return text_encoder_mlm->forward(input_ids, attention_mask, image_embeds);
 }
 
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                       FusionImages& images, const at::Tensor& positions) {
   ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the Pretrain model kind");
+  require_image_side("mlm_logits");
   return text_encoder_mlm->forward(input_ids, attention_mask, images, positions);
 }
 
 void AlbefModelImpl::init_weights() {
   at::NoGradGuard no_grad;
-  visual_encoder->init_weights();
+  if (!visual_encoder.is_empty()) visual_encoder->init_weights();
   if (!text_encoder_mlm.is_empty())
     text_encoder_mlm->init_weights();
   else if (!text_bert_.is_empty())

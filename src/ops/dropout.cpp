@@ -5,15 +5,12 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/PhiloxRNGEngine.h>
 
+#include <cstdint>
 #include <mutex>
 
 namespace albef::ops {
 namespace {
-
-// Entries per Philox stream: a block is also the unit of parallel work.
-constexpr int64_t kBlock = 1 << 14;
 
 uint64_t seed_from_default_generator() {
   at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -21,9 +18,19 @@ uint64_t seed_from_default_generator() {
   return generator.get<at::CPUGeneratorImpl>()->random64();
 }
 
+// SplitMix64's output function over a Weyl sequence: the 64 random bits of
+// counter `index` for a stream `seed`, with no state carried from one index
+// to the next, so any thread can produce any part of the mask.
+inline uint64_t random_bits(uint64_t seed, uint64_t index) {
+  uint64_t z = seed + index * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 // Writes `kept` or `dropped` to each of the tensor's entries, `kept` with
-// probability `keep`: an entry is kept when its 32 random bits fall below
-// keep * 2^32.
+// probability `keep`: entry i is kept when its 32 random bits (one half of
+// counter i / 2's 64) fall below keep * 2^32.
 template <typename T>
 at::Tensor draw(at::IntArrayRef sizes, at::ScalarType dtype, double keep, T kept, T dropped) {
   ALBEF_CHECK(keep >= 0.0 && keep <= 1.0, "keep probability must be in [0, 1], got ", keep);
@@ -33,12 +40,11 @@ at::Tensor draw(at::IntArrayRef sizes, at::ScalarType dtype, double keep, T kept
   const uint64_t seed = seed_from_default_generator();
   const uint64_t threshold = static_cast<uint64_t>(keep * 4294967296.0);
   T* out = result.data_ptr<T>();
-  const int64_t blocks = (count + kBlock - 1) / kBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t block = first; block < last; ++block) {
-      at::Philox4_32 engine(seed, /*subsequence=*/static_cast<uint64_t>(block), /*offset=*/0);
-      const int64_t end = std::min(count, (block + 1) * kBlock);
-      for (int64_t i = block * kBlock; i < end; ++i) out[i] = static_cast<uint64_t>(engine()) < threshold ? kept : dropped;
+  at::parallel_for(0, (count + 1) / 2, 1 << 15, [&](int64_t first, int64_t last) {
+    for (int64_t pair = first; pair < last; ++pair) {
+      const uint64_t bits = random_bits(seed, static_cast<uint64_t>(pair));
+      out[2 * pair] = (bits & 0xffffffffu) < threshold ? kept : dropped;
+      if (2 * pair + 1 < count) out[2 * pair + 1] = (bits >> 32) < threshold ? kept : dropped;
     }
   });
   return result;

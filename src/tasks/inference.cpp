@@ -19,9 +19,10 @@ AlbefInference::AlbefInference(const InferenceOptions& options)
   if (tokenizer_.vocab_size() != config_.bert.vocab_size)
     fail(config_.vocab, ": the vocabulary has ", tokenizer_.vocab_size(), " tokens but ", config_.bert_config,
          " says vocab_size ", config_.bert.vocab_size);
-  // Inference needs neither the momentum encoders nor the MLM head; image features not even the text side.
+  ALBEF_CHECK(!(options.images_only && options.texts_only), "images_only and texts_only exclude each other");
+  // Inference needs neither the momentum encoders nor the MLM head; features of one modality not even the other side.
   model_ = AlbefModel(config_, ModelOptions{ModelKind::Retrieval, /*momentum_encoders=*/false,
-                                            /*text_side=*/!options.images_only});
+                                            /*text_side=*/!options.images_only, /*image_side=*/!options.texts_only});
   load_report_ = load_checkpoint(model_, options.checkpoint_path);
   for (const auto& key : load_report_.missing_keys)
     if (key != "temp") fail(options.checkpoint_path, ": the checkpoint has no '", key, "' (is it an ALBEF checkpoint?)");

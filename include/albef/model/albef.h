@@ -39,6 +39,11 @@ struct ModelOptions {
   /// image_feature): embedding images then loads 328 of ALBEF's 798 MB.
   /// Needs momentum_encoders = false.
   bool text_side = true;
+  /// The image side: `visual_encoder` and `vision_proj`. Without it the model
+  /// is the text encoder's embeddings and unimodal layers [0, fusion_layer)
+  /// plus `text_proj` (encode_text and text_feature): embedding captions then
+  /// loads 265 of ALBEF's 798 MB. Needs momentum_encoders = false.
+  bool image_side = true;
 };
 
 /// ALBEF as one module. Forward pieces are exposed separately so tasks
@@ -92,6 +97,7 @@ class AlbefModelImpl : public torch::nn::Module {
  private:
   /// Throws, naming `what`, when the model was built without its text side.
   void require_text_side(const char* what) const;
+  void require_image_side(const char* what) const;
 
   Config config_;
   ModelOptions options_;

@@ -27,6 +27,9 @@ struct InferenceOptions {
   /// Load the image side only (ViT and vision_proj, 328 of 798 MB): for
   /// image features alone, as `albef index` needs. Text calls then throw.
   bool images_only = false;
+  /// Load the text side only (embeddings, the 6 unimodal layers and
+  /// text_proj, 265 of 798 MB): for text features alone. Image calls then throw.
+  bool texts_only = false;
 };
 
 /// ITC and ITM scores of one image-caption pair.
