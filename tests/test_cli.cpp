@@ -106,6 +106,35 @@ TEST(Cli, ScoreGivesOfficialItcAndItm) {
   }
 }
 
+TEST(Cli, ScoreEncodesARepeatedImageOnceWithThePerPairScores) {
+  // Pairs that share an image (and one --image for several captions) must
+  // score exactly as each pair scored on its own.
+  const nlohmann::json inputs = fixture_inputs();
+  auto caption = [&](int i) { return quote(inputs["raw_captions"][i].get<std::string>()); };
+  auto score = [&](const std::string& pairs) {
+    std::string output;
+    EXPECT_EQ(run_command(std::string(ALBEF_CLI) + " score --json" + model_flags() + pairs, &output), 0) << output;
+    return nlohmann::json::parse(output);
+  };
+  const nlohmann::json shared = score(" --image " + image_path(0) + " --text " + caption(0) + " --image " +
+                                      image_path(1) + " --text " + caption(1) + " --image " + image_path(0) +
+                                      " --text " + caption(2));
+  const nlohmann::json one_image =
+      score(" --image " + image_path(0) + " --text " + caption(0) + " --text " + caption(2));
+  ASSERT_EQ(shared.size(), 3u);
+  ASSERT_EQ(one_image.size(), 2u);
+  const int pair_image[] = {0, 1, 0};
+  for (int i = 0; i < 3; ++i) {
+    const nlohmann::json alone = score(" --image " + image_path(pair_image[i]) + " --text " + caption(i));
+    for (const char* key : {"itc", "itm"}) {
+      EXPECT_NEAR(shared[i][key].get<double>(), alone[0][key].get<double>(), 1e-6) << key << " pair " << i;
+      if (pair_image[i] == 0)
+        EXPECT_NEAR(one_image[i / 2][key].get<double>(), alone[0][key].get<double>(), 1e-6) << key << " pair " << i;
+    }
+  }
+  EXPECT_EQ(one_image[1]["image"], image_path(0));
+}
+
 TEST(Cli, CorruptJpegIsOneErrorLineAndWritesNothing) {
   const std::string dir = make_temp_dir("cli_corrupt");
   const std::string bad = dir + "/broken.jpg";

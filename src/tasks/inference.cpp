@@ -7,6 +7,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <unordered_map>
+
 namespace albef {
 
 AlbefInference::AlbefInference(const InferenceOptions& options)
@@ -83,17 +85,33 @@ std::vector<PairScore> AlbefInference::score_pairs(const std::vector<std::string
   std::vector<PairScore> scores;
   for (size_t begin = 0; begin < captions.size(); begin += options_.batch_size) {
     const size_t end = std::min(captions.size(), begin + options_.batch_size);
-    const at::Tensor images = load_images({image_paths.begin() + begin, image_paths.begin() + end}).to(device_);
+    // An image paired with several captions is read and encoded once, and its
+    // cross-attention keys and values serve all of them: the ViT costs far
+    // more than a caption's fusion.
+    std::vector<std::string> distinct;
+    std::unordered_map<std::string, int64_t> row_of;
+    std::vector<int64_t> rows;
+    for (size_t i = begin; i < end; ++i) {
+      const auto [it, added] = row_of.emplace(image_paths[i], static_cast<int64_t>(distinct.size()));
+      if (added) distinct.push_back(image_paths[i]);
+      rows.push_back(it->second);
+    }
+    const at::Tensor images = load_images(distinct).to(device_);
+    const at::Tensor image_rows = at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(device_);
     const text::BatchEncoding batch = tokenize({captions.begin() + begin, captions.begin() + end});
     const at::Tensor mask = batch.attention_mask.to(device_);
     PrecisionGuard precision(options_.precision, device_);
     const at::Tensor image_embeds = model_->encode_image(images);
     const at::Tensor text_embeds = model_->encode_text(batch.input_ids.to(device_), mask);
-    const at::Tensor itc =
-        (model_->image_feature(image_embeds) * model_->text_feature(text_embeds)).sum(-1).to(at::kCPU, at::kDouble);
-    const at::Tensor itm = at::softmax(model_->itm_logits(model_->fuse(text_embeds, mask, image_embeds)).to(at::kFloat), -1)
-                               .select(1, 1)
+    const at::Tensor itc = (model_->image_feature(image_embeds).index_select(0, image_rows) * model_->text_feature(text_embeds))
+                               .sum(-1)
                                .to(at::kCPU, at::kDouble);
+    // One image for the whole batch: its keys and values broadcast without a copy per caption.
+    FusionImages fusion_images(image_embeds);
+    const at::Tensor fused =
+        model_->fuse(text_embeds, mask, fusion_images, distinct.size() == 1 ? at::Tensor() : image_rows);
+    const at::Tensor itm =
+        at::softmax(model_->itm_logits(fused).to(at::kFloat), -1).select(1, 1).to(at::kCPU, at::kDouble);
     for (int64_t i = 0; i < itc.size(0); ++i) scores.push_back({itc[i].item<double>(), itm[i].item<double>()});
   }
   return scores;

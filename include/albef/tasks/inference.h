@@ -47,7 +47,8 @@ class AlbefInference {
   at::Tensor image_features(const std::vector<std::string>& image_paths);
   /// Normalised text features [M, embed_dim] (float32, CPU), input order.
   at::Tensor text_features(const std::vector<std::string>& captions);
-  /// Scores image_paths[i] against captions[i] for every i.
+  /// Scores image_paths[i] against captions[i] for every i. A path that
+  /// appears more than once in a batch is read and encoded once.
   std::vector<PairScore> score_pairs(const std::vector<std::string>& image_paths,
                                      const std::vector<std::string>& captions);
 
