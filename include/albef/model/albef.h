@@ -42,7 +42,7 @@ struct ModelOptions {
   /// The image side: `visual_encoder` and `vision_proj`. Without it the model
   /// is the text encoder's embeddings and unimodal layers [0, fusion_layer)
   /// plus `text_proj` (encode_text and text_feature): embedding captions then
-  /// loads 265 of ALBEF's 798 MB. Needs momentum_encoders = false.
+  /// loads 254 of ALBEF's 798 MB. Needs momentum_encoders = false.
   bool image_side = true;
 };
 

@@ -28,7 +28,7 @@ struct InferenceOptions {
   /// image features alone, as `albef index` needs. Text calls then throw.
   bool images_only = false;
   /// Load the text side only (embeddings, the 6 unimodal layers and
-  /// text_proj, 265 of 798 MB): for text features alone. Image calls then throw.
+  /// text_proj, 254 of 798 MB): for text features alone. Image calls then throw.
   bool texts_only = false;
 };
 
