@@ -37,6 +37,12 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// The middle value (the upper one of an even count).
+double median_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
 // Median seconds of `iters` calls after `warmup` untimed ones.
 double time_median(const std::function<void()>& step, int warmup, int iters) {
   for (int i = 0; i < warmup; ++i) step();
@@ -46,8 +52,7 @@ double time_median(const std::function<void()>& step, int warmup, int iters) {
     step();
     times.push_back(now_seconds() - start);
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median_of(times);
 }
 
 nlohmann::json read_json_file(const std::string& path) {
@@ -359,6 +364,7 @@ std::string quoted(const std::string& text) { return "'" + text + "'"; }
 }  // namespace
 
 nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::string& self_exe) {
+  if (options.rounds < 1) fail("bench: --rounds must be at least 1, got ", options.rounds);
   if (options.k_test > options.gallery_images)
     fail("bench: k_test ", options.k_test, " needs a gallery of at least as many images (the official evaluation "
          "takes the top k_test images of every caption), got ", options.gallery_images);
@@ -414,26 +420,33 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
                                  std::to_string(iters_of(workload, options)) + " --warmup " +
                                  std::to_string(warmup_of(workload, options)) + " --k_test " +
                                  std::to_string(options.k_test);
-      std::cout << "  " << tag << ": albef" << std::flush;
-      const int albef_status = std::system((quoted(self_exe) + " bench --worker" + common + " --out " +
-                                            quoted(dir + "/" + tag + ".albef.json") + " --outputs " +
-                                            quoted(dir + "/out_albef_" + tag) + " > " + quoted(dir + "/" + tag + ".albef.log") + " 2>&1")
-                                               .c_str());
       nlohmann::json row = {{"workload", workload}, {"precision", precision}};
-      const nlohmann::json mine = read_json_file(dir + "/" + tag + ".albef.json");
-      if (albef_status != 0 || mine.is_null()) {
-        row["albef_error"] = "the worker failed, see " + dir + "/" + tag + ".albef.log";
-      } else {
-        row["unit"] = mine["unit"];
-        row["albef_rate"] = mine["rate"];
-        row["albef_seconds"] = mine["seconds"];
-        row["albef_peak_mb"] = mine["peak_rss_mb"];
-        // What the process holds before any model exists (LibTorch, oneDNN, OpenCV, faiss), and the
-        // weights in memory: peak / weights and (peak - runtime) / weights are the memory ratios.
-        row["albef_runtime_mb"] = mine.value("runtime_mb", 0.0);
-        row["weights_mb"] = mine.value("weights_mb", 0.0);
-      }
-      if (options.pytorch) {
+      // The two sides alternate `rounds` times and each reports its median: on a machine whose speed
+      // drifts (a VM), both medians then come from the same stretch of time.
+      std::vector<double> albef_seconds, torch_seconds;
+      double albef_items = 0, torch_items = 0;
+      std::cout << "  " << tag << ":" << std::flush;
+      for (int round = 0; round < options.rounds; ++round) {
+        std::cout << " albef" << std::flush;
+        const int albef_status = std::system((quoted(self_exe) + " bench --worker" + common + " --out " +
+                                              quoted(dir + "/" + tag + ".albef.json") + " --outputs " +
+                                              quoted(dir + "/out_albef_" + tag) + " > " +
+                                              quoted(dir + "/" + tag + ".albef.log") + " 2>&1")
+                                                 .c_str());
+        const nlohmann::json mine = read_json_file(dir + "/" + tag + ".albef.json");
+        if (albef_status != 0 || mine.is_null()) {
+          row["albef_error"] = "the worker failed, see " + dir + "/" + tag + ".albef.log";
+        } else {
+          row["unit"] = mine["unit"];
+          albef_seconds.push_back(mine["seconds"].get<double>());
+          albef_items = mine["rate"].get<double>() * mine["seconds"].get<double>();
+          row["albef_peak_mb"] = std::max(row.value("albef_peak_mb", 0.0), mine["peak_rss_mb"].get<double>());
+          // What the process holds before any model exists (LibTorch, oneDNN, OpenCV, faiss), and the
+          // weights in memory: peak / weights and (peak - runtime) / weights are the memory ratios.
+          row["albef_runtime_mb"] = mine.value("runtime_mb", 0.0);
+          row["weights_mb"] = mine.value("weights_mb", 0.0);
+        }
+        if (!options.pytorch) continue;
         std::cout << ", pytorch" << std::flush;
         std::system((options.python + " " + quoted(options.baseline_script) + common + " --out " +
                      quoted(dir + "/" + tag + ".torch.json") + " --outputs " + quoted(dir + "/out_torch_" + tag) +
@@ -444,14 +457,26 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
           row["torch_error"] = theirs.is_null() ? "no report, see " + dir + "/" + tag + ".torch.log"
                                                 : theirs["error"].get<std::string>();
         } else {
-          row["torch_rate"] = theirs["rate"];
-          row["torch_seconds"] = theirs["seconds"];
-          row["torch_peak_mb"] = theirs["peak_rss_mb"];
-          if (row.contains("albef_rate")) row["speedup"] = row["albef_rate"].get<double>() / theirs["rate"].get<double>();
+          torch_seconds.push_back(theirs["seconds"].get<double>());
+          torch_items = theirs["rate"].get<double>() * theirs["seconds"].get<double>();
+          row["torch_peak_mb"] = std::max(row.value("torch_peak_mb", 0.0), theirs["peak_rss_mb"].get<double>());
         }
+        if (round + 1 < options.rounds) std::cout << ";" << std::flush;
+      }
+      if (!albef_seconds.empty()) {
+        row["albef_seconds"] = median_of(albef_seconds);
+        row["albef_rate"] = albef_items / row["albef_seconds"].get<double>();
+        if (options.rounds > 1) row["albef_round_seconds"] = albef_seconds;
+      }
+      if (!torch_seconds.empty()) {
+        row["torch_seconds"] = median_of(torch_seconds);
+        row["torch_rate"] = torch_items / row["torch_seconds"].get<double>();
+        if (options.rounds > 1) row["torch_round_seconds"] = torch_seconds;
+        if (row.contains("albef_rate")) row["speedup"] = row["albef_rate"].get<double>() / row["torch_rate"].get<double>();
+      }
+      if (options.pytorch)
         if (const auto diff = output_difference(dir + "/out_albef_" + tag, dir + "/out_torch_" + tag))
           row["max_rel_diff"] = *diff;
-      }
       const double flops = workload_flops(workload, dims, options.gallery_images, 5 * options.gallery_images,
                                           options.k_test);
       row["gflop"] = flops / 1e9;

@@ -31,6 +31,7 @@ struct ModelBenchOptions {
   int threads = 0;          ///< 0: every core
   int iters = 3;
   int warmup = 1;
+  int rounds = 1;           ///< albef and PyTorch workers run alternately this many times; medians reported
   int64_t gallery_images = 16;  ///< the retrieval gallery: N images x 5N captions
   int64_t k_test = 16;
 };

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 
 using albef::testing::data_path;
@@ -43,6 +44,32 @@ TEST(Bench, ModelSuiteComparesWithPyTorchOnTheSameOutputs) {
     }
   }
   EXPECT_GT(report["model"]["gemm_peak_gflops"]["fp32"].get<double>(), 0.0);
+}
+
+TEST(Bench, RoundsAlternateTheTwoSidesAndReportMedians) {
+  const std::string dir = make_temp_dir("bench_rounds");
+  const std::string config = data_path("tiny/Pretrain.yaml");
+  std::string output;
+  ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " bench --suite model --pretrain-config " + config +
+                            " --retrieval-config " + config + " --gallery-images 4 --k-test 2 --iters 1 --threads 1" +
+                            " --precision fp32 --workload text_b64 --rounds 3 --baseline " +
+                            source_path("bench/pytorch_baseline.py") + " --python " + ALBEF_PYTHON3 + " --workdir " +
+                            dir + "/work --json " + dir + "/bench.json",
+                        &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("albef, pytorch; albef, pytorch; albef, pytorch"), std::string::npos) << output;
+  std::ifstream in(dir + "/bench.json");
+  const nlohmann::json row = nlohmann::json::parse(in)["model"]["rows"][0];
+  for (const std::string side : {"albef", "torch"}) {
+    ASSERT_TRUE(row.contains(side + "_round_seconds")) << row.dump();
+    std::vector<double> rounds = row[side + "_round_seconds"].get<std::vector<double>>();
+    ASSERT_EQ(rounds.size(), 3u);
+    std::sort(rounds.begin(), rounds.end());
+    EXPECT_EQ(row[side + "_seconds"].get<double>(), rounds[1]) << side;
+  }
+  EXPECT_NEAR(row["speedup"].get<double>(), row["torch_seconds"].get<double>() / row["albef_seconds"].get<double>(),
+              1e-9);
 }
 
 TEST(Bench, IndexSuiteReportsEveryStructure) {

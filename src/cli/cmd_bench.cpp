@@ -85,6 +85,9 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::IsMember({"fp32", "bf16"}));
   command->add_option("--iters", flags->model.iters, "Timed iterations per workload (median)")
       ->check(CLI::PositiveNumber);
+  command->add_option("--rounds", flags->model.rounds,
+                      "Run the albef and PyTorch workers alternately this many times per workload; report medians")
+      ->check(CLI::PositiveNumber);
   command->add_option("--gallery-images", flags->model.gallery_images, "Retrieval gallery: N images x 5N captions")
       ->check(CLI::PositiveNumber);
   command->add_option("--k-test", flags->model.k_test, "Retrieval: candidates re-ranked per query")
