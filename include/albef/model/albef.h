@@ -48,6 +48,9 @@ struct ModelOptions {
 
 /// ALBEF as one module. Forward pieces are exposed separately so tasks
 /// compose them (the official forward of each task lives with the task).
+/// In inference (eval mode, no gradients recorded) `encode_image`,
+/// `encode_text` and `fuse` with one image per text run a large batch about
+/// 1024 tokens at a time, so its activations stay those of one slice.
 class AlbefModelImpl : public torch::nn::Module {
  public:
   AlbefModelImpl(const Config& config, const ModelOptions& options = {});
