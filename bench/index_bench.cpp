@@ -1,4 +1,4 @@
-#include "index_bench.h"
+#include "bench/index_bench.h"
 
 #include "albef/serve/image_index.h"
 

@@ -1,6 +1,6 @@
-#include "model_bench.h"
+#include "bench/model_bench.h"
 
-#include "memory.h"
+#include "bench/memory.h"
 
 #include "albef/config/config.h"
 #include "albef/core/error.h"
@@ -8,10 +8,13 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 #include "albef/model/albef.h"
-#include "albef/ops/linear.h"
-#include "albef/tasks/retrieval_eval.h"
+#include "albef/model/itm.h"
+#include "ops/linear.h"
+#include "tasks/retrieval/evaluation.h"
 #include "albef/train/optimizer.h"
-#include "albef/train/pretrain_step.h"
+#include "albef/tasks/pretrain.h"
+#include "albef/tasks/retrieval.h"
+#include "tasks/pretrain/step.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -197,8 +200,11 @@ void run_model_worker(const WorkerRequest& request) {
   const at::Tensor text_mask = io::read_npy(request.inputs + "/text_mask.npy");
 
   // Encoding one modality loads that side alone, as `albef index` and `albef embed` do.
-  AlbefModel model(config, ModelOptions{train ? ModelKind::Pretrain : ModelKind::Retrieval, train, !images_only,
-                                        !texts_only});
+  ModelOptions model_options = train ? pretrain_model_options(true) : retrieval_model_options(false);
+  model_options.text_side = !images_only;
+  model_options.image_side = !texts_only;
+  if (images_only || texts_only) model_options.heads.clear();
+  AlbefModel model(config, model_options);
   load_checkpoint(model, request.weights);
   const double weights_mb = parameter_mb(model);
   nlohmann::json report = {{"workload", request.workload}, {"precision", request.precision},
@@ -244,7 +250,7 @@ void run_model_worker(const WorkerRequest& request) {
       step = [&, text_embeds, image_embeds, mask] {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
-        outputs = {{"itm_logits", model->itm_logits(model->fuse(text_embeds, mask, image_embeds))}};
+        outputs = {{"itm_logits", albef::itm_logits(model, model->fuse(text_embeds, mask, image_embeds))}};
       };
     } else if (request.workload == "retrieval") {
       items = images.size(0) + text_ids.size(0);
@@ -306,12 +312,12 @@ void write_weights(const ModelBenchOptions& options, const std::string& train_pa
   Config retrieval = load_config(options.retrieval_config);
   retrieval.image_res = pretrain.image_res;  // the benchmark's resolution: no position-embedding resampling
   at::manual_seed(0);
-  AlbefModel train_model(pretrain, ModelOptions{ModelKind::Pretrain, true});
+  AlbefModel train_model(pretrain, pretrain_model_options(true));
   train_model->init_weights();
   if (!options.checkpoint.empty())
     load_checkpoint(train_model, options.checkpoint);
   io::write_torch_file(train_path, io::state_dict_to_object(state_dict(*train_model)));
-  AlbefModel infer_model(retrieval, ModelOptions{ModelKind::Retrieval, false});
+  AlbefModel infer_model(retrieval, retrieval_model_options(false));
   load_state_dict(infer_model, state_dict(*train_model), train_path);
   io::write_torch_file(infer_path, io::state_dict_to_object(state_dict(*infer_model)));
 }

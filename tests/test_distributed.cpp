@@ -6,7 +6,7 @@
 // distributed evaluation equal to the single-process one.
 
 #include "albef/io/npy.h"
-#include "albef/train/pretrain_step.h"
+#include "tasks/pretrain/step.h"
 
 #include "test_util.h"
 #include "tiny_model.h"
@@ -105,7 +105,7 @@ TEST(Distributed, TwoRanksMatchTheSingleProcessSteps) {
   const at::Tensor mask = npy(data_path("tiny/npy/inputs__attention_mask.npy"));
   std::map<std::string, at::Tensor> mean;
   for (int rank = 0; rank < 2; ++rank) {
-    albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Pretrain, true);
+    albef::AlbefModel model = albef::testing::load_tiny_model(albef::pretrain_model_options(true));
     model->train();
     at::manual_seed(static_cast<uint64_t>(rank));  // as the worker seeds step 0 of this rank
     const auto out = albef::pretrain_forward(model, images.slice(0, 2 * rank, 2 * rank + 2),

@@ -1,6 +1,6 @@
 // ops/dropout: the parallel keep mask and the dropout built on it.
 
-#include "albef/ops/dropout.h"
+#include "ops/dropout.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

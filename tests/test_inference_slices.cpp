@@ -3,6 +3,7 @@
 // give one by one, whichever slices it was cut into.
 
 #include "albef/model/albef.h"
+#include "albef/model/itm.h"
 
 #include "test_util.h"
 #include "tiny_model.h"
@@ -36,7 +37,7 @@ class InferenceSlices : public ::testing::Test {
  protected:
   void SetUp() override {
     at::manual_seed(0);
-    model_ = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+    model_ = albef::testing::load_tiny_model(albef::retrieval_model_options(false));
   }
   albef::AlbefModel model_{nullptr};
 };
@@ -70,16 +71,16 @@ TEST_F(InferenceSlices, FusionBatchEqualsItsPairs) {
   const auto [ids, mask] = random_captions(75, 30);
   const at::Tensor text_embeds = model_->encode_text(ids, mask);
   const at::Tensor image_embeds = model_->encode_image(at::randn({75, 3, 32, 32}));
-  const at::Tensor batch = model_->itm_logits(model_->fuse(text_embeds, mask, image_embeds));
+  const at::Tensor batch = albef::itm_logits(model_, model_->fuse(text_embeds, mask, image_embeds));
   EXPECT_TENSOR_NEAR(batch, row_by_row(75, [&](int64_t b, int64_t e) {
-                       return model_->itm_logits(model_->fuse(text_embeds.slice(0, b, e), mask.slice(0, b, e),
+                       return albef::itm_logits(model_, model_->fuse(text_embeds.slice(0, b, e), mask.slice(0, b, e),
                                                               image_embeds.slice(0, b, e)));
                      }),
                      kTolerance);
   // One image shared by every caption: its keys and values serve all of them, unsliced.
-  const at::Tensor shared = model_->itm_logits(model_->fuse(text_embeds, mask, image_embeds.slice(0, 0, 1)));
+  const at::Tensor shared = albef::itm_logits(model_, model_->fuse(text_embeds, mask, image_embeds.slice(0, 0, 1)));
   EXPECT_TENSOR_NEAR(shared, row_by_row(75, [&](int64_t b, int64_t e) {
-                       return model_->itm_logits(
+                       return albef::itm_logits(model_, 
                            model_->fuse(text_embeds.slice(0, b, e), mask.slice(0, b, e), image_embeds.slice(0, 0, 1)));
                      }),
                      kTolerance);
@@ -91,7 +92,7 @@ TEST_F(InferenceSlices, GradientsReachEveryRow) {
   const at::Tensor images = at::randn({40, 3, 32, 32}).requires_grad_();
   const at::Tensor text_embeds = model_->encode_text(ids, mask);
   const at::Tensor fused = model_->fuse(text_embeds, mask, model_->encode_image(images));
-  model_->itm_logits(fused).sum().backward();
+  albef::itm_logits(model_, fused).sum().backward();
   ASSERT_TRUE(images.grad().defined());
   EXPECT_GT(images.grad().abs().flatten(1).sum(1).min().item<float>(), 0.0f);
 }

@@ -4,6 +4,7 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 #include "albef/model/albef.h"
+#include "albef/model/itm.h"
 
 #include "test_util.h"
 #include "tiny_model.h"
@@ -16,12 +17,21 @@ using albef::testing::data_path;
 
 namespace {
 
+// A retrieval-layout model with one side (or none) and no heads, as inference builds one.
+albef::ModelOptions one_side(bool text_side, bool image_side, bool momentum_encoders = false) {
+  albef::ModelOptions options = albef::retrieval_model_options(momentum_encoders);
+  options.text_side = text_side;
+  options.image_side = image_side;
+  options.heads.clear();
+  return options;
+}
+
 constexpr double kTolerance = 1e-5;
 
 at::Tensor fixture(const std::string& name) { return albef::io::read_npy(data_path("tiny/npy/" + name + ".npy")); }
 
 albef::AlbefModel load_tiny(const std::string& checkpoint) {
-  return albef::testing::load_tiny_model(albef::ModelKind::Pretrain, true, checkpoint);
+  return albef::testing::load_tiny_model(albef::pretrain_model_options(true), checkpoint);
 }
 
 // The legacy (non-zip) twin, written by PyTorch itself from the zip file.
@@ -58,7 +68,7 @@ void expect_official_outputs(albef::AlbefModel& model) {
 
   const at::Tensor fused = model->fuse(text_embeds, mask, image_embeds);
   EXPECT_TENSOR_NEAR(fused, fixture("eval__comp__fusion_pos"), kTolerance);
-  EXPECT_TENSOR_NEAR(model->itm_logits(fused), fixture("eval__comp__itm_logits_pos"), kTolerance);
+  EXPECT_TENSOR_NEAR(albef::itm_logits(model, fused), fixture("eval__comp__itm_logits_pos"), kTolerance);
   const at::Tensor mlm = model->mlm_logits(ids, mask, image_embeds);
   EXPECT_TENSOR_NEAR(mlm[0], fixture("eval__comp__mlm_logits_unmasked_sample0"), kTolerance);
 }
@@ -95,7 +105,7 @@ TEST(ModelParity, LazyLoadingGivesTheWeightsOfAnEagerRead) {
   const std::string path = data_path("tiny/albef_pretrain_tiny.pth");
   const albef::AlbefModel lazy = load_tiny(path);  // load_checkpoint
   albef::AlbefModel eager(albef::load_config(data_path("tiny/Pretrain.yaml")),
-                          albef::ModelOptions{albef::ModelKind::Pretrain, true});
+                          albef::pretrain_model_options(true));
   albef::load_state_dict(eager, albef::io::state_dict_from(albef::io::read_torch_file(path), path), path);
   const auto expected = albef::state_dict(*eager), actual = albef::state_dict(*lazy);
   ASSERT_EQ(actual.size(), expected.size());
@@ -104,8 +114,8 @@ TEST(ModelParity, LazyLoadingGivesTheWeightsOfAnEagerRead) {
 }
 
 TEST(ModelParity, Bf16InferenceWeightsGiveTheAutocastOutputs) {
-  albef::AlbefModel autocast = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
-  albef::AlbefModel prepared = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  albef::AlbefModel autocast = albef::testing::load_tiny_model(albef::retrieval_model_options(false));
+  albef::AlbefModel prepared = albef::testing::load_tiny_model(albef::retrieval_model_options(false));
   albef::prepare_for_inference(prepared, albef::Precision::Bf16);
   EXPECT_EQ(prepared->vision_proj->weight.scalar_type(), at::kBFloat16);
   EXPECT_FALSE(prepared->vision_proj->weight.requires_grad());
@@ -116,7 +126,7 @@ TEST(ModelParity, Bf16InferenceWeightsGiveTheAutocastOutputs) {
     const at::Tensor text_embeds = model->encode_text(fixture("inputs__input_ids"), fixture("inputs__attention_mask"));
     return std::vector<at::Tensor>{
         model->image_feature(image_embeds), model->text_feature(text_embeds),
-        model->itm_logits(model->fuse(text_embeds, fixture("inputs__attention_mask"), image_embeds)).to(at::kFloat)};
+        albef::itm_logits(model, model->fuse(text_embeds, fixture("inputs__attention_mask"), image_embeds)).to(at::kFloat)};
   };
   const auto expected = outputs(autocast), actual = outputs(prepared);
   // The weights are rounded to bf16 the same way, once instead of per call.
@@ -128,7 +138,7 @@ TEST(ModelParity, Bf16InferenceWeightsGiveTheAutocastOutputs) {
 TEST(ModelParity, ImageOnlyModelLoadsTheImageSideAlone) {
   // What `albef index` loads: the ViT and vision_proj, the same image features, no BERT.
   const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false, /*text_side=*/false});
+  albef::AlbefModel model(config, one_side(/*text_side=*/false, /*image_side=*/true));
   const albef::LoadReport report =
       albef::load_checkpoint(model, albef::testing::data_path("tiny/albef_pretrain_tiny.pth"));
   EXPECT_TRUE(report.missing_keys.empty());
@@ -144,7 +154,7 @@ TEST(ModelParity, ImageOnlyModelLoadsTheImageSideAlone) {
   } catch (const std::exception& error) {
     EXPECT_NE(std::string(error.what()).find("images only"), std::string::npos) << error.what();
   }
-  EXPECT_THROW(albef::AlbefModel(config, albef::ModelOptions{albef::ModelKind::Retrieval, true, false}),
+  EXPECT_THROW(albef::AlbefModel(config, one_side(false, true, /*momentum_encoders=*/true)),
                std::exception);
 }
 
@@ -152,7 +162,7 @@ TEST(ModelParity, TextOnlyModelLoadsTheUnimodalTextLayersAlone) {
   // Caption features need the embeddings, the layers before fusion_layer and
   // text_proj: nothing of the ViT, the fusion layers or the ITM head is built.
   const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Retrieval, false, true, /*image_side=*/false});
+  albef::AlbefModel model(config, one_side(/*text_side=*/true, /*image_side=*/false));
   const albef::LoadReport report =
       albef::load_checkpoint(model, albef::testing::data_path("tiny/albef_pretrain_tiny.pth"));
   EXPECT_TRUE(report.missing_keys.empty());
@@ -177,21 +187,21 @@ TEST(ModelParity, TextOnlyModelLoadsTheUnimodalTextLayersAlone) {
     EXPECT_NE(std::string(error.what()).find("texts only"), std::string::npos) << error.what();
   }
   EXPECT_THROW(model->fuse(text_embeds, fixture("inputs__attention_mask"), text_embeds), std::exception);
-  EXPECT_THROW(albef::AlbefModel(config, albef::ModelOptions{albef::ModelKind::Retrieval, true, true, false}),
+  EXPECT_THROW(albef::AlbefModel(config, one_side(true, false, /*momentum_encoders=*/true)),
                std::exception);
-  EXPECT_THROW(albef::AlbefModel(config, albef::ModelOptions{albef::ModelKind::Retrieval, false, false, false}),
+  EXPECT_THROW(albef::AlbefModel(config, one_side(false, false)),
                std::exception);
 }
 
 TEST(ModelParity, RetrievalKindLoadsPretrainCheckpointWithoutMomentum) {
   // Inference models drop `bert.` from the keys (as Retrieval.py does) and
   // skip the MLM head and the momentum copies, with identical outputs.
-  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::retrieval_model_options(false));
   at::NoGradGuard no_grad;
   const at::Tensor image_embeds = model->encode_image(fixture("inputs__image"));
   const at::Tensor text_embeds = model->encode_text(fixture("inputs__input_ids"), fixture("inputs__attention_mask"));
   EXPECT_TENSOR_NEAR(model->image_feature(image_embeds), fixture("eval__comp__image_feat"), kTolerance);
-  EXPECT_TENSOR_NEAR(model->itm_logits(model->fuse(text_embeds, fixture("inputs__attention_mask"), image_embeds)),
+  EXPECT_TENSOR_NEAR(albef::itm_logits(model, model->fuse(text_embeds, fixture("inputs__attention_mask"), image_embeds)),
                      fixture("eval__comp__itm_logits_pos"), kTolerance);
 }
 

@@ -2,9 +2,9 @@
 // ops::attention (inference and training) against the generic multi-head attention.
 #include "albef/core/runtime.h"
 #include "albef/model/layers.h"
-#include "albef/ops/attention.h"
-#include "albef/ops/dropout.h"
-#include "albef/ops/linear.h"
+#include "ops/attention.h"
+#include "ops/dropout.h"
+#include "ops/linear.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>

@@ -6,6 +6,7 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 #include "albef/model/albef.h"
+#include "albef/tasks/pretrain.h"
 #include "albef/train/optimizer.h"
 #include "albef/train/scheduler.h"
 #include "pyobject_compare.h"
@@ -214,7 +215,7 @@ TEST_F(AdamWPyTorch, StateDictBothWays) {
   // optimizer and scheduler state must equal the fixture's exactly.
   albef::io::write_torch_file(dir_ + "/ours3.pth", ours);
   const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Pretrain, true});
+  albef::AlbefModel model(config, albef::pretrain_model_options(true));
   AdamW tiny = albef::create_optimizer(*model, config.optimizer);
   albef::CosineLRScheduler scheduler(tiny, config.schedular);
   auto tiny_root = PyObject::new_dict();
@@ -289,7 +290,7 @@ TEST_F(AdamWPyTorch, LoadStateDictErrorsNameTheMismatch) {
 
 TEST(OfficialParamGroups, TinyPretrainModel) {
   const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Pretrain, true});
+  albef::AlbefModel model(config, albef::pretrain_model_options(true));
   const auto groups = albef::official_param_groups(*model, 0.02);
   ASSERT_EQ(groups.size(), 2u);
   EXPECT_EQ(groups[0].params.size(), 80u);
@@ -344,7 +345,7 @@ TEST(OfficialParamGroups, FreshStateDictsEqualTheTinyCheckpoint) {
   // The fixture saved create_optimizer + create_scheduler state before any
   // step: same keys, order, Python types and values as ours.
   const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Pretrain, true});
+  albef::AlbefModel model(config, albef::pretrain_model_options(true));
   AdamW optimizer = albef::create_optimizer(*model, config.optimizer);
   albef::CosineLRScheduler scheduler(optimizer, config.schedular);
   const auto checkpoint = albef::io::read_torch_file(data_path(kTiny));

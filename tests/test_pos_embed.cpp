@@ -1,7 +1,7 @@
 // The official interpolate_pos_embed: CLS kept, grid resized bicubically.
 
 #include "albef/io/npy.h"
-#include "albef/vision/vit.h"
+#include "albef/model/vit.h"
 
 #include "test_util.h"
 

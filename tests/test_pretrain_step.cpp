@@ -5,7 +5,7 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 #include "albef/train/optimizer.h"
-#include "albef/train/pretrain_step.h"
+#include "tasks/pretrain/step.h"
 #include "albef/train/scheduler.h"
 
 #include "test_util.h"
@@ -20,7 +20,7 @@ namespace {
 at::Tensor fixture(const std::string& name) { return albef::io::read_npy(data_path("tiny/npy/" + name + ".npy")); }
 
 albef::AlbefModel load_tiny_for_training() {
-  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Pretrain, true);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::pretrain_model_options(true));
   model->train();
   return model;
 }

@@ -5,7 +5,8 @@
 #include "albef/data/annotations.h"
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
-#include "albef/tasks/retrieval_eval.h"
+#include "albef/model/itm.h"
+#include "tasks/retrieval/evaluation.h"
 #include "albef/vision/image.h"
 
 #include "test_util.h"
@@ -40,7 +41,7 @@ std::vector<std::string> images() {
 }  // namespace
 
 TEST(RetrievalEval, RerankedScoresEqualPerPairScores) {
-  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::retrieval_model_options(false));
   const albef::text::BertTokenizer tokenizer(model->config().vocab);
   albef::RetrievalEvalOptions options;
   options.k_test = 3;
@@ -61,7 +62,7 @@ TEST(RetrievalEval, RerankedScoresEqualPerPairScores) {
       const auto enc = tokenizer.encode_batch({kCaptions[t]}, 30, albef::text::Padding::Longest);
       const at::Tensor text = model->encode_text(enc.input_ids, enc.attention_mask);
       itc[i][t] = (model->image_feature(image) * model->text_feature(text)).sum();
-      itm[i][t] = model->itm_logits(model->fuse(text, enc.attention_mask, image))[0][1];
+      itm[i][t] = albef::itm_logits(model, model->fuse(text, enc.attention_mask, image))[0][1];
     }
   }
   for (int i = 0; i < 4; ++i) {
@@ -81,7 +82,7 @@ TEST(RetrievalEval, RerankedScoresEqualPerPairScores) {
 }
 
 TEST(RetrievalEval, RanksSplitAcrossProcessesSumToTheWhole) {
-  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::retrieval_model_options(false));
   const albef::text::BertTokenizer tokenizer(model->config().vocab);
   albef::RetrievalEvalOptions options;
   options.k_test = 2;
@@ -125,7 +126,7 @@ TEST(RetrievalEval, ItmEvalMetrics) {
 // bench/albef_torch.py, itself checked against the official fixture) on the
 // same preprocessed images and token ids.
 TEST(RetrievalEval, MatchesTheOfficialEvaluationInPyTorch) {
-  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, false);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::retrieval_model_options(false));
   const albef::text::BertTokenizer tokenizer(model->config().vocab);
   const auto dataset =
       albef::data::load_retrieval_eval_dataset(source_path("data/coco-by/captions.json"), source_path("data/coco-by"));

@@ -4,7 +4,7 @@
 // the id queue) and gradients equal the official ones.
 
 #include "albef/io/npy.h"
-#include "albef/train/pretrain_step.h"
+#include "tasks/retrieval/step.h"
 
 #include "test_util.h"
 #include "tiny_model.h"
@@ -26,7 +26,7 @@ using albef::testing::state_tensor;
 
 TEST(RetrievalStep, LossesQueuesAndGradientsMatchOfficial) {
   // The pretraining checkpoint loaded as Retrieval.py does; idx_queue starts at -100.
-  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, true);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::retrieval_model_options(true));
   model->train();
   EXPECT_TRUE(model->idx_queue.equal(fixture("idx_queue_before")));
   albef::StepChoices choices;
@@ -64,7 +64,7 @@ TEST(RetrievalStep, LossesQueuesAndGradientsMatchOfficial) {
 }
 
 TEST(RetrievalStep, SampledNegativesNeverShareTheImage) {
-  albef::AlbefModel model = albef::testing::load_tiny_model(albef::ModelKind::Retrieval, true);
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::retrieval_model_options(true));
   model->train();
   const at::Tensor ids = fixture("inputs__idx");  // [0, 1, 0, 2]: pairs 0 and 2 show one image
   at::manual_seed(11);

@@ -2,6 +2,8 @@
 // official ones (recorded from salesforce/ALBEF with its own configs).
 
 #include "albef/model/albef.h"
+#include "albef/tasks/pretrain.h"
+#include "albef/tasks/retrieval.h"
 
 #include "test_util.h"
 
@@ -14,9 +16,10 @@ using albef::testing::source_path;
 
 namespace {
 
-void expect_manifest(const std::string& config_path, albef::ModelKind kind, const std::string& manifest_path) {
+void expect_manifest(const std::string& config_path, const albef::ModelOptions& options,
+                     const std::string& manifest_path) {
   const albef::Config config = albef::load_config(config_path);
-  albef::AlbefModel model(config, albef::ModelOptions{kind, true});
+  albef::AlbefModel model(config, options);
   const auto state = albef::state_dict(*model);
   std::ifstream in(manifest_path);
   const nlohmann::json manifest = nlohmann::json::parse(in);
@@ -34,10 +37,10 @@ void expect_manifest(const std::string& config_path, albef::ModelKind kind, cons
 }  // namespace
 
 TEST(StateDictKeys, PretrainMatchesOfficialManifest) {
-  expect_manifest(source_path("configs/Pretrain.yaml"), albef::ModelKind::Pretrain, data_path("keys/pretrain.json"));
+  expect_manifest(source_path("configs/Pretrain.yaml"), albef::pretrain_model_options(), data_path("keys/pretrain.json"));
 }
 
 TEST(StateDictKeys, RetrievalMatchesOfficialManifest) {
-  expect_manifest(source_path("configs/Retrieval_coco.yaml"), albef::ModelKind::Retrieval,
+  expect_manifest(source_path("configs/Retrieval_coco.yaml"), albef::retrieval_model_options(),
                   data_path("keys/retrieval.json"));
 }

@@ -5,9 +5,9 @@
 
 namespace albef::testing {
 
-AlbefModel load_tiny_model(ModelKind kind, bool momentum_encoders, const std::string& checkpoint) {
+AlbefModel load_tiny_model(const ModelOptions& options, const std::string& checkpoint) {
   const Config config = load_config(data_path("tiny/Pretrain.yaml"));
-  AlbefModel model(config, ModelOptions{kind, momentum_encoders});
+  AlbefModel model(config, options);
   const std::string path = checkpoint.empty() ? data_path("tiny/albef_pretrain_tiny.pth") : checkpoint;
   const LoadReport report = load_checkpoint(model, path);
   // A pretraining checkpoint has no idx_queue (Retrieval.py's load reports it missing too).

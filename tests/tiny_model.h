@@ -2,6 +2,8 @@
 // The tiny official fixture model (tests/data/tiny), loaded as a test needs it.
 
 #include "albef/model/albef.h"
+#include "albef/tasks/pretrain.h"
+#include "albef/tasks/retrieval.h"
 
 #include <string>
 
@@ -9,7 +11,7 @@ namespace albef::testing {
 
 /// The tiny config with the official tiny checkpoint (or `checkpoint`)
 /// loaded into a model of the given kind; eval mode.
-AlbefModel load_tiny_model(ModelKind kind, bool momentum_encoders, const std::string& checkpoint = "");
+AlbefModel load_tiny_model(const ModelOptions& options, const std::string& checkpoint = "");
 
 /// The model's tensor of that state_dict name (a test failure when absent).
 at::Tensor state_tensor(AlbefModel& model, const std::string& name);

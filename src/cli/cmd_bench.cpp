@@ -3,9 +3,9 @@
 
 #include "cli/common.h"
 
-#include "index_bench.h"
-#include "memory.h"
-#include "model_bench.h"
+#include "bench/index_bench.h"
+#include "bench/memory.h"
+#include "bench/model_bench.h"
 
 #include "albef/core/fs.h"
 

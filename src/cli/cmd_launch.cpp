@@ -3,6 +3,7 @@
 // MASTER_ADDR, MASTER_PORT), and stop them all when one fails.
 
 #include "cli/common.h"
+#include "tasks/registry.h"
 
 #include "albef/core/error.h"
 
@@ -70,6 +71,12 @@ int exit_code(int status) {
 
 int run_launch(const LaunchFlags& flags) {
   if (flags.command.empty()) fail("launch: give the albef command after --, e.g. albef launch --nproc 2 -- pretrain ...");
+  // Only the tasks train or evaluate data-parallel: anything else would just run N times.
+  if (!tasks::find_task(flags.command.front())) {
+    std::string names;
+    for (const tasks::Task& task : tasks::registry()) names += (names.empty() ? "" : ", ") + task.name;
+    fail("launch: '", flags.command.front(), "' is not a task; data-parallel runs take one of: ", names);
+  }
   if (flags.node_rank >= flags.nnodes) fail("launch: --node_rank ", flags.node_rank, " with --nnodes ", flags.nnodes);
   if (flags.nnodes > 1 && flags.master_port == 0) fail("launch: several machines need an agreed --master_port");
   const int port = flags.master_port > 0 ? flags.master_port : free_port();

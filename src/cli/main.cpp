@@ -3,6 +3,7 @@
 #include "cli/common.h"
 
 #include "albef/core/error.h"
+#include "tasks/registry.h"
 
 #include <c10/util/Exception.h>
 
@@ -15,8 +16,11 @@ int main(int argc, char** argv) {
   albef::cli::add_embed_command(app);
   albef::cli::add_tokenize_command(app);
   albef::cli::add_score_command(app);
-  albef::cli::add_pretrain_command(app);
-  albef::cli::add_retrieval_command(app);
+  // Pretraining and the downstream tasks, each a unit in src/tasks/<name>/.
+  for (const albef::tasks::Task& task : albef::tasks::registry()) {
+    CLI::App* command = app.add_subcommand(task.name, task.summary);
+    command->callback(task.add_command(*command));
+  }
   albef::cli::add_index_command(app);
   albef::cli::add_search_command(app);
   albef::cli::add_bench_command(app);

@@ -7,24 +7,17 @@
 #include "albef/text/tokenizer.h"
 #include "albef/vision/image.h"
 #include "data/batch_pipeline.h"
+#include "data/sample_loader.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/stack.h>
 
 #include <algorithm>
-#include <mutex>
 #include <thread>
-#include <unordered_set>
 #include <utility>
 
 namespace albef::data {
 namespace {
-
-int resolve_workers(int num_workers) {
-  ALBEF_CHECK(num_workers >= 0, "the number of workers must not be negative, got ", num_workers);
-  if (num_workers > 0) return num_workers;
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
 
 at::Tensor int64_tensor(const std::vector<int64_t>& values) {
   at::Tensor out = at::empty({static_cast<int64_t>(values.size())}, at::kLong);
@@ -45,24 +38,13 @@ struct LoadedSample {
   int64_t index = -1;
 };
 
-// This rank's order for one epoch and the unreadable images met in it.
-struct EpochState {
-  EpochState(int64_t epoch, std::vector<int64_t> order) : epoch(epoch), order(std::move(order)) {}
-
-  const int64_t epoch;
-  const std::vector<int64_t> order;
-
-  std::mutex mutex;
-  std::unordered_set<int64_t> bad;
-  std::vector<BadSample> reported;
-
-  bool known_bad(int64_t index) {
-    std::lock_guard<std::mutex> lock(mutex);
-    return bad.count(index) > 0;
-  }
-};
-
 }  // namespace
+
+int resolve_workers(int num_workers) {
+  ALBEF_CHECK(num_workers >= 0, "the number of workers must not be negative, got ", num_workers);
+  if (num_workers > 0) return num_workers;
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 std::string choose_caption(const TrainSample& sample, uint64_t augment_seed, int64_t epoch, int64_t index,
                            int max_words) {
@@ -79,52 +61,27 @@ std::string choose_caption(const TrainSample& sample, uint64_t augment_seed, int
 // ---------------------------------------------------------------------------
 // TrainLoader
 
+// One image and the caption drawn for this epoch.
 struct TrainLoader::Impl {
-  Impl(TrainDataset dataset_in, SampleTransform transform_in, const TrainLoaderOptions& options_in)
+  Impl(TrainDataset dataset_in, SampleTransform transform_in, const TrainLoaderOptions& options)
       : dataset(std::move(dataset_in)),
         transform(std::move(transform_in)),
-        options(options_in),
-        sampler(dataset.size(), options.world_size, options.rank, options.shuffle, options.sampler_seed),
-        pipeline(resolve_workers(options.num_workers), options.prefetch_batches) {}
+        loader(dataset.size(), join_names(dataset.annotation_files),
+               [this](int64_t index, int64_t epoch) { return load(index, epoch); },
+               [this](std::vector<LoadedSample>& samples, int64_t epoch, int64_t b) { return assemble(samples, epoch, b); },
+               options) {}
 
-  // The sample at `position` of this rank's epoch order, or the first
-  // readable one after it (wrapping around).
-  LoadedSample load(EpochState& state, int64_t position) const {
-    const auto n = static_cast<int64_t>(state.order.size());
-    for (int64_t step = 0; step < n; ++step) {
-      const int64_t index = state.order[static_cast<size_t>((position + step) % n)];
-      if (state.known_bad(index)) continue;
-      const std::string path = dataset.image_path(index);
-      cv::Mat rgb;
-      try {
-        rgb = vision::read_rgb(path);
-      } catch (const Error& e) {
-        record_bad(state, index, path, e.what());
-        continue;
-      }
-      vision::Rng rng = vision::Rng::for_sample(options.augment_seed, static_cast<uint64_t>(state.epoch),
-                                                static_cast<uint64_t>(index));
-      LoadedSample sample;
-      sample.image = transform(rgb, rng);
-      sample.caption = choose_caption(dataset.samples[static_cast<size_t>(index)], options.augment_seed,
-                                      state.epoch, index, options.max_words);
-      sample.index = index;
-      return sample;
-    }
-    fail("no image of epoch ", state.epoch, " could be read; check image_root and the image paths of ",
-         join_names(dataset.annotation_files));
-  }
-
-  void record_bad(EpochState& state, int64_t index, const std::string& path, const std::string& message) const {
-    std::lock_guard<std::mutex> lock(state.mutex);
-    if (!state.bad.insert(index).second) return;
-    if (state.reported.size() < static_cast<size_t>(std::max(0, options.max_reported_bad)))
-      state.reported.push_back({index, path, message});
-    const auto n = static_cast<double>(state.order.size());
-    if (static_cast<double>(state.bad.size()) > options.max_bad_fraction * n)
-      fail("too many unreadable images: ", state.bad.size(), " of the ", state.order.size(),
-           " samples of epoch ", state.epoch, " (rank ", options.rank, ") failed to load, e.g. ", message,
-           "; check image_root and the image paths of ", join_names(dataset.annotation_files));
+  LoadedSample load(int64_t index, int64_t epoch) const {
+    const cv::Mat rgb = read_sample_image(dataset.image_path(index));
+    const TrainLoaderOptions& options = loader.options();
+    vision::Rng rng =
+        vision::Rng::for_sample(options.augment_seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index));
+    LoadedSample sample;
+    sample.image = transform(rgb, rng);
+    sample.caption = choose_caption(dataset.samples[static_cast<size_t>(index)], options.augment_seed, epoch, index,
+                                    options.max_words);
+    sample.index = index;
+    return sample;
   }
 
   TrainBatch assemble(std::vector<LoadedSample>& samples, int64_t epoch, int64_t batch_index) const {
@@ -147,63 +104,29 @@ struct TrainLoader::Impl {
 
   const TrainDataset dataset;
   const SampleTransform transform;
-  const TrainLoaderOptions options;
-  DistributedSampler sampler;
-  std::shared_ptr<EpochState> epoch;
-  // Last: its workers stop before the members they read are destroyed.
-  detail::BatchPipeline<LoadedSample, TrainBatch> pipeline;
+  SampleLoader<LoadedSample, TrainBatch> loader;  // last: its workers read the members above
 };
 
 TrainLoader::TrainLoader(TrainDataset dataset, SampleTransform transform, TrainLoaderOptions options) {
   ALBEF_CHECK(transform != nullptr, "no transform given");
-  ALBEF_CHECK(options.batch_size > 0, "batch size must be positive, got ", options.batch_size);
-  ALBEF_CHECK(options.max_bad_fraction >= 0, "max_bad_fraction must not be negative");
-  if (dataset.size() == 0) fail("the training set is empty: ", join_names(dataset.annotation_files));
   impl_ = std::make_unique<Impl>(std::move(dataset), std::move(transform), options);
-  if (num_batches() == 0)
-    fail("the ", num_samples(), " samples per rank of ", join_names(impl_->dataset.annotation_files),
-         " do not fill one batch of ", options.batch_size);
 }
 
 TrainLoader::~TrainLoader() = default;
 
-void TrainLoader::start_epoch(int64_t epoch, int64_t skip_batches) {
-  ALBEF_CHECK(skip_batches >= 0 && skip_batches <= num_batches(), "cannot skip ", skip_batches, " of ",
-              num_batches(), " batches");
-  Impl& impl = *impl_;
-  impl.sampler.set_epoch(epoch);
-  auto state = std::make_shared<EpochState>(epoch, impl.sampler.indices());
-  impl.epoch = state;
-  const int64_t batch_size = impl.options.batch_size;
-  impl.pipeline.start(
-      num_batches() * batch_size, batch_size, skip_batches,
-      [&impl, state](int64_t slot) { return impl.load(*state, slot); },
-      [&impl, epoch](std::vector<LoadedSample>& samples, int64_t b) { return impl.assemble(samples, epoch, b); });
-}
+void TrainLoader::start_epoch(int64_t epoch, int64_t skip_batches) { impl_->loader.start_epoch(epoch, skip_batches); }
 
-std::optional<TrainBatch> TrainLoader::next() {
-  ALBEF_CHECK(impl_->epoch != nullptr, "call start_epoch() before next()");
-  return impl_->pipeline.next();
-}
+std::optional<TrainBatch> TrainLoader::next() { return impl_->loader.next(); }
 
-int64_t TrainLoader::num_batches() const { return num_samples() / impl_->options.batch_size; }
+int64_t TrainLoader::num_batches() const { return impl_->loader.num_batches(); }
 
-int64_t TrainLoader::num_samples() const { return impl_->sampler.num_samples(); }
+int64_t TrainLoader::num_samples() const { return impl_->loader.num_samples(); }
 
 const TrainDataset& TrainLoader::dataset() const { return impl_->dataset; }
 
-const TrainLoaderOptions& TrainLoader::options() const { return impl_->options; }
+const TrainLoaderOptions& TrainLoader::options() const { return impl_->loader.options(); }
 
-BadSampleReport TrainLoader::bad_samples() const {
-  BadSampleReport report;
-  const std::shared_ptr<EpochState> state = impl_->epoch;
-  if (!state) return report;
-  std::lock_guard<std::mutex> lock(state->mutex);
-  report.epoch = state->epoch;
-  report.count = static_cast<int64_t>(state->bad.size());
-  report.first = state->reported;
-  return report;
-}
+BadSampleReport TrainLoader::bad_samples() const { return impl_->loader.bad_samples(); }
 
 // ---------------------------------------------------------------------------
 // EvalImageLoader

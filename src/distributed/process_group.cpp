@@ -165,4 +165,10 @@ void ProcessGroup::barrier() {
   run("barrier", rank_, [&] { return impl_->group->barrier(); });
 }
 
+std::unique_ptr<ProcessGroup> join_process_group(c10::Device device, std::chrono::milliseconds timeout) {
+  const DistributedEnv env = DistributedEnv::from_environment();
+  if (!env.distributed()) return nullptr;
+  return std::make_unique<ProcessGroup>(env, device, timeout);
+}
+
 }  // namespace albef::distributed

@@ -2,7 +2,7 @@
 
 #include "albef/core/error.h"
 #include "albef/core/runtime.h"
-#include "albef/ops/linear.h"
+#include "ops/linear.h"
 
 #include <ATen/ATen.h>
 
@@ -16,15 +16,11 @@ namespace nn = torch::nn;
 
 namespace {
 
-at::Tensor normalize_rows(const at::Tensor& x, int64_t dim) {
-  return x / x.norm(2, {dim}, /*keepdim=*/true).clamp_min(1e-12);
-}
-
-// Builds the text encoder of the given kind, registered as `name`; returns
-// the BERT inside it.
+// Builds the text encoder in the options' layout, registered as `name`;
+// returns the BERT inside it.
 BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const Config& config,
                            BertForMaskedLM& mlm_holder) {
-  if (model.options().kind == ModelKind::Pretrain) {
+  if (model.options().text_encoder == TextEncoderLayout::MaskedLM) {
     mlm_holder = model.register_module(name, BertForMaskedLM(config.bert));
     return mlm_holder->bert;
   }
@@ -62,6 +58,10 @@ at::Tensor in_slices(const nn::Module& module, int64_t rows, int64_t tokens,
 
 }  // namespace
 
+at::Tensor l2_normalize(const at::Tensor& x, int64_t dim) {
+  return x / x.norm(2, {dim}, /*keepdim=*/true).clamp_min(1e-12);
+}
+
 AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options)
     : config_(config), options_(options) {
   ALBEF_CHECK(options.text_side || !options.momentum_encoders,
@@ -69,37 +69,52 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
   ALBEF_CHECK(options.image_side || !options.momentum_encoders,
               "a text-only model (image_side = false) is for inference: it takes no momentum encoders");
   ALBEF_CHECK(options.image_side || options.text_side, "a model needs its image side, its text side or both");
+  ALBEF_CHECK((options.image_side && options.text_side) || options.heads.empty(),
+              "heads need both the image and the text side");
   // Without images the fusion layers have nothing to attend to: the text side stops at fusion_layer.
   Config text_config = config;
   if (!options.image_side) text_config.bert.num_hidden_layers = config.bert.fusion_layer;
   const int64_t text_width = config.bert.hidden_size;
   const int64_t vision_width = config.vision_width;
-  temp = register_parameter("temp", at::full({}, config.temp, at::kFloat));
-  if (options.momentum_encoders) {
-    image_queue = register_buffer("image_queue", normalize_rows(at::randn({config.embed_dim, config.queue_size}), 0));
-    text_queue = register_buffer("text_queue", normalize_rows(at::randn({config.embed_dim, config.queue_size}), 0));
-    if (options.kind == ModelKind::Retrieval)
-      idx_queue = register_buffer("idx_queue", at::full({1, config.queue_size}, -100, at::kLong));
+  const bool queues = options.contrastive && options.momentum_encoders;
+  if (options.contrastive) temp = register_parameter("temp", at::full({}, config.temp, at::kFloat));
+  if (queues) {
+    image_queue = register_buffer("image_queue", l2_normalize(at::randn({config.embed_dim, config.queue_size}), 0));
+    text_queue = register_buffer("text_queue", l2_normalize(at::randn({config.embed_dim, config.queue_size}), 0));
+    if (options.id_queue) idx_queue = register_buffer("idx_queue", at::full({1, config.queue_size}, -100, at::kLong));
     queue_ptr = register_buffer("queue_ptr", at::zeros({1}, at::kLong));
   }
   if (options.image_side)
     visual_encoder = register_module("visual_encoder", VisionTransformer(config.vision, config.image_res));
   if (options.text_side) text_bert_ = add_text_encoder(*this, "text_encoder", text_config, text_encoder_mlm);
-  if (options.image_side) vision_proj = register_module("vision_proj", nn::Linear(vision_width, config.embed_dim));
-  if (options.text_side) text_proj = register_module("text_proj", nn::Linear(text_width, config.embed_dim));
-  if (options.text_side && options.image_side) itm_head = register_module("itm_head", nn::Linear(text_width, 2));
+  if (options.contrastive && options.image_side)
+    vision_proj = register_module("vision_proj", nn::Linear(vision_width, config.embed_dim));
+  if (options.contrastive && options.text_side)
+    text_proj = register_module("text_proj", nn::Linear(text_width, config.embed_dim));
+  for (const HeadSpec& spec : options.heads) {
+    ALBEF_CHECK(spec.make != nullptr, "head '", spec.name, "' has no constructor");
+    heads_.emplace(spec.name, register_module(spec.name, spec.make(config)));
+  }
   if (options.momentum_encoders) {
     visual_encoder_m = register_module("visual_encoder_m", VisionTransformer(config.vision, config.image_res));
-    vision_proj_m = register_module("vision_proj_m", nn::Linear(vision_width, config.embed_dim));
+    if (options.contrastive) vision_proj_m = register_module("vision_proj_m", nn::Linear(vision_width, config.embed_dim));
     text_bert_m_ = add_text_encoder(*this, "text_encoder_m", config, text_encoder_mlm_m);
-    text_proj_m = register_module("text_proj_m", nn::Linear(text_width, config.embed_dim));
-    for (const auto& p : visual_encoder_m->parameters()) p.set_requires_grad(false);
-    for (auto* module : {static_cast<nn::Module*>(vision_proj_m.get()), static_cast<nn::Module*>(text_proj_m.get())})
-      for (auto& p : module->parameters()) p.set_requires_grad(false);
-    nn::Module& text_m = options.kind == ModelKind::Pretrain ? static_cast<nn::Module&>(*text_encoder_mlm_m)
-                                                             : static_cast<nn::Module&>(*text_bert_m_);
-    for (auto& p : text_m.parameters()) p.set_requires_grad(false);
+    if (options.contrastive) text_proj_m = register_module("text_proj_m", nn::Linear(text_width, config.embed_dim));
+    for (const HeadSpec& spec : options.heads)
+      if (spec.momentum) heads_.emplace(spec.name + "_m", register_module(spec.name + "_m", spec.make(config)));
+    // Everything registered as a momentum copy (name ending in _m) is frozen.
+    for (const auto& child : named_children()) {
+      const std::string& name = child.key();
+      if (name.size() > 2 && name.compare(name.size() - 2, 2, "_m") == 0)
+        for (auto& p : child.value()->parameters()) p.set_requires_grad(false);
+    }
   }
+}
+
+std::shared_ptr<nn::Module> AlbefModelImpl::head(const std::string& name) const {
+  const auto it = heads_.find(name);
+  ALBEF_CHECK(it != heads_.end(), "the model has no head '", name, "'");
+  return it->second;
 }
 
 at::Tensor AlbefModelImpl::encode_image(const at::Tensor& images) {
@@ -130,12 +145,14 @@ at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Te
 // contrastive similarities are made of them.
 at::Tensor AlbefModelImpl::image_feature(const at::Tensor& image_embeds) {
   require_image_side("image_feature");
-  return normalize_rows(ops::linear(*vision_proj, image_embeds.select(1, 0)).to(at::kFloat), -1);
+  ALBEF_CHECK(options_.contrastive, "image_feature needs the contrastive projections (ModelOptions::contrastive)");
+  return l2_normalize(ops::linear(*vision_proj, image_embeds.select(1, 0)).to(at::kFloat));
 }
 
 at::Tensor AlbefModelImpl::text_feature(const at::Tensor& text_embeds) {
   require_text_side("text_feature");
-  return normalize_rows(ops::linear(*text_proj, text_embeds.select(1, 0)).to(at::kFloat), -1);
+  ALBEF_CHECK(options_.contrastive, "text_feature needs the contrastive projections (ModelOptions::contrastive)");
+  return l2_normalize(ops::linear(*text_proj, text_embeds.select(1, 0)).to(at::kFloat));
 }
 
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
@@ -158,22 +175,16 @@ at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor&
   return text_bert_->forward_fusion(text_embeds, attention_mask, images, image_rows);
 }
 
-at::Tensor AlbefModelImpl::itm_logits(const at::Tensor& fused) {
-  require_text_side("itm_logits");
-  require_image_side("itm_logits");
-  return ops::linear(*itm_head, fused.select(1, 0));
-}
-
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                       const at::Tensor& image_embeds) {
-  ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the Pretrain model kind");
+  ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the MaskedLM text encoder layout");
   require_image_side("mlm_logits");
   return text_encoder_mlm->forward(input_ids, attention_mask, image_embeds);
 }
 
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                       FusionImages& images, const at::Tensor& positions) {
-  ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the Pretrain model kind");
+  ALBEF_CHECK(!text_encoder_mlm.is_empty(), "the MLM head exists only in the MaskedLM text encoder layout");
   require_image_side("mlm_logits");
   return text_encoder_mlm->forward(input_ids, attention_mask, images, positions);
 }
@@ -202,12 +213,14 @@ std::vector<std::pair<at::Tensor, at::Tensor>> AlbefModelImpl::momentum_pairs() 
       if (seen.insert(a[i].unsafeGetTensorImpl()).second) pairs.emplace_back(a[i], b[i]);
   };
   add(*visual_encoder, *visual_encoder_m);
-  add(*vision_proj, *vision_proj_m);
+  if (options_.contrastive) add(*vision_proj, *vision_proj_m);
   if (!text_encoder_mlm.is_empty())
     add(*text_encoder_mlm, *text_encoder_mlm_m);
   else
     add(*text_bert_, *text_bert_m_);
-  add(*text_proj, *text_proj_m);
+  if (options_.contrastive) add(*text_proj, *text_proj_m);
+  for (const HeadSpec& spec : options_.heads)
+    if (spec.momentum) add(*head(spec.name), *head(spec.name + "_m"));
   return pairs;
 }
 
@@ -232,21 +245,20 @@ namespace {
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
-// Maps a checkpoint key to the model's naming: pretraining checkpoints have
-// `text_encoder.bert.*`; retrieval-style models (BertModel) drop `bert.`,
-// exactly as Retrieval.py renames keys containing 'bert'.
-std::string adapt_key(const std::string& key, ModelKind kind) {
+}  // namespace
+
+// Pretraining checkpoints have `text_encoder.bert.*`; models with a plain
+// BertModel drop `bert.`, exactly as Retrieval.py renames keys containing 'bert'.
+std::string adapt_text_encoder_key(const std::string& key, TextEncoderLayout layout) {
   for (const std::string encoder : {"text_encoder.", "text_encoder_m."}) {
     if (!starts_with(key, encoder)) continue;
     const std::string rest = key.substr(encoder.size());
-    if (kind == ModelKind::Retrieval && starts_with(rest, "bert.")) return encoder + rest.substr(5);
-    if (kind == ModelKind::Pretrain && (starts_with(rest, "embeddings.") || starts_with(rest, "encoder.")))
+    if (layout == TextEncoderLayout::Plain && starts_with(rest, "bert.")) return encoder + rest.substr(5);
+    if (layout == TextEncoderLayout::MaskedLM && (starts_with(rest, "embeddings.") || starts_with(rest, "encoder.")))
       return encoder + "bert." + rest;
   }
   return key;
 }
-
-}  // namespace
 
 namespace {
 
@@ -260,32 +272,44 @@ LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std
   const io::StateDict own = state_dict(*model);
   for (const auto& [name, tensor] : own) targets.emplace(name, tensor);
 
+  const CheckpointKeyMap model_keys = options.checkpoint_keys
+                                          ? options.checkpoint_keys
+                                          : [layout = options.text_encoder](const std::string& key) {
+                                              return std::vector<std::string>{adapt_text_encoder_key(key, layout)};
+                                            };
   LoadReport report;
   std::set<std::string> loaded;
   for (const auto& [raw_key, raw_value] : state) {
-    const std::string key = adapt_key(raw_key, options.kind);
-    auto it = targets.find(key);
-    if (it == targets.end()) {
+    std::vector<std::pair<std::string, at::Tensor*>> destinations;
+    for (const std::string& key : model_keys(raw_key))
+      if (auto it = targets.find(key); it != targets.end()) destinations.emplace_back(key, &it->second);
+    if (destinations.empty()) {
       report.unexpected_keys.push_back(raw_key);
       continue;
     }
-    if (lazy && lazy->read_into(raw_value, it->second)) {  // no buffer in between
+    bool fetched = false;
+    for (auto& [key, target] : destinations) {
+      if (lazy && !fetched && lazy->read_into(raw_value, *target)) {  // no buffer in between
+        loaded.insert(key);
+        continue;
+      }
+      if (lazy && !fetched) {
+        lazy->fetch(raw_value);
+        fetched = true;
+      }
+      at::Tensor value = raw_value;
+      if (key == "visual_encoder.pos_embed" || key == "visual_encoder_m.pos_embed") {
+        const int64_t patches = (key == "visual_encoder.pos_embed" ? model->visual_encoder : model->visual_encoder_m)
+                                    ->num_patches();
+        value = interpolate_pos_embed(value, patches);
+      }
+      if (value.sizes() != target->sizes())
+        fail(source, ": '", raw_key, "' has shape ", value.sizes(), " but the model's '", key, "' expects ",
+             target->sizes(), " (does the config match the checkpoint?)");
+      target->copy_(value);
       loaded.insert(key);
-      continue;
     }
-    if (lazy) lazy->fetch(raw_value);
-    at::Tensor value = raw_value;
-    if (key == "visual_encoder.pos_embed" || key == "visual_encoder_m.pos_embed") {
-      const int64_t patches = (key == "visual_encoder.pos_embed" ? model->visual_encoder : model->visual_encoder_m)
-                                  ->num_patches();
-      value = interpolate_pos_embed(value, patches);
-    }
-    if (value.sizes() != it->second.sizes())
-      fail(source, ": '", raw_key, "' has shape ", value.sizes(), " but the model expects ", it->second.sizes(),
-           " (does the config match the checkpoint?)");
-    it->second.copy_(value);
-    if (lazy) lazy->release(raw_value);
-    loaded.insert(key);
+    if (fetched) lazy->release(raw_value);
   }
   for (const auto& [name, tensor] : own)
     if (!loaded.count(name)) report.missing_keys.push_back(name);
@@ -315,6 +339,19 @@ LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool stri
   const TransientBuffersToOs transient;  // each tensor's buffer is freed once copied
   io::LazyCheckpoint checkpoint(path);
   return load_entries(model, io::state_dict_from(checkpoint.root(), path), path, strict, &checkpoint);
+}
+
+AlbefModel load_inference_model(const Config& config, ModelOptions options, const std::string& checkpoint,
+                                c10::Device device, Precision precision, LoadReport* report) {
+  options.momentum_encoders = false;
+  AlbefModel model(config, options);
+  const LoadReport loaded = load_checkpoint(model, checkpoint);
+  for (const auto& key : loaded.missing_keys)
+    if (key != "temp") fail(checkpoint, ": the checkpoint has no '", key, "' (is it an ALBEF checkpoint for this task?)");
+  model->to(device);
+  prepare_for_inference(model, precision);
+  if (report) *report = loaded;
+  return model;
 }
 
 }  // namespace albef

@@ -1,8 +1,8 @@
 #include "albef/model/bert.h"
 
 #include "albef/core/error.h"
-#include "albef/ops/dropout.h"
-#include "albef/ops/linear.h"
+#include "ops/dropout.h"
+#include "ops/linear.h"
 
 #include <ATen/ATen.h>
 
@@ -44,9 +44,22 @@ BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config, bool is_c
   value = register_module("value", nn::Linear(kv_width, config.hidden_size));
 }
 
+at::Tensor* BertSelfAttentionImpl::recording() { return save_attention_ ? &attention_map_ : nullptr; }
+
+void BertSelfAttentionImpl::retain_recorded_gradient() {
+  if (save_attention_ && attention_map_.requires_grad()) attention_map_.retain_grad();
+}
+
+at::Tensor BertSelfAttentionImpl::attention_gradients() const {
+  return attention_map_.defined() ? attention_map_.grad() : at::Tensor();
+}
+
 at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask) {
-  return multi_head_attention(ops::linear(*query, hidden), ops::linear(*key, hidden), ops::linear(*value, hidden), num_heads,
-                              additive_mask, is_training() ? dropout : 0.0);
+  at::Tensor out = multi_head_attention(ops::linear(*query, hidden), ops::linear(*key, hidden),
+                                        ops::linear(*value, hidden), num_heads, additive_mask,
+                                        is_training() ? dropout : 0.0, recording());
+  retain_recorded_gradient();
+  return out;
 }
 
 FusionImages::FusionImages(at::Tensor embeds, bool keep_key_values)
@@ -69,7 +82,10 @@ at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, Fusion
     values = values.index_select(0, image_rows);
   }
   // ALBEF's image attention mask is all ones, so its additive mask is zero.
-  return multi_head_attention(ops::linear(*query, hidden), keys, values, num_heads, {}, is_training() ? dropout : 0.0);
+  at::Tensor out = multi_head_attention(ops::linear(*query, hidden), keys, values, num_heads, {},
+                                        is_training() ? dropout : 0.0, recording());
+  retain_recorded_gradient();
+  return out;
 }
 
 BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertConfig& config)

@@ -1,9 +1,9 @@
 #include "albef/model/layers.h"
 
 #include "albef/core/runtime.h"
-#include "albef/ops/attention.h"
-#include "albef/ops/dropout.h"
-#include "albef/ops/linear.h"
+#include "ops/attention.h"
+#include "ops/dropout.h"
+#include "ops/linear.h"
 
 #include <ATen/ATen.h>
 
@@ -12,8 +12,9 @@
 namespace albef {
 
 at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                int64_t num_heads, const at::Tensor& additive_mask, double dropout) {
-  if (ops::attention_applies(query, key, value, additive_mask))
+                                int64_t num_heads, const at::Tensor& additive_mask, double dropout,
+                                at::Tensor* probabilities) {
+  if (!probabilities && ops::attention_applies(query, key, value, additive_mask))
     return ops::attention(query, key, value, num_heads, additive_mask, dropout);  // float32, head by head
   const int64_t batch = query.size(0), q_len = query.size(1), width = query.size(2);
   const int64_t k_len = key.size(1), head_dim = width / num_heads;
@@ -35,6 +36,7 @@ at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, 
     const AutocastOff same_dtype;
     probs = at::softmax(scores, -1);
   }
+  if (probabilities) *probabilities = probs;
   if (dropout > 0.0) probs = ops::dropout(probs, dropout, /*train=*/true);
   return at::matmul(probs, v).transpose(1, 2).reshape({batch, q_len, width});
 }

@@ -1,8 +1,8 @@
-#include "albef/ops/attention.h"
+#include "ops/attention.h"
 
 #include "albef/core/error.h"
-#include "albef/ops/dropout.h"
-#include "albef/ops/linear.h"
+#include "ops/dropout.h"
+#include "ops/linear.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

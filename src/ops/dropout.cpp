@@ -1,4 +1,4 @@
-#include "albef/ops/dropout.h"
+#include "ops/dropout.h"
 
 #include "albef/core/error.h"
 

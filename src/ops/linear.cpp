@@ -1,4 +1,4 @@
-#include "albef/ops/linear.h"
+#include "ops/linear.h"
 
 #include "albef/core/error.h"
 

@@ -1,6 +1,7 @@
 #include "albef/serve/gallery.h"
 
 #include "albef/core/error.h"
+#include "albef/model/itm.h"
 #include "albef/core/fs.h"
 #include "albef/vision/image.h"
 
@@ -220,8 +221,8 @@ std::vector<std::vector<SearchResult>> search_gallery(AlbefInference& albef, con
           const at::Tensor image_embeds = model->encode_image(at::stack(images).to(device));
           const auto n = static_cast<int64_t>(images.size());
           // One caption against n images: the text side is broadcast.
-          logits = model->itm_logits(model->fuse(text_embeds.expand({n, -1, -1}), mask.expand({n, -1}), image_embeds))
-                       .to(at::kCPU, at::kFloat);
+          FusionImages candidates(image_embeds);
+          logits = itm_logits(model, text_embeds.expand({n, -1, -1}), mask.expand({n, -1}), candidates).to(at::kCPU);
         }
         const at::Tensor match = at::softmax(logits, -1).select(1, 1);
         for (size_t j = 0; j < which.size(); ++j) {

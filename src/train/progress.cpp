@@ -1,4 +1,4 @@
-#include "albef/train/progress.h"
+#include "train/progress.h"
 
 #include "albef/core/error.h"
 #include "albef/core/fs.h"

@@ -5,8 +5,7 @@
 #include "albef/io/checkpoint.h"
 #include "albef/train/checkpointing.h"
 #include "albef/train/optimizer.h"
-#include "albef/train/progress.h"
-#include "albef/vision/augment.h"
+#include "train/progress.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -92,207 +91,284 @@ void synchronize_meters(MetricLogger& meters, distributed::ProcessGroup& group) 
   meters.restore(sums);
 }
 
-}  // namespace
-
-void run_training(const TrainOptions& options, const Config& config, TrainingTask task) {
-  ALBEF_CHECK(task.forward, "a training task needs a forward function");
-  ALBEF_CHECK(task.best_key.empty() || task.evaluate, "best_key '", task.best_key, "' without an evaluation");
-  const c10::Device device = parse_device(options.device);
-  const distributed::DistributedEnv env = distributed::DistributedEnv::from_environment();
-  std::unique_ptr<distributed::ProcessGroup> group;
-  if (env.distributed())
-    group = std::make_unique<distributed::ProcessGroup>(
-        env, device, std::chrono::duration_cast<std::chrono::milliseconds>(options.dist_timeout));
-  const bool main_rank = env.rank == 0;
-  std::ostream quiet(nullptr);
-  std::ostream& out = main_rank ? std::cout : quiet;
-  if (group) out << "data-parallel over " << env.world_size << " processes (Gloo)\n";
-
-  const std::string log_path = options.output_dir + "/log.txt";
-  const std::string steps_path = options.output_dir + "/train_steps.jsonl";
-  if (main_rank) {
-    fs::create_directories(options.output_dir);
-    if (fs::absolute(options.config_path) != fs::absolute(options.output_dir + "/config.yaml"))
-      fs::copy_file(options.config_path, options.output_dir + "/config.yaml", fs::copy_options::overwrite_existing);
+// One training run, step by step: run_training calls these in order.
+class TrainingRun {
+ public:
+  TrainingRun(const TrainOptions& options, const Config& config, TrainingTask task)
+      : options_(options),
+        config_(config),
+        task_(std::move(task)),
+        device_(parse_device(options.device)),
+        env_(distributed::DistributedEnv::from_environment()),
+        out_(env_.rank == 0 ? std::cout.rdbuf() : nullptr),
+        log_path_(options.output_dir + "/log.txt"),
+        steps_path_(options.output_dir + "/train_steps.jsonl") {
+    ALBEF_CHECK(task_.data, "a training task needs its data");
+    ALBEF_CHECK(task_.best_key.empty() || task_.evaluate, "best_key '", task_.best_key, "' without an evaluation");
   }
 
-  // Pretrain.py / Retrieval.py: seed + rank.
-  at::manual_seed(static_cast<uint64_t>(options.seed + env.rank));
-  AlbefModel model(config, ModelOptions{task.model_kind, /*momentum_encoders=*/true});
-  model->init_weights();
-  model->to(device);
-  AdamW optimizer = create_optimizer(*model, config.optimizer);
-  CosineLRScheduler scheduler(optimizer, config.schedular);
+  /// Joins the other ranks (if any) and readies output_dir.
+  void set_up() {
+    group_ = distributed::join_process_group(
+        device_, std::chrono::duration_cast<std::chrono::milliseconds>(options_.dist_timeout));
+    if (group_) out_ << "data-parallel over " << env_.world_size << " processes (Gloo)\n";
+    if (!main_rank()) return;
+    fs::create_directories(options_.output_dir);
+    if (fs::absolute(options_.config_path) != fs::absolute(options_.output_dir + "/config.yaml"))
+      fs::copy_file(options_.config_path, options_.output_dir + "/config.yaml", fs::copy_options::overwrite_existing);
+  }
 
-  ResumeState state;
-  // The same command line plus --resume continues a run: --checkpoint (the
-  // initial weights) only matters when output_dir has no checkpoint yet.
-  const std::string resume_from = options.resume ? latest_checkpoint(options.output_dir).value_or("") : "";
-  if (!resume_from.empty()) {
-    state = load_training_checkpoint(resume_from, model, optimizer, scheduler);
-    restore_generator_state(state.rng_state, env.rank, env.world_size, options.seed, state.position.epoch);
-    if (main_rank) {
-      truncate_log(log_path, state.position, false);
-      truncate_log(steps_path, state.position, true);
+  /// The task's model with momentum encoders, initialised as the official
+  /// constructors do (seed + rank, as Pretrain.py / Retrieval.py), and its
+  /// optimiser and schedule.
+  void build_model() {
+    at::manual_seed(static_cast<uint64_t>(options_.seed + env_.rank));
+    ModelOptions model_options = task_.model;
+    model_options.momentum_encoders = true;
+    model_ = AlbefModel(config_, model_options);
+    model_->init_weights();
+    model_->to(device_);
+    optimizer_ = std::make_unique<AdamW>(create_optimizer(*model_, config_.optimizer));
+    scheduler_ = std::make_unique<CosineLRScheduler>(*optimizer_, config_.schedular);
+  }
+
+  /// Continues from the newest checkpoint in output_dir with --resume, else
+  /// starts from --checkpoint's weights (or the random ones).
+  void resume_or_start() {
+    // The same command line plus --resume continues a run: --checkpoint (the
+    // initial weights) only matters when output_dir has no checkpoint yet.
+    const std::string resume_from = options_.resume ? latest_checkpoint(options_.output_dir).value_or("") : "";
+    if (!resume_from.empty()) {
+      state_ = load_training_checkpoint(resume_from, model_, *optimizer_, *scheduler_);
+      restore_generator_state(state_.rng_state, env_.rank, env_.world_size, options_.seed, state_.position.epoch);
+      if (main_rank()) {
+        truncate_log(log_path_, state_.position, false);
+        truncate_log(steps_path_, state_.position, true);
+      }
+      out_ << "resuming from " << resume_from << " at epoch " << state_.position.epoch << ", step "
+           << state_.position.step << "\n";
+      return;
     }
-    out << "resuming from " << resume_from << " at epoch " << state.position.epoch << ", step "
-        << state.position.step << "\n";
-  } else {
-    if (options.resume) out << "no checkpoint in " << options.output_dir << ", starting from scratch\n";
-    if (!options.checkpoint.empty()) {
-      const LoadReport report = load_checkpoint(model, options.checkpoint);
-      out << "loaded " << options.checkpoint << " (" << report.missing_keys.size() << " missing, "
-          << report.unexpected_keys.size() << " unexpected keys)\n";
+    if (options_.resume) out_ << "no checkpoint in " << options_.output_dir << ", starting from scratch\n";
+    if (!options_.checkpoint.empty()) {
+      const LoadReport report = load_checkpoint(model_, options_.checkpoint);
+      out_ << "loaded " << options_.checkpoint << " (" << report.missing_keys.size() << " missing, "
+           << report.unexpected_keys.size() << " unexpected keys)\n";
     }
-    if (main_rank) {
-      fs::remove(log_path);
-      fs::remove(steps_path);
+    if (main_rank()) {
+      fs::remove(log_path_);
+      fs::remove(steps_path_);
     }
   }
-  std::vector<at::Tensor> gradients_of;  // parameters whose gradients are averaged
-  for (const auto& parameter : model->parameters())
-    if (parameter.requires_grad()) gradients_of.push_back(parameter);
-  FeatureGather gather;
-  if (group) {
-    // Every rank must continue from the same place with rank 0's weights.
-    const at::Tensor here = at::tensor({state.position.epoch, state.position.step}, at::kLong).unsqueeze(0);
-    const at::Tensor everywhere = group->all_gather(here);
+
+  /// Data-parallel: every rank continues from the same place with rank 0's
+  /// weights, and gathers its momentum features into every rank's queues.
+  void synchronize_ranks() {
+    for (const auto& parameter : model_->parameters())
+      if (parameter.requires_grad()) gradients_of_.push_back(parameter);
+    if (!group_) return;
+    const at::Tensor here = at::tensor({state_.position.epoch, state_.position.step}, at::kLong).unsqueeze(0);
+    const at::Tensor everywhere = group_->all_gather(here);
     if (!everywhere.eq(here).all().item<bool>())
-      fail("rank ", env.rank, " resumes at a different position than rank 0 (", options.output_dir,
+      fail("rank ", env_.rank, " resumes at a different position than rank 0 (", options_.output_dir,
            " must be one folder shared by every machine)");
-    std::vector<at::Tensor> tensors = model->parameters();
-    for (const auto& buffer : model->buffers()) tensors.push_back(buffer);
+    std::vector<at::Tensor> tensors = model_->parameters();
+    for (const auto& buffer : model_->buffers()) tensors.push_back(buffer);
     at::NoGradGuard no_grad;
-    group->broadcast(tensors);
-    gather = [&group](const at::Tensor& x) { return group->all_gather(x); };
+    group_->broadcast(tensors);
+    gather_ = [this](const at::Tensor& x) { return group_->all_gather(x); };
   }
 
-  data::TrainLoaderOptions loader_options;
-  loader_options.batch_size = task.batch_size;
-  loader_options.num_workers = options.workers;
-  loader_options.world_size = env.world_size;
-  loader_options.rank = env.rank;
-  loader_options.sampler_seed = static_cast<uint64_t>(options.seed);
-  loader_options.augment_seed = static_cast<uint64_t>(options.seed);
-  data::TrainLoader loader(std::move(task.dataset), vision::TrainTransform(config.image_res, task.crop_scale_min),
-                           loader_options);
-  if (loader.num_batches() == 0)
-    fail(options.config_path, ": ", loader.num_samples(), " samples", group ? " per rank" : "",
-         " make no full batch of ", task.batch_size);
+  /// This rank's shard of the task's data.
+  void open_data() {
+    data::TrainLoaderOptions loader;
+    loader.num_workers = options_.workers;
+    loader.world_size = env_.world_size;
+    loader.rank = env_.rank;
+    loader.sampler_seed = static_cast<uint64_t>(options_.seed);
+    loader.augment_seed = static_cast<uint64_t>(options_.seed);
+    data_ = task_.data(loader, device_);
+    if (data_->num_batches() == 0)
+      fail(options_.config_path, ": ", data_->num_samples(), " samples", group_ ? " per rank" : "",
+           " make no full batch");
+  }
 
-  const int64_t last_epoch = options.epochs > 0 ? std::min(options.epochs, config.schedular.epochs)
-                                                : config.schedular.epochs;
-  const int64_t batches = loader.num_batches();
-  out << "training on " << loader.num_samples() << " samples" << (group ? " per rank" : "") << ", " << batches
-      << " steps per epoch, epochs " << state.position.epoch << ".." << last_epoch - 1 << "\n";
-  MetricLogger meters;
-  if (state.position.step > 0) meters.restore(state.meters);
-  for (int64_t epoch = state.position.epoch; epoch < last_epoch; ++epoch) {
-    const int64_t first_step = epoch == state.position.epoch ? state.position.step : 0;
+  /// Every remaining epoch: train, evaluate, log, checkpoint.
+  void train() {
+    const int64_t end_epoch = last_epoch();
+    out_ << "training on " << data_->num_samples() << " samples" << (group_ ? " per rank" : "") << ", "
+         << data_->num_batches() << " steps per epoch, epochs " << state_.position.epoch << ".." << end_epoch - 1
+         << "\n";
+    if (state_.position.step > 0) meters_.restore(state_.meters);
+    for (int64_t epoch = state_.position.epoch; epoch < end_epoch; ++epoch) {
+      train_epoch(epoch);
+      nlohmann::json stats = epoch_stats();
+      evaluate_epoch(epoch, stats);
+      finish_epoch(epoch, stats);
+    }
+  }
+
+  /// Retrieval.py's closing line, and a barrier so nobody leaves while rank 0 still writes.
+  void finish() {
+    if (main_rank() && !task_.best_key.empty() && last_epoch() > state_.position.epoch) {
+      append_line(log_path_, "best epoch: " + std::to_string(state_.best_epoch));
+      std::cout << "best epoch: " << state_.best_epoch << " (" << task_.best_key << " " << state_.best_score << ")\n";
+    }
+    if (group_) group_->barrier();
+  }
+
+ private:
+  bool main_rank() const { return env_.rank == 0; }
+
+  int64_t last_epoch() const {
+    return options_.epochs > 0 ? std::min(options_.epochs, config_.schedular.epochs) : config_.schedular.epochs;
+  }
+
+  void train_epoch(int64_t epoch) {
+    const int64_t first_step = epoch == state_.position.epoch ? state_.position.step : 0;
     if (first_step == 0) {
-      task.schedule.begin_epoch(scheduler, epoch);
-      meters = MetricLogger();
+      task_.schedule.begin_epoch(*scheduler_, epoch);
+      meters_ = MetricLogger();
     }
-    model->train();
-    loader.start_epoch(epoch, first_step);
-    ProgressPrinter progress(batches, options.print_freq);
-    std::optional<std::string> previous_mid_checkpoint;
-    while (auto batch = loader.next()) {
-      const int64_t step = batch->index;
-      optimizer.zero_grad();
-      const double alpha = task.schedule.alpha_at(epoch, step, batches);
-      const double lr = optimizer.param_groups()[0].lr;
-      std::vector<at::Tensor> losses;
-      {
-        PrecisionGuard precision(options.precision, device);
-        losses = task.forward(model, *batch, alpha, gather);
-      }
-      ALBEF_CHECK(losses.size() == task.loss_names.size(), losses.size(), " losses for ", task.loss_names.size(),
-                  " names");
-      at::Tensor total = losses[0];
-      for (size_t i = 1; i < losses.size(); ++i) total = total + losses[i];
-      total.backward();
-      if (group) {
-        std::vector<at::Tensor> gradients;
-        for (const auto& parameter : gradients_of) gradients.push_back(parameter.grad());
-        group->average(gradients);
-      }
-      optimizer.step();
-      task.schedule.after_optimizer_step(scheduler, epoch, step);
-
-      nlohmann::json record = {{"epoch", epoch}, {"step", step}, {"lr", lr}, {"alpha", alpha}};
-      meters.update("lr", lr);
-      for (size_t i = 0; i < losses.size(); ++i) {
-        const double value = losses[i].item<double>();
-        meters.update(task.loss_names[i], value);
-        record[task.loss_names[i]] = value;
-      }
-      if (main_rank) {
-        append_line(steps_path, record.dump());
-        progress.report(epoch, step, meters, task.loss_names, lr);
-      }
-
-      if (options.save_every_steps > 0 && (step + 1) % options.save_every_steps == 0 && step + 1 < batches) {
-        const TrainPosition here{epoch, step + 1};
-        const at::Tensor rng = generator_states(group.get());
-        if (main_rank) {
-          const std::string path = options.output_dir + "/" + checkpoint_name(here);
-          save_training_checkpoint(path, model, optimizer, scheduler, config, epoch - 1,
-                                   ResumeState{here, rng, meters.sums(), state.best_score, state.best_epoch});
-          if (previous_mid_checkpoint) fs::remove(*previous_mid_checkpoint);
-          previous_mid_checkpoint = path;
-        }
-      }
+    model_->train();
+    data_->start_epoch(epoch, first_step);
+    ProgressPrinter progress(data_->num_batches(), options_.print_freq);
+    previous_mid_checkpoint_.reset();
+    while (auto step = data_->next()) {
+      train_step(epoch, *step, progress);
+      save_mid_epoch(epoch, step->index);
     }
-    if (main_rank) progress.finish();
-    if (group) synchronize_meters(meters, *group);
+    if (main_rank()) progress.finish();
+    if (group_) synchronize_meters(meters_, *group_);
+  }
 
+  void train_step(int64_t epoch, const TrainStep& step, ProgressPrinter& progress) {
+    optimizer_->zero_grad();
+    const double alpha = task_.schedule.alpha_at(epoch, step.index, data_->num_batches());
+    const double lr = optimizer_->param_groups()[0].lr;
+    std::vector<at::Tensor> losses;
+    {
+      PrecisionGuard precision(options_.precision, device_);
+      losses = step.losses(model_, alpha, gather_);
+    }
+    ALBEF_CHECK(losses.size() == task_.loss_names.size(), losses.size(), " losses for ", task_.loss_names.size(),
+                " names");
+    at::Tensor total = losses[0];
+    for (size_t i = 1; i < losses.size(); ++i) total = total + losses[i];
+    total.backward();
+    if (group_) {
+      std::vector<at::Tensor> gradients;
+      for (const auto& parameter : gradients_of_) gradients.push_back(parameter.grad());
+      group_->average(gradients);
+    }
+    optimizer_->step();
+    task_.schedule.after_optimizer_step(*scheduler_, epoch, step.index);
+
+    nlohmann::json record = {{"epoch", epoch}, {"step", step.index}, {"lr", lr}, {"alpha", alpha}};
+    meters_.update("lr", lr);
+    for (size_t i = 0; i < losses.size(); ++i) {
+      const double value = losses[i].item<double>();
+      meters_.update(task_.loss_names[i], value);
+      record[task_.loss_names[i]] = value;
+    }
+    if (main_rank()) {
+      append_line(steps_path_, record.dump());
+      progress.report(epoch, step.index, meters_, task_.loss_names, lr);
+    }
+  }
+
+  // --save_every_steps: a checkpoint inside the epoch, replacing the previous one.
+  void save_mid_epoch(int64_t epoch, int64_t step) {
+    if (options_.save_every_steps <= 0 || (step + 1) % options_.save_every_steps != 0 ||
+        step + 1 >= data_->num_batches())
+      return;
+    const TrainPosition here{epoch, step + 1};
+    const at::Tensor rng = generator_states(group_.get());
+    if (!main_rank()) return;
+    const std::string path = options_.output_dir + "/" + checkpoint_name(here);
+    save_training_checkpoint(path, model_, *optimizer_, *scheduler_, config_, epoch - 1,
+                             ResumeState{here, rng, meters_.sums(), state_.best_score, state_.best_epoch});
+    if (previous_mid_checkpoint_) fs::remove(*previous_mid_checkpoint_);
+    previous_mid_checkpoint_ = path;
+  }
+
+  nlohmann::json epoch_stats() const {
     nlohmann::json stats;
-    const nlohmann::json averages = meters.epoch_stats();  // items() must not outlive it
+    const nlohmann::json averages = meters_.epoch_stats();  // items() must not outlive it
     for (const auto& item : averages.items()) stats["train_" + item.key()] = item.value();
-    if (task.evaluate) {
-      model->eval();
-      const nlohmann::json metrics = task.evaluate(model, epoch, group.get());
-      stats.update(metrics);
-      if (!task.best_key.empty() && metric_value(metrics, task.best_key) > state.best_score) {
-        state.best_score = metric_value(metrics, task.best_key);
-        state.best_epoch = epoch;
-        const at::Tensor rng = generator_states(group.get());
-        if (main_rank)
-          save_training_checkpoint(options.output_dir + "/checkpoint_best.pth", model, optimizer, scheduler, config,
-                                   epoch, ResumeState{{epoch + 1, 0}, rng, {}, state.best_score, epoch});
-      }
-    }
-    stats["epoch"] = epoch;
-    task.schedule.end_epoch(scheduler, epoch);
+    return stats;
+  }
 
+  // The task's evaluation, and checkpoint_best.pth when its best_key improved.
+  void evaluate_epoch(int64_t epoch, nlohmann::json& stats) {
+    if (!task_.evaluate) return;
+    model_->eval();
+    const nlohmann::json metrics = task_.evaluate(model_, epoch, group_.get());
+    stats.update(metrics);
+    if (task_.best_key.empty() || metric_value(metrics, task_.best_key) <= state_.best_score) return;
+    state_.best_score = metric_value(metrics, task_.best_key);
+    state_.best_epoch = epoch;
+    const at::Tensor rng = generator_states(group_.get());
+    if (main_rank())
+      save_training_checkpoint(options_.output_dir + "/checkpoint_best.pth", model_, *optimizer_, *scheduler_,
+                               config_, epoch, ResumeState{{epoch + 1, 0}, rng, {}, state_.best_score, epoch});
+  }
+
+  // The epoch's log line, checkpoint, loss plot and bad-image report.
+  void finish_epoch(int64_t epoch, nlohmann::json& stats) {
+    stats["epoch"] = epoch;
+    task_.schedule.end_epoch(*scheduler_, epoch);
     const TrainPosition next{epoch + 1, 0};
-    const at::Tensor rng = generator_states(group.get());
-    if (main_rank) {
-      append_line(log_path, stats.dump());
-      save_training_checkpoint(options.output_dir + "/" + checkpoint_name(next), model, optimizer, scheduler, config,
-                               epoch, ResumeState{next, rng, {}, state.best_score, state.best_epoch});
-      if (previous_mid_checkpoint) fs::remove(*previous_mid_checkpoint);
-      if (options.keep_checkpoints > 0 && epoch - options.keep_checkpoints >= 0)
-        fs::remove(options.output_dir + "/" + checkpoint_name({epoch - options.keep_checkpoints + 1, 0}));
-      write_loss_plot(steps_path, options.output_dir + "/loss_curve.png", task.loss_names);
+    const at::Tensor rng = generator_states(group_.get());
+    if (main_rank()) {
+      append_line(log_path_, stats.dump());
+      save_training_checkpoint(options_.output_dir + "/" + checkpoint_name(next), model_, *optimizer_, *scheduler_,
+                               config_, epoch, ResumeState{next, rng, {}, state_.best_score, state_.best_epoch});
+      if (previous_mid_checkpoint_) fs::remove(*previous_mid_checkpoint_);
+      if (options_.keep_checkpoints > 0 && epoch - options_.keep_checkpoints >= 0)
+        fs::remove(options_.output_dir + "/" + checkpoint_name({epoch - options_.keep_checkpoints + 1, 0}));
+      write_loss_plot(steps_path_, options_.output_dir + "/loss_curve.png", task_.loss_names);
       std::cout << "epoch " << epoch << ": " << stats.dump() << "\n";
     }
-
-    const data::BadSampleReport bad = loader.bad_samples();
+    const data::BadSampleReport bad = data_->bad_samples();
     if (bad.count > 0) {
-      std::cout << (group ? "rank " + std::to_string(env.rank) + ", " : std::string()) << "epoch " << epoch
+      std::cout << (group_ ? "rank " + std::to_string(env_.rank) + ", " : std::string()) << "epoch " << epoch
                 << ": skipped " << bad.count << " unreadable image(s), first:";
       for (const auto& sample : bad.first) std::cout << "\n  " << sample.message;
       std::cout << "\n";
     }
   }
-  if (main_rank && !task.best_key.empty() && last_epoch > state.position.epoch) {
-    append_line(log_path, "best epoch: " + std::to_string(state.best_epoch));
-    std::cout << "best epoch: " << state.best_epoch << " (" << task.best_key << " " << state.best_score << ")\n";
-  }
-  // Rank 0 may still be writing its last checkpoint; nobody leaves before it is done.
-  if (group) group->barrier();
+
+  const TrainOptions& options_;
+  const Config& config_;
+  TrainingTask task_;
+  const c10::Device device_;
+  const distributed::DistributedEnv env_;
+  std::ostream out_;  // stdout on rank 0, nowhere elsewhere
+  const std::string log_path_, steps_path_;
+  std::unique_ptr<distributed::ProcessGroup> group_;
+  AlbefModel model_{nullptr};
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<CosineLRScheduler> scheduler_;
+  ResumeState state_;
+  std::vector<at::Tensor> gradients_of_;  // parameters whose gradients are averaged
+  FeatureGather gather_;
+  std::unique_ptr<TrainData> data_;
+  MetricLogger meters_;
+  std::optional<std::string> previous_mid_checkpoint_;
+};
+
+}  // namespace
+
+void run_training(const TrainOptions& options, const Config& config, TrainingTask task) {
+  TrainingRun run(options, config, std::move(task));
+  run.set_up();
+  run.build_model();
+  run.resume_or_start();
+  run.synchronize_ranks();
+  run.open_data();
+  run.train();
+  run.finish();
 }
 
 }  // namespace albef

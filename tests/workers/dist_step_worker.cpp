@@ -14,7 +14,8 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 #include "albef/train/optimizer.h"
-#include "albef/train/pretrain_step.h"
+#include "albef/tasks/pretrain.h"
+#include "tasks/pretrain/step.h"
 
 #include <ATen/ATen.h>
 
@@ -36,7 +37,7 @@ int run(int argc, char** argv) {
   const std::string prefix = out + "/rank" + std::to_string(env.rank) + "_";
 
   const albef::Config config = albef::load_config(config_path);
-  albef::AlbefModel model(config, albef::ModelOptions{albef::ModelKind::Pretrain, true});
+  albef::AlbefModel model(config, albef::pretrain_model_options(true));
   albef::load_state_dict(model, albef::io::state_dict_from(albef::io::read_torch_file(checkpoint), checkpoint),
                          checkpoint);
   model->train();

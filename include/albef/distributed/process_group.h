@@ -70,4 +70,8 @@ class ProcessGroup {
   int rank_ = 0, world_size_ = 1;
 };
 
+/// The process group of a run started by torchrun or `albef launch`
+/// (DistributedEnv::from_environment), or null on one process.
+std::unique_ptr<ProcessGroup> join_process_group(c10::Device device, std::chrono::milliseconds timeout);
+
 }  // namespace albef::distributed

@@ -5,49 +5,91 @@
 /// with the official state_dict names so checkpoints move both ways.
 
 #include "albef/config/config.h"
+#include "albef/core/error.h"
 #include "albef/core/runtime.h"
 #include "albef/io/checkpoint.h"
 #include "albef/model/bert.h"
-#include "albef/vision/vit.h"
+#include "albef/model/vit.h"
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 namespace albef {
 
-/// Which official model class the module tree mirrors.
-enum class ModelKind {
-  /// models/model_pretrain.py: `text_encoder` is BertForMaskedLM
-  /// (`text_encoder.bert.*`, `text_encoder.cls.*`).
-  Pretrain,
-  /// models/model_retrieval.py: `text_encoder` is a BertModel
-  /// (`text_encoder.embeddings.*`, `text_encoder.encoder.*`) plus `idx_queue`.
-  Retrieval,
+/// How `text_encoder` is laid out, as the official model classes have it.
+enum class TextEncoderLayout {
+  /// BertForMaskedLM (models/model_pretrain.py): `text_encoder.bert.*` plus
+  /// the MLM head `text_encoder.cls.*`.
+  MaskedLM,
+  /// BertModel (the fine-tuning models): `text_encoder.embeddings.*`,
+  /// `text_encoder.encoder.*`.
+  Plain,
 };
 
-/// What to build beyond the online encoders.
+/// A task's head: a module registered at the model's top level as `name`,
+/// after the backbone's online modules (and so in the official state_dict
+/// order: `itm_head` after `text_proj`, VQA's `text_decoder` after
+/// `text_encoder`), with a frozen copy `name_m` after the momentum encoders
+/// when `momentum` and the model has them.
+struct HeadSpec {
+  std::string name;
+  std::function<std::shared_ptr<torch::nn::Module>(const Config& config)> make;
+  bool momentum = false;
+};
+
+/// The model keys a checkpoint key loads into: usually one, none to leave it
+/// out (reported as unexpected), several to initialise more than one module
+/// from it (VQA's decoder starts as a copy of the fusion layers).
+using CheckpointKeyMap = std::function<std::vector<std::string>(const std::string& checkpoint_key)>;
+
+/// What to build: the backbone's parts and the task's heads. The presets of
+/// the official model classes live with their tasks (tasks/pretrain.h,
+/// tasks/retrieval.h); inference builds its own (api/inference.h).
 struct ModelOptions {
-  ModelKind kind = ModelKind::Pretrain;
-  /// Momentum encoders, queues and `temp` as in training; inference can
-  /// leave the momentum copies out to halve the memory.
+  TextEncoderLayout text_encoder = TextEncoderLayout::MaskedLM;
+  /// ITC: `temp`, `vision_proj` and `text_proj` (with momentum encoders also
+  /// their copies and the feature queues).
+  bool contrastive = true;
+  /// `idx_queue` beside the feature queues (retrieval's ITC positives).
+  bool id_queue = false;
+  /// Momentum encoders (and queues) as in training; inference leaves them out
+  /// to halve the memory.
   bool momentum_encoders = true;
-  /// The text side: `text_encoder`, `text_proj` and `itm_head`. Without it the
+  /// The text side: `text_encoder`, `text_proj` and the heads. Without it the
   /// model is `visual_encoder` and `vision_proj` only (encode_image and
   /// image_feature): embedding images then loads 328 of ALBEF's 798 MB.
-  /// Needs momentum_encoders = false.
+  /// Needs momentum_encoders = false and no heads.
   bool text_side = true;
   /// The image side: `visual_encoder` and `vision_proj`. Without it the model
   /// is the text encoder's embeddings and unimodal layers [0, fusion_layer)
   /// plus `text_proj` (encode_text and text_feature): embedding captions then
-  /// loads 254 of ALBEF's 798 MB. Needs momentum_encoders = false.
+  /// loads 254 of ALBEF's 798 MB. Needs momentum_encoders = false and no heads.
   bool image_side = true;
+  /// The task's heads, in registration order.
+  std::vector<HeadSpec> heads;
+  /// How a checkpoint's keys reach this model. Unset: the layout's renaming,
+  /// as Retrieval.py loads a pretraining checkpoint (`text_encoder.bert.`
+  /// becomes `text_encoder.` for a Plain encoder; the reverse for MaskedLM).
+  CheckpointKeyMap checkpoint_keys;
 };
 
-/// ALBEF as one module. Forward pieces are exposed separately so tasks
-/// compose them (the official forward of each task lives with the task).
+/// The layout's default key renaming (see ModelOptions::checkpoint_keys).
+std::string adapt_text_encoder_key(const std::string& checkpoint_key, TextEncoderLayout layout);
+
+/// x / max(||x||, 1e-12) along `dim`, as F.normalize: the ITC features.
+at::Tensor l2_normalize(const at::Tensor& x, int64_t dim = -1);
+
+/// ALBEF's backbone (ViT, text and fusion BERT, projections, momentum copies,
+/// queues) with the heads a task asked for. Forward pieces are exposed
+/// separately so tasks compose them (the official forward of each task lives
+/// with the task, in src/tasks/).
 /// In inference (eval mode, no gradients recorded) `encode_image`,
 /// `encode_text` and `fuse` with one image per text run a large batch about
 /// 1024 tokens at a time, so its activations stay those of one slice.
@@ -69,9 +111,7 @@ class AlbefModelImpl : public torch::nn::Module {
   /// `image_rows[i]` if given (see FusionImages).
   at::Tensor fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
                   const at::Tensor& image_rows = {});
-  /// `itm_head` on the fused CLS state -> logits [B, 2] (class 1 = match).
-  at::Tensor itm_logits(const at::Tensor& fused);
-  /// MLM logits [B, L, vocab] (Pretrain kind only).
+  /// MLM logits [B, L, vocab] (MaskedLM layout only).
   at::Tensor mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
   /// The same over shared images; with `positions`, the logits of those
   /// tokens only ([N, vocab], see BertForMaskedLMImpl::forward).
@@ -91,10 +131,21 @@ class AlbefModelImpl : public torch::nn::Module {
   const Config& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
 
+  /// The head registered as `name` (HeadSpec); throws naming it when the model has none.
+  std::shared_ptr<torch::nn::Module> head(const std::string& name) const;
+  /// The same, as its module type.
+  template <typename ModuleType>
+  ModuleType& head_as(const std::string& name) const {
+    auto* typed = head(name)->as<ModuleType>();
+    ALBEF_CHECK(typed != nullptr, "head '", name, "' is not a ", typeid(ModuleType).name());
+    return *typed;
+  }
+  bool has_head(const std::string& name) const { return heads_.count(name) > 0; }
+
   at::Tensor temp, image_queue, text_queue, idx_queue, queue_ptr;
   VisionTransformer visual_encoder{nullptr}, visual_encoder_m{nullptr};
-  BertForMaskedLM text_encoder_mlm{nullptr}, text_encoder_mlm_m{nullptr};  // Pretrain kind
-  torch::nn::Linear vision_proj{nullptr}, text_proj{nullptr}, itm_head{nullptr};
+  BertForMaskedLM text_encoder_mlm{nullptr}, text_encoder_mlm_m{nullptr};  // MaskedLM layout
+  torch::nn::Linear vision_proj{nullptr}, text_proj{nullptr};
   torch::nn::Linear vision_proj_m{nullptr}, text_proj_m{nullptr};
 
  private:
@@ -105,6 +156,7 @@ class AlbefModelImpl : public torch::nn::Module {
   Config config_;
   ModelOptions options_;
   BertModel text_bert_{nullptr}, text_bert_m_{nullptr};
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> heads_;  // name (and name_m) -> head
 };
 TORCH_MODULE(AlbefModel);
 
@@ -120,8 +172,9 @@ struct LoadReport {
 };
 
 /// Copies a checkpoint's tensors into the model the way the official scripts
-/// load one: keys are adapted to the model kind (a pretraining checkpoint's
-/// `text_encoder.bert.` becomes `text_encoder.` for retrieval models and back),
+/// load one: keys are mapped by ModelOptions::checkpoint_keys (by default a
+/// pretraining checkpoint's `text_encoder.bert.` becomes `text_encoder.` for
+/// a Plain text encoder and back),
 /// `pos_embed` is interpolated to the model's image_res, and momentum entries
 /// are skipped when the model has no momentum encoders. A tensor of the wrong
 /// shape is an error naming `source` and the key; with `strict`, missing keys
@@ -141,5 +194,12 @@ void prepare_for_inference(AlbefModel& model, Precision precision);
 /// time (io::LazyCheckpoint): the peak memory is the model's plus its largest
 /// tensor, and entries the model does not use are never read.
 LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool strict = false);
+
+/// A model for inference: built from `options` (momentum encoders off),
+/// loaded from `checkpoint` (every model entry but `temp` must be in it, else
+/// an error naming the file and the key), moved to `device` and readied by
+/// prepare_for_inference. `report`, when given, receives what loading did.
+AlbefModel load_inference_model(const Config& config, ModelOptions options, const std::string& checkpoint,
+                                c10::Device device, Precision precision, LoadReport* report = nullptr);
 
 }  // namespace albef

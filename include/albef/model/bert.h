@@ -65,9 +65,27 @@ class BertSelfAttentionImpl : public torch::nn::Module {
   /// Text row i attends to image `image_rows[i]`; with no rows, to image i
   /// (or to the only image, whose keys then serve every row).
   at::Tensor forward_cross(const at::Tensor& hidden, FusionImages& images, const at::Tensor& image_rows);
+  /// Grad-CAM (xbert's save_attention): while on, every forward keeps its
+  /// attention probabilities [B, heads, Lq, Lk] (before dropout) in
+  /// `attention_map`, and when they take part in a backward pass their
+  /// gradient is kept too (`attention_gradients`). Off by default; on, the
+  /// layer runs the generic attention path instead of the fused kernel.
+  void save_attention(bool on) { save_attention_ = on; }
+  const at::Tensor& attention_map() const { return attention_map_; }
+  /// d loss / d attention_map after backward (undefined before).
+  at::Tensor attention_gradients() const;
+
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
   int64_t num_heads;
   double dropout;  // attention_probs_dropout_prob, active in train mode
+
+ private:
+  /// Where multi_head_attention stores the probabilities: null when off.
+  at::Tensor* recording();
+  /// Keeps the gradient of the probabilities just recorded.
+  void retain_recorded_gradient();
+  bool save_attention_ = false;
+  at::Tensor attention_map_;
 };
 TORCH_MODULE(BertSelfAttention);
 

@@ -12,9 +12,12 @@ namespace albef {
 /// `additive_mask` (optional) broadcasts to [B, heads, Lq, Lk] and is added
 /// to the scores before the softmax; `dropout` applies to the attention
 /// probabilities (training only, as BERT's attention_probs_dropout_prob).
-/// Returns [B, Lq, C].
+/// Returns [B, Lq, C]. With `probabilities`, the softmax output [B, heads,
+/// Lq, Lk] before dropout is stored there, part of the autograd graph
+/// (Grad-CAM reads it and its gradient); that call takes the generic path.
 at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                                int64_t num_heads, const at::Tensor& additive_mask = {}, double dropout = 0.0);
+                                int64_t num_heads, const at::Tensor& additive_mask = {}, double dropout = 0.0,
+                                at::Tensor* probabilities = nullptr);
 
 /// A linear layer whose weight and bias are other modules' tensors (BERT's
 /// MLM decoder is tied to the word embeddings and to the head's bias). The

@@ -6,7 +6,7 @@
 
 #include "albef/data/loader.h"
 #include "albef/serve/image_index.h"
-#include "albef/tasks/inference.h"
+#include "albef/api/inference.h"
 
 #include <optional>
 #include <string>

@@ -5,9 +5,15 @@
 /// and test_file after every epoch and keeping the best on val r_mean), or
 /// with `evaluate` only evaluates it, zero-shot or fine-tuned.
 
+#include "albef/model/albef.h"
 #include "albef/train/trainer.h"
 
 namespace albef {
+
+/// models/model_retrieval.py: a plain BertModel text encoder, the
+/// contrastive projections, `itm_head`, and with momentum encoders the
+/// queues and the image-id queue.
+ModelOptions retrieval_model_options(bool momentum_encoders = true);
 
 /// Flags of a retrieval run, as Retrieval.py's (plus albef's training flags).
 struct RetrievalOptions : TrainOptions {

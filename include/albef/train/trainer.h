@@ -1,17 +1,16 @@
 #pragma once
 /// @file trainer.h
 /// @brief The training loop the official scripts share (Pretrain.py,
-/// Retrieval.py): resume, data loading, lr schedule and alpha ramp, meters,
-/// logs, checkpoints, and per-epoch evaluation with best-checkpoint
-/// selection. A `TrainingTask` supplies what differs.
+/// Retrieval.py, VQA.py, ...): resume, data loading, lr schedule and alpha
+/// ramp, meters, logs, checkpoints, data-parallel ranks, and per-epoch
+/// evaluation with best-checkpoint selection. A `TrainingTask` supplies
+/// what differs: the model's heads, the data, the forward and the evaluation.
 
 #include "albef/config/config.h"
 #include "albef/core/runtime.h"
-#include "albef/data/annotations.h"
 #include "albef/data/loader.h"
 #include "albef/distributed/process_group.h"
 #include "albef/model/albef.h"
-#include "albef/train/pretrain_step.h"
 #include "albef/train/scheduler.h"
 
 #include <nlohmann/json.hpp>
@@ -19,7 +18,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace albef {
@@ -44,22 +47,74 @@ struct TrainOptions {
   std::chrono::seconds dist_timeout{300};
 };
 
+/// Gathers the momentum features of every rank before they enter the queue
+/// (identity on one process). Distributed training installs all_gather here.
+using FeatureGather = std::function<at::Tensor(const at::Tensor&)>;
+
+/// One batch of a task, bound to the task's forward: all the loop sees of it.
+struct TrainStep {
+  int64_t index = 0;  ///< the batch's position in its epoch
+  /// The batch's losses (on the model's device, in TrainingTask::loss_names
+  /// order); the loop sums them for the backward pass. Runs under the run's
+  /// precision.
+  std::function<std::vector<at::Tensor>(AlbefModel& model, double alpha, const FeatureGather& gather)> losses;
+};
+
+/// A task's batches, whatever its samples are (an image and a caption, two
+/// images and a sentence, an image and weighted answers).
+class TrainData {
+ public:
+  virtual ~TrainData() = default;
+  /// Begins `epoch`, skipping its first `skip_batches` batches unread (resume).
+  virtual void start_epoch(int64_t epoch, int64_t skip_batches) = 0;
+  /// The next batch, or nullopt at the end of the epoch.
+  virtual std::optional<TrainStep> next() = 0;
+  virtual int64_t num_batches() const = 0;
+  virtual int64_t num_samples() const = 0;
+  virtual data::BadSampleReport bad_samples() const = 0;
+};
+
+/// TrainData over any loader whose next() gives batches with an `index`
+/// (data::TrainLoader, a data::SampleLoader of the task's own samples), each
+/// handed to `forward(model, batch, alpha, gather)`.
+template <typename Loader, typename Forward>
+std::unique_ptr<TrainData> bind_train_data(std::unique_ptr<Loader> loader, Forward forward) {
+  class Bound : public TrainData {
+   public:
+    Bound(std::unique_ptr<Loader> loader, Forward forward) : loader_(std::move(loader)), forward_(std::move(forward)) {}
+    void start_epoch(int64_t epoch, int64_t skip_batches) override { loader_->start_epoch(epoch, skip_batches); }
+    std::optional<TrainStep> next() override {
+      auto batch = loader_->next();
+      if (!batch) return std::nullopt;
+      const int64_t index = batch->index;
+      auto shared = std::make_shared<std::decay_t<decltype(*batch)>>(std::move(*batch));
+      return TrainStep{index, [this, shared](AlbefModel& model, double alpha, const FeatureGather& gather) {
+                         return forward_(model, *shared, alpha, gather);
+                       }};
+    }
+    int64_t num_batches() const override { return loader_->num_batches(); }
+    int64_t num_samples() const override { return loader_->num_samples(); }
+    data::BadSampleReport bad_samples() const override { return loader_->bad_samples(); }
+
+   private:
+    std::unique_ptr<Loader> loader_;
+    Forward forward_;
+  };
+  return std::make_unique<Bound>(std::move(loader), std::move(forward));
+}
+
 /// What one training script does inside the shared loop.
 struct TrainingTask {
-  ModelKind model_kind = ModelKind::Pretrain;
+  /// The model: the backbone's parts, the task's heads and how checkpoint
+  /// keys reach them. The loop builds it with momentum encoders.
+  ModelOptions model;
   TrainingSchedule schedule;
-  data::TrainDataset dataset;
-  double crop_scale_min = 0.2;  ///< RandomResizedCrop's lower scale
-  int64_t batch_size = 0;
-  /// Logged per step and averaged per epoch, in the order `forward` returns them.
+  /// Logged per step and averaged per epoch, in the order the losses come.
   std::vector<std::string> loss_names;
-  /// The losses of one batch (on the model's device); the loop sums them
-  /// for the backward pass. Runs under the run's precision. `gather`
-  /// all-gathers the momentum features before they enter the queues
-  /// (identity on one process).
-  std::function<std::vector<at::Tensor>(AlbefModel& model, const data::TrainBatch& batch, double alpha,
-                                        const FeatureGather& gather)>
-      forward;
+  /// This process's batches. `loader` comes with the loop's settings filled
+  /// in (workers, rank, world size, seeds); the task sets batch_size and its
+  /// own, and picks its transform.
+  std::function<std::unique_ptr<TrainData>(data::TrainLoaderOptions loader, c10::Device device)> data;
   /// After each epoch's training (model in eval mode), on every rank:
   /// metrics to add to the epoch's log line, keys prefixed ("val_r_mean",
   /// ...). `group` is null on one process; with several, the ranks share the

@@ -13,6 +13,7 @@
 #include <opencv2/core/mat.hpp>
 
 #include <string>
+#include <vector>
 
 namespace albef::vision {
 
@@ -51,5 +52,8 @@ at::Tensor to_normalized_tensor(const cv::Mat& rgb);
 
 /// The official test transform of one file: float32 [3, res, res].
 at::Tensor load_test_image(const std::string& path, int image_res);
+
+/// load_test_image of every file, decoded on all cores: [N, 3, res, res].
+at::Tensor load_test_images(const std::vector<std::string>& paths, int image_res);
 
 }  // namespace albef::vision

@@ -1,13 +1,17 @@
+// `albef retrieval`: the official Retrieval.py, same flags.
+
 #include "albef/tasks/retrieval.h"
 
 #include "albef/core/error.h"
 #include "albef/data/annotations.h"
-#include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
-#include "albef/tasks/retrieval_eval.h"
+#include "albef/model/itm.h"
 #include "albef/text/tokenizer.h"
-#include "albef/train/pretrain_step.h"
 #include "albef/vision/augment.h"
+#include "tasks/flags.h"
+#include "tasks/registry.h"
+#include "tasks/retrieval/evaluation.h"
+#include "tasks/retrieval/step.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -104,24 +108,18 @@ nlohmann::json evaluate_only(const RetrievalOptions& options, const Config& conf
                              std::shared_ptr<const text::BertTokenizer> tokenizer) {
   if (options.checkpoint.empty()) fail("--evaluate needs --checkpoint");
   // Evaluation needs neither the momentum encoders nor the queues.
-  AlbefModel model(config, ModelOptions{ModelKind::Retrieval, /*momentum_encoders=*/false});
-  const LoadReport report = load_checkpoint(model, options.checkpoint);
-  for (const auto& key : report.missing_keys)
-    if (key != "temp") fail(options.checkpoint, ": the checkpoint has no '", key, "'");
-  model->to(parse_device(options.device));
-  prepare_for_inference(model, options.precision);
+  AlbefModel model = load_inference_model(config, retrieval_model_options(false), options.checkpoint,
+                                          parse_device(options.device), options.precision);
 
   // Started by albef launch / torchrun: the ranks share the re-ranking.
-  const distributed::DistributedEnv env = distributed::DistributedEnv::from_environment();
-  std::unique_ptr<distributed::ProcessGroup> group;
-  if (env.distributed())
-    group = std::make_unique<distributed::ProcessGroup>(
-        env, parse_device(options.device), std::chrono::duration_cast<std::chrono::milliseconds>(options.dist_timeout));
-  if (env.rank == 0) fs::create_directories(options.output_dir);
+  const std::unique_ptr<distributed::ProcessGroup> group = distributed::join_process_group(
+      parse_device(options.device), std::chrono::duration_cast<std::chrono::milliseconds>(options.dist_timeout));
+  const bool main_rank = !group || group->rank() == 0;
+  if (main_rank) fs::create_directories(options.output_dir);
   const SplitEvaluator evaluate(config, std::move(tokenizer), options.precision, options.output_dir);
   nlohmann::json log = evaluate(model, group.get());
   log["epoch"] = 0;
-  if (env.rank == 0) {
+  if (main_rank) {
     std::ofstream out(options.output_dir + "/log.txt", std::ios::app);
     out << log.dump() << "\n";
     if (!out) fail(options.output_dir, "/log.txt: cannot append");
@@ -130,6 +128,15 @@ nlohmann::json evaluate_only(const RetrievalOptions& options, const Config& conf
 }
 
 }  // namespace
+
+ModelOptions retrieval_model_options(bool momentum_encoders) {
+  ModelOptions options;
+  options.text_encoder = TextEncoderLayout::Plain;
+  options.id_queue = true;
+  options.momentum_encoders = momentum_encoders;
+  options.heads = {itm_head_spec()};
+  return options;
+}
 
 nlohmann::json run_retrieval(const RetrievalOptions& options) {
   init_runtime(options.threads);
@@ -141,27 +148,33 @@ nlohmann::json run_retrieval(const RetrievalOptions& options) {
   if (config.val_file.empty()) fail(options.config_path, ": fine-tuning needs a val_file (the best epoch is chosen on it)");
   std::vector<std::string> train_files;
   for (const auto& file : config.train_file) train_files.push_back(config.resolve(file));
-  const c10::Device device = parse_device(options.device);
+  // Read before anything is written: a malformed file fails the run at once.
+  auto dataset =
+      std::make_shared<data::TrainDataset>(data::load_retrieval_train_dataset(train_files, config.image_root));
 
   TrainingTask task;
-  task.model_kind = ModelKind::Retrieval;
+  task.model = retrieval_model_options();
   task.schedule = TrainingSchedule::retrieval(config);
-  task.dataset = data::load_retrieval_train_dataset(train_files, config.image_root);
-  task.crop_scale_min = vision::kFinetuneScaleMin;
-  task.batch_size = config.batch_size_train;
   task.loss_names = {"loss_ita", "loss_itm"};
   // Retrieval.py tokenizes with padding='longest', max_length=30 but no
   // truncation=True, so HF does not truncate: captions (already cut to 30
   // words) keep every word piece, up to what the position table holds.
   const int max_tokens = static_cast<int>(config.bert.max_position_embeddings);
   const bool distill = config.distill;
-  task.forward = [tokenizer, device, max_tokens, distill](AlbefModel& model, const data::TrainBatch& batch,
-                                                         double alpha, const FeatureGather& gather) {
-    const text::BatchEncoding text = tokenizer->encode_batch(batch.captions, max_tokens, text::Padding::Longest);
-    const StepOutputs out = retrieval_forward(model, batch.images.to(device), text.input_ids.to(device),
-                                              text.attention_mask.to(device), alpha, batch.image_idx.to(device),
-                                              distill, nullptr, gather);
-    return std::vector<at::Tensor>{out.loss_ita, out.loss_itm};
+  task.data = [&config, dataset, tokenizer, max_tokens, distill](data::TrainLoaderOptions loader,
+                                                                 c10::Device device) {
+    loader.batch_size = config.batch_size_train;
+    auto pairs = std::make_unique<data::TrainLoader>(
+        std::move(*dataset), vision::TrainTransform(config.image_res, vision::kFinetuneScaleMin), loader);
+    return bind_train_data(std::move(pairs), [tokenizer, device, max_tokens, distill](
+                                                 AlbefModel& model, const data::TrainBatch& batch, double alpha,
+                                                 const FeatureGather& gather) {
+      const text::BatchEncoding text = tokenizer->encode_batch(batch.captions, max_tokens, text::Padding::Longest);
+      const StepOutputs out = retrieval_forward(model, batch.images.to(device), text.input_ids.to(device),
+                                                text.attention_mask.to(device), alpha, batch.image_idx.to(device),
+                                                distill, nullptr, gather);
+      return std::vector<at::Tensor>{out.loss_ita, out.loss_itm};
+    });
   };
   auto evaluate = std::make_shared<SplitEvaluator>(config, tokenizer, options.precision, options.output_dir);
   auto last_log = std::make_shared<nlohmann::json>();
@@ -173,5 +186,27 @@ nlohmann::json run_retrieval(const RetrievalOptions& options) {
   run_training(options, config, std::move(task));
   return test_metrics_of(*last_log);
 }
+
+namespace tasks {
+
+Task retrieval_task() {
+  return {"retrieval",
+          "Image-text retrieval: fine-tune a pretrained checkpoint, or --evaluate one (ITC top-k, ITM re-ranking, "
+          "the official recall metrics)",
+          [](CLI::App& command) {
+            auto options = std::make_shared<RetrievalOptions>();
+            options->output_dir = "output/Retrieval";  // Retrieval.py's default
+            auto flags = std::make_shared<TrainFlags>();
+            flags->add_to(command, *options,
+                          "Retrieval config (configs/Retrieval_coco.yaml, Retrieval_flickr.yaml)");
+            command.add_flag("--evaluate", options->evaluate, "Only evaluate --checkpoint on val_file and test_file");
+            return [options, flags] {
+              flags->compute.apply_to(*options);
+              run_retrieval(*options);
+            };
+          }};
+}
+
+}  // namespace tasks
 
 }  // namespace albef

@@ -1,11 +1,10 @@
-#include "albef/tasks/inference.h"
+#include "albef/api/inference.h"
 
 #include "albef/core/error.h"
-#include "albef/io/checkpoint.h"
+#include "albef/model/itm.h"
 #include "albef/vision/image.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <unordered_map>
 
@@ -23,22 +22,16 @@ AlbefInference::AlbefInference(const InferenceOptions& options)
          " says vocab_size ", config_.bert.vocab_size);
   ALBEF_CHECK(!(options.images_only && options.texts_only), "images_only and texts_only exclude each other");
   // Inference needs neither the momentum encoders nor the MLM head; features of one modality not even the other side.
-  model_ = AlbefModel(config_, ModelOptions{ModelKind::Retrieval, /*momentum_encoders=*/false,
-                                            /*text_side=*/!options.images_only, /*image_side=*/!options.texts_only});
-  load_report_ = load_checkpoint(model_, options.checkpoint_path);
-  for (const auto& key : load_report_.missing_keys)
-    if (key != "temp") fail(options.checkpoint_path, ": the checkpoint has no '", key, "' (is it an ALBEF checkpoint?)");
-  model_->to(device_);
-  prepare_for_inference(model_, options.precision);
+  ModelOptions model;
+  model.text_encoder = TextEncoderLayout::Plain;
+  model.text_side = !options.images_only;
+  model.image_side = !options.texts_only;
+  if (model.text_side && model.image_side) model.heads = {itm_head_spec()};
+  model_ = load_inference_model(config_, model, options.checkpoint_path, device_, options.precision, &load_report_);
 }
 
 at::Tensor AlbefInference::load_images(const std::vector<std::string>& image_paths) const {
-  std::vector<at::Tensor> images(image_paths.size());
-  // Decoding and resizing dominate small batches; spread them over the cores.
-  at::parallel_for(0, static_cast<int64_t>(image_paths.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) images[i] = vision::load_test_image(image_paths[i], config_.image_res);
-  });
-  return at::stack(images);
+  return vision::load_test_images(image_paths, config_.image_res);
 }
 
 text::BatchEncoding AlbefInference::tokenize(const std::vector<std::string>& captions) const {
@@ -108,10 +101,9 @@ std::vector<PairScore> AlbefInference::score_pairs(const std::vector<std::string
                                .to(at::kCPU, at::kDouble);
     // One image for the whole batch: its keys and values broadcast without a copy per caption.
     FusionImages fusion_images(image_embeds);
-    const at::Tensor fused =
-        model_->fuse(text_embeds, mask, fusion_images, distinct.size() == 1 ? at::Tensor() : image_rows);
-    const at::Tensor itm =
-        at::softmax(model_->itm_logits(fused).to(at::kFloat), -1).select(1, 1).to(at::kCPU, at::kDouble);
+    const at::Tensor logits =
+        itm_logits(model_, text_embeds, mask, fusion_images, distinct.size() == 1 ? at::Tensor() : image_rows);
+    const at::Tensor itm = at::softmax(logits, -1).select(1, 1).to(at::kCPU, at::kDouble);
     for (int64_t i = 0; i < itc.size(0); ++i) scores.push_back({itc[i].item<double>(), itm[i].item<double>()});
   }
   return scores;

@@ -1,7 +1,7 @@
-#include "albef/vision/vit.h"
+#include "albef/model/vit.h"
 
 #include "albef/core/error.h"
-#include "albef/ops/linear.h"
+#include "ops/linear.h"
 #include "albef/model/layers.h"
 
 #include <ATen/ATen.h>

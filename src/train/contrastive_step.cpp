@@ -1,8 +1,9 @@
-#include "albef/train/pretrain_step.h"
+#include "train/contrastive_step.h"
 
 #include "albef/core/error.h"
-#include "albef/ops/linear.h"
 #include "albef/core/runtime.h"
+#include "albef/model/itm.h"
+#include "ops/linear.h"
 
 #include <ATen/ATen.h>
 
@@ -10,8 +11,6 @@
 
 namespace albef {
 namespace {
-
-at::Tensor normalize(const at::Tensor& x) { return x / x.norm(2, {-1}, true).clamp_min(1e-12); }
 
 // Soft cross-entropy: -sum(log_softmax(logits) * targets, dim=1).mean()
 at::Tensor soft_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
@@ -22,22 +21,6 @@ at::Tensor soft_cross_entropy(const at::Tensor& logits, const at::Tensor& target
 at::Tensor sample_rows(const at::Tensor& weights) { return at::multinomial(weights, 1).squeeze(1); }
 
 }  // namespace
-
-std::pair<at::Tensor, at::Tensor> mask_tokens(const at::Tensor& input_ids, double probability, int64_t vocab_size,
-                                              const MlmTokenIds& tokens) {
-  at::Tensor ids = input_ids.clone();
-  at::Tensor labels = input_ids.clone();
-  at::Tensor masked = at::bernoulli(at::full(ids.sizes(), probability, at::kFloat)).to(at::kBool);
-  masked &= (ids != tokens.pad) & (ids != tokens.cls);
-  labels.masked_fill_(~masked, -100);
-  const at::Tensor replaced = at::bernoulli(at::full(ids.sizes(), 0.8, at::kFloat)).to(at::kBool) & masked;
-  ids.masked_fill_(replaced, tokens.mask);
-  const at::Tensor randomised =
-      at::bernoulli(at::full(ids.sizes(), 0.5, at::kFloat)).to(at::kBool) & masked & ~replaced;
-  const at::Tensor random_words = at::randint(vocab_size, ids.sizes(), at::TensorOptions().dtype(at::kLong));
-  ids = at::where(randomised, random_words, ids);
-  return {ids.to(input_ids.device()), labels.to(input_ids.device())};
-}
 
 void momentum_update(AlbefModel& model, double momentum) {
   at::NoGradGuard no_grad;
@@ -57,27 +40,17 @@ void dequeue_and_enqueue(AlbefModel& model, const at::Tensor& image_feat, const 
   model->queue_ptr.fill_((ptr + batch) % queue_size);
 }
 
-namespace {
-
-// What the ITC/ITM stages hand on to the MLM stage. The MLM pass reuses the
-// online images' cross-attention keys and values projected for ITM.
-struct Encoded {
-  std::unique_ptr<FusionImages> images;
-  at::Tensor image_embeds_m;
-};
-
-// ITC (momentum features, queues, optional distillation), the queue update
-// and ITM with hard negatives: the part pretraining and retrieval share.
-// `image_ids` undefined = pretraining (each pair its own positive);
-// defined = retrieval (pairs of one image are all positives).
-Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
-                           const at::Tensor& attention_mask, double alpha, const at::Tensor& image_ids, bool distill,
-                           const StepChoices* injected, const FeatureGather& gather, StepOutputs& out) {
+ContrastiveEncoding contrast_and_match(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
+                                       const at::Tensor& attention_mask, double alpha, const at::Tensor& image_ids,
+                                       bool distill, const StepChoices* injected, const FeatureGather& gather,
+                                       StepOutputs& out) {
   const Config& config = model->config();
   const int64_t batch = images.size(0);
   ALBEF_CHECK(batch >= 2, "hard-negative mining needs a batch of at least 2, got ", batch);
   ALBEF_CHECK(input_ids.size(0) == batch, "batch of ", batch, " images but ", input_ids.size(0), " texts");
-  Encoded encoded;
+  ALBEF_CHECK(model->options().momentum_encoders && model->options().contrastive && model->has_head("itm_head"),
+              "ITC and ITM need momentum encoders, the contrastive projections and itm_head");
+  ContrastiveEncoding encoded;
   const at::Tensor image_embeds = model->encode_image(images);
   encoded.images = std::make_unique<FusionImages>(image_embeds, /*keep_key_values=*/true);
   const at::Tensor image_feat = model->image_feature(image_embeds);
@@ -98,10 +71,10 @@ Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at
     at::NoGradGuard no_grad;
     momentum_update(model, config.momentum);  // before the momentum features, as the official forward
     encoded.image_embeds_m = model->visual_encoder_m->forward(images);
-    out.image_feat_m = normalize(ops::linear(*model->vision_proj_m, encoded.image_embeds_m.select(1, 0)).to(at::kFloat));
+    out.image_feat_m = l2_normalize(ops::linear(*model->vision_proj_m, encoded.image_embeds_m.select(1, 0)).to(at::kFloat));
     image_feat_all = at::cat({out.image_feat_m.t(), model->image_queue.clone()}, 1);
     const at::Tensor text_embeds_m = model->text_bert_m()->forward_text(input_ids, attention_mask);
-    out.text_feat_m = normalize(ops::linear(*model->text_proj_m, text_embeds_m.select(1, 0)).to(at::kFloat));
+    out.text_feat_m = l2_normalize(ops::linear(*model->text_proj_m, text_embeds_m.select(1, 0)).to(at::kFloat));
     text_feat_all = at::cat({out.text_feat_m.t(), model->text_queue.clone()}, 1);
     AutocastOff fp32;  // bf16 logits (steps of 1/16 near 1/temp) would drown ITC's signal
     if (!positives.defined()) {
@@ -155,74 +128,11 @@ Encoded contrast_and_match(AlbefModel& model, const at::Tensor& images, const at
       at::cat({out.choices.neg_image_idx, at::arange(batch, out.choices.neg_image_idx.options())});
   const at::Tensor fused_neg = model->fuse(at::cat({text_embeds, text_embeds_neg}),
                                            at::cat({attention_mask, text_atts_neg}), *encoded.images, image_rows);
-  out.itm_logits = ops::linear(*model->itm_head, at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}));
+  out.itm_logits = itm_logits(model, at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}).unsqueeze(1));
   const at::Tensor itm_labels =
       at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(images.device());
   out.loss_itm = at::cross_entropy_loss(out.itm_logits.to(at::kFloat), itm_labels);
   return encoded;
-}
-
-}  // namespace
-
-StepOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
-                             const at::Tensor& attention_mask, double alpha, const MlmTokenIds& tokens,
-                             const StepChoices* injected, const FeatureGather& gather) {
-  ALBEF_CHECK(model->options().kind == ModelKind::Pretrain && model->options().momentum_encoders,
-              "pretraining needs the Pretrain model kind with momentum encoders");
-  const Config& config = model->config();
-  StepOutputs out;
-  {
-    at::NoGradGuard no_grad;
-    model->temp.clamp_(0.001, 0.5);
-  }
-  const Encoded encoded = contrast_and_match(model, images, input_ids, attention_mask, alpha, {}, /*distill=*/true,
-                                             injected, gather, out);
-
-  // MLM with distillation from the momentum model's predictions.
-  if (injected) {
-    out.choices.masked_input_ids = injected->masked_input_ids.to(input_ids.device());
-    out.choices.mlm_labels = injected->mlm_labels.to(input_ids.device());
-  } else {
-    std::tie(out.choices.masked_input_ids, out.choices.mlm_labels) =
-        mask_tokens(input_ids.cpu(), config.mlm_probability, config.bert.vocab_size, tokens);
-    out.choices.masked_input_ids = out.choices.masked_input_ids.to(input_ids.device());
-    out.choices.mlm_labels = out.choices.mlm_labels.to(input_ids.device());
-  }
-  const at::Tensor& masked_ids = out.choices.masked_input_ids;
-  // Both MLM losses read the masked tokens alone, so only they go through
-  // the 30522-wide head (the official code runs it on every token).
-  const at::Tensor flat_labels = out.choices.mlm_labels.reshape({-1});
-  const at::Tensor positions = (flat_labels != -100).nonzero().view({-1});
-  at::Tensor soft_labels;
-  {
-    at::NoGradGuard no_grad;
-    FusionImages images_m(encoded.image_embeds_m);
-    soft_labels = at::softmax(
-        model->text_encoder_mlm_m->forward(masked_ids, attention_mask, images_m, positions).to(at::kFloat), -1);
-  }
-  const at::Tensor logits = model->mlm_logits(masked_ids, attention_mask, *encoded.images, positions).to(at::kFloat);
-  if (positions.numel() > 0) {
-    const at::Tensor loss_ce = at::cross_entropy_loss(logits, flat_labels.index_select(0, positions));
-    const at::Tensor distill = -(at::log_softmax(logits, -1) * soft_labels).sum(-1).mean();
-    out.loss_mlm = (1.0 - alpha) * loss_ce + alpha * distill;
-  } else {
-    // No token drawn for masking (possible with tiny batches): the official
-    // code would produce NaN here; contribute nothing instead.
-    out.loss_mlm = logits.sum() * 0.0;
-  }
-  return out;
-}
-
-StepOutputs retrieval_forward(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
-                              const at::Tensor& attention_mask, double alpha, const at::Tensor& image_ids,
-                              bool distill, const StepChoices* injected, const FeatureGather& gather) {
-  ALBEF_CHECK(model->options().kind == ModelKind::Retrieval && model->options().momentum_encoders,
-              "retrieval fine-tuning needs the Retrieval model kind with momentum encoders");
-  ALBEF_CHECK(image_ids.defined() && image_ids.numel() == images.size(0), "one image id per pair is needed, got ",
-              image_ids.defined() ? image_ids.numel() : 0, " for ", images.size(0), " pairs");
-  StepOutputs out;
-  contrast_and_match(model, images, input_ids, attention_mask, alpha, image_ids, distill, injected, gather, out);
-  return out;
 }
 
 }  // namespace albef

@@ -1,10 +1,10 @@
-#include "albef/tasks/retrieval_eval.h"
+#include "tasks/retrieval/evaluation.h"
 
 #include "albef/core/error.h"
+#include "albef/model/itm.h"
 #include "albef/vision/image.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <numeric>
@@ -19,26 +19,15 @@ std::pair<int64_t, int64_t> rank_rows(int64_t rows, int rank, int world_size) {
   return {start, std::min(rows, start + step)};
 }
 
-at::Tensor load_image_batch(const std::vector<std::string>& paths, size_t begin, size_t end, int64_t res) {
-  std::vector<at::Tensor> images(end - begin);
-  at::parallel_for(0, static_cast<int64_t>(images.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) images[i] = vision::load_test_image(paths[begin + i], res);
-  });
-  return at::stack(images);
-}
-
 // ITM scores (class-1 logit) of texts `text_rows` each paired with the same
 // image `image_tokens` [1, P, D]: the image's keys/values broadcast over the
 // texts in every fusion layer.
 at::Tensor itm_scores_one_image(AlbefModel& model, const at::Tensor& image_tokens, const at::Tensor& text_states,
                                 const at::Tensor& text_masks, const at::Tensor& text_rows, int64_t batch) {
-  std::vector<at::Tensor> scores;
-  for (int64_t begin = 0; begin < text_rows.size(0); begin += batch) {
-    const at::Tensor rows = text_rows.slice(0, begin, begin + batch);
-    const at::Tensor fused = model->fuse(text_states.index_select(0, rows), text_masks.index_select(0, rows), image_tokens);
-    scores.push_back(model->itm_logits(fused).select(1, 1).to(at::kFloat));
-  }
-  return at::cat(scores);
+  FusionImages image(image_tokens);
+  return itm_logits(model, text_states.index_select(0, text_rows), text_masks.index_select(0, text_rows), image, {},
+                    batch)
+      .select(1, 1);
 }
 
 }  // namespace
@@ -53,7 +42,10 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer&
   const int64_t res = model->config().image_res;
   return evaluate_retrieval(
       model, static_cast<int64_t>(image_paths.size()),
-      [&](int64_t begin, int64_t end) { return load_image_batch(image_paths, begin, end, res); }, encoding, options);
+      [&](int64_t begin, int64_t end) {
+        return vision::load_test_images({image_paths.begin() + begin, image_paths.begin() + end}, res);
+      },
+      encoding, options);
 }
 
 RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const ImageBatches& images,

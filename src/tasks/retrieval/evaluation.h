@@ -1,5 +1,5 @@
 #pragma once
-/// @file retrieval_eval.h
+/// @file evaluation.h
 /// @brief The official image-text retrieval evaluation (Retrieval.py
 /// `evaluation` + `itm_eval`): ITC similarities for every pair, then each
 /// query's top `k_test` candidates re-scored with the ITM head.

@@ -1,0 +1,40 @@
+#pragma once
+// Command-line flags shared by the task commands and the other subcommands.
+
+#include "albef/core/runtime.h"
+#include "albef/train/trainer.h"
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+namespace albef::tasks {
+
+/// --threads / --precision / --device, as every compute command takes them.
+struct ComputeFlags {
+  int threads = 0;
+  std::string precision = "fp32";
+  std::string device = "cpu";
+  void add_to(CLI::App& command);
+  /// Copies the flags into any options struct with threads/precision/device.
+  template <typename Options>
+  void apply_to(Options& options) const {
+    options.threads = threads;
+    options.precision = parse_precision(precision);
+    options.device = device;
+    warn_if_bf16_is_emulated();
+  }
+  /// bf16 on a CPU without native bf16 matmuls (oneDNN's need AVX-512) runs
+  /// many times slower than fp32: say so on stderr rather than just crawl.
+  void warn_if_bf16_is_emulated() const;
+};
+
+/// --config, --output_dir, --checkpoint, --resume, --seed and the other
+/// training flags, bound to `options`; the compute flags are applied to it
+/// by `apply`, in the command's callback.
+struct TrainFlags {
+  ComputeFlags compute;
+  void add_to(CLI::App& command, TrainOptions& options, const std::string& config_help);
+};
+
+}  // namespace albef::tasks

@@ -1,0 +1,74 @@
+// `albef pretrain`: the official Pretrain.py, same flags.
+
+#include "albef/tasks/pretrain.h"
+
+#include "albef/core/error.h"
+#include "albef/data/annotations.h"
+#include "albef/model/itm.h"
+#include "albef/text/tokenizer.h"
+#include "albef/vision/augment.h"
+#include "tasks/flags.h"
+#include "tasks/pretrain/step.h"
+#include "tasks/registry.h"
+
+#include <memory>
+
+namespace albef {
+
+ModelOptions pretrain_model_options(bool momentum_encoders) {
+  ModelOptions options;
+  options.text_encoder = TextEncoderLayout::MaskedLM;
+  options.momentum_encoders = momentum_encoders;
+  options.heads = {itm_head_spec()};
+  return options;
+}
+
+void run_pretraining(const TrainOptions& options) {
+  init_runtime(options.threads);
+  const Config config = load_config(options.config_path);
+  if (config.train_file.empty()) fail(options.config_path, ": no train_file");
+  std::vector<std::string> train_files;
+  for (const auto& file : config.train_file) train_files.push_back(config.resolve(file));
+  auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
+  // Read before anything is written: a malformed file fails the run at once.
+  auto dataset = std::make_shared<data::TrainDataset>(data::load_pretrain_dataset(train_files));
+
+  TrainingTask task;
+  task.model = pretrain_model_options();
+  task.schedule = TrainingSchedule::pretrain(config);
+  task.loss_names = {"loss_mlm", "loss_ita", "loss_itm"};
+  const MlmTokenIds tokens{tokenizer->pad_id(), tokenizer->cls_id(), tokenizer->mask_id()};
+  task.data = [&config, dataset, tokenizer, tokens](data::TrainLoaderOptions loader, c10::Device device) {
+    loader.batch_size = config.batch_size;
+    auto images_and_captions = std::make_unique<data::TrainLoader>(
+        std::move(*dataset), vision::TrainTransform(config.image_res, vision::kPretrainScaleMin), loader);
+    return bind_train_data(std::move(images_and_captions), [tokenizer, tokens, device](
+                                                               AlbefModel& model, const data::TrainBatch& batch,
+                                                               double alpha, const FeatureGather& gather) {
+      // Pretrain.py: padding='longest', truncation=True, max_length=25.
+      const text::BatchEncoding text = tokenizer->encode_batch(batch.captions, 25, text::Padding::Longest);
+      const StepOutputs out = pretrain_forward(model, batch.images.to(device), text.input_ids.to(device),
+                                               text.attention_mask.to(device), alpha, tokens, nullptr, gather);
+      return std::vector<at::Tensor>{out.loss_mlm, out.loss_ita, out.loss_itm};
+    });
+  };
+  run_training(options, config, std::move(task));
+}
+
+namespace tasks {
+
+Task pretrain_task() {
+  return {"pretrain", "Pretrain ALBEF (ITC + ITM + MLM with momentum distillation)", [](CLI::App& command) {
+            auto options = std::make_shared<TrainOptions>();
+            options->output_dir = "Pretrain";  // Pretrain.py's default
+            auto flags = std::make_shared<TrainFlags>();
+            flags->add_to(command, *options, "Pretraining config (configs/Pretrain.yaml)");
+            return [options, flags] {
+              flags->compute.apply_to(*options);
+              run_pretraining(*options);
+            };
+          }};
+}
+
+}  // namespace tasks
+}  // namespace albef
