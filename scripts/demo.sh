@@ -17,4 +17,11 @@ echo "== retrieval fine-tuning"
 echo "== the fine-tuned model (best epoch on val r_mean)"
 "$albef" retrieval --config configs/demo_retrieval.yaml --checkpoint "$out/retrieval/checkpoint_best.pth" \
     --output_dir "$out/retrieval/best" --evaluate "$@"
+echo "== VQA fine-tuning from the pretrained model, then answering the test questions"
+"$albef" vqa --config configs/demo_vqa.yaml --checkpoint "$last" --output_dir "$out/vqa" --keep 1 \
+    --print_freq 100 "$@" | grep -v '^epoch [0-9]*: {'
+echo "== ask the fine-tuned VQA model"
+"$albef" ask --config configs/demo_vqa.yaml --checkpoint "$(ls "$out"/vqa/checkpoint_*.pth | sort | tail -n 1)" \
+    --image data/coco-by/images/000000525891.jpg --question "What color is the sign?" \
+    --question "What kind of sign is this?" --top 3 "$@"
 echo "logs, loss curves (loss_curve.png) and checkpoints in $out"

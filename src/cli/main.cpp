@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   for (const albef::tasks::Task& task : albef::tasks::registry()) {
     CLI::App* command = app.add_subcommand(task.name, task.summary);
     command->callback(task.add_command(*command));
+    if (task.add_tools) task.add_tools(app);
   }
   albef::cli::add_index_command(app);
   albef::cli::add_search_command(app);

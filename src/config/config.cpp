@@ -22,6 +22,7 @@ const std::set<std::string> kKnownKeys = {
     "temp", "mlm_probability", "queue_size", "momentum", "alpha", "distill", "warm_up",
     "k_test", "eval_ema", "optimizer", "schedular", "refcoco_data", "det_file",
     "coco_file", "answer_list", "vqa_root", "vg_root", "eos", "vision_config", "vocab",
+    "decoder_layers",  // albef's own: the VQA answer decoder's depth (VQA.py hard-codes 6)
 };
 const std::set<std::string> kOptimizerKeys = {"opt", "lr", "weight_decay"};
 const std::set<std::string> kSchedulerKeys = {"sched",     "lr",        "epochs",        "min_lr",
@@ -207,6 +208,12 @@ Config load_config(const std::string& path) {
   get_bool("distill", config.distill);
   get_bool("warm_up", config.warm_up);
   get_int("k_test", config.k_test);
+  if (has("answer_list")) config.answer_list = scalar<std::string>(root["answer_list"], "answer_list", path);
+  if (has("vqa_root")) config.vqa_root = scalar<std::string>(root["vqa_root"], "vqa_root", path);
+  if (has("vg_root")) config.vg_root = scalar<std::string>(root["vg_root"], "vg_root", path);
+  if (has("eos")) config.eos = scalar<std::string>(root["eos"], "eos", path);
+  get_int("decoder_layers", config.decoder_layers);
+  if (config.decoder_layers < 1) fail(path, ": decoder_layers must be at least 1, got ", config.decoder_layers);
 
   if (has("optimizer")) {
     const YAML::Node node = root["optimizer"];
@@ -245,6 +252,8 @@ Config load_config(const std::string& path) {
          config.vision.num_heads);
   if (config.image_res % config.vision.patch_size != 0)
     fail(path, ": image_res ", config.image_res, " is not a multiple of the patch size ", config.vision.patch_size);
+  // Configs without vision_width (VQA.yaml, NLVR.yaml) take the ViT's width, as their models hard-code it.
+  if (!has("vision_width")) config.vision_width = config.vision.embed_dim;
   if (config.vision_width != config.vision.embed_dim)
     fail(path, ": vision_width ", config.vision_width, " differs from the ViT width ", config.vision.embed_dim);
 

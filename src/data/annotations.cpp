@@ -6,6 +6,7 @@
 #include "albef/core/error.h"
 #include "albef/core/fs.h"
 #include "albef/text/tokenizer.h"
+#include "data/json_entries.h"
 
 #include <nlohmann/json.hpp>
 
@@ -20,50 +21,6 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
-
-// Calls `visit(index, entry)` for each entry of the top-level list of
-// `file`. A parser callback drops every entry once visited, so only one
-// entry is ever held in memory, and a wrong top level fails at once.
-void for_each_entry(const std::string& file, const std::function<void(size_t, const json&)>& visit) {
-  const std::string text = read_file(file);
-  if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail(file, ": the annotation file is empty");
-  size_t index = 0;
-  const json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) {
-    using Event = json::parse_event_t;
-    if (depth == 0) {
-      if (event == Event::object_start) fail(file, ": expected a JSON list of entries, found an object");
-      if (event == Event::value) fail(file, ": expected a JSON list of entries, found ", parsed.type_name());
-      return true;
-    }
-    if (depth != 1) return true;
-    switch (event) {
-      case Event::object_end:
-        visit(index++, parsed);
-        return false;  // discard: the entry has been consumed
-      case Event::array_start:
-        fail(file, ": entry ", index, ": expected an object, found an array");
-      case Event::value:
-        fail(file, ": entry ", index, ": expected an object, found ", parsed.type_name());
-      default:
-        return true;
-    }
-  };
-  try {
-    // Every entry is dropped once visited: what remains is an empty list.
-    [[maybe_unused]] const json emptied = json::parse(text, callback);
-  } catch (const json::exception& e) {
-    fail(file, ": invalid JSON: ", e.what());
-  }
-  if (index == 0) fail(file, ": the list of entries is empty");
-}
-
-// The string at `key` of an entry.
-std::string string_field(const json& entry, const char* key, const std::string& file, size_t index) {
-  const auto it = entry.find(key);
-  if (it == entry.end()) fail(file, ": entry ", index, ": missing \"", key, "\"");
-  if (!it->is_string()) fail(file, ": entry ", index, ": \"", key, "\" must be a string, found ", it->type_name());
-  return it->get<std::string>();
-}
 
 // "caption" as a non-empty list of strings (a string is a list of one).
 std::vector<std::string> captions_field(const json& entry, const std::string& file, size_t index) {
@@ -106,6 +63,49 @@ uint32_t file_number(size_t i) {
 }
 
 }  // namespace
+
+// A parser callback drops every entry once visited, so only one
+// entry is ever held in memory, and a wrong top level fails at once.
+void for_each_entry(const std::string& file, const std::function<void(size_t, const json&)>& visit) {
+  const std::string text = read_file(file);
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail(file, ": the annotation file is empty");
+  size_t index = 0;
+  const json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    using Event = json::parse_event_t;
+    if (depth == 0) {
+      if (event == Event::object_start) fail(file, ": expected a JSON list of entries, found an object");
+      if (event == Event::value) fail(file, ": expected a JSON list of entries, found ", parsed.type_name());
+      return true;
+    }
+    if (depth != 1) return true;
+    switch (event) {
+      case Event::object_end:
+        visit(index++, parsed);
+        return false;  // discard: the entry has been consumed
+      case Event::array_start:
+        fail(file, ": entry ", index, ": expected an object, found an array");
+      case Event::value:
+        fail(file, ": entry ", index, ": expected an object, found ", parsed.type_name());
+      default:
+        return true;
+    }
+  };
+  try {
+    // Every entry is dropped once visited: what remains is an empty list.
+    [[maybe_unused]] const json emptied = json::parse(text, callback);
+  } catch (const json::exception& e) {
+    fail(file, ": invalid JSON: ", e.what());
+  }
+  if (index == 0) fail(file, ": the list of entries is empty");
+}
+
+// The string at `key` of an entry.
+std::string string_field(const json& entry, const char* key, const std::string& file, size_t index) {
+  const auto it = entry.find(key);
+  if (it == entry.end()) fail(file, ": entry ", index, ": missing \"", key, "\"");
+  if (!it->is_string()) fail(file, ": entry ", index, ": \"", key, "\" must be a string, found ", it->type_name());
+  return it->get<std::string>();
+}
 
 std::string join_path(const std::string& root, const std::string& path) {
   if (root.empty() || (!path.empty() && path.front() == '/')) return path;

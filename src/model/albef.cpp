@@ -196,6 +196,8 @@ void AlbefModelImpl::init_weights() {
     text_encoder_mlm->init_weights();
   else if (!text_bert_.is_empty())
     text_bert_->init_weights();
+  for (const HeadSpec& spec : options_.heads)
+    if (spec.init) spec.init(*head(spec.name));
   if (options_.momentum_encoders) copy_params();
 }
 

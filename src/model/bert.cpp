@@ -13,6 +13,12 @@ at::Tensor extended_attention_mask(const at::Tensor& attention_mask, at::ScalarT
   return (1.0 - attention_mask.to(dtype).unsqueeze(1).unsqueeze(2)) * -10000.0;
 }
 
+at::Tensor causal_attention_mask(const at::Tensor& attention_mask, at::ScalarType dtype) {
+  const int64_t length = attention_mask.size(1);
+  const at::Tensor causal = at::ones({length, length}, attention_mask.options().dtype(dtype)).tril();
+  return (1.0 - causal.unsqueeze(0).unsqueeze(0) * attention_mask.to(dtype).unsqueeze(1).unsqueeze(2)) * -10000.0;
+}
+
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config) : dropout(config.hidden_dropout_prob) {
   position_ids = register_buffer("position_ids", at::arange(config.max_position_embeddings).unsqueeze(0));
   word_embeddings = register_module(
@@ -62,8 +68,15 @@ at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Te
   return out;
 }
 
-FusionImages::FusionImages(at::Tensor embeds, bool keep_key_values)
-    : embeds_(std::move(embeds)), keep_(keep_key_values) {}
+FusionImages::FusionImages(at::Tensor embeds, bool keep_key_values, const at::Tensor& attention_mask)
+    : embeds_(std::move(embeds)), keep_(keep_key_values) {
+  if (attention_mask.defined()) {
+    ALBEF_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == embeds_.size(0) &&
+                    attention_mask.size(1) == embeds_.size(1),
+                "the attention mask [", attention_mask.sizes(), "] does not match the states [", embeds_.sizes(), "]");
+    additive_mask_ = (1.0 - attention_mask.to(at::kFloat).unsqueeze(1).unsqueeze(2)) * -1e9;
+  }
+}
 
 std::pair<at::Tensor, at::Tensor> FusionImages::key_values(BertSelfAttentionImpl& attention) {
   if (auto kept = kept_.find(&attention); kept != kept_.end()) return kept->second;
@@ -75,14 +88,17 @@ std::pair<at::Tensor, at::Tensor> FusionImages::key_values(BertSelfAttentionImpl
 at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, FusionImages& images,
                                                 const at::Tensor& image_rows) {
   auto [keys, values] = images.key_values(*this);
+  // ALBEF's image attention mask is all ones (no additive mask); padded states have one.
+  at::Tensor mask = images.additive_mask();
   if (image_rows.defined()) {
     ALBEF_CHECK(image_rows.dim() == 1 && image_rows.size(0) == hidden.size(0), "one image row per text is needed: ",
                 image_rows.sizes(), " rows for ", hidden.size(0), " texts");
     keys = keys.index_select(0, image_rows);
     values = values.index_select(0, image_rows);
+    if (mask.defined()) mask = mask.index_select(0, image_rows);
   }
-  // ALBEF's image attention mask is all ones, so its additive mask is zero.
-  at::Tensor out = multi_head_attention(ops::linear(*query, hidden), keys, values, num_heads, {},
+  if (mask.defined() && mask.size(0) != hidden.size(0)) mask = mask.expand({hidden.size(0), -1, -1, -1}).contiguous();
+  at::Tensor out = multi_head_attention(ops::linear(*query, hidden), keys, values, num_heads, mask,
                                         is_training() ? dropout : 0.0, recording());
   retain_recorded_gradient();
   return out;
@@ -135,21 +151,23 @@ BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) layer->push_back(BertLayer(config, i));
 }
 
-at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& attention_mask, FusionImages* images,
+at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& additive_mask, FusionImages* images,
                                      const at::Tensor& image_rows, int64_t begin, int64_t end) {
-  const at::Tensor mask = extended_attention_mask(attention_mask, hidden.scalar_type());
   for (int64_t i = begin; i < end; ++i)
-    hidden = layer[i]->as<BertLayer>()->forward(hidden, mask, images, image_rows);
+    hidden = layer[i]->as<BertLayer>()->forward(hidden, additive_mask, images, image_rows);
   return hidden;
 }
 
 at::Tensor BertModelImpl::forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
-  return run_layers(embeddings->forward(input_ids), attention_mask, nullptr, {}, 0, config_.fusion_layer);
+  const at::Tensor hidden = embeddings->forward(input_ids);
+  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), nullptr, {}, 0,
+                    config_.fusion_layer);
 }
 
 at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                                          FusionImages& images, const at::Tensor& image_rows) {
-  return run_layers(text_embeds, attention_mask, &images, image_rows, config_.fusion_layer, config_.num_hidden_layers);
+  return run_layers(text_embeds, extended_attention_mask(attention_mask, text_embeds.scalar_type()), &images,
+                    image_rows, config_.fusion_layer, config_.num_hidden_layers);
 }
 
 at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
@@ -160,7 +178,16 @@ at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at
 
 at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                              FusionImages& images) {
-  return run_layers(embeddings->forward(input_ids), attention_mask, &images, {}, 0, config_.num_hidden_layers);
+  const at::Tensor hidden = embeddings->forward(input_ids);
+  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), &images, {}, 0,
+                    config_.num_hidden_layers);
+}
+
+at::Tensor BertModelImpl::forward_causal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                         FusionImages& encoder_states, const at::Tensor& encoder_rows) {
+  const at::Tensor hidden = embeddings->forward(input_ids);
+  return run_layers(hidden, causal_attention_mask(attention_mask, hidden.scalar_type()), &encoder_states,
+                    encoder_rows, 0, config_.num_hidden_layers);
 }
 
 namespace {
@@ -216,6 +243,11 @@ at::Tensor BertForMaskedLMImpl::forward(const at::Tensor& input_ids, const at::T
                                         const at::Tensor& image_embeds) {
   FusionImages images(image_embeds);
   return forward(input_ids, attention_mask, images);
+}
+
+at::Tensor BertForMaskedLMImpl::decode(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                       FusionImages& encoder_states, const at::Tensor& encoder_rows) {
+  return predictions->forward(bert->forward_causal(input_ids, attention_mask, encoder_states, encoder_rows));
 }
 
 void BertForMaskedLMImpl::init_weights() {

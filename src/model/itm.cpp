@@ -11,9 +11,12 @@
 namespace albef {
 
 HeadSpec itm_head_spec() {
-  return {"itm_head", [](const Config& config) -> std::shared_ptr<torch::nn::Module> {
-            return torch::nn::Linear(config.bert.hidden_size, 2).ptr();
-          }};
+  HeadSpec spec;
+  spec.name = "itm_head";
+  spec.make = [](const Config& config) -> std::shared_ptr<torch::nn::Module> {
+    return torch::nn::Linear(config.bert.hidden_size, 2).ptr();
+  };
+  return spec;
 }
 
 at::Tensor itm_logits(AlbefModel& model, const at::Tensor& fused) {

@@ -6,6 +6,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <functional>
+#include <memory>
 #include <string>
 
 namespace albef::tasks {
@@ -36,5 +38,24 @@ struct TrainFlags {
   ComputeFlags compute;
   void add_to(CLI::App& command, TrainOptions& options, const std::string& config_help);
 };
+
+/// The command of a task that fine-tunes and, with --evaluate, only
+/// evaluates (Retrieval.py, VQA.py, ...): TrainFlags plus --evaluate, bound
+/// to an `Options` (a TrainOptions with `bool evaluate`) that starts with
+/// `output_dir`. Returns what runs `run(options)` once the flags are parsed.
+template <typename Options, typename Run>
+std::function<void()> add_fine_tuning_flags(CLI::App& command, const std::string& output_dir,
+                                            const std::string& config_help, const std::string& evaluate_help,
+                                            Run run) {
+  auto options = std::make_shared<Options>();
+  options->output_dir = output_dir;
+  auto flags = std::make_shared<TrainFlags>();
+  flags->add_to(command, *options, config_help);
+  command.add_flag("--evaluate", options->evaluate, evaluate_help);
+  return [options, flags, run] {
+    flags->compute.apply_to(*options);
+    run(*options);
+  };
+}
 
 }  // namespace albef::tasks

@@ -6,7 +6,8 @@ namespace albef::tasks {
 // defines (src/tasks/name/name.cpp). Adding a task adds its folder and a line.
 #define ALBEF_TASKS(X) \
   X(pretrain)          \
-  X(retrieval)
+  X(retrieval)         \
+  X(vqa)
 
 #define ALBEF_DECLARE_TASK(name) Task name##_task();
 ALBEF_TASKS(ALBEF_DECLARE_TASK)

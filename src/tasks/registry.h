@@ -19,6 +19,9 @@ struct Task {
   /// Declares the command's flags on `command` and returns what runs the
   /// task once they are parsed.
   std::function<std::function<void()>(CLI::App& command)> add_command;
+  /// Further commands of the unit that serve its model rather than train it
+  /// (VQA's `ask`); `albef launch` does not run them. Optional.
+  std::function<void(CLI::App& app)> add_tools;
 };
 
 /// Every task, in the order `albef --help` lists them.

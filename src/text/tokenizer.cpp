@@ -193,14 +193,16 @@ bool is_removed_by_pre_caption(char32_t c) {
 
 // ---- pre_caption -------------------------------------------------------------
 
-std::string pre_caption(const std::string& caption, int max_words) {
-  ALBEF_CHECK(max_words >= 0, "max_words must not be negative, got ", max_words);
-  thread_local std::vector<char32_t> text, lowered, kept;
-  const size_t bad = decode_utf8(caption, text);
-  if (bad != std::string_view::npos) {
-    fail("caption is not valid UTF-8 at byte ", bad, " (after \"", caption.substr(0, bad), "\")");
-  }
+namespace {
 
+// The first steps pre_caption and pre_question share: Python's lower(), the
+// punctuation `,.'!?"()*#:;~` deleted, '-' and '/' turned into spaces.
+void lower_without_punctuation(const std::string& text_in, const char* what, std::vector<char32_t>& kept) {
+  thread_local std::vector<char32_t> text, lowered;
+  const size_t bad = decode_utf8(text_in, text);
+  if (bad != std::string_view::npos) {
+    fail(what, " is not valid UTF-8 at byte ", bad, " (after \"", text_in.substr(0, bad), "\")");
+  }
   lowered.clear();
   for (size_t i = 0; i < text.size(); ++i) {
     if (text[i] == 0x3A3) {
@@ -209,12 +211,33 @@ std::string pre_caption(const std::string& caption, int max_words) {
       append_lower(text[i], lowered);
     }
   }
-
   kept.clear();
   for (const char32_t c : lowered) {
     if (is_removed_by_pre_caption(c)) continue;
     kept.push_back(c == '-' || c == '/' ? ' ' : c);
   }
+}
+
+// `text[begin, end)` cut before its max_words-th space (more than max_words
+// words have at least that many spaces).
+std::string first_words(const std::string& text, size_t begin, size_t end, int max_words) {
+  if (max_words == 0) return "";
+  int spaces = 0;
+  for (size_t k = begin; k < end; ++k) {
+    if (text[k] == ' ' && ++spaces == max_words) {
+      end = k;
+      break;
+    }
+  }
+  return text.substr(begin, end - begin);
+}
+
+}  // namespace
+
+std::string pre_caption(const std::string& caption, int max_words) {
+  ALBEF_CHECK(max_words >= 0, "max_words must not be negative, got ", max_words);
+  thread_local std::vector<char32_t> kept;
+  lower_without_punctuation(caption, "caption", kept);
 
   // '<person>' -> 'person' and whitespace runs -> ' ' in one scan: the
   // replacement touches no whitespace, so the runs are the same either way.
@@ -243,16 +266,19 @@ std::string pre_caption(const std::string& caption, int max_words) {
   while (end > 0 && out[end - 1] == ' ') --end;
   size_t begin = 0;
   while (begin < end && out[begin] == ' ') ++begin;
-  if (max_words == 0) return "";
-  // More than max_words words means at least max_words spaces: cut at that one.
-  int spaces = 0;
-  for (size_t k = begin; k < end; ++k) {
-    if (out[k] == ' ' && ++spaces == max_words) {
-      end = k;
-      break;
-    }
-  }
-  return out.substr(begin, end - begin);
+  return first_words(out, begin, end, max_words);
+}
+
+std::string pre_question(const std::string& question, int max_words) {
+  ALBEF_CHECK(max_words >= 0, "max_words must not be negative, got ", max_words);
+  thread_local std::vector<char32_t> kept;
+  lower_without_punctuation(question, "question", kept);
+  std::string out;
+  out.reserve(kept.size());
+  for (const char32_t c : kept) append_utf8(c, out);
+  size_t end = out.size();
+  while (end > 0 && out[end - 1] == ' ') --end;  // rstrip(' ') only: no collapsing, no leading strip
+  return first_words(out, 0, end, max_words);
 }
 
 // ---- BertTokenizer -----------------------------------------------------------

@@ -118,14 +118,12 @@ class TrainingRun {
       fs::copy_file(options_.config_path, options_.output_dir + "/config.yaml", fs::copy_options::overwrite_existing);
   }
 
-  /// The task's model with momentum encoders, initialised as the official
+  /// The task's model, initialised as the official
   /// constructors do (seed + rank, as Pretrain.py / Retrieval.py), and its
   /// optimiser and schedule.
   void build_model() {
     at::manual_seed(static_cast<uint64_t>(options_.seed + env_.rank));
-    ModelOptions model_options = task_.model;
-    model_options.momentum_encoders = true;
-    model_ = AlbefModel(config_, model_options);
+    model_ = AlbefModel(config_, task_.model);
     model_->init_weights();
     model_->to(device_);
     optimizer_ = std::make_unique<AdamW>(create_optimizer(*model_, config_.optimizer));

@@ -96,6 +96,13 @@ struct Config {
   bool distill = true;
   bool warm_up = true;
   int64_t k_test = 256;
+  std::string answer_list;    ///< VQA: the candidate answers (JSON list), as written
+  std::string vqa_root;       ///< VQA: the folder of VQA v2 (COCO) images
+  std::string vg_root;        ///< VQA: the folder of Visual Genome images
+  std::string eos = "[SEP]";  ///< VQA: appended to every answer
+  /// VQA: layers of the answer decoder (albef's key; VQA.py hard-codes 6,
+  /// the fusion depth of ALBEF-base; tiny models use their own).
+  int64_t decoder_layers = 6;
 
   OptimizerConfig optimizer;
   SchedulerConfig schedular;

@@ -42,6 +42,9 @@ struct HeadSpec {
   std::string name;
   std::function<std::shared_ptr<torch::nn::Module>(const Config& config)> make;
   bool momentum = false;
+  /// The official random init, run by AlbefModelImpl::init_weights (unset:
+  /// the module keeps its constructor's, as nn.Linear heads do).
+  std::function<void(torch::nn::Module& head)> init;
 };
 
 /// The model keys a checkpoint key loads into: usually one, none to leave it

@@ -45,13 +45,19 @@ class BertSelfAttentionImpl;
 /// inference holds one layer's keys and values at a time.
 class FusionImages {
  public:
-  explicit FusionImages(at::Tensor embeds, bool keep_key_values = false);
+  /// `attention_mask` ([N, P], 1 = attend) masks padded positions, for
+  /// states that have padding (the VQA decoder attends to the question's
+  /// states): they get -1e9, as HF's invert_attention_mask. Images need none.
+  explicit FusionImages(at::Tensor embeds, bool keep_key_values = false, const at::Tensor& attention_mask = {});
   const at::Tensor& embeds() const { return embeds_; }
+  /// [N, 1, 1, P] float32, or undefined without an attention mask.
+  const at::Tensor& additive_mask() const { return additive_mask_; }
   /// `attention`'s keys and values of every image, [N, P, hidden] each.
   std::pair<at::Tensor, at::Tensor> key_values(BertSelfAttentionImpl& attention);
 
  private:
   at::Tensor embeds_;
+  at::Tensor additive_mask_;
   bool keep_;
   std::map<const BertSelfAttentionImpl*, std::pair<at::Tensor, at::Tensor>> kept_;
 };
@@ -156,6 +162,12 @@ class BertModelImpl : public torch::nn::Module {
                             const at::Tensor& image_embeds);
   /// Multimodal mode: ids through every layer.
   at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images);
+  /// Decoder mode (xbert's is_decoder): ids through every layer under a
+  /// causal self-attention mask (position i sees positions j <= i that are
+  /// not padding), layers from fusion_layer cross-attending to
+  /// `encoder_states` (text row i to row `encoder_rows[i]` if given).
+  at::Tensor forward_causal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& encoder_states,
+                            const at::Tensor& encoder_rows = {});
   /// HF BERT init: normal(0, initializer_range) weights, zero biases, unit LayerNorm.
   void init_weights();
   const BertConfig& config() const { return config_; }
@@ -165,7 +177,7 @@ class BertModelImpl : public torch::nn::Module {
   torch::nn::ModuleList layer{nullptr};
 
  private:
-  at::Tensor run_layers(at::Tensor hidden, const at::Tensor& attention_mask, FusionImages* images,
+  at::Tensor run_layers(at::Tensor hidden, const at::Tensor& additive_mask, FusionImages* images,
                         const at::Tensor& image_rows, int64_t begin, int64_t end);
   BertConfig config_;
 };
@@ -197,13 +209,26 @@ class BertForMaskedLMImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images,
                      const at::Tensor& positions = {});
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
+  /// BertLMHeadModel's forward (the same modules): next-token logits [B, L,
+  /// vocab] of ids decoded causally against `encoder_states`
+  /// (BertModelImpl::forward_causal); position t predicts token t + 1.
+  at::Tensor decode(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& encoder_states,
+                    const at::Tensor& encoder_rows = {});
   void init_weights();
   BertModel bert{nullptr};
   BertLMPredictionHead predictions{nullptr};  // registered as cls.predictions
 };
 TORCH_MODULE(BertForMaskedLM);
 
+/// xbert's BertLMHeadModel (a decoder, such as VQA's `text_decoder`) has
+/// BertForMaskedLM's modules and names; it runs them through `decode`.
+using BertLMHeadModel = BertForMaskedLM;
+using BertLMHeadModelImpl = BertForMaskedLMImpl;
+
 /// BERT's additive self-attention mask: (1 - mask) * -10000, shaped [B, 1, 1, L].
 at::Tensor extended_attention_mask(const at::Tensor& attention_mask, at::ScalarType dtype);
+
+/// The decoder's: (1 - causal * mask) * -10000, shaped [B, 1, L, L].
+at::Tensor causal_attention_mask(const at::Tensor& attention_mask, at::ScalarType dtype);
 
 }  // namespace albef

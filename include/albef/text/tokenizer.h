@@ -23,6 +23,12 @@ namespace albef::text {
 /// space-separated words.
 std::string pre_caption(const std::string& caption, int max_words = 30);
 
+/// The official `pre_question` (VQA): lower-case; delete `,.'!?"()*#:;~`;
+/// `-` and `/` become spaces; strip trailing spaces only (runs of spaces
+/// stay, and count as empty words); keep the first `max_words` words of
+/// the text split on single spaces (30 in training, 50 at test).
+std::string pre_question(const std::string& question, int max_words = 30);
+
 /// How a batch is padded, as HuggingFace's `padding=` argument.
 enum class Padding {
   Longest,    ///< to the longest sequence of the batch (`padding='longest'`)

@@ -105,8 +105,8 @@ std::unique_ptr<TrainData> bind_train_data(std::unique_ptr<Loader> loader, Forwa
 
 /// What one training script does inside the shared loop.
 struct TrainingTask {
-  /// The model: the backbone's parts, the task's heads and how checkpoint
-  /// keys reach them. The loop builds it with momentum encoders.
+  /// The model: the backbone's parts (momentum encoders as the task trains
+  /// with them), the task's heads and how checkpoint keys reach them.
   ModelOptions model;
   TrainingSchedule schedule;
   /// Logged per step and averaged per epoch, in the order the losses come.

@@ -67,7 +67,8 @@ Task pretrain_task() {
               flags->compute.apply_to(*options);
               run_pretraining(*options);
             };
-          }};
+          },
+          {}};
 }
 
 }  // namespace tasks

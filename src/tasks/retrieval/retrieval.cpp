@@ -194,17 +194,13 @@ Task retrieval_task() {
           "Image-text retrieval: fine-tune a pretrained checkpoint, or --evaluate one (ITC top-k, ITM re-ranking, "
           "the official recall metrics)",
           [](CLI::App& command) {
-            auto options = std::make_shared<RetrievalOptions>();
-            options->output_dir = "output/Retrieval";  // Retrieval.py's default
-            auto flags = std::make_shared<TrainFlags>();
-            flags->add_to(command, *options,
-                          "Retrieval config (configs/Retrieval_coco.yaml, Retrieval_flickr.yaml)");
-            command.add_flag("--evaluate", options->evaluate, "Only evaluate --checkpoint on val_file and test_file");
-            return [options, flags] {
-              flags->compute.apply_to(*options);
-              run_retrieval(*options);
-            };
-          }};
+            return add_fine_tuning_flags<RetrievalOptions>(
+                command, "output/Retrieval",  // Retrieval.py's default
+                "Retrieval config (configs/Retrieval_coco.yaml, Retrieval_flickr.yaml)",
+                "Only evaluate --checkpoint on val_file and test_file",
+                [](const RetrievalOptions& options) { run_retrieval(options); });
+          },
+          {}};
 }
 
 }  // namespace tasks
