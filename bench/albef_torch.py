@@ -239,7 +239,7 @@ class BertIntermediate(nn.Module):
 
 class BertLayer(nn.Module):
     """Self-attention, then (from `fusion_layer` on) cross-attention to the
-    image, then the feed-forward block."""
+    image (or, in the VQA decoder, the question states), then the feed-forward block."""
 
     def __init__(self, c, index):
         super().__init__()
@@ -248,11 +248,12 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(c)
         self.output = BertResidualOutput(c, c.intermediate_size)
 
-    def forward(self, hidden, mask, image_embeds):
+    def forward(self, hidden, mask, image_embeds, image_mask=None):
         x = self.attention(hidden, mask, hidden)
         if self.crossattention is not None:
-            # ALBEF's image mask is all ones, so the official additive mask is 0 and is left out.
-            x = self.crossattention(x, None, image_embeds)
+            # ALBEF's image mask is all ones, so the official additive mask is 0 and is left
+            # out; the VQA decoder passes the question's padding mask.
+            x = self.crossattention(x, image_mask, image_embeds)
         return self.output(self.intermediate(x), x)
 
 
@@ -273,15 +274,26 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(c)
         self.encoder = BertEncoder(c)
 
-    def forward(self, attention_mask, input_ids=None, text_embeds=None, image_embeds=None, mode="multi_modal"):
+    def forward(self, attention_mask, input_ids=None, text_embeds=None, image_embeds=None, mode="multi_modal",
+                image_mask=None, causal=False):
         fusion, total = self.config.fusion_layer, self.config.num_hidden_layers
         start, end = {"text": (0, fusion), "fusion": (fusion, total), "multi_modal": (0, total)}[mode]
         hidden = self.embeddings(input_ids) if text_embeds is None else text_embeds
-        # Extended mask in the parameters' dtype, as BertModel.get_extended_attention_mask builds it.
+        # Extended masks in the parameters' dtype, as HF 4.8's get_extended_attention_mask (-10000;
+        # a decoder's is causal too) and invert_attention_mask (-1e9 in fp32) build them.
         dtype = self.embeddings.word_embeddings.weight.dtype
-        mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * -10000.0
-        for layer in self.encoder.layer[start:end]:
-            hidden = layer(hidden, mask, image_embeds)
+        mask = attention_mask[:, None, None, :].to(dtype)
+        if causal:
+            positions = torch.arange(hidden.shape[1], device=hidden.device)
+            mask = mask * (positions[None, :] <= positions[:, None]).to(dtype)[None, None]
+        mask = (1.0 - mask) * -10000.0
+        if image_mask is not None:
+            image_mask = (1.0 - image_mask[:, None, None, :].to(dtype)) * -1e9
+        for index in range(start, end):
+            # NLVR2 passes a list of two images: fusion layer i reads image (i - fusion_layer) % 2.
+            source = (image_embeds[(index - fusion) % len(image_embeds)] if isinstance(image_embeds, (list, tuple))
+                      else image_embeds)
+            hidden = self.encoder.layer[index](hidden, mask, source, image_mask)
         return hidden
 
 
@@ -323,6 +335,31 @@ class BertForMaskedLM(nn.Module):
         super().__init__()
         self.bert = BertModel(c)
         self.cls = BertOnlyMLMHead(c, self.bert.embeddings.word_embeddings)
+
+
+class BertLMHeadModel(nn.Module):
+    """xbert's BertLMHeadModel as models/model_vqa.py uses it: causal
+    self-attention, every layer (fusion_layer 0) cross-attending to the
+    question states, the LM head tied to its own word embeddings."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.config = c
+        self.bert = BertModel(c)
+        self.cls = BertOnlyMLMHead(c, self.bert.embeddings.word_embeddings)
+
+    def forward(self, input_ids, attention_mask, encoder_states, encoder_mask, labels=None):
+        """Logits [B, L, vocab]; with `labels` (-100 ignored) the summed token
+        cross-entropy per row of the shifted prediction (reduction='none')."""
+        hidden = self.bert(attention_mask, input_ids=input_ids, image_embeds=encoder_states, image_mask=encoder_mask,
+                           causal=True)
+        logits = self.cls.predictions(hidden)
+        if labels is None:
+            return logits
+        shifted = logits[:, :-1, :].contiguous()
+        loss = F.cross_entropy(shifted.view(-1, self.config.vocab_size), labels[:, 1:].contiguous().view(-1),
+                               reduction="none")
+        return loss.view(logits.size(0), -1).sum(1)
 
 
 # ----------------------------------------------------------------------------- ALBEF
@@ -552,6 +589,158 @@ class AlbefRetrieval(_Albef):
 
     def __init__(self, config, momentum=False):
         super().__init__(config, BertModel, momentum, idx_queue=True)
+
+
+class AlbefVQA(nn.Module):
+    """models/model_vqa.py: a plain BertModel encoder and the answer decoder
+    `text_decoder` with `decoder_layers` layers (the official code hard-codes
+    6; a config key overrides it for tiny models), with momentum copies if
+    `momentum` (registered in the official order)."""
+
+    def __init__(self, config, momentum=False):
+        super().__init__()
+        vision, bert = config["vision"], config["bert"]
+        decoder = types.SimpleNamespace(**vars(bert))
+        decoder.fusion_layer, decoder.num_hidden_layers = 0, int(config.get("decoder_layers", 6))
+        self.visual_encoder = VisionTransformer(config["image_res"], **vision)
+        self.text_encoder = BertModel(bert)
+        self.text_decoder = BertLMHeadModel(decoder)
+        if momentum:
+            self.visual_encoder_m = VisionTransformer(config["image_res"], **vision)
+            self.text_encoder_m = BertModel(bert)
+            self.text_decoder_m = BertLMHeadModel(decoder)
+
+    def question_states(self, images, question_ids, question_mask):
+        """The encoder on the question over the image: last hidden state [B, Lq, hidden]."""
+        image_embeds = self.visual_encoder(images)
+        return self.text_encoder(question_mask, input_ids=question_ids, image_embeds=image_embeds)
+
+    def rank_answer(self, question_states, question_atts, answer_ids, answer_atts, k):
+        """model_vqa.py rank_answer, step by step: p(first token | [CLS]) for
+        every answer, the k best of each question decoded in full with the
+        question's states repeated k times (tile), log p(first) - summed CE
+        (the first token counted twice, as officially), softmax, re-sorted.
+        Returns (topk_ids, topk_probs, stages) with the intermediate values."""
+        num_ques = question_states.size(0)
+        start_ids = answer_ids[0, 0].repeat(num_ques, 1)
+        logits = self.text_decoder(start_ids, torch.ones_like(start_ids), question_states, question_atts)[:, 0, :]
+        prob_first_token = F.softmax(logits, dim=1).index_select(dim=1, index=answer_ids[:, 1])
+        first_probs, first_ids = prob_first_token.topk(k, dim=1)
+        input_ids = torch.cat([answer_ids.index_select(0, ids) for ids in first_ids], dim=0)
+        input_atts = torch.cat([answer_atts.index_select(0, ids) for ids in first_ids], dim=0)
+        targets = input_ids.masked_fill(input_ids == PAD_ID, -100)
+        states = question_states.repeat_interleave(k, dim=0)  # tile(): question-major
+        atts = question_atts.repeat_interleave(k, dim=0)
+        answer_loss = self.text_decoder(input_ids, input_atts, states, atts, labels=targets).view(input_ids.size(0), -1)
+        log_probs = torch.cat([first_probs.view(-1, 1).log(), -answer_loss], dim=1)
+        log_probs_sum = log_probs.sum(1).view(num_ques, k)
+        topk_probs, rerank = F.softmax(log_probs_sum, dim=-1).topk(k, dim=1)
+        topk_ids = torch.gather(first_ids, 1, rerank)
+        stages = {"prob_first_token": prob_first_token, "first_stage_ids": first_ids, "first_stage_probs": first_probs,
+                  "answer_loss": answer_loss.view(-1), "log_probs_sum": log_probs_sum}
+        return topk_ids, topk_probs, stages
+
+
+def classifier_head(width, classes):
+    """model_nlvr.py / model_ve.py's cls_head: Linear, ReLU, Linear."""
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, classes))
+
+
+def share_cross_attention(bert):
+    """model_nlvr.py's share_cross_attention: in each pair of fusion layers
+    (fusion_layer + 2i, + 2i + 1) the cross-attention key and value are the
+    second layer's parameters."""
+    c = bert.config
+    for first in range(c.fusion_layer, c.num_hidden_layers, 2):
+        a = bert.encoder.layer[first].crossattention.self
+        b = bert.encoder.layer[first + 1].crossattention.self
+        for name in ("key", "value"):
+            getattr(a, name).weight = getattr(b, name).weight
+            getattr(a, name).bias = getattr(b, name).bias
+
+
+class AlbefNLVR(nn.Module):
+    """models/model_nlvr.py: a BertModel with every fusion layer doubled (18
+    layers for BERT-base), the pairs sharing cross-attention keys and values,
+    over two images per text, and cls_head (2 classes). No momentum model
+    (it takes no part in evaluation)."""
+
+    def __init__(self, config):
+        super().__init__()
+        bert = types.SimpleNamespace(**vars(config["bert"]))
+        bert.num_hidden_layers = bert.fusion_layer + 2 * (bert.num_hidden_layers - bert.fusion_layer)
+        self.visual_encoder = VisionTransformer(config["image_res"], **config["vision"])
+        self.text_encoder = BertModel(bert)
+        self.cls_head = classifier_head(bert.hidden_size, 2)
+        share_cross_attention(self.text_encoder)
+
+    def forward(self, images, input_ids, attention_mask):
+        """model_nlvr.py's forward(train=False): images [2B] = all first images, then all second ones."""
+        image_embeds = self.visual_encoder(images)
+        image0, image1 = torch.split(image_embeds, input_ids.size(0))
+        hidden = self.text_encoder(attention_mask, input_ids=input_ids, image_embeds=[image0, image1])
+        return self.cls_head(hidden[:, 0, :])
+
+
+class AlbefVE(nn.Module):
+    """models/model_ve.py: the encoders and cls_head (3 classes), no momentum model."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.visual_encoder = VisionTransformer(config["image_res"], **config["vision"])
+        self.text_encoder = BertModel(config["bert"])
+        self.cls_head = classifier_head(config["bert"].hidden_size, 3)
+
+    def forward(self, images, input_ids, attention_mask):
+        """model_ve.py's forward(train=False)."""
+        hidden = self.text_encoder(attention_mask, input_ids=input_ids, image_embeds=self.visual_encoder(images))
+        return self.cls_head(hidden[:, 0, :])
+
+
+def ta_state_from_pretrain(state, fusion_layer=6):
+    """Pretrain_nlvr.py's conversion: 'bert.' dropped, text-encoder layer N >=
+    fusion_layer (6 officially) copied to 2 (N - fusion_layer) + fusion_layer
+    and the layer after it."""
+    out = {}
+    for key, value in state.items():
+        if "bert" not in key:
+            out[key] = value
+            continue
+        new_key = key.replace("bert.", "")
+        if "layer" in new_key:
+            parts = new_key.split(".")
+            layer = int(parts[3])
+            if layer >= fusion_layer:
+                for copy in range(2):
+                    parts[3] = str(2 * (layer - fusion_layer) + fusion_layer + copy)
+                    out[".".join(parts)] = value
+                continue
+        out[new_key] = value
+    return out
+
+
+def vqa_state_from_pretrain(state, first_decoder_layer=6):
+    """VQA.py's renaming of a pretraining checkpoint: every key with 'bert'
+    also loads without 'bert.' (the encoder); text-encoder layers N >=
+    `first_decoder_layer` (6 officially) become decoder layers N - 6, the
+    embeddings and MLM head the decoder's (`text_encoder` -> `text_decoder`);
+    the same for `_m`."""
+    out = {}
+    for key, value in state.items():
+        if "bert" in key:
+            out[key.replace("bert.", "")] = value
+        if "text_encoder" in key:
+            if "layer" in key:
+                parts = key.split(".")
+                layer = int(parts[4])
+                if layer < first_decoder_layer:
+                    continue
+                parts[4] = str(layer - first_decoder_layer)
+                key = ".".join(parts)
+            out[key.replace("text_encoder", "text_decoder")] = value
+        elif "bert" not in key:
+            out[key] = value
+    return out
 
 
 def load_checkpoint(model, path):

@@ -14,7 +14,9 @@
 #include "albef/train/optimizer.h"
 #include "albef/tasks/pretrain.h"
 #include "albef/tasks/retrieval.h"
+#include "albef/tasks/vqa.h"
 #include "tasks/pretrain/step.h"
+#include "tasks/vqa/model.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -35,6 +37,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int64_t kTextBatch = 64, kItmBatch = 64, kTrainBatch = 8, kTrainTokens = 25, kTextTokens = 30;
+constexpr int64_t kVqaQuestions = 16, kQuestionTokens = 12;
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -107,6 +110,19 @@ double fusion_pair_flops(const Dims& d, double tokens) {
 }
 double fusion_kv_flops(const Dims& d) { return 2 * d.image_tokens * 2 * d.vision_width * d.width; }
 
+// vqa_b16 as albef ranks: each question's k candidates through the decoder
+// at their own length (`mean_answer_tokens`, real tokens; causal attention
+// makes padding irrelevant), cross-attention K/V once per question, the LM
+// head on the predicting positions only; plus the first-token pass.
+double vqa_flops(const Dims& d, double decoder_layers, double mean_answer_tokens, int64_t k) {
+  const double w = d.width, q = kQuestionTokens, sequences = static_cast<double>(kVqaQuestions * k);
+  const double per_sequence = text_layer_flops(d, mean_answer_tokens) + 2 * mean_answer_tokens * 2 * w * w +
+                              4 * mean_answer_tokens * q * w;
+  const double kv = kVqaQuestions * 2 * q * 2 * w * w;
+  const double lm_head = 2 * (w * w + w * d.vocab);
+  return decoder_layers * (sequences * per_sequence + kv) + (sequences * (mean_answer_tokens - 1) + kVqaQuestions) * lm_head;
+}
+
 double workload_flops(const std::string& workload, const Dims& d, int64_t n_images, int64_t n_texts, int64_t k) {
   const double t = kTextTokens;
   if (workload == "image_b1") return vit_flops(d, 1);
@@ -175,7 +191,8 @@ double parameter_mb(AlbefModel& model) {
 }  // namespace
 
 const std::vector<std::string>& model_workloads() {
-  static const std::vector<std::string> names = {"image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "train_b8"};
+  static const std::vector<std::string> names = {"image_b1",  "image_b32", "text_b64", "itm_b64",
+                                                 "retrieval", "vqa_b16",   "train_b8"};
   return names;
 }
 
@@ -186,6 +203,7 @@ void run_model_worker(const WorkerRequest& request) {
   const c10::Device device(c10::kCPU);
   Config config = load_config(request.config);
   const bool train = request.workload == "train_b8";
+  const bool vqa = request.workload == "vqa_b16";
   // Only the inputs the workload uses stay in memory: peak memory is the workload's own.
   const bool images_only = request.workload == "image_b1" || request.workload == "image_b32";
   const bool texts_only = request.workload == "text_b64";
@@ -196,11 +214,14 @@ void run_model_worker(const WorkerRequest& request) {
       images = images.slice(0, 0, std::min<int64_t>(images.size(0), train ? kTrainBatch : 1)).clone();
     config.image_res = images.size(-1);
   }
-  const at::Tensor text_ids = io::read_npy(request.inputs + "/text_ids.npy");
-  const at::Tensor text_mask = io::read_npy(request.inputs + "/text_mask.npy");
+  const std::string texts = vqa ? "/question" : "/text";
+  const at::Tensor text_ids = io::read_npy(request.inputs + texts + "_ids.npy");
+  const at::Tensor text_mask = io::read_npy(request.inputs + texts + "_mask.npy");
 
   // Encoding one modality loads that side alone, as `albef index` and `albef embed` do.
-  ModelOptions model_options = train ? pretrain_model_options(true) : retrieval_model_options(false);
+  ModelOptions model_options = train ? pretrain_model_options(true)
+                               : vqa ? vqa_model_options(config, false)
+                                     : retrieval_model_options(false);
   model_options.text_side = !images_only;
   model_options.image_side = !texts_only;
   if (images_only || texts_only) model_options.heads.clear();
@@ -266,6 +287,28 @@ void run_model_worker(const WorkerRequest& request) {
             options);
         outputs = {{"score_i2t", scores.i2t}, {"score_t2i", scores.t2i}};
       };
+    } else if (vqa) {
+      // VQA.py's evaluation of one batch from the question states on, as the PyTorch side times it.
+      items = kVqaQuestions;
+      unit = "questions/s";
+      const at::Tensor answer_ids = io::read_npy(request.inputs + "/answer_ids.npy");
+      const at::Tensor answer_mask = io::read_npy(request.inputs + "/answer_mask.npy");
+      const at::Tensor mask = text_mask.slice(0, 0, items);
+      at::Tensor states;
+      {
+        at::NoGradGuard no_grad;
+        PrecisionGuard guard(precision, device);
+        states = encode_questions(model, images.slice(0, 0, items), text_ids.slice(0, 0, items), mask);
+      }
+      report["k_test"] = request.k_test_vqa;
+      report["answers"] = answer_ids.size(0);
+      step = [&, states, mask, answer_ids, answer_mask] {
+        at::NoGradGuard no_grad;
+        PrecisionGuard guard(precision, device);
+        const AnswerRanking ranking = rank_answers(model, states, mask, answer_ids, answer_mask, request.k_test_vqa);
+        // Order-free outputs: the first stage's near-ties may rank differently on the two sides.
+        outputs = {{"prob_first_token", ranking.prob_first_token}, {"topk_probs", ranking.topk_probs}};
+      };
     } else {
       fail("unknown workload '", request.workload, "'");
     }
@@ -305,9 +348,12 @@ void run_model_worker(const WorkerRequest& request) {
 namespace {
 
 // Random full-size weights (seed 0) or the given checkpoint, written once in
-// the pretraining layout (with momentum copies, for the training step) and
-// in the retrieval layout without them (what inference loads).
-void write_weights(const ModelBenchOptions& options, const std::string& train_path, const std::string& infer_path) {
+// the pretraining layout (with momentum copies, for the training step), in
+// the retrieval layout without them (what inference loads) and, if
+// `vqa_path` is given, in the VQA layout, its decoder initialised from the
+// fusion layers as VQA.py does.
+void write_weights(const ModelBenchOptions& options, const std::string& train_path, const std::string& infer_path,
+                   const std::string& vqa_path) {
   const Config pretrain = load_config(options.pretrain_config);
   Config retrieval = load_config(options.retrieval_config);
   retrieval.image_res = pretrain.image_res;  // the benchmark's resolution: no position-embedding resampling
@@ -320,13 +366,64 @@ void write_weights(const ModelBenchOptions& options, const std::string& train_pa
   AlbefModel infer_model(retrieval, retrieval_model_options(false));
   load_state_dict(infer_model, state_dict(*train_model), train_path);
   io::write_torch_file(infer_path, io::state_dict_to_object(state_dict(*infer_model)));
+  if (vqa_path.empty()) return;
+  Config vqa = load_config(options.vqa_config);
+  vqa.image_res = pretrain.image_res;
+  AlbefModel vqa_model(vqa, vqa_model_options(vqa, false));
+  load_state_dict(vqa_model, state_dict(*train_model), train_path);
+  io::write_torch_file(vqa_path, io::state_dict_to_object(state_dict(*vqa_model)));
+}
+
+// vqa_b16's inputs: 16 images and questions (8 to 12 tokens, padded to 12)
+// and a synthetic answer list shaped like VQA v2's: `[CLS] pieces [SEP]`,
+// padded with 0 to the longest (10 tokens), with 1 word piece for 62% of the
+// answers, 2 for 25%, 3 for 9%, 4 for 3%, 6 for 1% and 8 for one. Every answer
+// starts with its own word piece, so no two tie in the first stage (answers
+// sharing a first piece tie there, and the two sides could then break the tie
+// differently).
+void write_vqa_inputs(const std::string& dir, int64_t answers, int64_t image_res) {
+  fs::create_directories(dir);
+  at::manual_seed(0);
+  io::write_npy(dir + "/images.npy", at::randn({kVqaQuestions, 3, image_res, image_res}));
+  at::Tensor question_ids = at::randint(1000, 30000, {kVqaQuestions, kQuestionTokens}, at::kLong);
+  at::Tensor question_mask = at::zeros({kVqaQuestions, kQuestionTokens}, at::kLong);
+  for (int64_t q = 0; q < kVqaQuestions; ++q) {
+    const int64_t length = kQuestionTokens - q % 5;  // the longest sets the padding, as tokenizer(padding='longest')
+    question_ids[q][0] = 101;
+    question_ids[q][length - 1] = 102;
+    question_ids[q].slice(0, length).fill_(0);
+    question_mask[q].slice(0, 0, length).fill_(1);
+  }
+  io::write_npy(dir + "/question_ids.npy", question_ids);
+  io::write_npy(dir + "/question_mask.npy", question_mask);
+
+  const int64_t longest = 8, width = longest + 2;
+  const at::Tensor first_pieces = at::randperm(29000, at::kLong).slice(0, 0, answers) + 1000;
+  at::Tensor answer_ids = at::randint(1000, 30000, {answers, width}, at::kLong);
+  at::Tensor answer_mask = at::zeros({answers, width}, at::kLong);
+  for (int64_t a = 0; a < answers; ++a) {
+    const double share = static_cast<double>(a) / static_cast<double>(answers);
+    const int64_t pieces = a == answers - 1 ? longest
+                           : share < 0.62   ? 1
+                           : share < 0.87   ? 2
+                           : share < 0.96   ? 3
+                           : share < 0.99   ? 4
+                                            : 6;
+    answer_ids[a][0] = 101;
+    answer_ids[a][1] = first_pieces[a];
+    answer_ids[a][pieces + 1] = 102;
+    answer_ids[a].slice(0, pieces + 2).fill_(0);
+    answer_mask[a].slice(0, 0, pieces + 2).fill_(1);
+  }
+  io::write_npy(dir + "/answer_ids.npy", answer_ids);
+  io::write_npy(dir + "/answer_mask.npy", answer_mask);
 }
 
 // A retrieval evaluation is long enough to time once; one image is not. A training step is
 // timed in steady state: the first two steps grow the heap to its peak (about
 // 8 GB) and page-fault through it, taking up to twice as long as later ones.
 int iters_of(const std::string& workload, const ModelBenchOptions& options) {
-  if (workload == "retrieval") return 1;
+  if (workload == "retrieval" || workload == "vqa_b16") return 1;
   if (workload == "image_b1") return std::max(options.iters, 10);  // 0.1-0.3 s a call: time more of them
   return workload == "train_b8" ? std::max(options.iters, 3) : options.iters;
 }
@@ -371,6 +468,9 @@ std::string quoted(const std::string& text) { return "'" + text + "'"; }
 
 nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::string& self_exe) {
   if (options.rounds < 1) fail("bench: --rounds must be at least 1, got ", options.rounds);
+  if (options.vqa_k_test < 1 || options.vqa_k_test > options.vqa_answers)
+    fail("bench: the VQA k_test ", options.vqa_k_test, " must be between 1 and the ", options.vqa_answers,
+         " answers");
   if (options.k_test > options.gallery_images)
     fail("bench: k_test ", options.k_test, " needs a gallery of at least as many images (the official evaluation "
          "takes the top k_test images of every caption), got ", options.gallery_images);
@@ -378,10 +478,14 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   const std::string dir = temporary ? (fs::temp_directory_path() / ("albef_bench_" + std::to_string(::getpid()))).string()
                                     : options.workdir;
   fs::create_directories(dir);
+  const std::vector<std::string> workloads = options.workloads.empty() ? model_workloads() : options.workloads;
+  const bool vqa = std::find(workloads.begin(), workloads.end(), "vqa_b16") != workloads.end();
   const std::string train_weights = dir + "/weights_pretrain.pth", infer_weights = dir + "/weights_retrieval.pth";
+  const std::string vqa_weights = vqa ? dir + "/weights_vqa.pth" : "";
   const int64_t image_res = load_config(options.pretrain_config).image_res;
   std::cout << "writing full-size weights and inputs to " << dir << " ..." << std::endl;
-  write_weights(options, train_weights, infer_weights);
+  write_weights(options, train_weights, infer_weights, vqa_weights);
+  if (vqa) write_vqa_inputs(dir + "/vqa", options.vqa_answers, image_res);
   write_inputs(dir + "/inputs", std::max<int64_t>(32, options.gallery_images),
                std::max<int64_t>(kTextBatch, 5 * options.gallery_images), image_res);
   // The retrieval gallery: N images x 5N captions (the other inputs serve
@@ -399,7 +503,6 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   report["gallery"] = {{"images", options.gallery_images}, {"texts", 5 * options.gallery_images},
                        {"k_test", options.k_test}};
   const Dims dims = dims_of(load_config(options.pretrain_config), image_res);
-  const std::vector<std::string> workloads = options.workloads.empty() ? model_workloads() : options.workloads;
   std::vector<std::string> precisions = options.precisions;
   if (precisions.empty()) {
     precisions = {"fp32"};
@@ -415,17 +518,21 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& precision : precisions) {
     for (const auto& workload : workloads) {
-      const bool train = workload == "train_b8";
-      const std::string config = train ? options.pretrain_config : options.retrieval_config;
-      const std::string weights = train ? train_weights : infer_weights;
-      const std::string inputs = dir + (workload == "retrieval" ? "/gallery" : "/inputs");
+      const bool train = workload == "train_b8", vqa_workload = workload == "vqa_b16";
+      const std::string config = train ? options.pretrain_config
+                                 : vqa_workload ? options.vqa_config
+                                                : options.retrieval_config;
+      const std::string weights = train ? train_weights : vqa_workload ? vqa_weights : infer_weights;
+      const std::string inputs =
+          dir + (workload == "retrieval" ? "/gallery" : vqa_workload ? "/vqa" : "/inputs");
       const std::string tag = workload + "_" + precision;
       const std::string common = " --workload " + workload + " --precision " + precision + " --config " +
                                  quoted(config) + " --weights " + quoted(weights) + " --inputs " + quoted(inputs) +
                                  " --threads " + std::to_string(report["threads"].get<int>()) + " --iters " +
                                  std::to_string(iters_of(workload, options)) + " --warmup " +
                                  std::to_string(warmup_of(workload, options)) + " --k_test " +
-                                 std::to_string(options.k_test);
+                                 std::to_string(options.k_test) + " --k_test_vqa " +
+                                 std::to_string(options.vqa_k_test);
       nlohmann::json row = {{"workload", workload}, {"precision", precision}};
       // The two sides alternate `rounds` times and each reports its median: on a machine whose speed
       // drifts (a VM), both medians then come from the same stretch of time.
@@ -483,8 +590,13 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
       if (options.pytorch)
         if (const auto diff = output_difference(dir + "/out_albef_" + tag, dir + "/out_torch_" + tag))
           row["max_rel_diff"] = *diff;
-      const double flops = workload_flops(workload, dims, options.gallery_images, 5 * options.gallery_images,
-                                          options.k_test);
+      const double flops =
+          vqa_workload ? vqa_flops(dims, static_cast<double>(load_config(options.vqa_config).decoder_layers),
+                                   io::read_npy(dir + "/vqa/answer_mask.npy").sum().item<double>() /
+                                       static_cast<double>(options.vqa_answers),
+                                   options.vqa_k_test)
+                       : workload_flops(workload, dims, options.gallery_images, 5 * options.gallery_images,
+                                        options.k_test);
       row["gflop"] = flops / 1e9;
       if (row.contains("albef_seconds")) {
         row["albef_gflops"] = flops / 1e9 / row["albef_seconds"].get<double>();

@@ -1,8 +1,9 @@
 #pragma once
 // The full-size model against PyTorch on the same machine, in one run:
 // image encoding (batch 1 and 32), text encoding (64 x 30 tokens), ITM
-// fusion (64 pairs), retrieval evaluation on a synthetic gallery, one
-// pretraining step (batch 8), each in fp32 and bf16, with peak memory, the
+// fusion (64 pairs), retrieval evaluation on a synthetic gallery, VQA answer
+// ranking (16 questions against a 3,128-answer list), one pretraining step
+// (batch 8), each in fp32 and bf16, with peak memory, the
 // FLOPs each workload needs and the fraction of this CPU's measured GEMM
 // peak it reaches. Every workload runs in a fresh process (albef's own
 // worker, then bench/pytorch_baseline.py), so each peak memory is its own.
@@ -21,6 +22,7 @@ const std::vector<std::string>& model_workloads();
 struct ModelBenchOptions {
   std::string pretrain_config = "configs/Pretrain.yaml";       ///< the training step's model
   std::string retrieval_config = "configs/Retrieval_coco.yaml"; ///< the inference workloads' model
+  std::string vqa_config = "configs/VQA.yaml";                  ///< vqa_b16's model (its decoder depth)
   std::string checkpoint;   ///< weights to use (empty: random, seed 0)
   std::string workdir;      ///< weights, inputs and outputs (empty: a temp folder, removed after)
   std::string python = "/usr/bin/python3";
@@ -34,6 +36,8 @@ struct ModelBenchOptions {
   int rounds = 1;           ///< albef and PyTorch workers run alternately this many times; medians reported
   int64_t gallery_images = 16;  ///< the retrieval gallery: N images x 5N captions
   int64_t k_test = 16;
+  int64_t vqa_answers = 3128;  ///< the answer list's size (the official VQA v2 list has 3,128)
+  int64_t vqa_k_test = 128;    ///< candidates re-ranked per question (VQA.yaml's k_test)
 };
 
 /// What one worker process measured.
@@ -41,6 +45,7 @@ struct WorkerRequest {
   std::string workload, precision, config, weights, inputs, out_json, outputs_dir;
   int threads = 0, iters = 3, warmup = 1;
   int64_t k_test = 16;
+  int64_t k_test_vqa = 128;
 };
 
 /// Runs one workload in this process (the child side of run_model_bench)

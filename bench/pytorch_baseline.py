@@ -4,7 +4,7 @@ ALBEF architecture (bench/albef_torch.py) on this machine and writes a JSON.
 
     pytorch_baseline.py --config CFG --weights W.pth --inputs DIR --workload NAME
         --precision fp32|bf16 --threads N --iters I --warmup W --out OUT.json
-        [--outputs DIR] [--k_test K] [--autocast_scope run|iter] [--seed S]
+        [--outputs DIR] [--k_test K] [--k_test_vqa K] [--autocast_scope run|iter] [--seed S]
 
 The C++ bench starts one process per workload, so the peak memory reported is
 that workload's. It is run the way a user of the official code would run it:
@@ -29,12 +29,22 @@ Workloads (rate unit in brackets):
                        embeddings are computed before the timed region [pairs/s]
   retrieval            the official evaluation(): all images x all texts, --k_test [queries/s,
                        queries = N + T; `seconds` is one whole evaluation]
+  vqa_b16              AlbefVQA.rank_answer (model_vqa.py) for 16 questions against the
+                       answer list in DIR (answer_ids.npy / answer_mask.npy), --k_test_vqa
+                       candidates each; the question states (ViT + encoder) are computed
+                       before the timed region [questions/s]
+  nlvr_b16             AlbefNLVR (model_nlvr.py) evaluation forward of 16 sentences, each
+                       over two images (the first 16 images, then the next 16) [pairs/s]
+  ve_b32               AlbefVE (model_ve.py) evaluation forward of 32 image-sentence
+                       pairs [pairs/s]
   train_b8             AlbefPretrain(momentum=True) training step on the first 8
                        images and the first 25 token columns: pretraining forward
                        (alpha 0.4), backward, AdamW (lr 1e-4, wd 0.02) [samples/s]
 Inference workloads build the model without the momentum encoders (they take
 no part in inference); W may be in pretrain (`text_encoder.bert.*`) or
-retrieval (`text_encoder.*`) layout.
+retrieval (`text_encoder.*`) layout, or for vqa_b16, nlvr_b16 and ve_b32 in
+that task's layout (loaded strictly). The vqa_b16 inputs are images.npy and
+question_ids.npy / question_mask.npy [16, Lq].
 
 glibc malloc returns tensors above its mmap threshold to the kernel, so large
 batches page-fault on every fresh activation; the JSON records the faults per
@@ -62,8 +72,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import albef_torch as at  # noqa: E402
 
-WORKLOADS = ("image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "train_b8")
-TRAIN_BATCH, TRAIN_TOKENS, ITM_BATCH, TEXT_BATCH = 8, 25, 64, 64
+WORKLOADS = ("image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "vqa_b16", "nlvr_b16", "ve_b32", "train_b8")
+CLASSIFIERS = {"nlvr_b16": (at.AlbefNLVR, 16, 2), "ve_b32": (at.AlbefVE, 32, 1)}  # class, pairs, images per pair
+TRAIN_BATCH, TRAIN_TOKENS, ITM_BATCH, TEXT_BATCH, VQA_QUESTIONS = 8, 25, 64, 64, 16
 
 
 # ----------------------------------------------------------------------------- measurement helpers
@@ -144,9 +155,16 @@ def to_numpy(tensor):
 
 def build_model(args, state, image_res):
     """Builds the model class matching the workload and the weights' layout and
-    loads W through albef_torch.load_checkpoint (Retrieval.py's key handling)."""
+    loads W through albef_torch.load_checkpoint (Retrieval.py's key handling);
+    the VQA model loads its own layout strictly."""
     config = at.load_config(args.config)
     config["image_res"] = image_res
+    if args.workload == "vqa_b16":
+        model = at.AlbefVQA(config)
+        return model, config, model.load_state_dict(state, strict=True)
+    if args.workload in CLASSIFIERS:
+        model = CLASSIFIERS[args.workload][0](config)
+        return model, config, model.load_state_dict(state, strict=True)
     train = args.workload == "train_b8"
     pretrain_layout = any(k.startswith("text_encoder.bert.") for k in state)
     model_class = at.AlbefPretrain if (train or pretrain_layout) else at.AlbefRetrieval
@@ -157,10 +175,11 @@ def build_model(args, state, image_res):
     return model, config, msg
 
 
-def load_inputs(folder):
+def load_inputs(folder, texts="text"):
+    """images.npy and the `texts` ids and mask (text_* or, for VQA, question_*)."""
     images = torch.from_numpy(np.load(os.path.join(folder, "images.npy")))
-    text_ids = torch.from_numpy(np.load(os.path.join(folder, "text_ids.npy"))).long()
-    text_mask = torch.from_numpy(np.load(os.path.join(folder, "text_mask.npy"))).long()
+    text_ids = torch.from_numpy(np.load(os.path.join(folder, texts + "_ids.npy"))).long()
+    text_mask = torch.from_numpy(np.load(os.path.join(folder, texts + "_mask.npy"))).long()
     return images, text_ids, text_mask
 
 
@@ -218,6 +237,40 @@ def retrieval_workload(model, k_test, images, text_ids, text_mask):
             lambda r: {"score_i2t": r[0].astype(np.float32), "score_t2i": r[1].astype(np.float32)}, extra)
 
 
+def vqa_workload(model, args, images, question_ids, question_mask):
+    """VQA.py's evaluation of one batch, from the question states on: rank_answer
+    over the whole answer list (the official call, tile() and all)."""
+    answer_ids = torch.from_numpy(np.load(os.path.join(args.inputs, "answer_ids.npy"))).long()
+    answer_mask = torch.from_numpy(np.load(os.path.join(args.inputs, "answer_mask.npy"))).long()
+    mask = need(question_mask, VQA_QUESTIONS, "questions").contiguous()
+    with torch.no_grad(), autocast(args.precision):
+        states = model.question_states(need(images, VQA_QUESTIONS, "images"), question_ids[:VQA_QUESTIONS], mask)
+
+    def step():
+        return model.rank_answer(states, mask, answer_ids, answer_mask, args.k_test_vqa)
+
+    def outputs(result):
+        topk_ids, topk_probs, stages = result
+        return {"prob_first_token": to_numpy(stages["prob_first_token"]), "topk_probs": to_numpy(topk_probs)}
+
+    extra = {"k_test": args.k_test_vqa, "answers": len(answer_ids), "answer_tokens": int(answer_ids.shape[1]),
+             "question_tokens": int(question_ids.shape[1])}
+    return VQA_QUESTIONS, "questions/s", step, outputs, extra
+
+
+def classifier_workload(model, args, images, text_ids, text_mask):
+    """NLVR.py / VE.py's evaluate() on one batch: ViT, the multimodal text
+    encoder over the pair's image(s), cls_head."""
+    _, pairs, per_pair = CLASSIFIERS[args.workload]
+    batch_images = need(images, pairs * per_pair, "images").contiguous()
+    ids, mask = need(text_ids, pairs, "texts").contiguous(), text_mask[:pairs].contiguous()
+
+    def step():
+        return model(batch_images, ids, mask)
+
+    return pairs, "pairs/s", step, lambda r: {"logits": to_numpy(r)}, {}
+
+
 def train_workload(model, args, images, text_ids, text_mask, config):
     """One Pretrain.py iteration: zero_grad, forward (under autocast for bf16,
     backward outside it, as the autocast docs prescribe), backward, AdamW step."""
@@ -264,6 +317,7 @@ def parse_args():
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--k_test", type=int, default=16)
+    parser.add_argument("--k_test_vqa", type=int, default=128, help="vqa_b16: candidates re-ranked per question")
     parser.add_argument("--autocast_scope", default="run", choices=("run", "iter"),
                         help="inference under bf16: one autocast region for the whole run, or one per iteration")
     parser.add_argument("--out", required=True)
@@ -278,7 +332,7 @@ def run(args, report):
     torch.manual_seed(args.seed)
     report["threads"] = torch.get_num_threads()
 
-    images, text_ids, text_mask = load_inputs(args.inputs)
+    images, text_ids, text_mask = load_inputs(args.inputs, "question" if args.workload == "vqa_b16" else "text")
     setup_start = time.perf_counter()
     checkpoint = torch.load(args.weights, map_location="cpu")
     state = checkpoint["model"] if "model" in checkpoint else checkpoint
@@ -299,6 +353,10 @@ def run(args, report):
             built = text_workload(model, text_ids, text_mask)
         elif args.workload == "itm_b64":
             built = itm_workload(model, args, images, text_ids, text_mask)
+        elif args.workload == "vqa_b16":
+            built = vqa_workload(model, args, images, text_ids, text_mask)
+        elif args.workload in CLASSIFIERS:
+            built = classifier_workload(model, args, images, text_ids, text_mask)
         else:
             built = retrieval_workload(model, args.k_test, images, text_ids, text_mask)
         items, unit, step, outputs, extra = built

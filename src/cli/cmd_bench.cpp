@@ -92,8 +92,13 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   command->add_option("--k-test", flags->model.k_test, "Retrieval: candidates re-ranked per query")
       ->check(CLI::PositiveNumber);
+  command->add_option("--vqa-answers", flags->model.vqa_answers, "vqa_b16: answers in the synthetic list")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--vqa-k-test", flags->model.vqa_k_test, "vqa_b16: candidates re-ranked per question")
+      ->check(CLI::PositiveNumber);
   command->add_option("--pretrain-config", flags->model.pretrain_config, "The training step's model config");
   command->add_option("--retrieval-config", flags->model.retrieval_config, "The inference workloads' model config");
+  command->add_option("--vqa-config", flags->model.vqa_config, "vqa_b16's model config (its decoder depth)");
   command->add_option("--workdir", flags->model.workdir, "Keep weights, inputs, outputs and logs here");
   command->add_flag("--no-pytorch", flags->no_pytorch, "Skip the PyTorch baseline");
   command->add_option("--python", flags->model.python, "The Python with torch for the baseline");
@@ -109,6 +114,7 @@ void add_bench_command(CLI::App& app) {
   command->add_option("--outputs", flags->request.outputs_dir)->group("");
   command->add_option("--warmup", flags->request.warmup)->group("");
   command->add_option("--k_test", flags->request.k_test)->group("");
+  command->add_option("--k_test_vqa", flags->request.k_test_vqa)->group("");
   command->callback([flags] {
     if (flags->worker) {
       if (flags->model.workloads.size() != 1 || flags->model.precisions.size() != 1)

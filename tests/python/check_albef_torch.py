@@ -15,7 +15,9 @@ Usage (from the repository root): tests/python/check_albef_torch.py [--skip-full
 4. evaluation() on the 4 fixture pairs, k_test 1, 2, 4: the k best ITC
    candidates of each query hold the ITM match logit of that pair (computed
    here for all 16 pairs), all other entries -100 (within 1e-5).
-5. The pretraining forward (train mode, alpha 0.4) from the tiny checkpoint:
+5. AlbefVQA (the answer decoder) from the tiny checkpoint mapped as VQA.py
+   maps it: rank_answer's stages against tests/data/vqa/{literal,scaled}.
+6. The pretraining forward (train mode, alpha 0.4) from the tiny checkpoint:
    with the recorded negatives and MLM masks injected, and again drawn from
    torch.manual_seed(1234) as the official run did, the three losses, the
    queues after the step and the recorded gradients must be within 1e-5.
@@ -77,7 +79,8 @@ def check_keys(args):
     if args.skip_full_size:
         return
     for name, model_class, config_file in (("pretrain", at.AlbefPretrain, "configs/Pretrain.yaml"),
-                                           ("retrieval", at.AlbefRetrieval, "configs/Retrieval_coco.yaml")):
+                                           ("retrieval", at.AlbefRetrieval, "configs/Retrieval_coco.yaml"),
+                                           ("vqa", at.AlbefVQA, "configs/VQA.yaml")):
         with open(os.path.join(ROOT, "tests/data/keys", name + ".json")) as f:
             official = json.load(f)
         model = model_class(at.load_config(os.path.join(ROOT, config_file)), momentum=True)
@@ -172,6 +175,39 @@ def check_pretrain_forward():
             compare(f"pretrain forward ({label}) grad {name}", params[name].grad, "train__grad__" + name)
 
 
+@torch.no_grad()
+def check_vqa():
+    """AlbefVQA against tests/data/vqa/{literal,scaled}: VQA.py's key mapping
+    from the tiny pretraining checkpoint (+ the decoder layers it leaves
+    random, recorded in extras_after_load.pth), then rank_answer's stages."""
+    for variant, layers in (("literal", 6), ("scaled", 2)):
+        folder = os.path.join(ROOT, "tests/data/vqa", variant)
+        config = at.load_config(os.path.join(TINY, "Pretrain.yaml"))
+        config["decoder_layers"] = layers
+        model = at.AlbefVQA(config, momentum=True)
+        state = torch.load(os.path.join(TINY, "albef_pretrain_tiny.pth"), map_location="cpu")["model"]
+        state = at.vqa_state_from_pretrain(state, first_decoder_layer=layers)
+        state.update(torch.load(os.path.join(folder, "extras_after_load.pth"), map_location="cpu"))
+        msg = model.load_state_dict(state, strict=False)
+        expect(not msg.missing_keys, f"vqa {variant}: the mapped checkpoint + extras leave no key missing")
+        model.eval()
+
+        def load(name):
+            return torch.from_numpy(np.load(os.path.join(folder, "npy", name + ".npy")))
+
+        mask = load("eval__question_attention_mask")
+        states = model.question_states(load("inputs__image_eval"), load("eval__question_input_ids"), mask)
+        topk_ids, topk_probs, stages = model.rank_answer(states, mask, load("answers__input_ids"),
+                                                         load("answers__attention_mask"), 4)
+        for name, ours, recorded in (("prob_first_token", stages["prob_first_token"], "eval__prob_first_token"),
+                                     ("answer_loss", stages["answer_loss"], "eval__rank_answer_loss"),
+                                     ("log_probs_sum", stages["log_probs_sum"], "eval__log_probs_sum"),
+                                     ("topk_probs", topk_probs, "eval__topk_probs")):
+            diff = (ours - load(recorded)).abs().max().item()
+            expect(diff <= TOLERANCE, f"vqa {variant} {name}: max|diff| {diff:.3g}")
+        expect(torch.equal(topk_ids, load("eval__topk_ids")), f"vqa {variant} topk_ids equal")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-full-size", action="store_true", help="skip building the full-size models")
@@ -182,6 +218,7 @@ def main():
     check_values()
     check_evaluation()
     check_pretrain_forward()
+    check_vqa()
     print(f"{len(failures)} failure(s)" if failures else "all checks passed")
     sys.exit(1 if failures else 0)
 

@@ -163,7 +163,7 @@ AnswerRanking rank_answers(AlbefModel& model, const at::Tensor& question_states,
   ALBEF_CHECK(k >= 1 && k <= candidates, "k_test ", k, " must be between 1 and the ", candidates, " candidate answers");
   ALBEF_CHECK(answer_ids.size(1) >= 2, "answers need [CLS] and at least one token, got length ", answer_ids.size(1));
   BertLMHeadModelImpl& decoder = model->head_as<BertLMHeadModelImpl>(kDecoder);
-  FusionImages states(question_states, false, question_mask);
+  FusionImages states(question_states, /*keep_key_values=*/true, question_mask);  // once for both stages
   AnswerRanking out;
 
   // Stage 1: p(first answer token | [CLS]) for every candidate.
@@ -173,21 +173,34 @@ AnswerRanking rank_answers(AlbefModel& model, const at::Tensor& question_states,
   out.prob_first_token = at::softmax(first_logits, 1).index_select(1, answer_ids.select(1, 1));
   std::tie(out.first_stage_probs, out.first_stage_ids) = out.prob_first_token.topk(k, 1);
 
-  // Stage 2: each question's k candidates decoded in full, a group of
-  // questions at a time (about 1024 answer tokens a pass).
-  const int64_t per_pass = std::max<int64_t>(1, 1024 / (k * answer_ids.size(1)));
-  std::vector<at::Tensor> losses;
-  for (int64_t begin = 0; begin < questions; begin += per_pass) {
-    const int64_t end = std::min(questions, begin + per_pass);
-    const at::Tensor picked = out.first_stage_ids.slice(0, begin, end).reshape({-1});
-    const at::Tensor ids = answer_ids.index_select(0, picked), mask = answer_mask.index_select(0, picked);
-    const at::Tensor rows = at::arange(begin, end, picked.options()).repeat_interleave(k);
+  // Stage 2: every question's k candidates decoded in full. Self-attention is
+  // causal and padding trails, so a candidate's loss depends on its own
+  // tokens only: candidates go through in order of length, each pass (about
+  // 1024 tokens) cut to its longest, and the padding of a list of mostly
+  // one-word answers is never computed.
+  const at::Tensor picked = out.first_stage_ids.reshape({-1});  // question-major, as VQA.py's tile()
+  const at::Tensor rows = at::arange(questions, picked.options()).repeat_interleave(k);
+  const int64_t width = answer_ids.size(1);
+  const at::Tensor positions = at::arange(1, width + 1, answer_mask.options().dtype(at::kLong));
+  const at::Tensor lengths = (answer_mask.index_select(0, picked).ne(0) * positions).amax(1).clamp_min(2).cpu();
+  at::Tensor sorted_lengths, order;
+  std::tie(sorted_lengths, order) = lengths.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const auto* length_of = sorted_lengths.data_ptr<int64_t>();
+  out.answer_loss = at::zeros({picked.size(0)}, question_states.options().dtype(at::kFloat));
+  for (int64_t begin = 0, end; begin < picked.size(0); begin = end) {
+    end = begin + 1;
+    while (end < picked.size(0) && (end + 1 - begin) * length_of[end] <= 1024) ++end;
+    const at::Tensor chunk = order.slice(0, begin, end).to(picked.device());
+    const at::Tensor answers = picked.index_select(0, chunk);
+    const int64_t length = length_of[end - 1];
+    const at::Tensor ids = answer_ids.index_select(0, answers).slice(1, 0, length);
+    const at::Tensor mask = answer_mask.index_select(0, answers).slice(1, 0, length);
     const AnswerTokens tokens = answer_tokens(ids);
-    const at::Tensor logits = logits_at(decoder, ids, mask, states, rows, tokens);
-    losses.push_back(sum_per_answer(at::cross_entropy_loss(logits, tokens.labels, {}, at::Reduction::None), tokens,
-                                    ids.size(0)));
+    const at::Tensor logits = logits_at(decoder, ids, mask, states, rows.index_select(0, chunk), tokens);
+    out.answer_loss.index_copy_(
+        0, chunk,
+        sum_per_answer(at::cross_entropy_loss(logits, tokens.labels, {}, at::Reduction::None), tokens, ids.size(0)));
   }
-  out.answer_loss = at::cat(losses);
   out.log_probs_sum = (out.first_stage_probs.reshape({-1}).log() - out.answer_loss).view({questions, k});
   const at::Tensor probs = at::softmax(out.log_probs_sum, -1);
   at::Tensor rerank;
