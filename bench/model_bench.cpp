@@ -14,7 +14,10 @@
 #include "albef/train/optimizer.h"
 #include "albef/tasks/pretrain.h"
 #include "albef/tasks/retrieval.h"
+#include "albef/tasks/nlvr.h"
+#include "albef/tasks/ve.h"
 #include "albef/tasks/vqa.h"
+#include "tasks/classification/classifier.h"
 #include "tasks/pretrain/step.h"
 #include "tasks/vqa/model.h"
 
@@ -37,7 +40,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int64_t kTextBatch = 64, kItmBatch = 64, kTrainBatch = 8, kTrainTokens = 25, kTextTokens = 30;
-constexpr int64_t kVqaQuestions = 16, kQuestionTokens = 12;
+constexpr int64_t kVqaQuestions = 16, kQuestionTokens = 12, kNlvrPairs = 16, kVePairs = 32;
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -129,6 +132,16 @@ double workload_flops(const std::string& workload, const Dims& d, int64_t n_imag
   if (workload == "image_b32") return vit_flops(d, 32);
   if (workload == "text_b64") return kTextBatch * d.text_layers * text_layer_flops(d, t);
   if (workload == "itm_b64") return kItmBatch * d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d));
+  // The classifiers: the ViT over every image, then each text through all
+  // layers, NLVR2's fusion layers once per image (each with that image's
+  // keys and values), and the [CLS] head (negligible).
+  if (workload == "nlvr_b16")
+    return vit_flops(d, 2 * kNlvrPairs) +
+           kNlvrPairs * (d.text_layers * text_layer_flops(d, t) +
+                         2 * d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d)));
+  if (workload == "ve_b32")
+    return vit_flops(d, kVePairs) +
+           kVePairs * (d.text_layers * text_layer_flops(d, t) + d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d)));
   if (workload == "retrieval") {
     // What the official algorithm needs once each image's K/V are shared:
     // both encoders over the gallery, (images + texts) x k fused pairs, K/V
@@ -191,8 +204,8 @@ double parameter_mb(AlbefModel& model) {
 }  // namespace
 
 const std::vector<std::string>& model_workloads() {
-  static const std::vector<std::string> names = {"image_b1",  "image_b32", "text_b64", "itm_b64",
-                                                 "retrieval", "vqa_b16",   "train_b8"};
+  static const std::vector<std::string> names = {"image_b1", "image_b32", "text_b64", "itm_b64", "retrieval",
+                                                 "vqa_b16",  "nlvr_b16",  "ve_b32",   "train_b8"};
   return names;
 }
 
@@ -204,6 +217,7 @@ void run_model_worker(const WorkerRequest& request) {
   Config config = load_config(request.config);
   const bool train = request.workload == "train_b8";
   const bool vqa = request.workload == "vqa_b16";
+  const bool nlvr = request.workload == "nlvr_b16", ve = request.workload == "ve_b32";
   // Only the inputs the workload uses stay in memory: peak memory is the workload's own.
   const bool images_only = request.workload == "image_b1" || request.workload == "image_b32";
   const bool texts_only = request.workload == "text_b64";
@@ -219,9 +233,11 @@ void run_model_worker(const WorkerRequest& request) {
   const at::Tensor text_mask = io::read_npy(request.inputs + texts + "_mask.npy");
 
   // Encoding one modality loads that side alone, as `albef index` and `albef embed` do.
-  ModelOptions model_options = train ? pretrain_model_options(true)
-                               : vqa ? vqa_model_options(config, false)
-                                     : retrieval_model_options(false);
+  ModelOptions model_options = train  ? pretrain_model_options(true)
+                               : vqa  ? vqa_model_options(config, false)
+                               : nlvr ? nlvr_model_options(config, false)
+                               : ve   ? ve_model_options(false)
+                                      : retrieval_model_options(false);
   model_options.text_side = !images_only;
   model_options.image_side = !texts_only;
   if (images_only || texts_only) model_options.heads.clear();
@@ -287,6 +303,18 @@ void run_model_worker(const WorkerRequest& request) {
             options);
         outputs = {{"score_i2t", scores.i2t}, {"score_t2i", scores.t2i}};
       };
+    } else if (nlvr || ve) {
+      // NLVR.py / VE.py's evaluate() on one batch: ViT, the multimodal text encoder, cls_head.
+      items = nlvr ? kNlvrPairs : kVePairs;
+      unit = "pairs/s";
+      const at::Tensor batch = images.slice(0, 0, items * (nlvr ? 2 : 1)).contiguous();
+      const at::Tensor ids = text_ids.slice(0, 0, items), mask = text_mask.slice(0, 0, items);
+      step = [&, batch, ids, mask] {
+        at::NoGradGuard no_grad;
+        PrecisionGuard guard(precision, device);
+        outputs = {{"logits", classification::classify(model, "cls_head",
+                                                       classification::fuse_items(model, false, batch, ids, mask))}};
+      };
     } else if (vqa) {
       // VQA.py's evaluation of one batch from the question states on, as the PyTorch side times it.
       items = kVqaQuestions;
@@ -347,31 +375,43 @@ void run_model_worker(const WorkerRequest& request) {
 
 namespace {
 
+// The weights each workload loads.
+struct WeightFiles {
+  std::string pretrain, retrieval, vqa, nlvr, ve;  // empty: not needed
+};
+
+// A model of `config` and `model_options` loaded from the pretraining
+// model's state (converted as the task's script converts a pretraining
+// checkpoint), written without momentum copies to `path`.
+void write_task_weights(const std::string& path, Config config, const ModelOptions& model_options,
+                        const io::StateDict& pretrain_state, int64_t image_res) {
+  if (path.empty()) return;
+  config.image_res = image_res;  // the benchmark's resolution: no position-embedding resampling
+  AlbefModel model(config, model_options);
+  load_state_dict(model, pretrain_state, path);
+  io::write_torch_file(path, io::state_dict_to_object(state_dict(*model)));
+}
+
 // Random full-size weights (seed 0) or the given checkpoint, written once in
-// the pretraining layout (with momentum copies, for the training step), in
-// the retrieval layout without them (what inference loads) and, if
-// `vqa_path` is given, in the VQA layout, its decoder initialised from the
-// fusion layers as VQA.py does.
-void write_weights(const ModelBenchOptions& options, const std::string& train_path, const std::string& infer_path,
-                   const std::string& vqa_path) {
+// the pretraining layout (with momentum copies, for the training step) and
+// in each inference workload's layout without them (the VQA decoder
+// initialised from the fusion layers as VQA.py does, NLVR2's doubled fusion
+// layers as Pretrain_nlvr.py converts them; the classifier heads random).
+void write_weights(const ModelBenchOptions& options, const WeightFiles& files) {
   const Config pretrain = load_config(options.pretrain_config);
-  Config retrieval = load_config(options.retrieval_config);
-  retrieval.image_res = pretrain.image_res;  // the benchmark's resolution: no position-embedding resampling
   at::manual_seed(0);
   AlbefModel train_model(pretrain, pretrain_model_options(true));
   train_model->init_weights();
   if (!options.checkpoint.empty())
     load_checkpoint(train_model, options.checkpoint);
-  io::write_torch_file(train_path, io::state_dict_to_object(state_dict(*train_model)));
-  AlbefModel infer_model(retrieval, retrieval_model_options(false));
-  load_state_dict(infer_model, state_dict(*train_model), train_path);
-  io::write_torch_file(infer_path, io::state_dict_to_object(state_dict(*infer_model)));
-  if (vqa_path.empty()) return;
-  Config vqa = load_config(options.vqa_config);
-  vqa.image_res = pretrain.image_res;
-  AlbefModel vqa_model(vqa, vqa_model_options(vqa, false));
-  load_state_dict(vqa_model, state_dict(*train_model), train_path);
-  io::write_torch_file(vqa_path, io::state_dict_to_object(state_dict(*vqa_model)));
+  const io::StateDict state = state_dict(*train_model);
+  io::write_torch_file(files.pretrain, io::state_dict_to_object(state));
+  const int64_t res = pretrain.image_res;
+  write_task_weights(files.retrieval, load_config(options.retrieval_config), retrieval_model_options(false), state, res);
+  const Config vqa = load_config(options.vqa_config), nlvr = load_config(options.nlvr_config);
+  write_task_weights(files.vqa, vqa, vqa_model_options(vqa, false), state, res);
+  write_task_weights(files.nlvr, nlvr, nlvr_model_options(nlvr, false), state, res);
+  write_task_weights(files.ve, load_config(options.ve_config), ve_model_options(false), state, res);
 }
 
 // vqa_b16's inputs: 16 images and questions (8 to 12 tokens, padded to 12)
@@ -479,12 +519,16 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
                                     : options.workdir;
   fs::create_directories(dir);
   const std::vector<std::string> workloads = options.workloads.empty() ? model_workloads() : options.workloads;
-  const bool vqa = std::find(workloads.begin(), workloads.end(), "vqa_b16") != workloads.end();
-  const std::string train_weights = dir + "/weights_pretrain.pth", infer_weights = dir + "/weights_retrieval.pth";
-  const std::string vqa_weights = vqa ? dir + "/weights_vqa.pth" : "";
+  const auto selected = [&](const char* name) {
+    return std::find(workloads.begin(), workloads.end(), name) != workloads.end();
+  };
+  const bool vqa = selected("vqa_b16");
+  WeightFiles weight_files{dir + "/weights_pretrain.pth", dir + "/weights_retrieval.pth",
+                           vqa ? dir + "/weights_vqa.pth" : "", selected("nlvr_b16") ? dir + "/weights_nlvr.pth" : "",
+                           selected("ve_b32") ? dir + "/weights_ve.pth" : ""};
   const int64_t image_res = load_config(options.pretrain_config).image_res;
   std::cout << "writing full-size weights and inputs to " << dir << " ..." << std::endl;
-  write_weights(options, train_weights, infer_weights, vqa_weights);
+  write_weights(options, weight_files);
   if (vqa) write_vqa_inputs(dir + "/vqa", options.vqa_answers, image_res);
   write_inputs(dir + "/inputs", std::max<int64_t>(32, options.gallery_images),
                std::max<int64_t>(kTextBatch, 5 * options.gallery_images), image_res);
@@ -519,10 +563,17 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   for (const auto& precision : precisions) {
     for (const auto& workload : workloads) {
       const bool train = workload == "train_b8", vqa_workload = workload == "vqa_b16";
-      const std::string config = train ? options.pretrain_config
+      const bool nlvr = workload == "nlvr_b16", ve = workload == "ve_b32";
+      const std::string config = train          ? options.pretrain_config
                                  : vqa_workload ? options.vqa_config
+                                 : nlvr         ? options.nlvr_config
+                                 : ve           ? options.ve_config
                                                 : options.retrieval_config;
-      const std::string weights = train ? train_weights : vqa_workload ? vqa_weights : infer_weights;
+      const std::string weights = train          ? weight_files.pretrain
+                                  : vqa_workload ? weight_files.vqa
+                                  : nlvr         ? weight_files.nlvr
+                                  : ve           ? weight_files.ve
+                                                 : weight_files.retrieval;
       const std::string inputs =
           dir + (workload == "retrieval" ? "/gallery" : vqa_workload ? "/vqa" : "/inputs");
       const std::string tag = workload + "_" + precision;

@@ -2,8 +2,9 @@
 // The full-size model against PyTorch on the same machine, in one run:
 // image encoding (batch 1 and 32), text encoding (64 x 30 tokens), ITM
 // fusion (64 pairs), retrieval evaluation on a synthetic gallery, VQA answer
-// ranking (16 questions against a 3,128-answer list), one pretraining step
-// (batch 8), each in fp32 and bf16, with peak memory, the
+// ranking (16 questions against a 3,128-answer list), NLVR2 and SNLI-VE
+// evaluation (16 sentences over two images, 32 image-sentence pairs), one
+// pretraining step (batch 8), each in fp32 and bf16, with peak memory, the
 // FLOPs each workload needs and the fraction of this CPU's measured GEMM
 // peak it reaches. Every workload runs in a fresh process (albef's own
 // worker, then bench/pytorch_baseline.py), so each peak memory is its own.
@@ -23,6 +24,8 @@ struct ModelBenchOptions {
   std::string pretrain_config = "configs/Pretrain.yaml";       ///< the training step's model
   std::string retrieval_config = "configs/Retrieval_coco.yaml"; ///< the inference workloads' model
   std::string vqa_config = "configs/VQA.yaml";                  ///< vqa_b16's model (its decoder depth)
+  std::string nlvr_config = "configs/NLVR.yaml";                ///< nlvr_b16's model
+  std::string ve_config = "configs/VE.yaml";                    ///< ve_b32's model
   std::string checkpoint;   ///< weights to use (empty: random, seed 0)
   std::string workdir;      ///< weights, inputs and outputs (empty: a temp folder, removed after)
   std::string python = "/usr/bin/python3";

@@ -2,7 +2,9 @@
 # The demo: pretrain a small ALBEF from scratch on the 130 bundled COCO
 # image-caption pairs (configs/demo.yaml), evaluate it zero-shot on image-text
 # retrieval the official way (ITC top-k, ITM re-rank), then fine-tune it for
-# retrieval (configs/demo_retrieval.yaml) and evaluate the best epoch.
+# retrieval (configs/demo_retrieval.yaml) and evaluate the best epoch; then
+# VQA, NLVR2 (text assignment, then fine-tuning) and visual entailment on
+# questions and sentences written for the bundled images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 albef=build/albef
@@ -24,4 +26,15 @@ echo "== ask the fine-tuned VQA model"
 "$albef" ask --config configs/demo_vqa.yaml --checkpoint "$(ls "$out"/vqa/checkpoint_*.pth | sort | tail -n 1)" \
     --image data/coco-by/images/000000525891.jpg --question "What color is the sign?" \
     --question "What kind of sign is this?" --top 3 "$@"
+echo "== NLVR2: text-assignment pretraining from the pretrained model, then fine-tuning"
+"$albef" pretrain_nlvr --config configs/demo_nlvr_pretrain.yaml --checkpoint "$last" --output_dir "$out/nlvr_pretrain" \
+    --keep 1 --print_freq 100 "$@" | grep -v '^epoch [0-9]*: {'
+"$albef" nlvr --config configs/demo_nlvr.yaml --checkpoint "$(ls "$out"/nlvr_pretrain/checkpoint_*.pth | sort | tail -n 1)" \
+    --output_dir "$out/nlvr" --keep 1 --print_freq 100 "$@" | grep -v '^epoch [0-9]*: {'
+echo "== visual entailment fine-tuning from the pretrained model"
+"$albef" ve --config configs/demo_ve.yaml --checkpoint "$last" --output_dir "$out/ve" --keep 1 --print_freq 100 "$@" \
+    | grep -v '^epoch [0-9]*: {'
+"$albef" ve --predict --config configs/demo_ve.yaml --checkpoint "$out/ve/checkpoint_best.pth" \
+    --image data/coco-by/images/000000525891.jpg --text "A stop sign on a street beside some red flowers." --text "A park bench sitting next to a covered awning." \
+    --text "The people here know each other well." "$@"
 echo "logs, loss curves (loss_curve.png) and checkpoints in $out"

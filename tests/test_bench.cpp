@@ -23,6 +23,7 @@ nlohmann::json run_tiny_model_suite(const std::string& name, const std::string& 
   const std::string config = data_path("tiny/Pretrain.yaml");
   const int status = run_command(std::string(ALBEF_CLI) + " bench --suite model --pretrain-config " + config +
                                      " --retrieval-config " + config + " --vqa-config " + data_path("tiny/VQA.yaml") +
+                                     " --nlvr-config " + config + " --ve-config " + config +
                                      " --vqa-answers 64 --vqa-k-test 4 --gallery-images 4 --k-test 2 --iters 1 --threads 1 --precision fp32" + flags +
                                      " --baseline " + source_path("bench/pytorch_baseline.py") + " --python " +
                                      ALBEF_PYTHON3 + " --workdir " + dir + "/work --json " + dir + "/bench.json",
@@ -38,10 +39,12 @@ TEST(Bench, ModelSuiteComparesWithPyTorchOnTheSameOutputs) {
   std::string output;
   const nlohmann::json report = run_tiny_model_suite(
       "bench_model",
-      " --workload image_b32 --workload itm_b64 --workload retrieval --workload vqa_b16 --workload train_b8", output);
+      " --workload image_b32 --workload itm_b64 --workload retrieval --workload vqa_b16 --workload nlvr_b16"
+      " --workload ve_b32 --workload train_b8",
+      output);
   ASSERT_FALSE(report.is_discarded()) << output;
   const auto& rows = report["model"]["rows"];
-  ASSERT_EQ(rows.size(), 5u) << report.dump(1);
+  ASSERT_EQ(rows.size(), 7u) << report.dump(1);
   for (const auto& row : rows) {
     const std::string name = row["workload"].get<std::string>();
     EXPECT_FALSE(row.contains("albef_error")) << row.dump();

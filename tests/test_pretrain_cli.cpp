@@ -5,18 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include <chrono>
 #include <cmath>
-#include <csignal>
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <thread>
-
-extern char** environ;
 
 using albef::testing::data_path;
 using albef::testing::make_temp_dir;
@@ -95,22 +87,8 @@ TEST(PretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
   // The same run, killed right after its first mid-epoch checkpoint of epoch 1.
   std::vector<std::string> args = pretrain_args(config, dir + "/killed");
   for (const char* extra : {"--epochs", "3", "--save_every_steps", "2", "--print_freq", "1000"}) args.push_back(extra);
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid;
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-  ASSERT_EQ(posix_spawn(&pid, ALBEF_CLI, &actions, nullptr, argv.data(), environ), 0);
   const std::string marker = dir + "/killed/checkpoint_01_step000002.pth";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(marker) && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  posix_spawn_file_actions_destroy(&actions);
+  albef::testing::run_until_file_then_kill(args, marker);
   ASSERT_TRUE(fs::exists(marker));
   ASSERT_FALSE(fs::exists(dir + "/killed/checkpoint_02.pth")) << "the run finished before it was killed";
 

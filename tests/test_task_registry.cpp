@@ -17,7 +17,7 @@ TEST(TaskRegistry, ListsEveryTaskOnce) {
     EXPECT_FALSE(task.summary.empty()) << task.name;
     EXPECT_TRUE(task.add_command) << task.name;
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"pretrain", "retrieval", "vqa"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"pretrain", "retrieval", "vqa", "pretrain_nlvr", "nlvr", "ve"}));
   EXPECT_EQ(std::set<std::string>(names.begin(), names.end()).size(), names.size());
   ASSERT_NE(albef::tasks::find_task("retrieval"), nullptr);
   EXPECT_EQ(albef::tasks::find_task("retrieval")->name, "retrieval");
@@ -47,7 +47,7 @@ TEST(TaskRegistry, LaunchRunsOnlyTasks) {
   std::string output;
   EXPECT_NE(albef::testing::run_command(std::string(ALBEF_CLI) + " launch --nproc 2 -- tokenize hello", &output), 0);
   EXPECT_NE(output.find("'tokenize' is not a task"), std::string::npos) << output;
-  EXPECT_NE(output.find("pretrain, retrieval, vqa"), std::string::npos) << output;
+  EXPECT_NE(output.find("pretrain, retrieval, vqa, pretrain_nlvr, nlvr, ve"), std::string::npos) << output;
 }
 
 }  // namespace

@@ -34,6 +34,12 @@ std::string write_tiny_pretrain_config(const std::string& dir, const std::string
 /// and test, batches of 16, k_test 4, 3 epochs. Returns its path.
 std::string write_tiny_retrieval_config(const std::string& dir);
 
+/// Starts `args` (argv, stdout to /dev/null), waits until `marker` exists
+/// (at most `timeout_seconds`), then SIGKILLs it and reaps it. Returns
+/// whether the marker appeared.
+bool run_until_file_then_kill(const std::vector<std::string>& args, const std::string& marker,
+                              int timeout_seconds = 120);
+
 /// The JSON lines of a log file; lines that are not JSON objects (such as
 /// Retrieval.py's closing "best epoch: N") are skipped.
 std::vector<nlohmann::json> read_json_lines(const std::string& path);

@@ -80,19 +80,7 @@ albef::AlbefModel load_vqa_model(const Variant& variant, albef::LoadReport* repo
 }
 
 void expect_manifest(albef::AlbefModel& model, const Variant& variant) {
-  std::ifstream in(data_path("vqa/" + variant.folder + "/state_after_load_manifest.json"));
-  const nlohmann::ordered_json manifest = nlohmann::ordered_json::parse(in);
-  const albef::io::StateDict state = albef::state_dict(*model);
-  ASSERT_EQ(state.size(), manifest.size());
-  size_t i = 0;
-  for (const auto& [name, entry] : manifest.items()) {
-    ASSERT_EQ(state[i].first, name) << "entry " << i;
-    const at::Tensor& tensor = state[i++].second;
-    EXPECT_EQ(tensor.sizes().vec(), entry["shape"].get<std::vector<int64_t>>()) << name;
-    const double sum = entry["sum"].get<double>(), abs_sum = entry["abs_sum"].get<double>();
-    EXPECT_NEAR(tensor.to(at::kDouble).sum().item<double>(), sum, 1e-4 * std::max(1.0, std::abs(abs_sum))) << name;
-    EXPECT_NEAR(tensor.to(at::kDouble).abs().sum().item<double>(), abs_sum, 1e-4 * std::max(1.0, abs_sum)) << name;
-  }
+  albef::testing::expect_state_manifest(model, data_path("vqa/" + variant.folder + "/state_after_load_manifest.json"));
 }
 
 TEST(VqaModel, CheckpointLoadsAsVqaPyLoadsIt) {
@@ -135,14 +123,7 @@ TEST(VqaModel, DecoderKeysFollowVqaPy) {
 TEST(VqaModel, FullSizeKeysAndShapesAreTheOfficialOnes) {
   const albef::Config config = albef::load_config(source_path("configs/VQA.yaml"));
   albef::AlbefModel model(config, albef::vqa_model_options(config, true));
-  const albef::io::StateDict state = albef::state_dict(*model);
-  std::ifstream in(data_path("keys/vqa.json"));
-  const nlohmann::json manifest = nlohmann::json::parse(in);
-  ASSERT_EQ(state.size(), manifest.size());
-  for (size_t i = 0; i < state.size(); ++i) {
-    ASSERT_EQ(state[i].first, manifest[i][0].get<std::string>()) << "entry " << i;
-    EXPECT_EQ(state[i].second.sizes().vec(), manifest[i][1].get<std::vector<int64_t>>()) << state[i].first;
-  }
+  albef::testing::expect_official_keys(model, data_path("keys/vqa.json"));
 }
 
 void expect_training_step(const Variant& variant, double expected_loss) {

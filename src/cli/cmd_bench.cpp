@@ -99,6 +99,8 @@ void add_bench_command(CLI::App& app) {
   command->add_option("--pretrain-config", flags->model.pretrain_config, "The training step's model config");
   command->add_option("--retrieval-config", flags->model.retrieval_config, "The inference workloads' model config");
   command->add_option("--vqa-config", flags->model.vqa_config, "vqa_b16's model config (its decoder depth)");
+  command->add_option("--nlvr-config", flags->model.nlvr_config, "nlvr_b16's model config");
+  command->add_option("--ve-config", flags->model.ve_config, "ve_b32's model config");
   command->add_option("--workdir", flags->model.workdir, "Keep weights, inputs, outputs and logs here");
   command->add_flag("--no-pytorch", flags->no_pytorch, "Skip the PyTorch baseline");
   command->add_option("--python", flags->model.python, "The Python with torch for the baseline");

@@ -71,8 +71,11 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
   ALBEF_CHECK(options.image_side || options.text_side, "a model needs its image side, its text side or both");
   ALBEF_CHECK((options.image_side && options.text_side) || options.heads.empty(),
               "heads need both the image and the text side");
+  Config encoder_config = config;
+  if (options.images_per_text != 1)
+    encoder_config.bert = with_fusion_per_image(config.bert, options.images_per_text);
   // Without images the fusion layers have nothing to attend to: the text side stops at fusion_layer.
-  Config text_config = config;
+  Config text_config = encoder_config;
   if (!options.image_side) text_config.bert.num_hidden_layers = config.bert.fusion_layer;
   const int64_t text_width = config.bert.hidden_size;
   const int64_t vision_width = config.vision_width;
@@ -98,7 +101,7 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
   if (options.momentum_encoders) {
     visual_encoder_m = register_module("visual_encoder_m", VisionTransformer(config.vision, config.image_res));
     if (options.contrastive) vision_proj_m = register_module("vision_proj_m", nn::Linear(vision_width, config.embed_dim));
-    text_bert_m_ = add_text_encoder(*this, "text_encoder_m", config, text_encoder_mlm_m);
+    text_bert_m_ = add_text_encoder(*this, "text_encoder_m", encoder_config, text_encoder_mlm_m);
     if (options.contrastive) text_proj_m = register_module("text_proj_m", nn::Linear(text_width, config.embed_dim));
     for (const HeadSpec& spec : options.heads)
       if (spec.momentum) heads_.emplace(spec.name + "_m", register_module(spec.name + "_m", spec.make(config)));

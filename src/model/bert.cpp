@@ -149,24 +149,56 @@ BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
   encoder = register_module("encoder", std::make_shared<nn::Module>());
   layer = encoder->register_module("layer", nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) layer->push_back(BertLayer(config, i));
+  // share_cross_attention: in each run of n fusion layers the key and value
+  // projections are one module (the last layer's), so one parameter whose
+  // gradient sums the n layers'.
+  const int64_t n = config.images_per_text;
+  ALBEF_CHECK(n >= 1 && (config.num_hidden_layers - config.fusion_layer) % n == 0, "BERT with ",
+              config.num_hidden_layers - config.fusion_layer, " fusion layers cannot attend to ", n,
+              " images in turn");
+  for (int64_t first = config.fusion_layer; n > 1 && first < config.num_hidden_layers; first += n) {
+    BertSelfAttentionImpl& owner = *layer[first + n - 1]->as<BertLayer>()->crossattention->self;
+    for (int64_t i = first; i < first + n - 1; ++i) {
+      BertSelfAttentionImpl& shared = *layer[i]->as<BertLayer>()->crossattention->self;
+      shared.key = owner.key;
+      shared.value = owner.value;
+      shared.replace_module("key", owner.key);
+      shared.replace_module("value", owner.value);
+    }
+  }
 }
 
-at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& additive_mask, FusionImages* images,
-                                     const at::Tensor& image_rows, int64_t begin, int64_t end) {
-  for (int64_t i = begin; i < end; ++i)
-    hidden = layer[i]->as<BertLayer>()->forward(hidden, additive_mask, images, image_rows);
+BertConfig with_fusion_per_image(BertConfig config, int64_t images) {
+  ALBEF_CHECK(images >= 1, "images per text must be at least 1, got ", images);
+  config.num_hidden_layers = config.fusion_layer + images * (config.num_hidden_layers - config.fusion_layer);
+  config.images_per_text = images;
+  return config;
+}
+
+at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& additive_mask,
+                                     const std::vector<FusionImages*>& images, const at::Tensor& image_rows,
+                                     int64_t begin, int64_t end) {
+  ALBEF_CHECK(images.empty() || static_cast<int64_t>(images.size()) == config_.images_per_text, "this BERT reads ",
+              config_.images_per_text, " image(s) per text, got ", images.size());
+  for (int64_t i = begin; i < end; ++i) {
+    FusionImages* source =
+        images.empty() || i < config_.fusion_layer
+            ? nullptr
+            : images[static_cast<size_t>((i - config_.fusion_layer) % static_cast<int64_t>(images.size()))];
+    hidden = layer[i]->as<BertLayer>()->forward(hidden, additive_mask, source, image_rows);
+  }
   return hidden;
 }
 
 at::Tensor BertModelImpl::forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
   const at::Tensor hidden = embeddings->forward(input_ids);
-  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), nullptr, {}, 0,
+  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {}, {}, 0,
                     config_.fusion_layer);
 }
 
 at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                                          FusionImages& images, const at::Tensor& image_rows) {
-  return run_layers(text_embeds, extended_attention_mask(attention_mask, text_embeds.scalar_type()), &images,
+  return run_layers(text_embeds, extended_attention_mask(attention_mask, text_embeds.scalar_type()), {&images},
                     image_rows, config_.fusion_layer, config_.num_hidden_layers);
 }
 
@@ -178,15 +210,20 @@ at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at
 
 at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                              FusionImages& images) {
+  return forward_multimodal(input_ids, attention_mask, std::vector<FusionImages*>{&images});
+}
+
+at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                             const std::vector<FusionImages*>& images) {
   const at::Tensor hidden = embeddings->forward(input_ids);
-  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), &images, {}, 0,
+  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), images, {}, 0,
                     config_.num_hidden_layers);
 }
 
 at::Tensor BertModelImpl::forward_causal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                          FusionImages& encoder_states, const at::Tensor& encoder_rows) {
   const at::Tensor hidden = embeddings->forward(input_ids);
-  return run_layers(hidden, causal_attention_mask(attention_mask, hidden.scalar_type()), &encoder_states,
+  return run_layers(hidden, causal_attention_mask(attention_mask, hidden.scalar_type()), {&encoder_states},
                     encoder_rows, 0, config_.num_hidden_layers);
 }
 

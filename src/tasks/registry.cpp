@@ -3,11 +3,15 @@
 namespace albef::tasks {
 
 // One line per task: X(name) stands for the `Task name_task()` its folder
-// defines (src/tasks/name/name.cpp). Adding a task adds its folder and a line.
+// defines (src/tasks/<folder>/<folder>.cpp; NLVR2's folder holds both of its
+// scripts). Adding a task adds its folder and a line.
 #define ALBEF_TASKS(X) \
   X(pretrain)          \
   X(retrieval)         \
-  X(vqa)
+  X(vqa)               \
+  X(pretrain_nlvr)     \
+  X(nlvr)              \
+  X(ve)
 
 #define ALBEF_DECLARE_TASK(name) Task name##_task();
 ALBEF_TASKS(ALBEF_DECLARE_TASK)

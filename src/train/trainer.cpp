@@ -152,6 +152,7 @@ class TrainingRun {
       const LoadReport report = load_checkpoint(model_, options_.checkpoint);
       out_ << "loaded " << options_.checkpoint << " (" << report.missing_keys.size() << " missing, "
            << report.unexpected_keys.size() << " unexpected keys)\n";
+      if (task_.after_checkpoint_load) task_.after_checkpoint_load(model_);
     }
     if (main_rank()) {
       fs::remove(log_path_);

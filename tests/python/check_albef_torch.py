@@ -17,7 +17,8 @@ Usage (from the repository root): tests/python/check_albef_torch.py [--skip-full
    here for all 16 pairs), all other entries -100 (within 1e-5).
 5. AlbefVQA (the answer decoder) from the tiny checkpoint mapped as VQA.py
    maps it: rank_answer's stages against tests/data/vqa/{literal,scaled}.
-6. The pretraining forward (train mode, alpha 0.4) from the tiny checkpoint:
+6. AlbefNLVR and AlbefVE: eval predictions against tests/data/{nlvr,ve}.
+7. The pretraining forward (train mode, alpha 0.4) from the tiny checkpoint:
    with the recorded negatives and MLM masks injected, and again drawn from
    torch.manual_seed(1234) as the official run did, the three losses, the
    queues after the step and the recorded gradients must be within 1e-5.
@@ -208,6 +209,41 @@ def check_vqa():
         expect(torch.equal(topk_ids, load("eval__topk_ids")), f"vqa {variant} topk_ids equal")
 
 
+@torch.no_grad()
+def check_nlvr_ve():
+    """AlbefNLVR and AlbefVE against tests/data/{nlvr,ve}: the eval predictions
+    from the tiny checkpoint converted as the official scripts convert it,
+    plus the entries those loads leave random (the fixtures' extras)."""
+    state = torch.load(os.path.join(TINY, "albef_pretrain_tiny.pth"), map_location="cpu")["model"]
+    config = at.load_config(os.path.join(TINY, "Pretrain.yaml"))
+    folder = os.path.join(ROOT, "tests/data/nlvr")
+
+    def load(folder, name):
+        return torch.from_numpy(np.load(os.path.join(folder, "npy", name + ".npy")))
+
+    nlvr = at.AlbefNLVR(config)
+    ta = at.ta_state_from_pretrain(state, fusion_layer=config["bert"].fusion_layer)
+    ta.update(torch.load(os.path.join(folder, "nlvr_extras_after_load.pth"), map_location="cpu"))
+    msg = nlvr.load_state_dict(ta, strict=False)
+    expect(not msg.missing_keys, f"nlvr: the converted checkpoint + extras leave no key missing {msg.missing_keys[:3]}")
+    nlvr.eval()
+    ours = nlvr(load(folder, "nlvr__inputs__images"), load(folder, "nlvr__inputs__input_ids"),
+                load(folder, "nlvr__inputs__attention_mask"))
+    diff = (ours - load(folder, "nlvr__eval__prediction")).abs().max().item()
+    expect(diff <= TOLERANCE, f"nlvr eval prediction: max|diff| {diff:.3g}")
+
+    folder = os.path.join(ROOT, "tests/data/ve")
+    ve = at.AlbefVE(config)
+    plain = {key.replace("bert.", ""): value for key, value in state.items()}
+    plain.update(torch.load(os.path.join(folder, "extras_after_load.pth"), map_location="cpu"))
+    msg = ve.load_state_dict(plain, strict=False)
+    expect(not msg.missing_keys, f"ve: the checkpoint + extras leave no key missing {msg.missing_keys[:3]}")
+    ve.eval()
+    ours = ve(load(folder, "inputs__image"), load(folder, "inputs__input_ids"), load(folder, "inputs__attention_mask"))
+    diff = (ours - load(folder, "eval__prediction")).abs().max().item()
+    expect(diff <= TOLERANCE, f"ve eval prediction: max|diff| {diff:.3g}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-full-size", action="store_true", help="skip building the full-size models")
@@ -219,6 +255,7 @@ def main():
     check_evaluation()
     check_pretrain_forward()
     check_vqa()
+    check_nlvr_ve()
     print(f"{len(failures)} failure(s)" if failures else "all checks passed")
     sys.exit(1 if failures else 0)
 

@@ -36,6 +36,12 @@ struct BertConfig {
   int64_t pad_token_id = 0;
   int64_t fusion_layer = 6;
   int64_t encoder_width = 768;
+  /// Not a config_bert.json key: how many images each text attends to.
+  /// With n > 1 (NLVR2's two), fusion layer i cross-attends to image
+  /// (i - fusion_layer) % n, and each run of n consecutive fusion layers
+  /// shares one set of cross-attention key and value projections
+  /// (model_nlvr.py's share_cross_attention). See with_fusion_per_image.
+  int64_t images_per_text = 1;
 
   /// Reads a `config_bert.json`; unknown keys are an error naming the file.
   static BertConfig from_json_file(const std::string& path);

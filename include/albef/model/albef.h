@@ -75,6 +75,10 @@ struct ModelOptions {
   /// plus `text_proj` (encode_text and text_feature): embedding captions then
   /// loads 254 of ALBEF's 798 MB. Needs momentum_encoders = false and no heads.
   bool image_side = true;
+  /// Images each text attends to: 2 for NLVR2, whose text encoders
+  /// (online and momentum) then repeat every fusion layer per image and
+  /// share its cross-attention keys and values (with_fusion_per_image).
+  int64_t images_per_text = 1;
   /// The task's heads, in registration order.
   std::vector<HeadSpec> heads;
   /// How a checkpoint's keys reach this model. Unset: the layout's renaming,

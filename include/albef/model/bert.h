@@ -17,6 +17,7 @@
 
 #include <map>
 #include <utility>
+#include <vector>
 
 namespace albef {
 
@@ -162,6 +163,10 @@ class BertModelImpl : public torch::nn::Module {
                             const at::Tensor& image_embeds);
   /// Multimodal mode: ids through every layer.
   at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images);
+  /// The same against several images per text (config().images_per_text of
+  /// them): fusion layer i reads `images[(i - fusion_layer) % n]`.
+  at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                const std::vector<FusionImages*>& images);
   /// Decoder mode (xbert's is_decoder): ids through every layer under a
   /// causal self-attention mask (position i sees positions j <= i that are
   /// not padding), layers from fusion_layer cross-attending to
@@ -177,7 +182,7 @@ class BertModelImpl : public torch::nn::Module {
   torch::nn::ModuleList layer{nullptr};
 
  private:
-  at::Tensor run_layers(at::Tensor hidden, const at::Tensor& additive_mask, FusionImages* images,
+  at::Tensor run_layers(at::Tensor hidden, const at::Tensor& additive_mask, const std::vector<FusionImages*>& images,
                         const at::Tensor& image_rows, int64_t begin, int64_t end);
   BertConfig config_;
 };
@@ -224,6 +229,11 @@ TORCH_MODULE(BertForMaskedLM);
 /// BertForMaskedLM's modules and names; it runs them through `decode`.
 using BertLMHeadModel = BertForMaskedLM;
 using BertLMHeadModelImpl = BertForMaskedLMImpl;
+
+/// model_nlvr.py's text encoder over `images` images per text: every fusion
+/// layer repeated `images` times (BERT-base with two images: 6 + 2 x 6 = the
+/// official 18 layers), with images_per_text set.
+BertConfig with_fusion_per_image(BertConfig config, int64_t images);
 
 /// BERT's additive self-attention mask: (1 - mask) * -10000, shaped [B, 1, 1, L].
 at::Tensor extended_attention_mask(const at::Tensor& attention_mask, at::ScalarType dtype);

@@ -120,6 +120,9 @@ struct TrainingTask {
   /// ...). `group` is null on one process; with several, the ranks share the
   /// work and only rank 0 should print or write. Optional.
   std::function<nlohmann::json(AlbefModel& model, int64_t epoch, distributed::ProcessGroup* group)> evaluate;
+  /// Right after --checkpoint is loaded into a fresh run (not on resume),
+  /// e.g. to start the momentum encoders from the loaded weights. Optional.
+  std::function<void(AlbefModel& model)> after_checkpoint_load;
   /// A key of `evaluate`'s result: whenever it beats every earlier epoch
   /// (and 0), the model is saved as checkpoint_best.pth (Retrieval.py's
   /// rule, on "val_r_mean"). Empty: no best checkpoint.
