@@ -67,6 +67,7 @@ TEST(SearchCli, IndexSkipsUnreadableImagesAndSearchRanksByItcThenItm) {
   const nlohmann::json itc = nlohmann::json::parse(output);
   ASSERT_EQ(itc.size(), 1u);
   ASSERT_EQ(itc[0]["results"].size(), 5u);
+  EXPECT_EQ(itc[0]["ranked_by"], "itc");
   std::string embed_output;
   ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " embed" + model_flags() + " --images " + index + ".paths --text '" +
                             caption + "' --out " + dir + "/embed",
@@ -93,6 +94,7 @@ TEST(SearchCli, IndexSkipsUnreadableImagesAndSearchRanksByItcThenItm) {
   ASSERT_EQ(reranked.size(), 2u);
   std::set<int64_t> itc_top10;
   for (int64_t r = 0; r < 10; ++r) itc_top10.insert(std::get<1>(scores.topk(10))[r].item<int64_t>());
+  EXPECT_EQ(reranked[0]["ranked_by"], "itm_logit");
   const auto& results = reranked[0]["results"];
   ASSERT_EQ(results.size(), 10u);
   for (size_t r = 0; r < results.size(); ++r) {
@@ -105,6 +107,31 @@ TEST(SearchCli, IndexSkipsUnreadableImagesAndSearchRanksByItcThenItm) {
   const std::string page((std::istreambuf_iterator<char>(html)), std::istreambuf_iterator<char>());
   EXPECT_NE(page.find("<img src=\"data:image/jpeg;base64,"), std::string::npos);
   EXPECT_NE(page.find("a desk"), std::string::npos);
+
+  // Every format shows the score the order comes from: the table and the
+  // page list the ITM logit first (non-increasing), its probability labelled.
+  const auto shown_logits = [](const std::string& text, const std::string& label) {
+    std::vector<double> values;
+    for (size_t at = text.find(label); at != std::string::npos; at = text.find(label, at + 1))
+      values.push_back(std::stod(text.substr(at + label.size())));
+    return values;
+  };
+  const std::vector<double> on_page = shown_logits(page, "ITM logit ");
+  ASSERT_EQ(on_page.size(), 20u);
+  for (size_t r = 1; r < 10; ++r) EXPECT_GE(on_page[r - 1], on_page[r]) << r;
+  EXPECT_NE(page.find("(p "), std::string::npos);
+  ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " search" + model_flags() + " --index " + index + " --k 10 --rerank 10 '" +
+                            caption + "'",
+                        &output),
+            0)
+      << output;
+  const std::vector<double> in_table = shown_logits(output, "itm logit ");
+  ASSERT_EQ(in_table.size(), 10u) << output;
+  for (size_t r = 0; r < 10; ++r) {
+    EXPECT_NEAR(in_table[r], results[r]["itm_logit"].get<double>(), 1e-4) << r;
+    if (r > 0) EXPECT_GE(in_table[r - 1], in_table[r]) << r;
+  }
+  EXPECT_NE(output.find("(p "), std::string::npos) << output;
 }
 
 TEST(SearchCli, AppendAddsOnlyNewImages) {

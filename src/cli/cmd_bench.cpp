@@ -53,6 +53,7 @@ void run_bench(BenchFlags& flags) {
     return;
   }
   init_runtime(flags.threads);
+  if (!flags.json_path.empty()) prepare_output_file(flags.json_path, "--json");
   nlohmann::json report = {{"threads", at::get_num_threads()}};
   if (flags.suite == "model" || flags.suite == "all") {
     flags.model.threads = flags.threads;

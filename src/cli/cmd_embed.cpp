@@ -34,6 +34,7 @@ void run_embed(const EmbedFlags& flags) {
     texts.insert(texts.end(), lines.begin(), lines.end());
   }
   if (images.empty() && texts.empty()) fail("embed: nothing to embed (give --image/--images and/or --text/--texts)");
+  check_output_dir(flags.out_dir, "--out");  // before the work; created once it succeeds
 
   InferenceOptions options = flags.model.options();
   // One modality alone needs only its own encoder in memory.

@@ -3,6 +3,7 @@
 #include "cli/common.h"
 
 #include "albef/core/error.h"
+#include "albef/core/fs.h"
 #include "albef/serve/gallery.h"
 
 #include <iostream>
@@ -18,6 +19,7 @@ struct IndexFlags {
 };
 
 void run_index(const IndexFlags& flags) {
+  prepare_output_file(flags.out, "--out");  // before the work, not after it
   const std::vector<std::string> images = image_paths_from(flags.images);
   if (images.empty()) fail(flags.images, ": no images to index");
   serve::IndexBuildOptions build = flags.build;

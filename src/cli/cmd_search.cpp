@@ -4,6 +4,7 @@
 #include "cli/common.h"
 
 #include "albef/core/error.h"
+#include "albef/core/fs.h"
 #include "albef/serve/gallery.h"
 
 #include <cstdio>
@@ -27,8 +28,11 @@ void print_table(const std::vector<std::string>& captions,
     std::printf("%s\n", captions[q].c_str());
     for (size_t r = 0; r < results[q].size(); ++r) {
       const auto& result = results[q][r];
-      if (result.itm_match)
-        std::printf("  %3zu  itc %7.4f  itm %6.4f  %s\n", r + 1, result.itc, *result.itm_match, result.path.c_str());
+      // Re-ranked results are ordered by the ITM match logit (as the official evaluation ranks);
+      // its probability is shown beside it, labelled.
+      if (result.itm_logit)
+        std::printf("  %3zu  itm logit %7.4f  (p %6.4f)  itc %7.4f  %s\n", r + 1, *result.itm_logit,
+                    *result.itm_match, result.itc, result.path.c_str());
       else
         std::printf("  %3zu  itc %7.4f  %s\n", r + 1, result.itc, result.path.c_str());
     }
@@ -42,6 +46,7 @@ void run_search(const SearchFlags& flags) {
     queries.insert(queries.end(), lines.begin(), lines.end());
   }
   if (queries.empty()) fail("search: no caption given (positional arguments or --queries FILE)");
+  if (!flags.html.empty()) prepare_output_file(flags.html, "--html");
   const serve::ImageIndex index = serve::ImageIndex::load(flags.index);
   AlbefInference albef(flags.model.options());
   const auto results = serve::search_gallery(albef, index, queries, flags.search);

@@ -5,8 +5,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 #include <unistd.h>
 
 namespace albef {
@@ -34,6 +36,47 @@ void write_atomically(const std::string& path,
     std::remove(tmp.c_str());
     fail(path, ": cannot write (", reason, ")");
   }
+}
+
+void check_output_dir(const std::string& dir, const std::string& what) {
+  namespace fs = std::filesystem;
+  const fs::path folder = dir.empty() ? fs::path(".") : fs::path(dir);
+  std::vector<fs::path> missing;  // created for the check, removed after it
+  for (fs::path at = fs::absolute(folder); !at.empty() && !fs::exists(at); at = at.parent_path()) {
+    missing.push_back(at);
+    if (at == at.parent_path()) break;
+  }
+  const auto remove_missing = [&] {
+    std::error_code ignored;
+    for (const fs::path& created : missing) fs::remove(created, ignored);
+  };
+  std::error_code error;
+  fs::create_directories(folder, error);
+  if (error) {
+    remove_missing();
+    fail(what, " ", folder.string(), ": cannot create the folder (", error.message(), ")");
+  }
+  if (!fs::is_directory(folder)) fail(what, " ", folder.string(), ": exists and is not a folder");
+  const std::string probe = (folder / str_cat(".albef-write-check.", ::getpid())).string();
+  std::FILE* file = std::fopen(probe.c_str(), "w");
+  const int open_error = errno;
+  if (file) {
+    std::fclose(file);
+    std::remove(probe.c_str());
+  }
+  remove_missing();
+  if (!file) fail(what, " ", folder.string(), ": cannot write there (", std::strerror(open_error), ")");
+}
+
+void prepare_output_dir(const std::string& dir, const std::string& what) {
+  check_output_dir(dir, what);
+  std::filesystem::create_directories(dir.empty() ? "." : dir);
+}
+
+void prepare_output_file(const std::string& path, const std::string& what) {
+  if (std::filesystem::is_directory(path)) fail(what, " ", path, ": is a folder, expected a file name");
+  const std::string folder = std::filesystem::path(path).parent_path().string();
+  prepare_output_dir(folder.empty() ? "." : folder, what);
 }
 
 }  // namespace albef

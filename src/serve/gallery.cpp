@@ -255,7 +255,8 @@ nlohmann::json search_results_json(const std::vector<std::string>& captions,
       if (result.itm_match) item["itm_match"] = *result.itm_match;
       found.push_back(std::move(item));
     }
-    out.push_back({{"query", captions[q]}, {"results", std::move(found)}});
+    const bool reranked = !results[q].empty() && results[q].front().itm_logit.has_value();
+    out.push_back({{"query", captions[q]}, {"ranked_by", reranked ? "itm_logit" : "itc"}, {"results", std::move(found)}});
   }
   return out;
 }
@@ -272,8 +273,9 @@ void write_search_html(const std::string& html_path, const std::vector<std::stri
     for (size_t r = 0; r < results[q].size(); ++r) {
       const SearchResult& result = results[q][r];
       char scores[128];
-      if (result.itm_match)
-        std::snprintf(scores, sizeof(scores), "ITC %.3f &middot; ITM %.3f", result.itc, *result.itm_match);
+      if (result.itm_logit)  // the order follows the ITM logit; its probability beside it
+        std::snprintf(scores, sizeof(scores), "ITM logit %.3f (p %.3f) &middot; ITC %.3f", *result.itm_logit,
+                      *result.itm_match, result.itc);
       else
         std::snprintf(scores, sizeof(scores), "ITC %.3f", result.itc);
       const std::string uri = thumbnail_uri(result.path);

@@ -25,6 +25,9 @@ void TrainFlags::add_to(CLI::App& command, TrainOptions& options, const std::str
   command.add_option("--checkpoint", options.checkpoint, "Initial weights (pretrained or official checkpoint)");
   command.add_flag("--resume", options.resume,
                    "Continue exactly where the newest checkpoint in output_dir stopped (else start from --checkpoint)");
+  command.add_flag("--overwrite", options.overwrite,
+                   "Start over in an output_dir that holds an earlier run: its files move to output_dir/previous_run_N/ "
+                   "(without it, such a run is refused)");
   command.add_option("--seed", options.seed, "Random seed");
   command.add_option("--save_every_steps,--save-every-steps", options.save_every_steps,
                      "Also checkpoint every N steps inside an epoch (0 = off)")

@@ -100,10 +100,17 @@ void ProgressPrinter::finish() {
   std::fflush(stdout);
 }
 
+int64_t step_tick_interval(int64_t steps) {
+  for (int64_t decade = 1;; decade *= 10)
+    for (int64_t multiple : {1, 2, 5})
+      if (steps <= 8 * multiple * decade) return multiple * decade;
+}
+
 bool write_loss_plot(const std::string& steps_jsonl, const std::string& png_path,
                      const std::vector<std::string>& loss_names) {
   std::ifstream in(steps_jsonl);
   std::vector<std::vector<double>> series(loss_names.size());
+  std::vector<int64_t> epochs;  // of each step
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
@@ -111,9 +118,10 @@ bool write_loss_plot(const std::string& steps_jsonl, const std::string& png_path
     if (record.is_discarded()) continue;  // a line cut by a kill: skip it
     for (size_t k = 0; k < loss_names.size(); ++k)
       series[k].push_back(record.value(loss_names[k], std::nan("")));
+    epochs.push_back(record.value("epoch", int64_t{0}));
   }
   if (series.empty() || series[0].size() < 2) return false;
-  const int width = 900, height = 500, left = 60, right = 20, top = 30, bottom = 40;
+  const int width = 900, height = 500, left = 60, right = 20, top = 40, bottom = 50;
   cv::Mat canvas(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
   double high = 0.0;
   for (const auto& values : series)
@@ -134,6 +142,22 @@ bool write_loss_plot(const std::string& steps_jsonl, const std::string& png_path
     const cv::Point at = to_point(0, value);
     cv::putText(canvas, label, {5, at.y + 4}, cv::FONT_HERSHEY_SIMPLEX, 0.4, cv::Scalar(80, 80, 80));
     cv::line(canvas, {left, at.y}, {width - right, at.y}, cv::Scalar(230, 230, 230));
+  }
+  // Step ticks and a dashed line where each epoch starts: the picture says how far the run got.
+  const cv::Scalar ink(80, 80, 80);
+  const int64_t interval = step_tick_interval(static_cast<int64_t>(n));
+  for (int64_t tick = 0; tick < static_cast<int64_t>(n); tick += interval) {
+    const int x = to_point(static_cast<size_t>(tick), 0).x;
+    cv::line(canvas, {x, height - bottom}, {x, height - bottom + 5}, ink);
+    const std::string label = std::to_string(tick);
+    cv::putText(canvas, label, {x - 4 * static_cast<int>(label.size()), height - bottom + 18}, cv::FONT_HERSHEY_SIMPLEX,
+                0.4, ink);
+  }
+  for (size_t i = 1; i < epochs.size(); ++i) {
+    if (epochs[i] == epochs[i - 1]) continue;
+    const int x = to_point(i, 0).x;
+    for (int y = top; y < height - bottom; y += 8) cv::line(canvas, {x, y}, {x, std::min(y + 4, height - bottom)}, ink);
+    cv::putText(canvas, "epoch " + std::to_string(epochs[i]), {x + 3, top + 12}, cv::FONT_HERSHEY_SIMPLEX, 0.35, ink);
   }
   const cv::Scalar colours[] = {{200, 80, 30}, {40, 150, 40}, {30, 60, 210}, {160, 40, 160}};  // BGR
   const size_t window = std::max<size_t>(1, n / 50);
@@ -162,7 +186,9 @@ bool write_loss_plot(const std::string& steps_jsonl, const std::string& png_path
     cv::putText(canvas, loss_names[k], {left + 10 + 150 * static_cast<int>(k), 20}, cv::FONT_HERSHEY_SIMPLEX, 0.5,
                 colour, 1, cv::LINE_AA);
   }
-  cv::putText(canvas, "step", {width / 2, height - 10}, cv::FONT_HERSHEY_SIMPLEX, 0.45, cv::Scalar(80, 80, 80));
+  cv::putText(canvas, "step (" + std::to_string(n) + " in " + std::to_string(epochs.empty() ? 0 : epochs.back() - epochs.front() + 1) + " epoch(s))",
+              {width / 2 - 80, height - 12}, cv::FONT_HERSHEY_SIMPLEX, 0.45, ink);
+  cv::putText(canvas, "loss", {5, top - 8}, cv::FONT_HERSHEY_SIMPLEX, 0.45, ink);
   write_atomically(png_path, [&](const std::string& tmp) {
     std::vector<uchar> bytes;
     if (!cv::imencode(".png", canvas, bytes)) fail(png_path, ": cannot encode the plot");

@@ -55,9 +55,14 @@ class ProgressPrinter {
   int64_t first_step_ = -1;
 };
 
+/// The step axis's tick spacing: the smallest 1, 2 or 5 x 10^k that puts at
+/// most 8 ticks on `steps` steps (1,000 steps: every 200).
+int64_t step_tick_interval(int64_t steps);
+
 /// Draws the per-step losses of `steps_jsonl` (one JSON object per line with
 /// "epoch", "step" and loss keys) into a PNG, one colour per loss, with a
-/// moving average. Returns false when there is nothing to draw.
+/// moving average, step ticks, a dashed line where each epoch starts and
+/// labelled axes. Returns false when there is nothing to draw.
 bool write_loss_plot(const std::string& steps_jsonl, const std::string& png_path,
                      const std::vector<std::string>& loss_names);
 

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -109,13 +110,44 @@ class TrainingRun {
 
   /// Joins the other ranks (if any) and readies output_dir.
   void set_up() {
+    protect_earlier_run();
     group_ = distributed::join_process_group(
         device_, std::chrono::duration_cast<std::chrono::milliseconds>(options_.dist_timeout));
     if (group_) out_ << "data-parallel over " << env_.world_size << " processes (Gloo)\n";
     if (!main_rank()) return;
-    fs::create_directories(options_.output_dir);
+    prepare_output_dir(options_.output_dir, "--output_dir");
     if (fs::absolute(options_.config_path) != fs::absolute(options_.output_dir + "/config.yaml"))
       fs::copy_file(options_.config_path, options_.output_dir + "/config.yaml", fs::copy_options::overwrite_existing);
+  }
+
+  /// A fresh run refuses an output_dir holding an earlier run's checkpoints
+  /// or logs; with --overwrite rank 0 moves every file directly in it to
+  /// output_dir/previous_run_N/ first. --resume continues the earlier run.
+  void protect_earlier_run() {
+    if (options_.resume || !fs::is_directory(options_.output_dir)) return;
+    std::vector<std::string> earlier;
+    for (const auto& entry : fs::directory_iterator(options_.output_dir)) {
+      const std::string name = entry.path().filename().string();
+      if (entry.is_regular_file() && (name == "log.txt" || name == "train_steps.jsonl" ||
+                                      (name.rfind("checkpoint_", 0) == 0 && entry.path().extension() == ".pth")))
+        earlier.push_back(name);
+    }
+    if (earlier.empty()) return;
+    std::sort(earlier.begin(), earlier.end());
+    std::string shown;
+    for (size_t i = 0; i < std::min<size_t>(3, earlier.size()); ++i) shown += (i ? ", " : "") + earlier[i];
+    if (earlier.size() > 3) shown += " and " + std::to_string(earlier.size() - 3) + " more";
+    if (!options_.overwrite)
+      fail(options_.output_dir, " already holds a run (", shown, "): --resume continues it, --overwrite moves its files to ",
+           options_.output_dir, "/previous_run_N/ and starts over");
+    if (!main_rank()) return;
+    fs::path aside;
+    for (int n = 1; fs::exists(aside = fs::path(options_.output_dir) / ("previous_run_" + std::to_string(n))); ++n) {
+    }
+    fs::create_directories(aside);
+    for (const auto& entry : fs::directory_iterator(options_.output_dir))
+      if (entry.is_regular_file()) fs::rename(entry.path(), aside / entry.path().filename());
+    out_ << "--overwrite: moved the earlier run's files to " << aside.string() << "\n";
   }
 
   /// The task's model, initialised as the official

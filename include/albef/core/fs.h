@@ -15,4 +15,17 @@ std::string read_file(const std::string& path);
 /// temporary file is removed if `write` throws.
 void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write);
 
+/// Checks, before any work is done, that folder `dir` exists or can be
+/// created and that a file can be written in it; leaves the file system as it
+/// was (a command that fails later writes nothing). Throws albef::Error naming
+/// `what` (the flag, e.g. "--out") and the path when it cannot, so a long run
+/// never fails only at its end.
+void check_output_dir(const std::string& dir, const std::string& what);
+
+/// check_output_dir, then creates the folder (and its parents).
+void prepare_output_dir(const std::string& dir, const std::string& what);
+
+/// prepare_output_dir for the folder that will hold the file `path`.
+void prepare_output_file(const std::string& path, const std::string& what);
+
 }  // namespace albef

@@ -33,6 +33,11 @@ struct TrainOptions {
   std::string output_dir = "output";
   std::string checkpoint;        ///< initial weights (a pretrained or official checkpoint)
   bool resume = false;           ///< continue from the newest checkpoint in output_dir, if there is one
+  /// Start a fresh run in an output_dir that holds an earlier run's
+  /// checkpoints or logs, moving its files to output_dir/previous_run_N/
+  /// (without it such a run is refused: a forgotten --resume must not
+  /// replace days of training).
+  bool overwrite = false;
   int64_t seed = 42;
   int threads = 0;
   Precision precision = Precision::Fp32;

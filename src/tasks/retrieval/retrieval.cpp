@@ -3,6 +3,7 @@
 #include "albef/tasks/retrieval.h"
 
 #include "albef/core/error.h"
+#include "albef/core/fs.h"
 #include "albef/data/annotations.h"
 #include "albef/io/npy.h"
 #include "albef/model/itm.h"
@@ -107,6 +108,7 @@ nlohmann::json test_metrics_of(const nlohmann::json& log) {
 nlohmann::json evaluate_only(const RetrievalOptions& options, const Config& config,
                              std::shared_ptr<const text::BertTokenizer> tokenizer) {
   if (options.checkpoint.empty()) fail("--evaluate needs --checkpoint");
+  prepare_output_dir(options.output_dir, "--output_dir");  // before the work, not after it
   // Evaluation needs neither the momentum encoders nor the queues.
   AlbefModel model = load_inference_model(config, retrieval_model_options(false), options.checkpoint,
                                           parse_device(options.device), options.precision);

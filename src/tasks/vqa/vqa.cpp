@@ -169,6 +169,7 @@ VqaEvaluation run_vqa(const VqaOptions& options) {
 
   if (options.evaluate) {
     if (options.checkpoint.empty()) fail("--evaluate needs --checkpoint");
+    prepare_output_dir(options.output_dir, "--output_dir");  // before the work, not after it
     AlbefModel model = load_inference_model(config, vqa_model_options(config, false), options.checkpoint,
                                             parse_device(options.device), options.precision);
     const std::unique_ptr<distributed::ProcessGroup> group = distributed::join_process_group(
