@@ -3,11 +3,10 @@
 #include "albef/tasks/nlvr.h"
 
 #include "albef/core/error.h"
-#include "albef/data/annotations.h"
 #include "albef/text/tokenizer.h"
-#include "albef/vision/augment.h"
 #include "tasks/classification/fine_tune.h"
 #include "tasks/flags.h"
+#include "tasks/pretrain/pairs.h"
 #include "tasks/nlvr/data.h"
 #include "tasks/nlvr/model.h"
 #include "tasks/registry.h"
@@ -36,22 +35,15 @@ classification::ClassificationTask nlvr_classification() {
 void run_pretrain_nlvr(const TrainOptions& options) {
   init_runtime(options.threads);
   const Config config = load_config(options.config_path);
-  if (config.train_file.empty()) fail(options.config_path, ": no train_file");
-  std::vector<std::string> train_files;
-  for (const auto& file : config.train_file) train_files.push_back(config.resolve(file));
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
-  // Read before anything is written: a malformed file fails the run at once.
-  auto dataset = std::make_shared<data::TrainDataset>(data::load_pretrain_dataset(train_files));
+  auto dataset = read_pretrain_pairs(config, options.config_path);
 
   TrainingTask task;
   task.model = text_assignment_model_options(config.bert.fusion_layer);
   task.schedule = TrainingSchedule::pretrain(config);  // Pretrain_nlvr.py steps its schedule as Pretrain.py
   task.loss_names = {"loss"};
   task.data = [&config, dataset, tokenizer](data::TrainLoaderOptions loader, c10::Device device) {
-    loader.batch_size = config.batch_size;
-    auto images_and_captions = std::make_unique<data::TrainLoader>(
-        std::move(*dataset), vision::TrainTransform(config.image_res, vision::kPretrainScaleMin), loader);
-    return bind_train_data(std::move(images_and_captions), [tokenizer, device](AlbefModel& model,
+    return bind_train_data(pretrain_pairs_loader(std::move(*dataset), config, loader), [tokenizer, device](AlbefModel& model,
                                                                                 const data::TrainBatch& batch, double,
                                                                                 const FeatureGather&) {
       // Pretrain_nlvr.py: padding='longest', truncation=True, max_length=25.

@@ -3,11 +3,10 @@
 #include "albef/tasks/pretrain.h"
 
 #include "albef/core/error.h"
-#include "albef/data/annotations.h"
 #include "albef/model/itm.h"
 #include "albef/text/tokenizer.h"
-#include "albef/vision/augment.h"
 #include "tasks/flags.h"
+#include "tasks/pretrain/pairs.h"
 #include "tasks/pretrain/step.h"
 #include "tasks/registry.h"
 
@@ -26,12 +25,8 @@ ModelOptions pretrain_model_options(bool momentum_encoders) {
 void run_pretraining(const TrainOptions& options) {
   init_runtime(options.threads);
   const Config config = load_config(options.config_path);
-  if (config.train_file.empty()) fail(options.config_path, ": no train_file");
-  std::vector<std::string> train_files;
-  for (const auto& file : config.train_file) train_files.push_back(config.resolve(file));
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
-  // Read before anything is written: a malformed file fails the run at once.
-  auto dataset = std::make_shared<data::TrainDataset>(data::load_pretrain_dataset(train_files));
+  auto dataset = read_pretrain_pairs(config, options.config_path);
 
   TrainingTask task;
   task.model = pretrain_model_options();
@@ -39,10 +34,7 @@ void run_pretraining(const TrainOptions& options) {
   task.loss_names = {"loss_mlm", "loss_ita", "loss_itm"};
   const MlmTokenIds tokens{tokenizer->pad_id(), tokenizer->cls_id(), tokenizer->mask_id()};
   task.data = [&config, dataset, tokenizer, tokens](data::TrainLoaderOptions loader, c10::Device device) {
-    loader.batch_size = config.batch_size;
-    auto images_and_captions = std::make_unique<data::TrainLoader>(
-        std::move(*dataset), vision::TrainTransform(config.image_res, vision::kPretrainScaleMin), loader);
-    return bind_train_data(std::move(images_and_captions), [tokenizer, tokens, device](
+    return bind_train_data(pretrain_pairs_loader(std::move(*dataset), config, loader), [tokenizer, tokens, device](
                                                                AlbefModel& model, const data::TrainBatch& batch,
                                                                double alpha, const FeatureGather& gather) {
       // Pretrain.py: padding='longest', truncation=True, max_length=25.
