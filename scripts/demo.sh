@@ -4,7 +4,8 @@
 # retrieval the official way (ITC top-k, ITM re-rank), then fine-tune it for
 # retrieval (configs/demo_retrieval.yaml) and evaluate the best epoch; then
 # VQA, NLVR2 (text assignment, then fine-tuning) and visual entailment on
-# questions and sentences written for the bundled images.
+# questions and sentences written for the bundled images, and Grad-CAM heat
+# maps of the retrieval model.
 set -euo pipefail
 # Every training command gets --overwrite so that the demo can be run again:
 # an earlier demo's files move to <output_dir>/previous_run_N/ instead of
@@ -40,4 +41,8 @@ echo "== visual entailment fine-tuning from the pretrained model"
 "$albef" ve --predict --config configs/demo_ve.yaml --checkpoint "$out/ve/checkpoint_best.pth" \
     --image data/coco-by/images/000000525891.jpg --text "A stop sign on a street beside some red flowers." --text "A park bench sitting next to a covered awning." \
     --text "The people here know each other well." "$@"
+echo "== where the fine-tuned retrieval model looks: Grad-CAM heat maps (PNG, .npy and a page)"
+"$albef" gradcam --config configs/demo_retrieval.yaml --checkpoint "$out/retrieval/checkpoint_best.pth" \
+    --image data/coco-by/images/000000525891.jpg --text "a stop sign" --text "red flowers" --block_num 1 \
+    --html --out "$out/gradcam" "$@"
 echo "logs, loss curves (loss_curve.png) and checkpoints in $out"

@@ -17,7 +17,7 @@ TEST(TaskRegistry, ListsEveryTaskOnce) {
     EXPECT_FALSE(task.summary.empty()) << task.name;
     EXPECT_TRUE(task.add_command) << task.name;
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"pretrain", "retrieval", "vqa", "pretrain_nlvr", "nlvr", "ve"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"pretrain", "retrieval", "vqa", "pretrain_nlvr", "nlvr", "ve", "grounding"}));
   EXPECT_EQ(std::set<std::string>(names.begin(), names.end()).size(), names.size());
   ASSERT_NE(albef::tasks::find_task("retrieval"), nullptr);
   EXPECT_EQ(albef::tasks::find_task("retrieval")->name, "retrieval");

@@ -23,6 +23,7 @@
 #include "albef/serve/gallery.h"
 #include "albef/serve/image_index.h"
 #include "albef/tasks/classification.h"
+#include "albef/tasks/grounding.h"
 #include "albef/tasks/nlvr.h"
 #include "albef/tasks/pretrain.h"
 #include "albef/tasks/retrieval.h"

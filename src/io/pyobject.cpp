@@ -1,6 +1,8 @@
 #include "albef/io/pyobject.h"
 
 #include "albef/core/error.h"
+#include "albef/core/fs.h"
+#include "unpickler.h"
 
 namespace albef::io {
 namespace {
@@ -95,6 +97,16 @@ const char* PyObject::kind_name() const {
     case Kind::Tensor: return "tensor";
   }
   return "unknown";
+}
+
+PyObjectPtr read_pickle_file(const std::string& path) {
+  const std::string data = read_file(path);
+  size_t pos = 0;
+  PyObjectPtr result = unpickle(data, pos, path, [&path](const StorageRef& ref) -> c10::Storage {
+    fail(path, ": holds tensors (storage '", ref.key, "'): this is a torch.save file, not a plain-data pickle");
+  });
+  if (pos != data.size()) fail(path, ": ", data.size() - pos, " bytes follow the pickle's end");
+  return result;
 }
 
 }  // namespace albef::io

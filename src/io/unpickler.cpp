@@ -1,5 +1,7 @@
 #include "unpickler.h"
 
+#include "pickle_text.h"
+
 #include "albef/core/error.h"
 
 #include <ATen/ATen.h>
@@ -180,6 +182,11 @@ class Unpickler {
   }
   int64_t read_long1();
   double read_binfloat();
+  template <typename T>
+  T text_value(std::optional<T> value, const char* why) const {
+    if (!value) corrupt(why);
+    return std::move(*value);
+  }
 
   // --- the stack ---
   size_t fence() const { return marks_.empty() ? 0 : marks_.back(); }
@@ -648,6 +655,27 @@ PyObjectPtr Unpickler::run() {
       case 0x81: op_reduce(true); break;    // NEWOBJ
       case 'b': op_build(); break;          // BUILD
       case 'Q': op_persid(); break;         // BINPERSID
+      // Protocols 0 and 1: Python 2's default (REFER's refs(unc).p).
+      case 'I': {  // INT ("01" / "00" are True / False)
+        const std::string_view line = read_line();
+        if (line == "01" || line == "00") {
+          push(PyObject::from_bool(line == "01"));
+          break;
+        }
+        push(PyObject::from_int(text_value(pickle_text::parse_int(line), "malformed INT")));
+        break;
+      }
+      case 'L': push(PyObject::from_int(text_value(pickle_text::parse_int(read_line(), true), "malformed LONG"))); break;
+      case 'F': push(PyObject::from_float(text_value(pickle_text::parse_float(read_line()), "malformed FLOAT"))); break;
+      case 'S': push(PyObject::from_string(text_value(pickle_text::parse_string(read_line()), "malformed STRING"))); break;
+      case 'V': push(PyObject::from_string(text_value(pickle_text::parse_unicode(read_line()), "malformed UNICODE"))); break;
+      case 'p': memo_[static_cast<uint64_t>(text_value(pickle_text::parse_int(read_line()), "malformed PUT"))] = top(); break;
+      case 'g': {  // GET
+        const auto it = memo_.find(static_cast<uint64_t>(text_value(pickle_text::parse_int(read_line()), "malformed GET")));
+        if (it == memo_.end()) corrupt("unknown memo key");
+        stack_.push_back(it->second);
+        break;
+      }
       default:
         fail(source_, ": unsupported pickle opcode 0x", "0123456789abcdef"[op >> 4], "0123456789abcdef"[op & 15],
              " at byte ", op_pos_);

@@ -208,6 +208,14 @@ at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at
   return forward_fusion(text_embeds, attention_mask, images);
 }
 
+at::Tensor BertModelImpl::forward_fusion_layers(const at::Tensor& hidden, const at::Tensor& attention_mask,
+                                                FusionImages& images, int64_t begin, int64_t end) {
+  ALBEF_CHECK(config_.fusion_layer <= begin && begin <= end && end <= config_.num_hidden_layers, "fusion layers [",
+              begin, ", ", end, ") are outside [", config_.fusion_layer, ", ", config_.num_hidden_layers, ")");
+  ALBEF_CHECK(config_.images_per_text == 1, "forward_fusion_layers reads one image per text");
+  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {&images}, {}, begin, end);
+}
+
 at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                              FusionImages& images) {
   return forward_multimodal(input_ids, attention_mask, std::vector<FusionImages*>{&images});

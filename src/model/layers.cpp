@@ -36,7 +36,13 @@ at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, 
     const AutocastOff same_dtype;
     probs = at::softmax(scores, -1);
   }
-  if (probabilities) *probabilities = probs;
+  if (probabilities) {
+    // Grad-CAM runs the layers below its block without gradients: the
+    // recorded probabilities then start the graph, so the backward pass stops
+    // at them instead of reaching the earlier layers.
+    if (at::GradMode::is_enabled() && !probs.requires_grad()) probs = probs.detach().requires_grad_(true);
+    *probabilities = probs;
+  }
   if (dropout > 0.0) probs = ops::dropout(probs, dropout, /*train=*/true);
   return at::matmul(probs, v).transpose(1, 2).reshape({batch, q_len, width});
 }

@@ -27,7 +27,8 @@ VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads) : num_heads(heads
 
 at::Tensor VitAttentionImpl::forward(const at::Tensor& x) {
   const auto parts = ops::linear(*qkv, x).chunk(3, -1);
-  return ops::linear(*proj, multi_head_attention(parts[0], parts[1], parts[2], num_heads));
+  return ops::linear(*proj, multi_head_attention(parts[0], parts[1], parts[2], num_heads, {}, 0.0,
+                                                 save_attention_ ? &attention_map_ : nullptr));
 }
 
 VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
@@ -63,12 +64,21 @@ VisionTransformerImpl::VisionTransformerImpl(const VisionConfig& config, int64_t
   norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({config.embed_dim}).eps(1e-6)));
 }
 
-at::Tensor VisionTransformerImpl::forward(const at::Tensor& image) {
+at::Tensor VisionTransformerImpl::embed(const at::Tensor& image) {
   at::Tensor x = patch_embed->forward(image);
   x = at::cat({cls_token.expand({x.size(0), -1, -1}).to(x.scalar_type()), x}, 1);
-  x = x + pos_embed.slice(1, 0, x.size(1));
-  for (const auto& block : *blocks) x = block->as<VitBlock>()->forward(x);
-  return norm->forward(x);
+  return x + pos_embed.slice(1, 0, x.size(1));
+}
+
+at::Tensor VisionTransformerImpl::forward_blocks(at::Tensor x, int64_t begin, int64_t end) {
+  ALBEF_CHECK(0 <= begin && begin <= end && end <= static_cast<int64_t>(blocks->size()), "ViT blocks [", begin, ", ",
+              end, ") are outside [0, ", blocks->size(), ")");
+  for (int64_t i = begin; i < end; ++i) x = blocks[i]->as<VitBlock>()->forward(x);
+  return x;
+}
+
+at::Tensor VisionTransformerImpl::forward(const at::Tensor& image) {
+  return norm->forward(forward_blocks(embed(image), 0, static_cast<int64_t>(blocks->size())));
 }
 
 void VisionTransformerImpl::init_weights() {

@@ -11,7 +11,8 @@ namespace albef::tasks {
   X(vqa)               \
   X(pretrain_nlvr)     \
   X(nlvr)              \
-  X(ve)
+  X(ve)                \
+  X(grounding)
 
 #define ALBEF_DECLARE_TASK(name) Task name##_task();
 ALBEF_TASKS(ALBEF_DECLARE_TASK)

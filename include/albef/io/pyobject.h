@@ -56,4 +56,11 @@ struct PyObject {
   const char* kind_name() const;
 };
 
+/// Reads a plain-data pickle file of any protocol (0-5), such as REFER's
+/// `refs(unc).p` that Python 2 wrote: dicts, lists, tuples, numbers and
+/// strings (Python 2 str as text). Nothing named in it is ever called; a
+/// global outside the plain containers, or a tensor, is an error naming the
+/// file.
+PyObjectPtr read_pickle_file(const std::string& path);
+
 }  // namespace albef::io

@@ -161,6 +161,11 @@ class BertModelImpl : public torch::nn::Module {
                             const at::Tensor& image_rows = {});
   at::Tensor forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                             const at::Tensor& image_embeds);
+  /// Fusion layers [begin, end) only, on the states of layer begin - 1 (or
+  /// of the text encoder): Grad-CAM runs the layers below its block without
+  /// gradients and the rest with them.
+  at::Tensor forward_fusion_layers(const at::Tensor& hidden, const at::Tensor& attention_mask, FusionImages& images,
+                                   int64_t begin, int64_t end);
   /// Multimodal mode: ids through every layer.
   at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images);
   /// The same against several images per text (config().images_per_text of

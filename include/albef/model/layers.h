@@ -15,6 +15,8 @@ namespace albef {
 /// Returns [B, Lq, C]. With `probabilities`, the softmax output [B, heads,
 /// Lq, Lk] before dropout is stored there, part of the autograd graph
 /// (Grad-CAM reads it and its gradient); that call takes the generic path.
+/// When gradients are on but the inputs need none, the stored probabilities
+/// are made a leaf that requires one, so a backward pass can start there.
 at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                 int64_t num_heads, const at::Tensor& additive_mask = {}, double dropout = 0.0,
                                 at::Tensor* probabilities = nullptr);

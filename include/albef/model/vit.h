@@ -29,8 +29,17 @@ class VitAttentionImpl : public torch::nn::Module {
  public:
   VitAttentionImpl(int64_t dim, int64_t num_heads);
   at::Tensor forward(const at::Tensor& x);
+  /// Grad-CAM (vit.py's register_blk): while on, every forward keeps its
+  /// attention probabilities [B, heads, 1 + P, 1 + P] in `attention_map`;
+  /// their gradient is read with torch::autograd::grad. Off by default.
+  void save_attention(bool on) { save_attention_ = on; }
+  const at::Tensor& attention_map() const { return attention_map_; }
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   int64_t num_heads;
+
+ private:
+  bool save_attention_ = false;
+  at::Tensor attention_map_;
 };
 TORCH_MODULE(VitAttention);
 
@@ -60,6 +69,12 @@ class VisionTransformerImpl : public torch::nn::Module {
  public:
   VisionTransformerImpl(const VisionConfig& config, int64_t image_res);
   at::Tensor forward(const at::Tensor& image);
+  /// The input of block 0: patch embeddings after the CLS token, plus the
+  /// position embeddings.
+  at::Tensor embed(const at::Tensor& image);
+  /// Blocks [begin, end) (no final norm): Grad-CAM runs the blocks below its
+  /// block without gradients and the rest with them.
+  at::Tensor forward_blocks(at::Tensor x, int64_t begin, int64_t end);
   /// Random init as the official code (truncated normal, std 0.02).
   void init_weights();
   int64_t num_patches() const { return num_patches_; }

@@ -158,26 +158,8 @@ nlohmann::json run_retrieval(const RetrievalOptions& options) {
   task.model = retrieval_model_options();
   task.schedule = TrainingSchedule::retrieval(config);
   task.loss_names = {"loss_ita", "loss_itm"};
-  // Retrieval.py tokenizes with padding='longest', max_length=30 but no
-  // truncation=True, so HF does not truncate: captions (already cut to 30
-  // words) keep every word piece, up to what the position table holds.
-  const int max_tokens = static_cast<int>(config.bert.max_position_embeddings);
-  const bool distill = config.distill;
-  task.data = [&config, dataset, tokenizer, max_tokens, distill](data::TrainLoaderOptions loader,
-                                                                 c10::Device device) {
-    loader.batch_size = config.batch_size_train;
-    auto pairs = std::make_unique<data::TrainLoader>(
-        std::move(*dataset), vision::TrainTransform(config.image_res, vision::kFinetuneScaleMin), loader);
-    return bind_train_data(std::move(pairs), [tokenizer, device, max_tokens, distill](
-                                                 AlbefModel& model, const data::TrainBatch& batch, double alpha,
-                                                 const FeatureGather& gather) {
-      const text::BatchEncoding text = tokenizer->encode_batch(batch.captions, max_tokens, text::Padding::Longest);
-      const StepOutputs out = retrieval_forward(model, batch.images.to(device), text.input_ids.to(device),
-                                                text.attention_mask.to(device), alpha, batch.image_idx.to(device),
-                                                distill, nullptr, gather);
-      return std::vector<at::Tensor>{out.loss_ita, out.loss_itm};
-    });
-  };
+  task.data = retrieval_train_data(dataset, vision::TrainTransform(config.image_res, vision::kFinetuneScaleMin),
+                                   config.batch_size_train, tokenizer, config);
   auto evaluate = std::make_shared<SplitEvaluator>(config, tokenizer, options.precision, options.output_dir);
   auto last_log = std::make_shared<nlohmann::json>();
   task.evaluate = [evaluate, last_log](AlbefModel& model, int64_t, distributed::ProcessGroup* group) {
