@@ -72,10 +72,12 @@ int exit_code(int status) {
 int run_launch(const LaunchFlags& flags) {
   if (flags.command.empty()) fail("launch: give the albef command after --, e.g. albef launch --nproc 2 -- pretrain ...");
   // Only the tasks train or evaluate data-parallel: anything else would just run N times.
-  if (!tasks::find_task(flags.command.front())) {
+  const tasks::Task* task = tasks::find_task(flags.command.front());
+  if (!task || !task->data_parallel) {
     std::string names;
-    for (const tasks::Task& task : tasks::registry()) names += (names.empty() ? "" : ", ") + task.name;
-    fail("launch: '", flags.command.front(), "' is not a task; data-parallel runs take one of: ", names);
+    for (const tasks::Task& each : tasks::registry())
+      if (each.data_parallel) names += (names.empty() ? "" : ", ") + each.name;
+    fail("launch: '", flags.command.front(), "' is not a ", task ? "data-parallel " : "", "task; data-parallel runs take one of: ", names);
   }
   if (flags.node_rank >= flags.nnodes) fail("launch: --node_rank ", flags.node_rank, " with --nnodes ", flags.nnodes);
   if (flags.nnodes > 1 && flags.master_port == 0) fail("launch: several machines need an agreed --master_port");

@@ -48,4 +48,20 @@ void TrainFlags::add_to(CLI::App& command, TrainOptions& options, const std::str
   compute.add_to(command);
 }
 
+void ModelFlags::add_to(CLI::App& command) {
+  command.add_option("--config", config, "Task config YAML (official keys)")->required();
+  command.add_option("--checkpoint", checkpoint, "Model checkpoint (.pth, official or albef)")->required();
+  command.add_option("--batch-size", batch_size, "Images or texts per forward pass")->check(CLI::PositiveNumber);
+  compute.add_to(command);
+}
+
+InferenceOptions ModelFlags::options() const {
+  InferenceOptions options;
+  options.config_path = config;
+  options.checkpoint_path = checkpoint;
+  compute.apply_to(options);
+  options.batch_size = batch_size;
+  return options;
+}
+
 }  // namespace albef::tasks

@@ -1,6 +1,7 @@
 #pragma once
 // Command-line flags shared by the task commands and the other subcommands.
 
+#include "albef/api/inference.h"
 #include "albef/core/runtime.h"
 #include "albef/train/trainer.h"
 
@@ -29,6 +30,17 @@ struct ComputeFlags {
   /// bf16 on a CPU without native bf16 matmuls (oneDNN's need AVX-512) runs
   /// many times slower than fp32: say so on stderr rather than just crawl.
   void warn_if_bf16_is_emulated() const;
+};
+
+/// --config / --checkpoint / --batch-size plus the compute flags, as the
+/// inference commands (embed, score, classify, ...) take them.
+struct ModelFlags {
+  std::string config;
+  std::string checkpoint;
+  ComputeFlags compute;
+  int64_t batch_size = 32;
+  void add_to(CLI::App& command);
+  InferenceOptions options() const;
 };
 
 /// --config, --output_dir, --checkpoint, --resume, --seed and the other

@@ -12,7 +12,8 @@ namespace albef::tasks {
   X(pretrain_nlvr)     \
   X(nlvr)              \
   X(ve)                \
-  X(grounding)
+  X(grounding)         \
+  X(classify)
 
 #define ALBEF_DECLARE_TASK(name) Task name##_task();
 ALBEF_TASKS(ALBEF_DECLARE_TASK)

@@ -22,6 +22,9 @@ struct Task {
   /// Further commands of the unit that serve its model rather than train it
   /// (VQA's `ask`); `albef launch` does not run them. Optional.
   std::function<void(CLI::App& app)> add_tools;
+  /// Trains or evaluates across processes, with the training flags: what
+  /// `albef launch` runs. False for a unit that runs in one process (classify).
+  bool data_parallel = true;
 };
 
 /// Every task, in the order `albef --help` lists them.

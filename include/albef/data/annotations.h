@@ -50,6 +50,14 @@ std::string join_path(const std::string& root, const std::string& path);
 /// `path` unchanged (opening it then reports it missing).
 std::string resolve_image_path(const std::string& path, const std::string& annotation_file);
 
+/// Lines of a text file (one item per line; blank lines skipped). Errors name the file.
+std::vector<std::string> read_lines(const std::string& path);
+
+/// Image paths from a list file (relative entries resolved against the list's
+/// folder when they do not exist as given) or from a folder (its image files,
+/// sorted by name).
+std::vector<std::string> image_paths_from(const std::string& list_or_dir);
+
 /// One training sample.
 struct TrainSample {
   /// The image as the official code opens it: `image` (pretraining) or
