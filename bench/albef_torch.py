@@ -91,7 +91,10 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection (timm layout)."""
+    """Multi-head self-attention with one fused qkv projection (timm layout).
+    With `register_hook` (models/vit.py, for Grad-CAM) the attention
+    probabilities [B, heads, N, N] are kept in `attention_map` and their
+    gradient, once a backward reaches them, in `attn_gradients`."""
 
     def __init__(self, dim, num_heads):
         super().__init__()
@@ -99,12 +102,20 @@ class Attention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
+        self.attention_map = None
+        self.attn_gradients = None
 
-    def forward(self, x):
+    def save_attn_gradients(self, attn_gradients):
+        self.attn_gradients = attn_gradients
+
+    def forward(self, x, register_hook=False):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        if register_hook:  # ALBEF's ViT has no attention dropout: the probabilities as the softmax gives them
+            self.attention_map = attn
+            attn.register_hook(self.save_attn_gradients)
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
 
 
@@ -118,8 +129,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x, register_hook=False):
+        x = x + self.attn(self.norm1(x), register_hook)
         return x + self.mlp(self.norm2(x))
 
 
@@ -132,12 +143,13 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
-    def forward(self, images):
+    def forward(self, images, register_blk=-1):
+        """`register_blk` = i keeps block i's attention and its gradient (models/vit.py; -1: none)."""
         x = self.patch_embed(images)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = x + self.pos_embed[:, :x.size(1), :]
-        for block in self.blocks:
-            x = block(x)
+        for index, block in enumerate(self.blocks):
+            x = block(x, register_blk == index)
         return self.norm(x)
 
 
@@ -180,10 +192,17 @@ class BertEmbeddings(nn.Module):
 
 class BertSelfAttention(nn.Module):
     """Scaled dot-product attention; cross-attention takes keys and values from
-    the image tokens, whose width is `encoder_width`."""
+    the image tokens, whose width is `encoder_width`. xbert's Grad-CAM hook: a
+    cross-attention with `save_attention` set keeps its attention
+    probabilities (after the softmax, before dropout) in `attention_map` and
+    their gradient, once a backward reaches them, in `attn_gradients`."""
 
     def __init__(self, c, cross):
         super().__init__()
+        self.cross = cross
+        self.save_attention = False
+        self.attention_map = None
+        self.attn_gradients = None
         self.num_heads = c.num_attention_heads
         self.head_size = c.hidden_size // c.num_attention_heads
         source_width = c.encoder_width if cross else c.hidden_size
@@ -195,12 +214,19 @@ class BertSelfAttention(nn.Module):
     def heads(self, x):
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_size).permute(0, 2, 1, 3)
 
+    def save_attn_gradients(self, attn_gradients):
+        self.attn_gradients = attn_gradients
+
     def forward(self, hidden, mask, source):
         q, k, v = self.heads(self.query(hidden)), self.heads(self.key(source)), self.heads(self.value(source))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)
         if mask is not None:
             scores = scores + mask
-        probs = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        probs = scores.softmax(dim=-1)
+        if self.save_attention and self.cross:
+            self.attention_map = probs
+            probs.register_hook(self.save_attn_gradients)
+        probs = F.dropout(probs, self.dropout, self.training)
         context = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
         return context.view(context.shape[0], context.shape[1], -1)
 
@@ -824,3 +850,68 @@ def itm_eval(scores_i2t, scores_t2i, txt2img, img2txt):
     return {"txt_r1": tr1, "txt_r5": tr5, "txt_r10": tr10, "txt_r_mean": tr_mean,
             "img_r1": ir1, "img_r5": ir5, "img_r10": ir10, "img_r_mean": ir_mean,
             "r_mean": (tr_mean + ir_mean) / 2}
+
+
+# ----------------------------------------------------------------------------- Grad-CAM (Grounding.py val())
+
+def gradcam(model, image, text_ids, text_mask, mode, block_num):
+    """Grounding.py val()'s Grad-CAM of one batch on a retrieval model (eval
+    mode is the caller's, as val() sets it). Grad is enabled inside, so it may
+    be called under no_grad; the backward runs outside any CPU autocast region
+    (as the autocast docs prescribe; the forward stays under the caller's).
+
+    'itm': the cross-attention of text layer `block_num` keeps its attention;
+    ViT, then the text encoder over all layers with the image, loss = sum of
+    the ITM 'match' logits itm_head(cls)[:, 1]; model.zero_grad(); backward.
+    The maps [B, heads, L, 1 + g*g] lose the image [CLS] column and become
+    [B, heads, L, g, g] (g = sqrt(patches), heads from the config where the
+    official code hard-codes 12 and 24), gradients clamp(min=0), both times
+    the text mask, gradcam = (cams * grads).mean(heads).mean(tokens) (the token
+    mean divides by the padded length L and includes [CLS]).
+    'itc': ViT block `block_num` keeps its attention; loss = sum of the
+    diagonal of image_feat @ text_feat.T / temp; model.zero_grad(); backward;
+    the [CLS] query's row without the [CLS] key, gradient clamp(0),
+    gradcam = (cam * grad).mean(heads).
+
+    Returns (gradcam [B, g, g], attention_map, attn_gradients), the last two
+    as recorded (itm [B, heads, L, 1 + g*g], itc [B, heads, N, N]), detached."""
+    batch = image.size(0)
+    grid = int(round(math.sqrt(model.visual_encoder.patch_embed.num_patches)))
+    with torch.enable_grad():
+        if mode == "itm":
+            attention = model.bert.encoder.layer[block_num].crossattention.self
+            attention.save_attention = True
+            try:
+                image_embeds = model.visual_encoder(image)
+                hidden = model.bert(text_mask, input_ids=text_ids, image_embeds=image_embeds, mode="multi_modal")
+                loss = model.itm_head(hidden[:, 0, :])[:, 1].sum()
+            finally:
+                attention.save_attention = False
+        elif mode == "itc":
+            attention = model.visual_encoder.blocks[block_num].attn
+            image_embeds = model.visual_encoder(image, register_blk=block_num)
+            image_feat = model.image_feat(image_embeds)
+            text_feat = model.text_feat(model.text_embeds(text_ids, text_mask))
+            sim = image_feat @ text_feat.t() / model.temp
+            loss = sim.diag().sum()
+        else:
+            raise ValueError(f"gradcam mode '{mode}': itm or itc")
+        model.zero_grad()
+        with torch.autocast("cpu", enabled=False):
+            loss.backward()
+    with torch.no_grad():
+        grads = attention.attn_gradients.detach()
+        cams = attention.attention_map.detach()
+        heads = attention.num_heads
+        if mode == "itm":
+            mask = text_mask.view(text_mask.size(0), 1, -1, 1, 1)
+            cams_masked = cams[:, :, :, 1:].reshape(batch, heads, -1, grid, grid) * mask
+            grads_masked = grads[:, :, :, 1:].clamp(min=0).reshape(batch, heads, -1, grid, grid) * mask
+            maps = (cams_masked * grads_masked).mean(1).mean(1)
+        else:
+            cam = cams[:, :, 0, 1:].reshape(batch, heads, grid, grid)
+            grad = grads[:, :, 0, 1:].reshape(batch, heads, grid, grid).clamp(0)
+            maps = (cam * grad).mean(1)
+    # The module keeps no reference to the map or its gradient after the call.
+    attention.attention_map = attention.attn_gradients = None
+    return maps, cams, grads

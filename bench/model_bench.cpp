@@ -12,6 +12,8 @@
 #include "ops/linear.h"
 #include "tasks/retrieval/evaluation.h"
 #include "albef/train/optimizer.h"
+#include "albef/tasks/classify.h"
+#include "albef/tasks/grounding.h"
 #include "albef/tasks/pretrain.h"
 #include "albef/tasks/retrieval.h"
 #include "albef/tasks/nlvr.h"
@@ -41,6 +43,9 @@ namespace {
 
 constexpr int64_t kTextBatch = 64, kItmBatch = 64, kTrainBatch = 8, kTrainTokens = 25, kTextTokens = 30;
 constexpr int64_t kVqaQuestions = 16, kQuestionTokens = 12, kNlvrPairs = 16, kVePairs = 32;
+constexpr int64_t kGradcamPairs = 16;
+// classify_1000: zero-shot classification of 1,000 images into 1,000 labels (one template each).
+constexpr int64_t kClassifyImages = 1000, kClassifyLabels = 1000, kClassifyBatch = 32;
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -126,6 +131,16 @@ double vqa_flops(const Dims& d, double decoder_layers, double mean_answer_tokens
   return decoder_layers * (sequences * per_sequence + kv) + (sequences * (mean_answer_tokens - 1) + kVqaQuestions) * lm_head;
 }
 
+// gradcam_b16's layer: Grounding.py's default 8 on ALBEF-base (the third
+// fusion layer), the same place (or the last fusion layer) in smaller models.
+int64_t gradcam_block(int64_t fusion_layer, int64_t num_layers) {
+  return fusion_layer + std::min<int64_t>(2, num_layers - fusion_layer - 1);
+}
+double gradcam_block(const Dims& d) {
+  return static_cast<double>(gradcam_block(static_cast<int64_t>(d.text_layers),
+                                           static_cast<int64_t>(d.text_layers + d.fusion_layers)));
+}
+
 double workload_flops(const std::string& workload, const Dims& d, int64_t n_images, int64_t n_texts, int64_t k) {
   const double t = kTextTokens;
   if (workload == "image_b1") return vit_flops(d, 1);
@@ -142,6 +157,18 @@ double workload_flops(const std::string& workload, const Dims& d, int64_t n_imag
   if (workload == "ve_b32")
     return vit_flops(d, kVePairs) +
            kVePairs * (d.text_layers * text_layer_flops(d, t) + d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d)));
+  if (workload == "gradcam_b16") {
+    // The forward (ViT, text layers, fusion layers) plus the backward from the
+    // ITM score down to the cross-attention of the Grad-CAM layer: activation
+    // gradients only, about one forward of the fusion layers from there on.
+    const double above = d.fusion_layers - (gradcam_block(d) - d.text_layers);
+    return vit_flops(d, kGradcamPairs) +
+           kGradcamPairs * (d.text_layers * text_layer_flops(d, t) +
+                            d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d)) +
+                            above * fusion_pair_flops(d, t));
+  }
+  if (workload == "classify_1000")  // the images, the labels once, and a [1000 x 1000] product
+    return vit_flops(d, kClassifyImages) + kClassifyLabels * d.text_layers * text_layer_flops(d, t);
   if (workload == "retrieval") {
     // What the official algorithm needs once each image's K/V are shared:
     // both encoders over the gallery, (images + texts) x k fused pairs, K/V
@@ -204,8 +231,9 @@ double parameter_mb(AlbefModel& model) {
 }  // namespace
 
 const std::vector<std::string>& model_workloads() {
-  static const std::vector<std::string> names = {"image_b1", "image_b32", "text_b64", "itm_b64", "retrieval",
-                                                 "vqa_b16",  "nlvr_b16",  "ve_b32",   "train_b8"};
+  static const std::vector<std::string> names = {"image_b1", "image_b32", "text_b64",    "itm_b64", "retrieval",
+                                                 "vqa_b16",  "nlvr_b16",  "ve_b32",      "gradcam_b16", "classify_1000",
+                                                 "train_b8"};
   return names;
 }
 
@@ -314,6 +342,52 @@ void run_model_worker(const WorkerRequest& request) {
         PrecisionGuard guard(precision, device);
         outputs = {{"logits", classification::classify(model, "cls_head",
                                                        classification::fuse_items(model, false, batch, ids, mask))}};
+      };
+    } else if (request.workload == "gradcam_b16") {
+      // Grounding.py's val() on one batch in itm mode: forward, the backward to
+      // the attention of the Grad-CAM layer, the map.
+      items = kGradcamPairs;
+      unit = "expressions/s";
+      const at::Tensor batch = images.slice(0, 0, items).contiguous();
+      const at::Tensor ids = text_ids.slice(0, 0, items), mask = text_mask.slice(0, 0, items);
+      const int64_t block = gradcam_block(config.bert.fusion_layer, config.bert.num_hidden_layers);
+      report["block_num"] = block;
+      step = [&, batch, ids, mask, block] {
+        PrecisionGuard guard(precision, device);
+        outputs = {{"gradcam", compute_gradcam(model, batch, ids, mask, {GradcamMode::Itm, block}).maps}};
+      };
+    } else if (request.workload == "classify_1000") {
+      // albef classify's work: the label side once (one template per label,
+      // normalised ITC text features), then every image through the ViT in
+      // batches, scored against all labels (softmax at temp, top 5).
+      items = kClassifyImages;
+      unit = "images/s";
+      const at::Tensor rows = at::arange(kClassifyLabels) % text_ids.size(0);
+      const at::Tensor label_ids = text_ids.index_select(0, rows), label_mask = text_mask.index_select(0, rows);
+      report["labels"] = kClassifyLabels;
+      step = [&, label_ids, label_mask] {
+        const double start = now_seconds();
+        ZeroShotLabels labels;
+        {
+          at::NoGradGuard no_grad;
+          PrecisionGuard guard(precision, device);
+          std::vector<at::Tensor> features;
+          for (int64_t begin = 0; begin < kClassifyLabels; begin += 256) {
+            const int64_t end = std::min(kClassifyLabels, begin + 256);
+            features.push_back(model->text_feature(model->encode_text(label_ids.slice(0, begin, end),
+                                                                      label_mask.slice(0, begin, end))));
+          }
+          labels.features = l2_normalize(at::cat(features));
+          labels.names.resize(kClassifyLabels);
+        }
+        report["label_seconds"] = now_seconds() - start;
+        at::Tensor top;
+        for (int64_t begin = 0; begin < kClassifyImages; begin += kClassifyBatch) {
+          const at::Tensor batch =
+              images.index_select(0, at::arange(begin, std::min(kClassifyImages, begin + kClassifyBatch)) % images.size(0));
+          top = classify_images(model, labels, batch, 5, 0, precision).ranked_probabilities;
+        }
+        outputs = {{"top5_probabilities", top}};
       };
     } else if (vqa) {
       // VQA.py's evaluation of one batch from the question states on, as the PyTorch side times it.
@@ -463,12 +537,13 @@ void write_vqa_inputs(const std::string& dir, int64_t answers, int64_t image_res
 // timed in steady state: the first two steps grow the heap to its peak (about
 // 8 GB) and page-fault through it, taking up to twice as long as later ones.
 int iters_of(const std::string& workload, const ModelBenchOptions& options) {
-  if (workload == "retrieval" || workload == "vqa_b16") return 1;
+  if (workload == "retrieval" || workload == "vqa_b16" || workload == "classify_1000") return 1;
   if (workload == "image_b1") return std::max(options.iters, 10);  // 0.1-0.3 s a call: time more of them
   return workload == "train_b8" ? std::max(options.iters, 3) : options.iters;
 }
 
 int warmup_of(const std::string& workload, const ModelBenchOptions& options) {
+  if (workload == "classify_1000") return 0;  // 1,000 images: long enough to time cold
   return workload == "train_b8" ? std::max(options.warmup, 2) : options.warmup;
 }
 
@@ -609,8 +684,13 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
           // weights in memory: peak / weights and (peak - runtime) / weights are the memory ratios.
           row["albef_runtime_mb"] = mine.value("runtime_mb", 0.0);
           row["weights_mb"] = mine.value("weights_mb", 0.0);
+          if (mine.contains("label_seconds")) row["label_seconds"] = mine["label_seconds"];  // classify's text side
         }
-        if (!options.pytorch) continue;
+        // classify_1000 is measured against albef's own image encoding (vs_image_b32), not against PyTorch.
+        if (!options.pytorch || workload == "classify_1000") {
+          if (round + 1 < options.rounds) std::cout << ";" << std::flush;
+          continue;
+        }
         std::cout << ", pytorch" << std::flush;
         std::system((options.python + " " + quoted(options.baseline_script) + common + " --out " +
                      quoted(dir + "/" + tag + ".torch.json") + " --outputs " + quoted(dir + "/out_torch_" + tag) +
@@ -658,6 +738,13 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
       rows.push_back(row);
     }
   }
+  // classify_1000 against the image encoding of the same run: what the label side and the scoring cost.
+  for (auto& row : rows) {
+    if (row["workload"] != "classify_1000" || !row.contains("albef_rate")) continue;
+    for (const auto& other : rows)
+      if (other["workload"] == "image_b32" && other["precision"] == row["precision"] && other.contains("albef_rate"))
+        row["vs_image_b32"] = row["albef_rate"].get<double>() / other["albef_rate"].get<double>();
+  }
   report["rows"] = rows;
   if (temporary) fs::remove_all(dir);
   return report;
@@ -692,6 +779,9 @@ void print_model_table(const nlohmann::json& report) {
                 number(row, "max_rel_diff", "%.1e").c_str());
     for (const char* key : {"albef_error", "torch_error"})
       if (row.contains(key)) std::printf("    %s: %s\n", key, row[key].get<std::string>().c_str());
+    if (row.contains("vs_image_b32"))
+      std::printf("    %.2fx the image_b32 rate of this run (1,000 labels embedded once)\n",
+                  row["vs_image_b32"].get<double>());
   }
 }
 

@@ -37,14 +37,22 @@ Workloads (rate unit in brackets):
                        over two images (the first 16 images, then the next 16) [pairs/s]
   ve_b32               AlbefVE (model_ve.py) evaluation forward of 32 image-sentence
                        pairs [pairs/s]
+  gradcam_b16          Grounding.py val()'s Grad-CAM (albef_torch.gradcam, itm mode) of 16
+                       image-expression pairs (image i, text i): ViT + multimodal text
+                       encoder, ITM score, model.zero_grad(), backward, the map of the
+                       cross-attention of layer block_num = fusion_layer + min(2, layers -
+                       fusion_layer - 1) (the official default 8 on ALBEF-base) [expressions/s]
   train_b8             AlbefPretrain(momentum=True) training step on the first 8
                        images and the first 25 token columns: pretraining forward
                        (alpha 0.4), backward, AdamW (lr 1e-4, wd 0.02) [samples/s]
 Inference workloads build the model without the momentum encoders (they take
 no part in inference); W may be in pretrain (`text_encoder.bert.*`) or
-retrieval (`text_encoder.*`) layout, or for vqa_b16, nlvr_b16 and ve_b32 in
+retrieval (`text_encoder.*`) layout (gradcam_b16 always builds AlbefRetrieval, loading a
+pretrain layout as Grounding.py does), or for vqa_b16, nlvr_b16 and ve_b32 in
 that task's layout (loaded strictly). The vqa_b16 inputs are images.npy and
-question_ids.npy / question_mask.npy [16, Lq].
+question_ids.npy / question_mask.npy [16, Lq]. gradcam_b16 runs with autograd on
+(the official backward, weight gradients included) inside the no_grad region; under
+bf16 its forward is autocast and its backward is not (as train_b8's).
 
 glibc malloc returns tensors above its mmap threshold to the kernel, so large
 batches page-fault on every fresh activation; the JSON records the faults per
@@ -72,9 +80,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import albef_torch as at  # noqa: E402
 
-WORKLOADS = ("image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "vqa_b16", "nlvr_b16", "ve_b32", "train_b8")
+WORKLOADS = ("image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "vqa_b16", "nlvr_b16", "ve_b32",
+             "gradcam_b16", "train_b8")
 CLASSIFIERS = {"nlvr_b16": (at.AlbefNLVR, 16, 2), "ve_b32": (at.AlbefVE, 32, 1)}  # class, pairs, images per pair
-TRAIN_BATCH, TRAIN_TOKENS, ITM_BATCH, TEXT_BATCH, VQA_QUESTIONS = 8, 25, 64, 64, 16
+TRAIN_BATCH, TRAIN_TOKENS, ITM_BATCH, TEXT_BATCH, VQA_QUESTIONS, GRADCAM_PAIRS = 8, 25, 64, 64, 16, 16
 
 
 # ----------------------------------------------------------------------------- measurement helpers
@@ -167,7 +176,9 @@ def build_model(args, state, image_res):
         return model, config, model.load_state_dict(state, strict=True)
     train = args.workload == "train_b8"
     pretrain_layout = any(k.startswith("text_encoder.bert.") for k in state)
-    model_class = at.AlbefPretrain if (train or pretrain_layout) else at.AlbefRetrieval
+    # Grounding.py's model is model_retrieval.ALBEF whatever the checkpoint's layout.
+    model_class = (at.AlbefRetrieval if args.workload == "gradcam_b16"
+                   else at.AlbefPretrain if (train or pretrain_layout) else at.AlbefRetrieval)
     model = model_class(config, momentum=train)
     msg = at.load_checkpoint(model, {"model": state})
     if train and any(k.endswith("_m") or "_m." in k for k in msg.missing_keys):
@@ -271,6 +282,26 @@ def classifier_workload(model, args, images, text_ids, text_mask):
     return pairs, "pairs/s", step, lambda r: {"logits": to_numpy(r)}, {}
 
 
+def gradcam_block(bert):
+    """Grounding.py's default block_num 8 on ALBEF-base (the third fusion
+    layer); the same place, or the last fusion layer, in smaller models."""
+    return bert.fusion_layer + min(2, bert.num_hidden_layers - bert.fusion_layer - 1)
+
+
+def gradcam_workload(model, images, text_ids, text_mask, config):
+    """Grounding.py's val() on one batch in itm mode (image i with expression
+    i): the forward, model.zero_grad(), the backward and the map."""
+    batch_images = need(images, GRADCAM_PAIRS, "images").contiguous()
+    ids, mask = need(text_ids, GRADCAM_PAIRS, "texts").contiguous(), text_mask[:GRADCAM_PAIRS].contiguous()
+    block = gradcam_block(config["bert"])
+
+    def step():
+        return at.gradcam(model, batch_images, ids, mask, "itm", block)[0]
+
+    extra = {"block_num": block, "gradcam_mode": "itm", "tokens": int(ids.shape[1])}
+    return GRADCAM_PAIRS, "expressions/s", step, lambda r: {"gradcam": to_numpy(r)}, extra
+
+
 def train_workload(model, args, images, text_ids, text_mask, config):
     """One Pretrain.py iteration: zero_grad, forward (under autocast for bf16,
     backward outside it, as the autocast docs prescribe), backward, AdamW step."""
@@ -357,6 +388,8 @@ def run(args, report):
             built = vqa_workload(model, args, images, text_ids, text_mask)
         elif args.workload in CLASSIFIERS:
             built = classifier_workload(model, args, images, text_ids, text_mask)
+        elif args.workload == "gradcam_b16":
+            built = gradcam_workload(model, images, text_ids, text_mask, config)
         else:
             built = retrieval_workload(model, args.k_test, images, text_ids, text_mask)
         items, unit, step, outputs, extra = built

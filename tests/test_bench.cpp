@@ -40,11 +40,11 @@ TEST(Bench, ModelSuiteComparesWithPyTorchOnTheSameOutputs) {
   const nlohmann::json report = run_tiny_model_suite(
       "bench_model",
       " --workload image_b32 --workload itm_b64 --workload retrieval --workload vqa_b16 --workload nlvr_b16"
-      " --workload ve_b32 --workload train_b8",
+      " --workload ve_b32 --workload gradcam_b16 --workload train_b8",
       output);
   ASSERT_FALSE(report.is_discarded()) << output;
   const auto& rows = report["model"]["rows"];
-  ASSERT_EQ(rows.size(), 7u) << report.dump(1);
+  ASSERT_EQ(rows.size(), 8u) << report.dump(1);
   for (const auto& row : rows) {
     const std::string name = row["workload"].get<std::string>();
     EXPECT_FALSE(row.contains("albef_error")) << row.dump();
@@ -58,6 +58,23 @@ TEST(Bench, ModelSuiteComparesWithPyTorchOnTheSameOutputs) {
     }
   }
   EXPECT_GT(report["model"]["gemm_peak_gflops"]["fp32"].get<double>(), 0.0);
+}
+
+TEST(Bench, ClassifyIsMeasuredAgainstTheImageEncodingOfTheSameRun) {
+  std::string output;
+  const nlohmann::json report =
+      run_tiny_model_suite("bench_classify", " --workload image_b32 --workload classify_1000", output);
+  ASSERT_FALSE(report.is_discarded()) << output;
+  const auto& rows = report["model"]["rows"];
+  ASSERT_EQ(rows.size(), 2u) << report.dump(1);
+  const nlohmann::json& classify = rows[1];
+  EXPECT_EQ(classify["workload"], "classify_1000");
+  EXPECT_FALSE(classify.contains("albef_error")) << classify.dump();
+  EXPECT_FALSE(classify.contains("torch_rate")) << classify.dump();  // no PyTorch side: albef's own image rate is the yardstick
+  ASSERT_TRUE(classify.contains("vs_image_b32")) << classify.dump();
+  EXPECT_NEAR(classify["vs_image_b32"].get<double>(),
+              classify["albef_rate"].get<double>() / rows[0]["albef_rate"].get<double>(), 1e-9);
+  EXPECT_NE(output.find("the image_b32 rate of this run"), std::string::npos) << output;
 }
 
 TEST(Bench, RoundsAlternateTheTwoSidesAndReportMedians) {

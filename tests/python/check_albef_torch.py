@@ -22,6 +22,10 @@ Usage (from the repository root): tests/python/check_albef_torch.py [--skip-full
    with the recorded negatives and MLM masks injected, and again drawn from
    torch.manual_seed(1234) as the official run did, the three losses, the
    queues after the step and the recorded gradients must be within 1e-5.
+8. gradcam() (Grounding.py val()) on AlbefRetrieval loaded from the tiny
+   checkpoint as Grounding.py loads it: itm at block 3 and itc at block 1
+   against tests/data/grounding (the recorded attention, its gradient and the
+   map, within 1e-6).
 Prints every difference; exits 1 if any check fails.
 """
 import argparse
@@ -244,6 +248,43 @@ def check_nlvr_ve():
     expect(diff <= TOLERANCE, f"ve eval prediction: max|diff| {diff:.3g}")
 
 
+def check_gradcam():
+    """gradcam() against tests/data/grounding (the official val() on the tiny
+    retrieval model; the npy are those of fixtures/grounding). The model keys
+    of the fixture's Grounding_tiny.yaml (image_res 32, vision_width 64,
+    embed_dim 32, temp 0.07, queue_size 16, vision_config) equal those of
+    tiny/Pretrain.yaml. Grounding.py builds the model with momentum copies and
+    loads the checkpoint with 'bert.' removed (pos_embeds resized, a no-op at
+    res 32); only idx_queue stays missing. Block 3 is the last fusion layer
+    (itm), block 1 the last ViT block (itc); both modes on one model, as
+    consecutive val() calls would run them."""
+    folder = os.path.join(ROOT, "tests/data/grounding")
+
+    def load(name):
+        return torch.from_numpy(np.load(os.path.join(folder, "npy", name + ".npy")))
+
+    model = at.AlbefRetrieval(at.load_config(os.path.join(TINY, "Pretrain.yaml")), momentum=True)
+    msg = at.load_checkpoint(model, os.path.join(TINY, "albef_pretrain_tiny.pth"))
+    expect(msg.missing_keys == ["idx_queue"], f"grounding: Grounding.py's load leaves only {msg.missing_keys} missing")
+    model.eval()
+    image, ids, mask = load("inputs__image"), load("inputs__input_ids"), load("inputs__attention_mask")
+    for mode, block in (("itm", 3), ("itc", 1)):
+        maps, attention_map, attn_gradients = at.gradcam(model, image, ids, mask, mode, block)
+        for name, ours in (("attention_map", attention_map), ("attn_gradients", attn_gradients), ("gradcam", maps)):
+            expected = load(f"{mode}__{name}")
+            if ours.shape != expected.shape:
+                expect(False, f"gradcam {mode} block {block} {name}: shape {tuple(ours.shape)} "
+                              f"!= {tuple(expected.shape)}")
+                continue
+            diff = (ours - expected).abs().max().item()
+            expect(diff <= 1e-6, f"gradcam {mode} block {block} {name}: max|diff| {diff:.3g} "
+                                 f"(max|ref| {expected.abs().max().item():.3g})")
+    # Back to the normal path: no attention kept, no hook left set.
+    kept = [name for name, module in model.named_modules() if getattr(module, "attention_map", None) is not None
+            or getattr(module, "save_attention", False)]
+    expect(not kept, f"gradcam leaves no attention kept or save_attention set {kept[:3]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-full-size", action="store_true", help="skip building the full-size models")
@@ -256,6 +297,7 @@ def main():
     check_pretrain_forward()
     check_vqa()
     check_nlvr_ve()
+    check_gradcam()
     print(f"{len(failures)} failure(s)" if failures else "all checks passed")
     sys.exit(1 if failures else 0)
 
