@@ -132,10 +132,14 @@ ZeroShotScores classify_images(AlbefModel& model, const ZeroShotLabels& labels, 
   at::NoGradGuard no_grad;
   PrecisionGuard guard(precision, device);
   const at::Tensor embeds = model->encode_image(images.to(device));
-  const at::Tensor logits =
-      at::matmul(model->image_feature(embeds), labels.features.to(device).t()) / model->temp.to(at::kFloat);
+  const at::Tensor image_feat = model->image_feature(embeds);
   ZeroShotScores out;
-  out.probabilities = at::softmax(logits, 1).to(at::kCPU, at::kFloat);
+  {
+    // The similarities stay in float32: in bf16, logits near 1/temp move in steps of 1/16.
+    const AutocastOff fp32;
+    const at::Tensor logits = at::matmul(image_feat, labels.features.to(device).t()) / model->temp.to(at::kFloat);
+    out.probabilities = at::softmax(logits, 1).to(at::kCPU, at::kFloat);
+  }
   const int64_t k = std::min(count, std::max<int64_t>(top, rerank));
   auto [values, indices] = out.probabilities.topk(k, 1);
   out.ranking = indices.contiguous();
