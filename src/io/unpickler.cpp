@@ -1,5 +1,7 @@
 #include "unpickler.h"
 
+#include "pickle_globals.h"
+#include "pickle_keys.h"
 #include "pickle_text.h"
 
 #include "albef/core/error.h"
@@ -24,70 +26,6 @@ using Kind = PyObject::Kind;
 // the shared_ptr destructors); torch.save itself cannot write anything close.
 constexpr size_t kMaxDepth = 1000;
 
-struct StorageClass {
-  const char* name;
-  at::ScalarType dtype;
-};
-
-constexpr StorageClass kStorageClasses[] = {
-    {"FloatStorage", at::kFloat}, {"DoubleStorage", at::kDouble},     {"HalfStorage", at::kHalf},
-    {"BFloat16Storage", at::kBFloat16}, {"LongStorage", at::kLong},   {"IntStorage", at::kInt},
-    {"ShortStorage", at::kShort}, {"CharStorage", at::kChar},         {"ByteStorage", at::kByte},
-    {"BoolStorage", at::kBool},
-};
-
-// What an allowed global does when the pickle calls it.
-enum class Callable {
-  kOrderedDict,
-  kRebuildTensorV2,
-  kRebuildTensor,
-  kRebuildParameter,
-  kRebuildParameterWithState,
-  kStorageClass,  // only ever named inside a storage reference
-  kSet,           // set and frozenset, both loaded as a list
-  kBytes,         // bytes() -> b'' (protocol 2)
-  kCodecsEncode,  // _codecs.encode(str, 'latin1'): bytes in protocol 2
-};
-
-struct Global {
-  Callable callable;
-  at::ScalarType dtype;  // kStorageClass only
-  std::string name;      // "module.name", for messages
-};
-
-struct AllowedGlobal {
-  const char* module;
-  const char* name;
-  Callable callable;
-};
-
-constexpr AllowedGlobal kAllowedGlobals[] = {
-    {"collections", "OrderedDict", Callable::kOrderedDict},
-    {"torch._utils", "_rebuild_tensor_v2", Callable::kRebuildTensorV2},
-    {"torch._utils", "_rebuild_tensor", Callable::kRebuildTensor},
-    {"torch._utils", "_rebuild_parameter", Callable::kRebuildParameter},
-    {"torch._utils", "_rebuild_parameter_with_state", Callable::kRebuildParameterWithState},
-    {"builtins", "set", Callable::kSet},
-    {"builtins", "frozenset", Callable::kSet},
-    {"builtins", "bytes", Callable::kBytes},
-    // Python 3 writes the Python 2 module name in protocol 2 pickles.
-    {"__builtin__", "set", Callable::kSet},
-    {"__builtin__", "frozenset", Callable::kSet},
-    {"__builtin__", "bytes", Callable::kBytes},
-    {"_codecs", "encode", Callable::kCodecsEncode},
-};
-
-std::optional<Global> find_global(std::string_view module, std::string_view name) {
-  const std::string full = str_cat(module, ".", name);
-  for (const auto& allowed : kAllowedGlobals)
-    if (module == allowed.module && name == allowed.name) return Global{allowed.callable, at::kFloat, full};
-  // Older files name CUDA storages torch.cuda.XStorage; the location is ignored anyway.
-  if (module == "torch" || module == "torch.cuda")
-    for (const auto& cls : kStorageClasses)
-      if (name == cls.name) return Global{Callable::kStorageClass, cls.dtype, full};
-  return std::nullopt;
-}
-
 // The storage (or legacy storage view) a BINPERSID resolved to.
 struct StorageSlice {
   c10::Storage storage;
@@ -108,41 +46,6 @@ struct Item {
   std::shared_ptr<const StorageSlice> storage;
   std::shared_ptr<const ItemTuple> tuple;
 };
-
-bool is_number(const PyObject& o) { return o.kind == Kind::Bool || o.kind == Kind::Int || o.kind == Kind::Float; }
-
-// A float with an integral value in int64 range, as Python compares numbers.
-std::optional<int64_t> integral_value(const PyObject& o) {
-  if (o.kind != Kind::Float) return o.kind == Kind::Bool ? int64_t{o.boolean} : o.integer;
-  if (std::trunc(o.real) != o.real || o.real < -9.2233720368547758e18 || o.real >= 9.2233720368547758e18)
-    return std::nullopt;
-  return static_cast<int64_t>(o.real);
-}
-
-bool is_scalar_key(const PyObject& o) {
-  return o.kind != Kind::List && o.kind != Kind::Dict && o.kind != Kind::Tuple;
-}
-
-// Dict keys follow Python: 1, 1.0 and True are one key; tensors are keys by identity.
-bool keys_equal(const PyObjectPtr& a, const PyObjectPtr& b) {
-  if (is_number(*a) && is_number(*b)) {
-    if (a->kind == Kind::Float && b->kind == Kind::Float) return a->real == b->real;
-    const auto x = integral_value(*a), y = integral_value(*b);
-    return x && y && *x == *y;
-  }
-  if (a->kind != b->kind) return false;
-  switch (a->kind) {
-    case Kind::None: return true;
-    case Kind::String:
-    case Kind::Bytes: return a->text == b->text;
-    case Kind::Tuple:
-      if (a->items.size() != b->items.size()) return false;
-      for (size_t i = 0; i < a->items.size(); ++i)
-        if (!keys_equal(a->items[i], b->items[i])) return false;
-      return true;
-    default: return a == b;
-  }
-}
 
 class Unpickler {
  public:
@@ -227,7 +130,6 @@ class Unpickler {
   Item make_tuple(std::vector<Item> items);
   std::vector<Item> tuple_items(const Item& item) const;
   void dict_set(PyObject& dict, PyObjectPtr key, PyObjectPtr value);
-  size_t key_hash(const PyObject& key) const;
   int64_t int_arg(const Item& item, const char* what) const;
   std::vector<int64_t> int_tuple_arg(const Item& item, const char* what) const;
   PyObjectPtr latin1_bytes(const std::string& text) const;
@@ -307,33 +209,11 @@ std::vector<Item> Unpickler::tuple_items(const Item& item) const {
   return items;
 }
 
-size_t Unpickler::key_hash(const PyObject& key) const {
-  switch (key.kind) {
-    case Kind::None: return 0x5bd1e995;
-    case Kind::Bool:
-    case Kind::Int:
-    case Kind::Float: {
-      const auto integral = integral_value(key);
-      return integral ? std::hash<int64_t>()(*integral) : std::hash<double>()(key.real);
-    }
-    case Kind::String: return std::hash<std::string>()(key.text);
-    case Kind::Bytes: return ~std::hash<std::string>()(key.text);
-    case Kind::Tensor: return std::hash<const void*>()(&key);
-    case Kind::Tuple: {
-      size_t hash = key.items.size();
-      for (const PyObjectPtr& item : key.items) {
-        if (!is_scalar_key(*item)) corrupt("unsupported dict key");
-        hash = hash * 1000003 ^ key_hash(*item);
-      }
-      return hash;
-    }
-    default: corrupt("unhashable dict key");
-  }
-}
-
 void Unpickler::dict_set(PyObject& dict, PyObjectPtr key, PyObjectPtr value) {
   auto& index = dict_index_[&dict];
-  const size_t hash = key_hash(*key);
+  const std::optional<size_t> found = key_hash(*key);
+  if (!found) corrupt("unhashable dict key");
+  const size_t hash = *found;
   const auto [first, last] = index.equal_range(hash);
   size_t colliding = 0;
   for (auto it = first; it != last; ++it) {
@@ -737,12 +617,6 @@ void Unpickler::release() {
 }
 
 }  // namespace
-
-const char* storage_class_name(at::ScalarType dtype) {
-  for (const auto& cls : kStorageClasses)
-    if (cls.dtype == dtype) return cls.name;
-  return nullptr;
-}
 
 PyObjectPtr unpickle(std::string_view data, size_t& pos, const std::string& source,
                      const StorageLoader& load_storage) {

@@ -144,7 +144,7 @@ void run_gradcam(const GradcamFlags& flags) {
         const std::string piece = tokenizer.id_to_token(encoding.input_ids[row][j + 1].item<int64_t>());
         cv::Mat word = overlay_heatmap(picture, word_maps[j]);
         annotate_heatmap(word, "\"" + piece + "\" in: " + captions[k]);
-        char index[16];
+        char index[24];
         std::snprintf(index, sizeof index, "%02lld", static_cast<long long>(j + 1));
         const std::string name = stem + "_word" + index + "_" + file_safe(piece) + ".png";
         write_png(flags.out + "/" + name, word);
