@@ -72,13 +72,13 @@ data::TrainDataset grounding_train_dataset(const std::vector<std::string>& files
 json results_json(const grounding::GroundingEvaluation& evaluation, const at::Tensor& maps) {
   json out = json::array();
   const at::Tensor cpu = maps.to(at::kCPU, at::kFloat).contiguous();
+  const auto values = cpu.accessor<float, 3>();
   for (size_t i = 0; i < evaluation.results.size(); ++i) {
     const grounding::RefResult& r = evaluation.results[i];
     json map = json::array();
-    const at::Tensor m = cpu[static_cast<int64_t>(i)];
-    for (int64_t y = 0; y < m.size(0); ++y) {
+    for (int64_t y = 0; y < values.size(1); ++y) {
       json row = json::array();
-      for (int64_t x = 0; x < m.size(1); ++x) row.push_back(m[y][x].item<float>());
+      for (int64_t x = 0; x < values.size(2); ++x) row.push_back(values[static_cast<int64_t>(i)][y][x]);
       map.push_back(std::move(row));
     }
     json entry = {{"ref_id", r.ref_id}, {"split", r.split}, {"box", r.box ? json(*r.box) : json(nullptr)},
