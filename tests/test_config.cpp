@@ -3,10 +3,13 @@
 
 #include "albef/config/config.h"
 #include "albef/core/error.h"
+#include "albef/text/tokenizer.h"
 
 #include "test_util.h"
 
+#include <filesystem>
 #include <fstream>
+#include <vector>
 
 using albef::testing::data_path;
 using albef::testing::make_temp_dir;
@@ -20,13 +23,18 @@ std::string write_file(const std::string& dir, const std::string& name, const st
   return path;
 }
 
-std::string error_of(const std::string& path) {
+std::string error_of(const std::string& path, const std::string& text_encoder = "") {
   try {
-    albef::load_config(path);
+    albef::load_config(path, text_encoder);
   } catch (const albef::Error& e) {
     return e.what();
   }
   return "";
+}
+
+void expect_error_naming(const std::string& error, const std::vector<std::string>& needles) {
+  EXPECT_FALSE(error.empty());
+  for (const std::string& needle : needles) EXPECT_NE(error.find(needle), std::string::npos) << error;
 }
 
 }  // namespace
@@ -78,7 +86,30 @@ TEST(Config, TinyVisionConfigAndRelativePaths) {
   EXPECT_EQ(config.vision.depth, 2);
   EXPECT_EQ(config.bert.num_hidden_layers, 4);
   EXPECT_EQ(config.bert.fusion_layer, 2);
-  EXPECT_TRUE(std::ifstream(config.vocab).good()) << config.vocab;
+  EXPECT_EQ(config.vocab, albef::text::kBundledVocabulary);  // no vocab: key and no file beside config_bert.json
+}
+
+TEST(Config, VocabularyComesFromTheVocabKeyThenTextEncoderThenBundled) {
+  const std::string dir = make_temp_dir("config_vocabulary");
+  std::filesystem::create_directories(dir + "/hf");
+  std::ofstream(dir + "/hf/vocab.txt") << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n";
+  std::ofstream(dir + "/mine.txt") << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n";
+  const std::string tiny = data_path("tiny/Pretrain.yaml");
+  EXPECT_EQ(albef::load_config(tiny, "bert-base-uncased").vocab, albef::text::kBundledVocabulary);
+  EXPECT_EQ(albef::load_config(tiny, dir + "/hf").vocab, dir + "/hf/vocab.txt");  // as HuggingFace saves a tokenizer
+  EXPECT_EQ(albef::load_config(tiny, dir + "/mine.txt").vocab, dir + "/mine.txt");
+  expect_error_naming(error_of(tiny, "bert-base-cased"), {"--text_encoder bert-base-cased", "bundled"});
+  expect_error_naming(error_of(tiny, dir), {"no vocab.txt"});
+
+  std::ifstream in(tiny);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string bert_config = "'tiny/config_bert.json'";
+  text.replace(text.find(bert_config), bert_config.size(), "'" + data_path("tiny/config_bert.json") + "'");
+  std::ofstream(dir + "/with_vocab.yaml") << text << "vocab: '" << dir << "/mine.txt'\n";
+  EXPECT_EQ(albef::load_config(dir + "/with_vocab.yaml", "bert-base-uncased").vocab, dir + "/mine.txt");  // the key wins
+  std::ofstream(dir + "/missing_vocab.yaml") << text << "vocab: 'nowhere/vocab.txt'\n";
+  expect_error_naming(error_of(dir + "/missing_vocab.yaml"),
+                      {"missing_vocab.yaml", "vocab 'nowhere/vocab.txt'", "looked in", "--text_encoder"});
 }
 
 TEST(Config, MisspeltKeyNamesKeyAndFile) {

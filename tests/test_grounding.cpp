@@ -56,7 +56,6 @@ std::string write_grounding_config(const std::string& dir, const std::string& te
       << "coco_file: 'unused.json'\n"
       << "image_root: '" << source_path("data/coco-by") << "/'\n"
       << "bert_config: '" << data_path("tiny/config_bert.json") << "'\n"
-      << "vocab: '" << source_path("configs/bert-base-uncased-vocab.txt") << "'\n"
       << "image_res: 32\nbatch_size: " << batch << "\nqueue_size: 16\nmomentum: 0.995\nvision_width: 64\nembed_dim: 32\n"
       << "temp: 0.07\nalpha: 0.4\ndistill: true\nwarm_up: true\n"
       << "optimizer: {opt: adamW, lr: 1.0e-05, weight_decay: 0.02}\n"
@@ -416,7 +415,7 @@ TEST(GradcamCli, WritesOverlaysPerWordMapsAndAPage) {
   // Each sentence's map is the official token average of that sentence alone
   // (here the two were one batch, padded to the longer).
   albef::AlbefModel model = load_grounding_model();
-  const albef::text::BertTokenizer tokenizer(source_path("configs/bert-base-uncased-vocab.txt"));
+  const albef::text::BertTokenizer tokenizer(albef::text::kBundledVocabulary);
   const at::Tensor input = albef::vision::load_test_image(image, 32).unsqueeze(0);
   size_t pictures = 2;
   for (size_t k = 0; k < 2; ++k) {

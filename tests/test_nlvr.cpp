@@ -50,7 +50,6 @@ std::string write_nlvr_config(const std::string& dir, const std::string& train_f
       << "']\ntest_file: ['" << pairs << "']\n"
       << "image_root: '" << source_path("data/coco-by") << "'\n"
       << "bert_config: '" << data_path("tiny/config_bert.json") << "'\n"
-      << "vocab: '" << source_path("configs/bert-base-uncased-vocab.txt") << "'\n"
       << "image_res: 32\nbatch_size: 2\nalpha: 0.4\ndistill: true\nwarm_up: true\neval_ema: false\n"
       << "optimizer: {opt: adamW, lr: 2.0e-05, weight_decay: 0.02}\n"
       << "schedular: {sched: cosine, lr: 2.0e-05, epochs: 10, min_lr: 1.0e-06, decay_rate: 1, warmup_lr: 1.0e-05, "
@@ -63,7 +62,6 @@ std::string write_ta_config(const std::string& dir) {
   std::ofstream(dir + "/NLVR_pretrain_tiny.yaml")
       << "train_file: ['" << source_path("data/coco-by/captions.json") << "']\n"
       << "bert_config: '" << data_path("tiny/config_bert.json") << "'\n"
-      << "vocab: '" << source_path("configs/bert-base-uncased-vocab.txt") << "'\n"
       << "image_res: 32\nvision_width: 64\nembed_dim: 32\nbatch_size: 4\n"
       << "optimizer: {opt: adamW, lr: 2.0e-05, weight_decay: 0.02}\n"
       << "schedular: {sched: cosine, lr: 2.0e-05, epochs: 1, min_lr: 1.0e-05, decay_rate: 1, warmup_lr: 1.0e-05, "

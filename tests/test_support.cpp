@@ -61,7 +61,6 @@ std::string write_tiny_pretrain_config(const std::string& dir, const std::string
   auto replace = [&](const std::string& from, const std::string& to) { text.replace(text.find(from), from.size(), to); };
   replace("'../../../data/coco-by/captions.json'", "'" + train_file + "'");
   replace("'tiny/config_bert.json'", "'" + data_path("tiny/config_bert.json") + "'");
-  replace("'../../../configs/bert-base-uncased-vocab.txt'", "'" + source_path("configs/bert-base-uncased-vocab.txt") + "'");
   const std::string path = dir + "/tiny.yaml";
   std::ofstream(path) << text;
   return path;
@@ -74,7 +73,6 @@ std::string write_tiny_retrieval_config(const std::string& dir) {
        << "test_file: '" << source_path("data/coco-by/captions.json") << "'\n"
        << "image_root: '" << source_path("data/coco-by") << "'\n"
        << "bert_config: '" << data_path("tiny/config_bert.json") << "'\n"
-       << "vocab: '" << source_path("configs/bert-base-uncased-vocab.txt") << "'\n"
        << "image_res: 32\nbatch_size_train: 16\nbatch_size_test: 16\nqueue_size: 16\nmomentum: 0.995\n"
        << "vision_width: 64\nembed_dim: 32\ntemp: 0.07\nk_test: 4\nalpha: 0.4\ndistill: True\nwarm_up: True\n"
        << "optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}\n"

@@ -23,7 +23,7 @@ using ::albef::testing::source_path;
 using Ids = std::vector<int64_t>;
 
 const BertTokenizer& tokenizer() {
-  static const BertTokenizer instance(source_path("configs/bert-base-uncased-vocab.txt"));
+  static const BertTokenizer instance(albef::text::kBundledVocabulary);
   return instance;
 }
 
@@ -225,7 +225,7 @@ TEST(BertTokenizer, SpecialTokensInText) {
 }
 
 TEST(BertTokenizer, CasedModeKeepsCaseAndAccents) {
-  const BertTokenizer cased(source_path("configs/bert-base-uncased-vocab.txt"), false);
+  const BertTokenizer cased(albef::text::kBundledVocabulary, false);
   // "Dog" is not in the uncased vocabulary and "D" neither: [UNK].
   EXPECT_EQ(pieces("Dog dog", cased), (Ids{100, 3899}));
   // "é" is kept: "caf" matches but "##é" is not in this vocabulary, so the

@@ -46,7 +46,6 @@ std::string write_ve_config(const std::string& dir, const std::string& train = "
       << "train_file: '" << (train.empty() ? pairs : train) << "'\nval_file: '" << pairs << "'\ntest_file: '" << pairs
       << "'\nimage_root: '" << source_path("data/coco-by/images") << "'\n"
       << "bert_config: '" << data_path("tiny/config_bert.json") << "'\n"
-      << "vocab: '" << source_path("configs/bert-base-uncased-vocab.txt") << "'\n"
       << "image_res: 32\nbatch_size_train: " << batch << "\nbatch_size_test: 3\nalpha: 0.4\ndistill: true\n"
       << "warm_up: false\noptimizer: {opt: adamW, lr: " << lr << ", weight_decay: 0.02}\n"
       << "schedular: {sched: cosine, lr: " << lr << ", epochs: 5, min_lr: 1.0e-06, decay_rate: 1, warmup_lr: " << lr

@@ -52,7 +52,6 @@ std::string write_config(const std::string& dir, const Variant& variant) {
       << "vqa_root: '" << source_path("data/coco-by") << "/'\n"
       << "vg_root: '" << source_path("data/coco-by") << "/'\n"
       << "bert_config: '" << data_path("tiny/config_bert.json") << "'\n"
-      << "vocab: '" << source_path("configs/bert-base-uncased-vocab.txt") << "'\n"
       << "image_res: 32\nbatch_size_train: 4\nbatch_size_test: 4\nk_test: 4\nalpha: 0.4\ndistill: true\n"
       << "warm_up: true\neos: '[SEP]'\ndecoder_layers: " << variant.decoder_layers << "\n"
       << "optimizer: {opt: adamW, lr: 2.0e-05, weight_decay: 0.02}\n"

@@ -19,6 +19,7 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 #include "albef/model/albef.h"
+#include "albef/model/checkpoint_layout.h"
 #include "albef/model/itm.h"
 #include "albef/serve/gallery.h"
 #include "albef/serve/image_index.h"

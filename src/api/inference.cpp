@@ -12,7 +12,7 @@ namespace albef {
 
 AlbefInference::AlbefInference(const InferenceOptions& options)
     : options_(options),
-      config_(load_config(options.config_path)),
+      config_(load_config(options.config_path, options.text_encoder)),
       tokenizer_(config_.vocab),
       device_(parse_device(options.device)) {
   ALBEF_CHECK(options.batch_size > 0, "batch_size must be positive, got ", options.batch_size);

@@ -35,7 +35,8 @@ struct LaunchFlags {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
   int grace_seconds = 60;
-  std::vector<std::string> command;
+  std::string task;                  ///< the command's name, or its official script's (Pretrain.py)
+  std::vector<std::string> command;  ///< the command's flags
 };
 
 volatile sig_atomic_t g_stop_signal = 0;
@@ -70,14 +71,13 @@ int exit_code(int status) {
 }
 
 int run_launch(const LaunchFlags& flags) {
-  if (flags.command.empty()) fail("launch: give the albef command after --, e.g. albef launch --nproc 2 -- pretrain ...");
   // Only the tasks train or evaluate data-parallel: anything else would just run N times.
-  const tasks::Task* task = tasks::find_task(flags.command.front());
+  const tasks::Task* task = tasks::find_task(flags.task);
   if (!task || !task->data_parallel) {
     std::string names;
     for (const tasks::Task& each : tasks::registry())
       if (each.data_parallel) names += (names.empty() ? "" : ", ") + each.name;
-    fail("launch: '", flags.command.front(), "' is not a ", task ? "data-parallel " : "", "task; data-parallel runs take one of: ", names);
+    fail("launch: '", flags.task, "' is not a ", task ? "data-parallel " : "", "task; data-parallel runs take one of: ", names);
   }
   if (flags.node_rank >= flags.nnodes) fail("launch: --node_rank ", flags.node_rank, " with --nnodes ", flags.nnodes);
   if (flags.nnodes > 1 && flags.master_port == 0) fail("launch: several machines need an agreed --master_port");
@@ -109,7 +109,7 @@ int run_launch(const LaunchFlags& flags) {
     env.push_back("MASTER_ADDR=" + flags.master_addr);
     env.push_back("MASTER_PORT=" + std::to_string(port));
     if (!has_threads) env.push_back("OMP_NUM_THREADS=" + threads);  // each process its share of the cores
-    std::vector<std::string> args = {"albef"};
+    std::vector<std::string> args = {"albef", task->name};
     args.insert(args.end(), flags.command.begin(), flags.command.end());
     std::vector<char*> argv, envp;
     for (auto& a : args) argv.push_back(a.data());
@@ -160,8 +160,8 @@ int run_launch(const LaunchFlags& flags) {
 void add_launch_command(CLI::App& app) {
   auto flags = std::make_shared<LaunchFlags>();
   CLI::App* command = app.add_subcommand(
-      "launch", "Run an albef command data-parallel in several processes (as torchrun): albef launch --nproc 2 -- "
-                "pretrain --config ...");
+      "launch", "Run a task data-parallel in several processes (as torchrun): albef launch --nproc 2 pretrain "
+                "--config ... (or torch.distributed.launch's words: --nproc_per_node=2 --use_env Pretrain.py ...)");
   command->add_option("--nproc,--nproc_per_node", flags->nproc, "Processes on this machine")
       ->check(CLI::PositiveNumber);
   command->add_option("--nnodes", flags->nnodes, "Machines in the run")->check(CLI::PositiveNumber);
@@ -173,8 +173,17 @@ void add_launch_command(CLI::App& app) {
   command->add_option("--grace", flags->grace_seconds,
                       "Seconds the other processes get to stop after one fails, before they are killed")
       ->check(CLI::PositiveNumber);
-  command->add_option("command", flags->command, "The albef command and its flags (after --)")->required();
-  command->callback([flags] {
+  command->add_flag("--use_env", "Accepted for torch.distributed.launch's command lines (albef always passes the "
+                                  "rank in the environment, as --use_env asks)");
+  command->add_option("command", flags->task, "The task to run (pretrain, retrieval, ... or its script: Pretrain.py, ...), "
+                                              "then its flags")
+      ->required();
+  // Everything after the task's name is its own: as torch.distributed.launch
+  // reads `--nproc_per_node=8 --use_env Pretrain.py --config ...`.
+  command->prefix_command();
+  command->callback([flags, command] {
+    flags->command = command->remaining();
+    if (!flags->command.empty() && flags->command.front() == "--") flags->command.erase(flags->command.begin());
     const int code = run_launch(*flags);
     if (code != 0) std::exit(code);
   });

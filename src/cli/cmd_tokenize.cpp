@@ -16,6 +16,7 @@ namespace {
 
 struct TokenizeFlags {
   std::string config;
+  std::string text_encoder;
   int max_length = 30;
   int max_words = 30;
   bool no_clean = false;
@@ -24,7 +25,7 @@ struct TokenizeFlags {
 };
 
 void run_tokenize(const TokenizeFlags& flags) {
-  const Config config = load_config(flags.config);
+  const Config config = load_config(flags.config, flags.text_encoder);
   const text::BertTokenizer tokenizer(config.vocab);
   for (const std::string& raw : flags.texts) {
     const std::string caption = flags.no_clean ? raw : text::pre_caption(raw, flags.max_words);
@@ -52,6 +53,7 @@ void add_tokenize_command(CLI::App& app) {
   CLI::App* command =
       app.add_subcommand("tokenize", "Print the cleaned caption, input_ids and attention_mask of each text");
   command->add_option("--config", flags->config, "Task config YAML (names the vocabulary)")->required();
+  tasks::add_text_encoder_flag(*command, flags->text_encoder);
   command->add_option("--max_length,--max-length", flags->max_length,
                       "Tokens including [CLS] (30 as retrieval; pretraining uses 25)")
       ->check(CLI::PositiveNumber);

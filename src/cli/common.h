@@ -27,5 +27,7 @@ void add_index_command(CLI::App& app);
 void add_search_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
+void add_info_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
 
 }  // namespace albef::cli

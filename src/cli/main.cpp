@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   // Pretraining and the downstream tasks, each a unit in src/tasks/<name>/.
   for (const albef::tasks::Task& task : albef::tasks::registry()) {
     CLI::App* command = app.add_subcommand(task.name, task.summary);
+    if (!task.official_script.empty()) command->alias(task.official_script);
     command->callback(task.add_command(*command));
     if (task.add_tools) task.add_tools(app);
   }
@@ -26,6 +27,8 @@ int main(int argc, char** argv) {
   albef::cli::add_search_command(app);
   albef::cli::add_bench_command(app);
   albef::cli::add_launch_command(app);
+  albef::cli::add_info_command(app);
+  albef::cli::add_convert_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -2,6 +2,7 @@
 
 #include "albef/core/error.h"
 #include "albef/core/fs.h"
+#include "albef/text/tokenizer.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -116,6 +117,43 @@ void read_json_field(const nlohmann::json& json, const char* key, T& field, cons
   }
 }
 
+constexpr const char* kPointElsewhere =
+    "set 'vocab:' in the config, or pass --text_encoder with a folder holding vocab.txt, a vocabulary file, or "
+    "bert-base-uncased (bundled with albef)";
+
+// The WordPiece vocabulary, first found of: the config's `vocab:` key; the
+// --text_encoder flag (the official scripts' name for the BERT they load:
+// `bert-base-uncased`, or a folder as HuggingFace saves a tokenizer, or a
+// vocabulary file); bert-base-uncased-vocab.txt beside config_bert.json; the
+// bundled bert-base-uncased vocabulary.
+std::string find_vocabulary(const Config& config, const YAML::Node* vocab_key, const std::string& text_encoder) {
+  if (vocab_key) {
+    const std::string written = scalar<std::string>(*vocab_key, "vocab", config.path);
+    const std::string found = config.resolve(written);
+    if (fs::is_regular_file(found)) return found;
+    const fs::path dir = fs::path(config.path).parent_path();
+    fail(config.path, ": vocab '", written, "' (line ", vocab_key->Mark().line + 1, ") is not a file; looked in ",
+         fs::absolute(written).lexically_normal().string(), ", ", fs::absolute(dir / written).lexically_normal().string(), " and ",
+         fs::absolute(dir.parent_path() / written).lexically_normal().string(), "; ", kPointElsewhere);
+  }
+  if (!text_encoder.empty()) {
+    const fs::path given(text_encoder);
+    if (fs::is_directory(given)) {
+      if (fs::is_regular_file(given / "vocab.txt")) return (given / "vocab.txt").string();
+      fail("--text_encoder ", text_encoder, ": the folder has no vocab.txt (HuggingFace's tokenizer files); ",
+           kPointElsewhere);
+    }
+    if (fs::is_regular_file(given)) return text_encoder;
+    if (text_encoder == "bert-base-uncased") return text::kBundledVocabulary;
+    fail("--text_encoder ", text_encoder, ": no such folder or file (", fs::absolute(given).string(),
+         "), and the only vocabulary bundled with albef is bert-base-uncased's, the one every official ALBEF "
+         "config uses; ", kPointElsewhere);
+  }
+  const fs::path beside_bert_config = fs::path(config.bert_config).parent_path() / "bert-base-uncased-vocab.txt";
+  if (fs::is_regular_file(beside_bert_config)) return beside_bert_config.string();
+  return text::kBundledVocabulary;
+}
+
 }  // namespace
 
 BertConfig BertConfig::from_json_file(const std::string& path) {
@@ -164,7 +202,7 @@ std::string Config::resolve(const std::string& relative) const {
   return relative;
 }
 
-Config load_config(const std::string& path) {
+Config load_config(const std::string& path, const std::string& text_encoder) {
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -267,9 +305,8 @@ Config load_config(const std::string& path) {
   if (config.bert.encoder_width != config.vision_width)
     fail(config.bert_config, ": encoder_width ", config.bert.encoder_width, " differs from vision_width ",
          config.vision_width, " of ", path);
-  // The vocabulary: the config's 'vocab' key, else beside config_bert.json.
-  config.vocab = has("vocab") ? config.resolve(scalar<std::string>(root["vocab"], "vocab", path))
-                              : (fs::path(config.bert_config).parent_path() / "bert-base-uncased-vocab.txt").string();
+  const YAML::Node vocab_key = root["vocab"];
+  config.vocab = find_vocabulary(config, vocab_key ? &vocab_key : nullptr, text_encoder);
   return config;
 }
 

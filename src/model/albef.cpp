@@ -1,5 +1,7 @@
 #include "albef/model/albef.h"
 
+#include "albef/model/checkpoint_layout.h"
+
 #include "albef/core/error.h"
 #include "albef/core/runtime.h"
 #include "ops/linear.h"
@@ -270,7 +272,7 @@ namespace {
 /// load_state_dict, reading each tensor through `lazy` (when given) just before
 /// it is copied and freeing it right after.
 LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict,
-                        io::LazyCheckpoint* lazy) {
+                        io::LazyCheckpoint* lazy, bool momentum_from_online) {
   at::NoGradGuard no_grad;
   const ModelOptions& options = model->options();
   std::unordered_map<std::string, at::Tensor> targets;
@@ -316,6 +318,15 @@ LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std
     }
     if (fetched) lazy->release(raw_value);
   }
+  // LAVIS's runner saves no momentum parameters: start them as copies of
+  // the online ones (what LAVIS's NLVR model does after such a load).
+  if (momentum_from_online)
+    for (const auto& [name, tensor] : own) {
+      const std::string online = online_twin(name);
+      if (loaded.count(name) || online.empty() || !loaded.count(online)) continue;
+      targets.at(name).copy_(targets.at(online));
+      loaded.insert(name);
+    }
   for (const auto& [name, tensor] : own)
     if (!loaded.count(name)) report.missing_keys.push_back(name);
   if (strict && !report.missing_keys.empty())
@@ -337,13 +348,15 @@ void prepare_for_inference(AlbefModel& model, Precision precision) {
 }
 
 LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict) {
-  return load_entries(model, state, source, strict, nullptr);
+  return load_entries(model, state, source, strict, nullptr, /*momentum_from_online=*/false);
 }
 
 LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool strict) {
   const TransientBuffersToOs transient;  // each tensor's buffer is freed once copied
   io::LazyCheckpoint checkpoint(path);
-  return load_entries(model, io::state_dict_from(checkpoint.root(), path), path, strict, &checkpoint);
+  const io::StateDict state = io::state_dict_from(checkpoint.root(), path);
+  const bool lavis = detect_layout(state, checkpoint.root()) == CheckpointLayout::Lavis;
+  return load_entries(model, to_official_layout(state, checkpoint.root()), path, strict, &checkpoint, lavis);
 }
 
 AlbefModel load_inference_model(const Config& config, ModelOptions options, const std::string& checkpoint,

@@ -32,11 +32,17 @@ struct ComputeFlags {
   void warn_if_bf16_is_emulated() const;
 };
 
-/// --config / --checkpoint / --batch-size plus the compute flags, as the
-/// inference commands (embed, score, classify, ...) take them.
+/// --text_encoder, as the official scripts take it: `bert-base-uncased` (the
+/// vocabulary bundled with albef), a folder holding vocab.txt, or a
+/// vocabulary file; the config's `vocab:` key overrides it.
+void add_text_encoder_flag(CLI::App& command, std::string& text_encoder);
+
+/// --config / --checkpoint / --text_encoder / --batch-size plus the compute
+/// flags, as the inference commands (embed, score, classify, ...) take them.
 struct ModelFlags {
   std::string config;
   std::string checkpoint;
+  std::string text_encoder;
   ComputeFlags compute;
   int64_t batch_size = 32;
   void add_to(CLI::App& command);
@@ -44,8 +50,10 @@ struct ModelFlags {
 };
 
 /// --config, --output_dir, --checkpoint, --resume, --seed and the other
-/// training flags, bound to `options`; the compute flags are applied to it
-/// by `apply`, in the command's callback.
+/// training flags, bound to `options`, plus the official scripts' flags that
+/// mean nothing here (--world_size, --dist_url env://, --distributed), which
+/// are accepted with a note; the compute flags are applied to `options` in
+/// the command's callback.
 struct TrainFlags {
   ComputeFlags compute;
   void add_to(CLI::App& command, TrainOptions& options, const std::string& config_help);

@@ -28,7 +28,7 @@ const std::vector<Task>& registry() {
 
 const Task* find_task(const std::string& name) {
   for (const Task& task : registry())
-    if (task.name == name) return &task;
+    if (task.name == name || (!task.official_script.empty() && task.official_script == name)) return &task;
   return nullptr;
 }
 

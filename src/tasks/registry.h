@@ -4,6 +4,9 @@
 // names against. A task's folder (src/tasks/<name>/) holds its heads, data,
 // forward, evaluation and command; registry.cpp holds one line per task.
 
+#include "albef/config/config.h"
+#include "albef/model/albef.h"
+
 #include <CLI/CLI.hpp>
 
 #include <functional>
@@ -25,12 +28,20 @@ struct Task {
   /// Trains or evaluates across processes, with the training flags: what
   /// `albef launch` runs. False for a unit that runs in one process (classify).
   bool data_parallel = true;
+  /// The official script the task reproduces ("Retrieval.py"): its command
+  /// also answers to that name, so an official command line runs with
+  /// `albef` in its launcher's place. Empty for albef's own tasks.
+  std::string official_script = {};
+  /// The model its checkpoints hold (momentum encoders included), for a
+  /// config: what `albef info` compares a checkpoint's entries with. Unset
+  /// for a task that writes no checkpoints (classify).
+  std::function<ModelOptions(const Config& config)> checkpoint_model = nullptr;
 };
 
 /// Every task, in the order `albef --help` lists them.
 const std::vector<Task>& registry();
 
-/// The task called `name`, or null.
+/// The task called `name` (or whose official_script is `name`), or null.
 const Task* find_task(const std::string& name);
 
 }  // namespace albef::tasks

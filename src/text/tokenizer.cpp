@@ -10,6 +10,10 @@
 #include <limits>
 #include <string_view>
 
+// bert-base-uncased's vocabulary (generated from src/text/bert-base-uncased-vocab.txt).
+extern const char albef_bert_base_uncased_vocab[];
+extern const std::size_t albef_bert_base_uncased_vocab_size;
+
 namespace albef::text {
 namespace {
 
@@ -296,7 +300,9 @@ struct BertTokenizer::Scratch {
 
 BertTokenizer::BertTokenizer(const std::string& vocab_path, bool lower_case)
     : lower_case_(lower_case) {
-  const std::string text = read_file(vocab_path);
+  const std::string text = vocab_path == kBundledVocabulary
+                               ? std::string(albef_bert_base_uncased_vocab, albef_bert_base_uncased_vocab_size)
+                               : read_file(vocab_path);
   {
     std::vector<char32_t> unused;
     const size_t bad = decode_utf8(text, unused);

@@ -18,6 +18,7 @@ namespace albef {
 struct InferenceOptions {
   std::string config_path;      ///< task YAML (Pretrain.yaml, Retrieval_coco.yaml, ...)
   std::string checkpoint_path;  ///< official or albef-written `.pth`
+  std::string text_encoder;     ///< where the vocabulary comes from, as load_config takes it
   int threads = 0;              ///< 0 = every core
   Precision precision = Precision::Fp32;
   std::string device = "cpu";

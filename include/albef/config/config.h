@@ -86,7 +86,7 @@ struct Config {
   std::vector<std::string> test_file;
   std::string image_root;
   std::string bert_config;  ///< resolved path of config_bert.json
-  std::string vocab;        ///< resolved path of the WordPiece vocabulary
+  std::string vocab;        ///< the WordPiece vocabulary's path, or text::kBundledVocabulary
 
   int64_t image_res = 256;
   int64_t vision_width = 768;
@@ -121,7 +121,11 @@ struct Config {
 };
 
 /// Parses a task config and the BERT config it names. Errors name the file
-/// and the key.
-Config load_config(const std::string& path);
+/// and the key. The vocabulary (Config::vocab) is the config's `vocab:` key,
+/// else `text_encoder` as the official scripts' --text_encoder takes it
+/// (`bert-base-uncased`, a folder with vocab.txt, or a vocabulary file), else
+/// bert-base-uncased-vocab.txt beside config_bert.json, else the
+/// bert-base-uncased vocabulary bundled with albef (text::kBundledVocabulary).
+Config load_config(const std::string& path, const std::string& text_encoder = "");
 
 }  // namespace albef

@@ -199,7 +199,9 @@ void prepare_for_inference(AlbefModel& model, Precision precision);
 
 /// `load_state_dict` from the `.pth` file at `path`, read one tensor at a
 /// time (io::LazyCheckpoint): the peak memory is the model's plus its largest
-/// tensor, and entries the model does not use are never read.
+/// tensor, and entries the model does not use are never read. A LAVIS
+/// checkpoint is read in the official layout (model/checkpoint_layout.h);
+/// momentum parameters it lacks start as copies of the online ones.
 LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool strict = false);
 
 /// A model for inference: built from `options` (momentum encoders off),

@@ -42,6 +42,11 @@ struct BatchEncoding {
   at::Tensor attention_mask;
 };
 
+/// What a vocabulary path holds to mean bert-base-uncased's vocabulary, which
+/// is compiled into albef: every official config uses it, and none names a
+/// file for it (the official scripts download it by name).
+inline constexpr char kBundledVocabulary[] = "bert-base-uncased (bundled with albef)";
+
 /// BERT WordPiece tokenizer (HuggingFace 4.8 `BertTokenizer` semantics:
 /// clean text, split CJK characters, lower-case, strip accents, split on
 /// punctuation, greedy longest-match word pieces, words over 100 characters
@@ -49,9 +54,10 @@ struct BatchEncoding {
 /// whole).
 class BertTokenizer {
  public:
-  /// Loads a vocabulary file (one token per line, id = line number). Throws
-  /// albef::Error naming the file when it is missing or lacks [PAD], [UNK],
-  /// [CLS], [SEP] or [MASK].
+  /// Loads a vocabulary file (one token per line, id = line number), or the
+  /// bundled one when `vocab_path` is kBundledVocabulary. Throws albef::Error
+  /// naming the file when it is missing or lacks [PAD], [UNK], [CLS], [SEP]
+  /// or [MASK].
   explicit BertTokenizer(const std::string& vocab_path, bool lower_case = true);
 
   /// Word pieces of `text`, without special tokens added.

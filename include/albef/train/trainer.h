@@ -32,6 +32,7 @@ struct TrainOptions {
   std::string config_path;
   std::string output_dir = "output";
   std::string checkpoint;        ///< initial weights (a pretrained or official checkpoint)
+  std::string text_encoder;      ///< --text_encoder: where the vocabulary comes from (see load_config)
   bool resume = false;           ///< continue from the newest checkpoint in output_dir, if there is one
   /// Start a fresh run in an output_dir that holds an earlier run's
   /// checkpoints or logs, moving its files to output_dir/previous_run_N/

@@ -117,7 +117,7 @@ void run_predict(const FineTuneOptions& options, const ClassificationTask& task,
   if (static_cast<int64_t>(flags.images.size()) != task.images_per_item)
     fail("--predict for ", task.name, " takes ", task.images_per_item, " --image, got ", flags.images.size());
   if (flags.texts.empty()) fail("--predict needs at least one --text");
-  const Config config = load_config(options.config_path);
+  const Config config = load_config(options.config_path, options.text_encoder);
   const text::BertTokenizer tokenizer(config.vocab);
   const c10::Device device = parse_device(options.device);
   AlbefModel model =
@@ -170,7 +170,7 @@ void append_log(const std::string& output_dir, const json& line) {
 
 ClassificationResult run_fine_tuning(const FineTuneOptions& options, const ClassificationTask& task) {
   init_runtime(options.threads);
-  const Config config = load_config(options.config_path);
+  const Config config = load_config(options.config_path, options.text_encoder);
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   // Read before anything is written: a malformed val or test file fails at once.
   const Evaluator evaluate(config, task, tokenizer, options.precision);

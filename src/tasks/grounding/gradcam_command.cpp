@@ -27,7 +27,7 @@ using nlohmann::json;
 namespace {
 
 struct GradcamFlags {
-  std::string config, checkpoint, out, mode = "itm";
+  std::string config, checkpoint, out, mode = "itm", text_encoder;
   std::vector<std::string> images, texts;
   int64_t block_num = 8;
   bool per_word = false, html = false;
@@ -79,7 +79,7 @@ std::vector<Pair> pairs_of(const GradcamFlags& flags) {
 
 void run_gradcam(const GradcamFlags& flags) {
   init_runtime(flags.compute.threads);
-  const Config config = load_config(flags.config);
+  const Config config = load_config(flags.config, flags.text_encoder);
   GradcamOptions options;
   options.mode = parse_gradcam_mode(flags.mode, "--mode");
   options.block_num = flags.block_num;
@@ -191,6 +191,7 @@ void add_gradcam_command(CLI::App& app) {
   command->add_option("--image", flags->images, "An image (repeatable)")->required();
   command->add_option("--text", flags->texts, "A sentence (repeatable)")->required();
   command->add_option("--out", flags->out, "Folder for the PNGs, .npy maps and gradcam.json")->required();
+  tasks::add_text_encoder_flag(*command, flags->text_encoder);
   command->add_flag("--per-word,--per_word", flags->per_word, "Also one map per word piece (itm)");
   command->add_option("--mode", flags->mode, "itm (a fusion layer's cross-attention) or itc (a ViT block)")
       ->check(CLI::IsMember({"itm", "itc"}))

@@ -216,7 +216,7 @@ json evaluate_only(const GroundingOptions& options, const Config& config,
 
 nlohmann::json run_grounding(const GroundingOptions& options) {
   init_runtime(options.threads);
-  const Config config = load_config(options.config_path);
+  const Config config = load_config(options.config_path, options.text_encoder);
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   if (options.evaluate) return evaluate_only(options, config, tokenizer);
 
@@ -271,6 +271,8 @@ Task grounding_task() {
               });
             },
             {}};
+  task.official_script = "Grounding.py";
+  task.checkpoint_model = [](const Config&) { return grounding_model_options(); };
   task.add_tools = grounding::add_gradcam_command;
   return task;
 }

@@ -34,7 +34,7 @@ classification::ClassificationTask nlvr_classification() {
 
 void run_pretrain_nlvr(const TrainOptions& options) {
   init_runtime(options.threads);
-  const Config config = load_config(options.config_path);
+  const Config config = load_config(options.config_path, options.text_encoder);
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   auto dataset = read_pretrain_pairs(config, options.config_path);
 
@@ -63,7 +63,7 @@ ClassificationResult run_nlvr(const FineTuneOptions& options) {
 namespace tasks {
 
 Task pretrain_nlvr_task() {
-  return {"pretrain_nlvr",
+  Task task{"pretrain_nlvr",
           "NLVR2's text-assignment pretraining (Pretrain_nlvr.py): converts a pretraining checkpoint to the two-image "
           "model and trains it on image-caption pairs",
           [](CLI::App& command) {
@@ -77,10 +77,13 @@ Task pretrain_nlvr_task() {
             };
           },
           {}};
+  task.official_script = "Pretrain_nlvr.py";
+  task.checkpoint_model = [](const Config& config) { return text_assignment_model_options(config.bert.fusion_layer); };
+  return task;
 }
 
 Task nlvr_task() {
-  return {"nlvr",
+  Task task{"nlvr",
           "NLVR2: fine-tune a text-assignment checkpoint to judge a sentence about two images, --evaluate one, or "
           "--predict",
           [](CLI::App& command) {
@@ -89,6 +92,9 @@ Task nlvr_task() {
                                                               /*momentum_flag=*/true);
           },
           {}};
+  task.official_script = "NLVR.py";
+  task.checkpoint_model = [](const Config& config) { return nlvr_model_options(config); };
+  return task;
 }
 
 }  // namespace tasks

@@ -24,7 +24,7 @@ ModelOptions pretrain_model_options(bool momentum_encoders) {
 
 void run_pretraining(const TrainOptions& options) {
   init_runtime(options.threads);
-  const Config config = load_config(options.config_path);
+  const Config config = load_config(options.config_path, options.text_encoder);
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   auto dataset = read_pretrain_pairs(config, options.config_path);
 
@@ -50,7 +50,7 @@ void run_pretraining(const TrainOptions& options) {
 namespace tasks {
 
 Task pretrain_task() {
-  return {"pretrain", "Pretrain ALBEF (ITC + ITM + MLM with momentum distillation)", [](CLI::App& command) {
+  Task task{"pretrain", "Pretrain ALBEF (ITC + ITM + MLM with momentum distillation)", [](CLI::App& command) {
             auto options = std::make_shared<TrainOptions>();
             options->output_dir = "Pretrain";  // Pretrain.py's default
             auto flags = std::make_shared<TrainFlags>();
@@ -61,6 +61,9 @@ Task pretrain_task() {
             };
           },
           {}};
+  task.official_script = "Pretrain.py";
+  task.checkpoint_model = [](const Config&) { return pretrain_model_options(); };
+  return task;
 }
 
 }  // namespace tasks

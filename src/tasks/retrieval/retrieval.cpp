@@ -142,7 +142,7 @@ ModelOptions retrieval_model_options(bool momentum_encoders) {
 
 nlohmann::json run_retrieval(const RetrievalOptions& options) {
   init_runtime(options.threads);
-  const Config config = load_config(options.config_path);
+  const Config config = load_config(options.config_path, options.text_encoder);
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   if (options.evaluate) return evaluate_only(options, config, tokenizer);
 
@@ -174,7 +174,7 @@ nlohmann::json run_retrieval(const RetrievalOptions& options) {
 namespace tasks {
 
 Task retrieval_task() {
-  return {"retrieval",
+  Task task{"retrieval",
           "Image-text retrieval: fine-tune a pretrained checkpoint, or --evaluate one (ITC top-k, ITM re-ranking, "
           "the official recall metrics)",
           [](CLI::App& command) {
@@ -185,6 +185,9 @@ Task retrieval_task() {
                 [](const RetrievalOptions& options) { run_retrieval(options); });
           },
           {}};
+  task.official_script = "Retrieval.py";
+  task.checkpoint_model = [](const Config&) { return retrieval_model_options(); };
+  return task;
 }
 
 }  // namespace tasks

@@ -42,7 +42,7 @@ ClassificationResult run_ve(const FineTuneOptions& options) {
 namespace tasks {
 
 Task ve_task() {
-  return {"ve",
+  Task task{"ve",
           "Visual entailment (SNLI-VE): fine-tune a pretrained checkpoint to tell whether an image entails, "
           "contradicts or is neutral to a sentence, --evaluate one, or --predict",
           [](CLI::App& command) {
@@ -51,6 +51,9 @@ Task ve_task() {
                                                               /*momentum_flag=*/false);
           },
           {}};
+  task.official_script = "VE.py";
+  task.checkpoint_model = [](const Config&) { return ve_model_options(); };
+  return task;
 }
 
 }  // namespace tasks

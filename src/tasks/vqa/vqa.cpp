@@ -162,7 +162,7 @@ void append_log(const std::string& output_dir, const json& line) {
 
 VqaEvaluation run_vqa(const VqaOptions& options) {
   init_runtime(options.threads);
-  const Config config = load_config(options.config_path);
+  const Config config = load_config(options.config_path, options.text_encoder);
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   // Read before anything is written: a malformed test file or answer list fails at once.
   const Evaluator evaluate(config, tokenizer, options.precision);
@@ -232,7 +232,7 @@ VqaEvaluation run_vqa(const VqaOptions& options) {
 namespace {
 
 struct AskFlags {
-  std::string config, checkpoint, image, answers_path;
+  std::string config, checkpoint, image, answers_path, text_encoder;
   std::vector<std::string> questions;
   int64_t top = 5;
   bool as_json = false;
@@ -242,7 +242,7 @@ struct AskFlags {
 // `albef ask`: answers for one image, without a dataset file.
 void run_ask(const AskFlags& flags) {
   init_runtime(flags.compute.threads);
-  const Config config = load_config(flags.config);
+  const Config config = load_config(flags.config, flags.text_encoder);
   const text::BertTokenizer tokenizer(config.vocab);
   const std::string answers_path = flags.answers_path.empty() ? config.resolve(config.answer_list) : flags.answers_path;
   if (answers_path.empty()) fail(flags.config, ": no answer_list; give --answers answer_list.json");
@@ -300,12 +300,22 @@ Task vqa_task() {
             "Visual question answering: fine-tune a pretrained checkpoint with the answer decoder, or --evaluate one "
             "(ranks answer_list for every test question; vqa_result.json, accuracy when answers are given)",
             [](CLI::App& command) {
+              command.add_option_function<std::string>(
+                  "--text_decoder",
+                  [](const std::string&) {
+                    std::cerr << "albef: note: --text_decoder is accepted for VQA.py's command lines; the answer "
+                                 "decoder's weights come from --checkpoint (VQA.py loads bert-base-uncased into it "
+                                 "and then overwrites it from the checkpoint the same way)\n";
+                  },
+                  "Accepted for VQA.py's command lines (the decoder comes from --checkpoint)");
               return add_fine_tuning_flags<VqaOptions>(
                   command, "output/vqa",  // VQA.py's default
                   "VQA config (configs/VQA.yaml)", "Only answer the test questions with --checkpoint",
                   [](const VqaOptions& options) { run_vqa(options); });
             },
             {}};
+  task.official_script = "VQA.py";
+  task.checkpoint_model = [](const Config& config) { return vqa_model_options(config); };
   task.add_tools = [](CLI::App& app) {
     auto flags = std::make_shared<AskFlags>();
     CLI::App* command = app.add_subcommand("ask", "Answer questions about one image (VQA model), with probabilities");
@@ -316,6 +326,7 @@ Task vqa_task() {
     command->add_option("--question", flags->questions, "A question (repeatable)")->required();
     command->add_option("--top", flags->top, "Answers to show per question")->check(CLI::PositiveNumber);
     command->add_option("--answers", flags->answers_path, "Candidate answers (JSON list; default: answer_list)");
+    add_text_encoder_flag(*command, flags->text_encoder);
     command->add_flag("--json", flags->as_json, "Print JSON instead of a list");
     flags->compute.add_to(*command);
     command->callback([flags] { run_ask(*flags); });
