@@ -3,6 +3,7 @@
 
 #include "albef/config/config.h"
 #include "albef/io/checkpoint.h"
+#include "albef/io/npy.h"
 #include "albef/model/checkpoint_layout.h"
 #include "tasks/checkpoint_info.h"
 #include "tasks/registry.h"
@@ -177,6 +178,18 @@ TEST(CheckpointInfo, FixturesAndLavisAndFeatureExtractor) {
   root->set("model", albef::io::state_dict_to_object(extractor));
   albef::io::write_torch_file(dir + "/extractor.pth", root);
   EXPECT_EQ(albef::tasks::inspect_checkpoint(dir + "/extractor.pth").kind, "feature_extractor");
+  // It embeds as the whole model does; scoring pairs needs the ITM head it lacks.
+  const std::string image = " --image " + source_path("data/coco-by/images/000000000790.jpg") + " --text 'a cake'";
+  const std::string flags = " --threads 1 --config " + data_path("tiny/Pretrain.yaml") + image;
+  run_albef("embed --checkpoint " + dir + "/extractor.pth --out " + dir + "/extractor_feats" + flags);
+  run_albef("embed --checkpoint " + kTiny + " --out " + dir + "/tiny_feats" + flags);
+  for (const char* feature : {"/image_feat.npy", "/text_feat.npy"})
+    EXPECT_TRUE(at::equal(albef::io::read_npy(dir + "/extractor_feats" + feature),
+                          albef::io::read_npy(dir + "/tiny_feats" + feature)))
+        << feature;
+  std::string output;
+  EXPECT_NE(run_command(std::string(ALBEF_CLI) + " score --checkpoint " + dir + "/extractor.pth" + flags + " 2>&1", &output), 0);
+  EXPECT_NE(output.find("no itm_head"), std::string::npos) << output;
 
   const nlohmann::json json = nlohmann::json::parse(run_albef("info --json " + kTiny));
   EXPECT_EQ(json["kind"], "pretrain");

@@ -1,6 +1,7 @@
 #include "albef/api/inference.h"
 
 #include "albef/core/error.h"
+#include "albef/io/checkpoint.h"
 #include "albef/model/itm.h"
 #include "albef/vision/image.h"
 
@@ -9,6 +10,18 @@
 #include <unordered_map>
 
 namespace albef {
+namespace {
+
+// LAVIS's albef_feature_extractor saves the encoders and projections only:
+// such a checkpoint embeds, but has no ITM head to score pairs with.
+bool has_itm_head(const std::string& checkpoint) {
+  const io::LazyCheckpoint lazy(checkpoint);  // names only: no tensor data is read
+  for (const auto& [name, tensor] : io::state_dict_from(lazy.root(), checkpoint))
+    if (name == "itm_head.weight") return true;
+  return false;
+}
+
+}  // namespace
 
 AlbefInference::AlbefInference(const InferenceOptions& options)
     : options_(options),
@@ -26,7 +39,7 @@ AlbefInference::AlbefInference(const InferenceOptions& options)
   model.text_encoder = TextEncoderLayout::Plain;
   model.text_side = !options.images_only;
   model.image_side = !options.texts_only;
-  if (model.text_side && model.image_side) model.heads = {itm_head_spec()};
+  if (model.text_side && model.image_side && has_itm_head(options.checkpoint_path)) model.heads = {itm_head_spec()};
   model_ = load_inference_model(config_, model, options.checkpoint_path, device_, options.precision, &load_report_);
 }
 
@@ -74,6 +87,9 @@ std::vector<PairScore> AlbefInference::score_pairs(const std::vector<std::string
                                                    const std::vector<std::string>& captions) {
   ALBEF_CHECK(image_paths.size() == captions.size(), "got ", image_paths.size(), " images but ", captions.size(),
               " captions");
+  if (!model_->has_head("itm_head"))
+    fail(options_.checkpoint_path, ": no itm_head (a feature extractor's checkpoint: its features embed, but scoring "
+         "pairs needs a pretraining or retrieval checkpoint)");
   at::NoGradGuard no_grad;
   std::vector<PairScore> scores;
   for (size_t begin = 0; begin < captions.size(); begin += options_.batch_size) {
