@@ -10,6 +10,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libutf8proc-dev libcli11-dev
   libgtest-dev libbenchmark-dev libfaiss-dev libcpp-httplib-dev libgloo-dev libdnnl-dev zlib1g-dev
   python3-torch python3-numpy
+  chromium wrk  # albef serve's browser test (headless) and load generator
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -17,15 +18,27 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo "$0" "$@"
 fi
 
+# Node.js drives chromium in the browser test; a node already installed
+# (Debian's or another vendor's, which bundles npm) is kept.
+command -v npm >/dev/null || packages+=(nodejs npm)
+
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages already installed"
-  exit 0
+else
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# puppeteer-core from npm (the version in tests/browser/package-lock.json);
+# it drives Debian's chromium and never downloads a browser.
+browser_tests="$(cd "$(dirname "$0")/../tests/browser" && pwd)"
+if [ ! -d "$browser_tests/node_modules/puppeteer-core" ]; then
+  echo "install-deps: npm ci in $browser_tests"
+  npm ci --prefix "$browser_tests" --no-audit --no-fund
+fi

@@ -55,14 +55,10 @@ text::BatchEncoding AlbefInference::tokenize(const std::vector<std::string>& cap
 }
 
 at::Tensor AlbefInference::image_features(const std::vector<std::string>& image_paths) {
-  at::NoGradGuard no_grad;
   std::vector<at::Tensor> features;
   for (size_t begin = 0; begin < image_paths.size(); begin += options_.batch_size) {
     const size_t end = std::min(image_paths.size(), begin + options_.batch_size);
-    const at::Tensor images =
-        load_images({image_paths.begin() + begin, image_paths.begin() + end}).to(device_);
-    PrecisionGuard precision(options_.precision, device_);
-    features.push_back(model_->image_feature(model_->encode_image(images)).to(at::kCPU, at::kFloat));
+    features.push_back(image_features(load_images({image_paths.begin() + begin, image_paths.begin() + end})));
   }
   if (features.empty()) return at::empty({0, config_.embed_dim});
   return at::cat(features);
@@ -87,16 +83,10 @@ std::vector<PairScore> AlbefInference::score_pairs(const std::vector<std::string
                                                    const std::vector<std::string>& captions) {
   ALBEF_CHECK(image_paths.size() == captions.size(), "got ", image_paths.size(), " images but ", captions.size(),
               " captions");
-  if (!model_->has_head("itm_head"))
-    fail(options_.checkpoint_path, ": no itm_head (a feature extractor's checkpoint: its features embed, but scoring "
-         "pairs needs a pretraining or retrieval checkpoint)");
-  at::NoGradGuard no_grad;
   std::vector<PairScore> scores;
   for (size_t begin = 0; begin < captions.size(); begin += options_.batch_size) {
     const size_t end = std::min(captions.size(), begin + options_.batch_size);
-    // An image paired with several captions is read and encoded once, and its
-    // cross-attention keys and values serve all of them: the ViT costs far
-    // more than a caption's fusion.
+    // An image paired with several captions is read and encoded once.
     std::vector<std::string> distinct;
     std::unordered_map<std::string, int64_t> row_of;
     std::vector<int64_t> rows;
@@ -105,23 +95,52 @@ std::vector<PairScore> AlbefInference::score_pairs(const std::vector<std::string
       if (added) distinct.push_back(image_paths[i]);
       rows.push_back(it->second);
     }
-    const at::Tensor images = load_images(distinct).to(device_);
-    const at::Tensor image_rows = at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(device_);
-    const text::BatchEncoding batch = tokenize({captions.begin() + begin, captions.begin() + end});
-    const at::Tensor mask = batch.attention_mask.to(device_);
-    PrecisionGuard precision(options_.precision, device_);
-    const at::Tensor image_embeds = model_->encode_image(images);
-    const at::Tensor text_embeds = model_->encode_text(batch.input_ids.to(device_), mask);
-    const at::Tensor itc = (model_->image_feature(image_embeds).index_select(0, image_rows) * model_->text_feature(text_embeds))
-                               .sum(-1)
-                               .to(at::kCPU, at::kDouble);
-    // One image for the whole batch: its keys and values broadcast without a copy per caption.
-    FusionImages fusion_images(image_embeds);
-    const at::Tensor logits =
-        itm_logits(model_, text_embeds, mask, fusion_images, distinct.size() == 1 ? at::Tensor() : image_rows);
-    const at::Tensor itm = at::softmax(logits, -1).select(1, 1).to(at::kCPU, at::kDouble);
-    for (int64_t i = 0; i < itc.size(0); ++i) scores.push_back({itc[i].item<double>(), itm[i].item<double>()});
+    const std::vector<PairScore> batch =
+        score_images(load_images(distinct), rows, {captions.begin() + begin, captions.begin() + end});
+    scores.insert(scores.end(), batch.begin(), batch.end());
   }
+  return scores;
+}
+
+at::Tensor AlbefInference::image_features(const at::Tensor& images) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> features;
+  for (int64_t begin = 0; begin < images.size(0); begin += options_.batch_size) {
+    const at::Tensor batch = images.slice(0, begin, std::min(images.size(0), begin + options_.batch_size)).to(device_);
+    PrecisionGuard precision(options_.precision, device_);
+    features.push_back(model_->image_feature(model_->encode_image(batch)).to(at::kCPU, at::kFloat));
+  }
+  if (features.empty()) return at::empty({0, config_.embed_dim});
+  return at::cat(features);
+}
+
+std::vector<PairScore> AlbefInference::score_images(const at::Tensor& images, const std::vector<int64_t>& image_rows,
+                                                    const std::vector<std::string>& captions) {
+  ALBEF_CHECK(image_rows.size() == captions.size(), "got ", image_rows.size(), " image rows but ", captions.size(),
+              " captions");
+  for (int64_t row : image_rows)
+    ALBEF_CHECK(row >= 0 && row < images.size(0), "image row ", row, " outside the ", images.size(0), " images");
+  if (!model_->has_head("itm_head"))
+    fail(options_.checkpoint_path, ": no itm_head (a feature extractor's checkpoint: its features embed, but scoring "
+         "pairs needs a pretraining or retrieval checkpoint)");
+  if (captions.empty()) return {};
+  at::NoGradGuard no_grad;
+  const at::Tensor rows = at::tensor(image_rows, at::TensorOptions().dtype(at::kLong)).to(device_);
+  const text::BatchEncoding batch = tokenize(captions);
+  const at::Tensor mask = batch.attention_mask.to(device_);
+  PrecisionGuard precision(options_.precision, device_);
+  const at::Tensor image_embeds = model_->encode_image(images.to(device_));
+  const at::Tensor text_embeds = model_->encode_text(batch.input_ids.to(device_), mask);
+  const at::Tensor itc = (model_->image_feature(image_embeds).index_select(0, rows) * model_->text_feature(text_embeds))
+                             .sum(-1)
+                             .to(at::kCPU, at::kDouble);
+  // Each image's cross-attention keys and values serve all its captions
+  // (one image for the whole batch: broadcast without a copy per caption).
+  FusionImages fusion_images(image_embeds);
+  const at::Tensor logits = itm_logits(model_, text_embeds, mask, fusion_images, images.size(0) == 1 ? at::Tensor() : rows);
+  const at::Tensor itm = at::softmax(logits, -1).select(1, 1).to(at::kCPU, at::kDouble);
+  std::vector<PairScore> scores;
+  for (int64_t i = 0; i < itc.size(0); ++i) scores.push_back({itc[i].item<double>(), itm[i].item<double>()});
   return scores;
 }
 

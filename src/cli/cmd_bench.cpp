@@ -6,6 +6,7 @@
 #include "bench/index_bench.h"
 #include "bench/memory.h"
 #include "bench/model_bench.h"
+#include "bench/serve_bench.h"
 
 #include "albef/core/fs.h"
 
@@ -24,6 +25,7 @@ struct BenchFlags {
   int threads = 0;
   bench::IndexBenchOptions index;
   bench::ModelBenchOptions model;
+  bench::ServeBenchOptions serve;
   bool no_pytorch = false;
   // A worker: one workload in this process (started by the model suite).
   bool worker = false;
@@ -61,6 +63,11 @@ void run_bench(BenchFlags& flags) {
     report["model"] = bench::run_model_bench(flags.model, self_executable());
     bench::print_model_table(report["model"]);
   }
+  if (flags.suite == "serve") {  // not in "all": it runs minutes of load (and --soak_seconds more)
+    flags.serve.precision = flags.model.precisions.empty() ? "fp32" : flags.model.precisions.front();
+    report["serve"] = bench::run_serve_bench(flags.serve, self_executable());
+    bench::print_serve_table(report["serve"]);
+  }
   if (flags.suite == "index" || flags.suite == "all") {
     report["index"] = bench::run_index_bench(flags.index);
     print_index_table(report["index"]);
@@ -75,11 +82,25 @@ void run_bench(BenchFlags& flags) {
 void add_bench_command(CLI::App& app) {
   auto flags = std::make_shared<BenchFlags>();
   CLI::App* command = app.add_subcommand("bench", "Measure speed and memory against PyTorch (see bench/README.md)");
-  command->add_option("--suite", flags->suite, "model (full-size workloads vs PyTorch), index, or all")
-      ->check(CLI::IsMember({"model", "index", "all"}));
+  command->add_option("--suite", flags->suite,
+                      "model (full-size workloads vs PyTorch), index, all (both), or serve (albef serve under load)")
+      ->check(CLI::IsMember({"model", "index", "all", "serve"}));
+  command->add_option("--serve-seconds", flags->serve.seconds, "Serve suite: seconds per endpoint and client count")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--serve-clients", flags->serve.clients, "Serve suite: client counts (repeatable; default 1 8 32)")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--serve-endpoint", flags->serve.endpoints, "Serve suite: endpoints (repeatable)")
+      ->check(CLI::IsMember({"embed_text", "embed_image", "search", "score"}));
+  command->add_option("--serve-gallery", flags->serve.gallery, "Serve suite: images in the synthetic gallery")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--soak-seconds", flags->serve.soak_seconds,
+                      "Serve suite: also this long of mixed good and bad requests, memory sampled")
+      ->check(CLI::NonNegativeNumber);
   command->add_option("--threads", flags->threads, "Compute threads (0 = every core)")->check(CLI::NonNegativeNumber);
   command->add_option("--json", flags->json_path, "Also write the results as JSON");
-  command->add_option("--checkpoint", flags->model.checkpoint, "Weights to time (default: random, seed 0)");
+  command->add_option_function<std::string>(
+      "--checkpoint", [flags](const std::string& path) { flags->model.checkpoint = flags->serve.checkpoint = path; },
+      "Weights to time (default: random, seed 0)");
   command->add_option("--workload", flags->model.workloads, "Only these workloads (repeatable)")
       ->check(CLI::IsMember(bench::model_workloads()));
   command->add_option("--precision", flags->model.precisions, "fp32 and/or bf16 (repeatable; default fp32, and bf16 where the CPU has native bf16 matmuls)")
@@ -98,7 +119,10 @@ void add_bench_command(CLI::App& app) {
   command->add_option("--vqa-k-test", flags->model.vqa_k_test, "vqa_b16: candidates re-ranked per question")
       ->check(CLI::PositiveNumber);
   command->add_option("--pretrain-config", flags->model.pretrain_config, "The training step's model config");
-  command->add_option("--retrieval-config", flags->model.retrieval_config, "The inference workloads' model config");
+  command->add_option_function<std::string>(
+      "--retrieval-config",
+      [flags](const std::string& config) { flags->model.retrieval_config = flags->serve.config = config; },
+      "The inference workloads' model config (and the served model's)");
   command->add_option("--vqa-config", flags->model.vqa_config, "vqa_b16's model config (its decoder depth)");
   command->add_option("--nlvr-config", flags->model.nlvr_config, "nlvr_b16's model config");
   command->add_option("--ve-config", flags->model.ve_config, "ve_b32's model config");

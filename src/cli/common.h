@@ -29,5 +29,6 @@ void add_bench_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace albef::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   }
   albef::cli::add_index_command(app);
   albef::cli::add_search_command(app);
+  albef::cli::add_serve_command(app);
   albef::cli::add_bench_command(app);
   albef::cli::add_launch_command(app);
   albef::cli::add_info_command(app);

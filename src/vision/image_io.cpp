@@ -140,12 +140,37 @@ cv::Mat read_rgb(const std::string& path) {
   const fs::file_status status = fs::status(path, ec);
   if (!fs::exists(status)) fail(path, ": cannot read image: no such file");
   if (fs::is_directory(status)) fail(path, ": cannot read image: it is a directory");
-  const std::string bytes = read_file(path);
+  return decode_rgb(read_file(path), path);
+}
+
+std::optional<std::pair<int64_t, int64_t>> image_dimensions(std::string_view data) {
+  if (data.substr(0, kPngSignature.size()) == kPngSignature) {
+    if (data.size() < 24 || data.substr(12, 4) != "IHDR") return std::nullopt;
+    return std::make_pair(static_cast<int64_t>(big_endian(data, 16, 4)), static_cast<int64_t>(big_endian(data, 20, 4)));
+  }
+  if (data.substr(0, kJpegSignature.size()) != kJpegSignature) return std::nullopt;
+  // The first start-of-frame marker (C0-CF but C4, C8, CC) holds height and width.
+  for (size_t pos = 2; pos + 9 <= data.size();) {
+    if (byte_at(data, pos) != 0xFF) return std::nullopt;
+    const unsigned marker = byte_at(data, pos + 1);
+    if (marker == 0xFF) {
+      ++pos;
+      continue;
+    }
+    if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC)
+      return std::make_pair(static_cast<int64_t>(big_endian(data, pos + 7, 2)),
+                            static_cast<int64_t>(big_endian(data, pos + 5, 2)));
+    pos += 2 + big_endian(data, pos + 2, 2);
+  }
+  return std::nullopt;
+}
+
+cv::Mat decode_rgb(std::string_view bytes, const std::string& path) {
   if (bytes.empty()) fail(path, ": cannot read image: the file is empty");
   if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
     fail(path, ": cannot read image: the file is larger than 2 GiB");
 
-  const std::string_view data(bytes);
+  const std::string_view data = bytes;
   std::string problem;
   bool grey16 = false;
   if (data.substr(0, kJpegSignature.size()) == kJpegSignature) {
@@ -160,7 +185,7 @@ cv::Mat read_rgb(const std::string& path) {
                     (grey16 ? cv::IMREAD_GRAYSCALE | cv::IMREAD_ANYDEPTH : cv::IMREAD_COLOR);
   cv::Mat decoded;
   try {
-    const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+    const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));  // only read
     decoded = cv::imdecode(buffer, flags);
   } catch (const std::exception& e) {
     fail(path, ": cannot read image: the decoder failed: ", e.what());

@@ -53,6 +53,14 @@ class AlbefInference {
   std::vector<PairScore> score_pairs(const std::vector<std::string>& image_paths,
                                      const std::vector<std::string>& captions);
 
+  /// Normalised features of images already transformed ([N, 3, R, R], as
+  /// load_images gives them), in batches of the options' batch size.
+  at::Tensor image_features(const at::Tensor& images);
+  /// Scores captions[i] against images[image_rows[i]] in one pass: each
+  /// image is encoded once however many captions it has.
+  std::vector<PairScore> score_images(const at::Tensor& images, const std::vector<int64_t>& image_rows,
+                                      const std::vector<std::string>& captions);
+
   /// The official test transform of a batch of files: [B, 3, R, R].
   at::Tensor load_images(const std::vector<std::string>& image_paths) const;
   /// pre_caption + tokenizer, padded to the longest caption.

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
+
 #include <string>
 #include <vector>
 
@@ -43,6 +45,33 @@ struct VqaEvaluation {
   /// With ground-truth answers in the test file: the official VQA accuracy
   /// ({"overall", "perAnswerType": {...}}, percent); else null.
   nlohmann::json accuracy;
+};
+
+/// A fine-tuned VQA model ready to answer questions about single images
+/// (`albef ask`, the HTTP service): the model, its tokenizer and the
+/// candidate answers tokenized once.
+class VqaAnswerer {
+ public:
+  struct Answer {
+    std::string answer;
+    double probability;  ///< softmax over the k_test re-ranked candidates, as rank_answer
+  };
+  /// `answers_path` empty: the config's answer_list.
+  VqaAnswerer(const std::string& config_path, const std::string& checkpoint, const std::string& answers_path = "",
+              const std::string& text_encoder = "", const std::string& device = "cpu",
+              Precision precision = Precision::Fp32);
+  ~VqaAnswerer();
+  VqaAnswerer(const VqaAnswerer&) = delete;
+  VqaAnswerer& operator=(const VqaAnswerer&) = delete;
+  /// The `top` best answers (at most k_test) to each question about one image
+  /// ([3, R, R], the test transform), best first. The image is encoded once.
+  std::vector<std::vector<Answer>> answer(const at::Tensor& image, const std::vector<std::string>& questions,
+                                          int64_t top) const;
+  const Config& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 /// Fine-tunes (or with `evaluate`, only evaluates) as VQA.py: checkpoints

@@ -12,7 +12,11 @@
 #include <ATen/core/Tensor.h>
 #include <opencv2/core/mat.hpp>
 
+#include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace albef::vision {
@@ -28,6 +32,14 @@ constexpr float kStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 /// file when it is missing, empty, truncated (JPEG without EOI, PNG without
 /// IEND), corrupt or not an image.
 cv::Mat read_rgb(const std::string& path);
+
+/// read_rgb of a file's bytes already in memory (an upload); errors name `name`.
+cv::Mat decode_rgb(std::string_view bytes, const std::string& name);
+
+/// {width, height} from a PNG's or JPEG's header, without decoding; nullopt
+/// for other formats or a header that does not say. Lets a service refuse an
+/// image too large to decode before it allocates the pixels.
+std::optional<std::pair<int64_t, int64_t>> image_dimensions(std::string_view bytes);
 
 /// A crop box in input pixel coordinates: [x0, x1) x [y0, y1).
 struct Box {

@@ -229,6 +229,64 @@ VqaEvaluation run_vqa(const VqaOptions& options) {
   return *evaluation;
 }
 
+struct VqaAnswerer::Impl {
+  Config config;
+  text::BertTokenizer tokenizer;
+  AnswerList answers;
+  c10::Device device;
+  Precision precision;
+  AlbefModel model{nullptr};
+};
+
+VqaAnswerer::VqaAnswerer(const std::string& config_path, const std::string& checkpoint,
+                         const std::string& answers_path, const std::string& text_encoder, const std::string& device,
+                         Precision precision) {
+  Config config = load_config(config_path, text_encoder);
+  text::BertTokenizer tokenizer(config.vocab);
+  const std::string list = answers_path.empty() ? config.resolve(config.answer_list) : answers_path;
+  if (list.empty()) fail(config_path, ": no answer_list; give the candidate answers (a JSON list)");
+  AnswerList answers = tokenize_answers(vqa::load_answer_list(list), tokenizer, config);
+  const c10::Device on = parse_device(device);
+  AlbefModel model = load_inference_model(config, vqa_model_options(config, false), checkpoint, on, precision);
+  impl_.reset(new Impl{std::move(config), std::move(tokenizer), std::move(answers), on, precision, std::move(model)});
+}
+
+VqaAnswerer::~VqaAnswerer() = default;
+
+const Config& VqaAnswerer::config() const { return impl_->config; }
+
+std::vector<std::vector<VqaAnswerer::Answer>> VqaAnswerer::answer(const at::Tensor& image,
+                                                                  const std::vector<std::string>& questions,
+                                                                  int64_t top) const {
+  Impl& m = *impl_;
+  if (questions.empty()) return {};
+  const int64_t k = std::min<int64_t>(m.config.k_test, static_cast<int64_t>(m.answers.answers.size()));
+  top = std::max<int64_t>(1, std::min(top, k));
+  at::NoGradGuard no_grad;
+  std::vector<std::string> cleaned;
+  for (const std::string& question : questions) cleaned.push_back(text::pre_question(question, 50));
+  const text::BatchEncoding encoding = m.tokenizer.encode_batch(
+      cleaned, static_cast<int>(m.config.bert.max_position_embeddings), text::Padding::Longest);
+  const auto count = static_cast<int64_t>(cleaned.size());
+  AnswerRanking ranking;
+  {
+    PrecisionGuard guard(m.precision, m.device);
+    const at::Tensor mask = encoding.attention_mask.to(m.device);
+    // One image for every question: encoded once, its tokens broadcast over the questions.
+    const at::Tensor image_embeds = m.model->encode_image(image.unsqueeze(0).to(m.device));
+    const at::Tensor states = m.model->fuse(m.model->encode_text(encoding.input_ids.to(m.device), mask), mask,
+                                            image_embeds.expand({count, -1, -1}));
+    ranking = rank_answers(m.model, states, mask, m.answers.ids.to(m.device), m.answers.mask.to(m.device), k);
+  }
+  std::vector<std::vector<Answer>> out(static_cast<size_t>(count));
+  for (int64_t q = 0; q < count; ++q)
+    for (int64_t j = 0; j < top; ++j)
+      out[static_cast<size_t>(q)].push_back(
+          {m.answers.answers[static_cast<size_t>(ranking.topk_ids[q][j].item<int64_t>())],
+           ranking.topk_probs[q][j].item<double>()});
+  return out;
+}
+
 namespace {
 
 struct AskFlags {
@@ -242,42 +300,17 @@ struct AskFlags {
 // `albef ask`: answers for one image, without a dataset file.
 void run_ask(const AskFlags& flags) {
   init_runtime(flags.compute.threads);
-  const Config config = load_config(flags.config, flags.text_encoder);
-  const text::BertTokenizer tokenizer(config.vocab);
-  const std::string answers_path = flags.answers_path.empty() ? config.resolve(config.answer_list) : flags.answers_path;
-  if (answers_path.empty()) fail(flags.config, ": no answer_list; give --answers answer_list.json");
-  const AnswerList answers = tokenize_answers(vqa::load_answer_list(answers_path), tokenizer, config);
-  const int64_t k = std::min<int64_t>(config.k_test, static_cast<int64_t>(answers.answers.size()));
-  const int64_t top = std::min(flags.top, k);
-  const c10::Device device = parse_device(flags.compute.device);
-  const Precision precision = parse_precision(flags.compute.precision);
   flags.compute.warn_if_bf16_is_emulated();
-  AlbefModel model = load_inference_model(config, vqa_model_options(config, false), flags.checkpoint, device, precision);
-
-  at::NoGradGuard no_grad;
-  std::vector<std::string> cleaned;
-  for (const std::string& question : flags.questions) cleaned.push_back(text::pre_question(question, 50));
-  const text::BatchEncoding encoding = tokenizer.encode_batch(
-      cleaned, static_cast<int>(config.bert.max_position_embeddings), text::Padding::Longest);
-  const auto count = static_cast<int64_t>(cleaned.size());
-  const at::Tensor image = vision::load_test_image(flags.image, static_cast<int>(config.image_res)).unsqueeze(0);
-  AnswerRanking ranking;
-  {
-    PrecisionGuard guard(precision, device);
-    const at::Tensor mask = encoding.attention_mask.to(device);
-    // One image for every question: encoded once, its tokens broadcast over the questions.
-    const at::Tensor image_embeds = model->encode_image(image.to(device));
-    const at::Tensor states = model->fuse(model->encode_text(encoding.input_ids.to(device), mask), mask,
-                                          image_embeds.expand({count, -1, -1}));
-    ranking = rank_answers(model, states, mask, answers.ids.to(device), answers.mask.to(device), k);
-  }
+  const VqaAnswerer answerer(flags.config, flags.checkpoint, flags.answers_path, flags.text_encoder,
+                             flags.compute.device, parse_precision(flags.compute.precision));
+  const at::Tensor image = vision::load_test_image(flags.image, static_cast<int>(answerer.config().image_res));
+  const std::vector<std::vector<VqaAnswerer::Answer>> answers = answerer.answer(image, flags.questions, flags.top);
   json out = json::array();
-  for (int64_t q = 0; q < count; ++q) {
+  for (size_t q = 0; q < answers.size(); ++q) {
     json found = json::array();
-    for (int64_t j = 0; j < top; ++j)
-      found.push_back({{"answer", answers.answers[static_cast<size_t>(ranking.topk_ids[q][j].item<int64_t>())]},
-                       {"probability", ranking.topk_probs[q][j].item<double>()}});
-    out.push_back({{"question", flags.questions[static_cast<size_t>(q)]}, {"answers", found}});
+    for (const VqaAnswerer::Answer& answer : answers[q])
+      found.push_back({{"answer", answer.answer}, {"probability", answer.probability}});
+    out.push_back({{"question", flags.questions[q]}, {"answers", found}});
   }
   if (flags.as_json) {
     std::cout << out.dump(1) << "\n";
