@@ -137,6 +137,8 @@ json measure(int port, const Requests& requests, const std::string& endpoint, in
     threads.emplace_back([&, c] {
       httplib::Client client("127.0.0.1", port);
       client.set_read_timeout(120, 0);
+      client.set_keep_alive(true);  // as browsers and HTTP sessions do (httplib's client closes by default)
+      client.set_tcp_nodelay(true);
       while (Clock::now() < end) {
         const std::string body = requests.body(endpoint, counter++);
         const auto start = Clock::now();
@@ -172,6 +174,7 @@ json soak(const Server& server, const Requests& requests, double seconds) {
     threads.emplace_back([&] {
       httplib::Client client("127.0.0.1", server.port());
       client.set_read_timeout(120, 0);
+      client.set_keep_alive(true);
       while (Clock::now() < end) {
         const int64_t n = counter++;
         if (n % 10 < 7) {

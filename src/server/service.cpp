@@ -517,6 +517,13 @@ Service::Service(const ServeOptions& options) : impl_(new Impl(options)) {
   const auto threads = static_cast<size_t>(std::max(1, options.http_threads));
   m.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   m.http.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
+  // httplib closes a keep-alive connection after 5 requests by default; under
+  // load the reconnections then overflow its listen backlog of 5 and stall
+  // clients for a SYN retransmission (1 s). Keep connections for good.
+  m.http.set_keep_alive_max_count(1 << 20);
+  // Small JSON answers on kept-alive connections: without TCP_NODELAY,
+  // Nagle's algorithm and the client's delayed ACK add ~40-100 ms to each.
+  m.http.set_tcp_nodelay(true);
   m.http.set_error_handler([this](const httplib::Request& request, httplib::Response& response) {
     if (!response.body.empty()) return;  // a route's own JSON error
     std::string message = "no such endpoint: " + request.method + " " + request.path;
