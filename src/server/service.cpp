@@ -20,8 +20,13 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
@@ -54,6 +59,30 @@ std::string trimmed(std::string text) {
   size_t first = 0;
   while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first]))) ++first;
   return text.substr(first);
+}
+
+// cpp-httplib listens with a backlog of 5: a burst of new connections (more
+// clients connecting at once than that) would have SYNs dropped and wait a
+// second for the retransmission, or fail. Listening again on the bound
+// socket raises the backlog (Linux); the socket is the listening one on `port`.
+void raise_listen_backlog(int port) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    int fd = -1;
+    try {
+      fd = std::stoi(entry.path().filename().string());
+    } catch (const std::exception&) {
+      continue;
+    }
+    int listening = 0;
+    socklen_t length = sizeof(listening);
+    sockaddr_storage address{};
+    socklen_t address_length = sizeof(address);
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) != 0 || !listening) continue;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_length) != 0) continue;
+    const int bound = address.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port)
+                                                    : ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port);
+    if (bound == port) ::listen(fd, SOMAXCONN);
+  }
 }
 
 json parse_body(const httplib::Request& request) {
@@ -547,6 +576,7 @@ void Service::run(const std::function<void(int port)>& on_listening) {
   if (m.options.port != 0 && !m.http.bind_to_port(m.options.host, port))
     fail("serve: cannot listen on ", m.options.host, ":", port, " (in use, or not an address of this machine)");
   if (port < 0) fail("serve: cannot listen on ", m.options.host);
+  raise_listen_backlog(port);
   on_listening(port);
   m.http.listen_after_bind();
 }
