@@ -23,6 +23,9 @@ echo "== retrieval fine-tuning"
 echo "== the fine-tuned model (best epoch on val r_mean)"
 "$albef" retrieval --config configs/demo_retrieval.yaml --checkpoint "$out/retrieval/checkpoint_best.pth" \
     --output_dir "$out/retrieval/best" --evaluate "$@"
+echo "== the same model from Python (import albef): examples/zero_shot_retrieval.py"
+PYTHONPATH=build/python /usr/bin/python3 examples/zero_shot_retrieval.py configs/demo_retrieval.yaml \
+    "$out/retrieval/checkpoint_best.pth" --images 2
 echo "== VQA fine-tuning from the pretrained model, then answering the test questions"
 "$albef" vqa --overwrite --config configs/demo_vqa.yaml --checkpoint "$last" --output_dir "$out/vqa" --keep 1 \
     --print_freq 100 "$@" | grep -v '^epoch [0-9]*: {'

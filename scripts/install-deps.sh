@@ -10,6 +10,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libutf8proc-dev libcli11-dev
   libgtest-dev libbenchmark-dev libfaiss-dev libcpp-httplib-dev libgloo-dev libdnnl-dev zlib1g-dev
   python3-torch python3-numpy
+  python3-dev pybind11-dev python3-pytest  # the Python module (python/) and its tests
   chromium wrk  # albef serve's browser test (headless) and load generator
 )
 

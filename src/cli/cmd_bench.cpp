@@ -6,6 +6,7 @@
 #include "bench/index_bench.h"
 #include "bench/memory.h"
 #include "bench/model_bench.h"
+#include "bench/python_bench.h"
 #include "bench/serve_bench.h"
 
 #include "albef/core/fs.h"
@@ -26,6 +27,7 @@ struct BenchFlags {
   bench::IndexBenchOptions index;
   bench::ModelBenchOptions model;
   bench::ServeBenchOptions serve;
+  bench::PythonBenchOptions python;
   bool no_pytorch = false;
   // A worker: one workload in this process (started by the model suite).
   bool worker = false;
@@ -68,6 +70,15 @@ void run_bench(BenchFlags& flags) {
     report["serve"] = bench::run_serve_bench(flags.serve, self_executable());
     bench::print_serve_table(report["serve"]);
   }
+  if (flags.suite == "python") {  // not in "all": it needs the module built (build/python)
+    flags.python.threads = flags.threads;
+    flags.python.rounds = flags.model.rounds;
+    flags.python.precision = flags.model.precisions.empty() ? "fp32" : flags.model.precisions.front();
+    if (!flags.model.checkpoint.empty()) flags.python.checkpoint = flags.model.checkpoint;
+    flags.python.config = flags.model.retrieval_config;
+    report["python"] = bench::run_python_bench(flags.python, self_executable());
+    bench::print_python_table(report["python"]);
+  }
   if (flags.suite == "index" || flags.suite == "all") {
     report["index"] = bench::run_index_bench(flags.index);
     print_index_table(report["index"]);
@@ -83,8 +94,9 @@ void add_bench_command(CLI::App& app) {
   auto flags = std::make_shared<BenchFlags>();
   CLI::App* command = app.add_subcommand("bench", "Measure speed and memory against PyTorch (see bench/README.md)");
   command->add_option("--suite", flags->suite,
-                      "model (full-size workloads vs PyTorch), index, all (both), or serve (albef serve under load)")
-      ->check(CLI::IsMember({"model", "index", "all", "serve"}));
+                      "model (full-size workloads vs PyTorch), index, all (both), serve (albef serve under load), or python "
+                      "(the Python module's overhead over C++)")
+      ->check(CLI::IsMember({"model", "index", "all", "serve", "python"}));
   command->add_option("--serve-seconds", flags->serve.seconds, "Serve suite: seconds per endpoint and client count")
       ->check(CLI::PositiveNumber);
   command->add_option("--serve-clients", flags->serve.clients, "Serve suite: client counts (repeatable; default 1 8 32)")

@@ -207,6 +207,7 @@ Config load_config(const std::string& path, const std::string& text_encoder) {
   try {
     root = YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
+    if (!fs::exists(path)) fail_missing(path, ": cannot open the config file (no such file)");
     fail(path, ": cannot open the config file");
   } catch (const YAML::Exception& e) {
     fail(path, ": invalid YAML at line ", e.mark.line + 1, ": ", e.msg);

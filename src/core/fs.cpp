@@ -15,6 +15,7 @@ namespace albef {
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
+  if (!in && errno == ENOENT) fail_missing(path, ": cannot open (", std::strerror(errno), ")");
   if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
   std::ostringstream buffer;
   buffer << in.rdbuf();

@@ -27,6 +27,7 @@ using Kind = PyObject::Kind;
 std::string read_prefix(const std::string& path, size_t n) {
   if (std::filesystem::is_directory(path)) fail(path, ": is a directory, not a checkpoint");
   std::ifstream in(path, std::ios::binary);
+  if (!in && errno == ENOENT) fail_missing(path, ": cannot open (", std::strerror(errno), ")");
   if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
   std::string prefix(n, '\0');
   in.read(&prefix[0], static_cast<std::streamsize>(n));

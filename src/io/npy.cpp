@@ -41,6 +41,7 @@ const char* descr_from_scalar(at::ScalarType scalar) {
 at::Tensor read_npy(const std::string& path) {
   // The header is read first, then the data straight into the tensor: no second copy of a large array.
   std::ifstream in(path, std::ios::binary);
+  if (!in && errno == ENOENT) fail_missing(path, ": cannot open (", std::strerror(errno), ")");
   if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
   in.seekg(0, std::ios::end);
   const auto file_size = static_cast<size_t>(in.tellg());

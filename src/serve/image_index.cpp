@@ -80,6 +80,7 @@ ImageIndex::ImageIndex(ImageIndex&&) noexcept = default;
 ImageIndex& ImageIndex::operator=(ImageIndex&&) noexcept = default;
 
 ImageIndex ImageIndex::load(const std::string& path) {
+  if (!std::filesystem::exists(path)) fail_missing(path, ": no such image index (`albef index` writes one)");
   ImageIndex out;
   const nlohmann::json meta = nlohmann::json::parse(read_file(path + ".json"), nullptr, false);
   if (meta.is_discarded() || !meta.is_object() || meta.value("format", "") != "albef-image-index")

@@ -138,7 +138,7 @@ cv::Mat read_rgb(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
-  if (!fs::exists(status)) fail(path, ": cannot read image: no such file");
+  if (!fs::exists(status)) fail_missing(path, ": cannot read image: no such file");
   if (fs::is_directory(status)) fail(path, ": cannot read image: it is a directory");
   return decode_rgb(read_file(path), path);
 }

@@ -20,6 +20,13 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+/// A file or folder the caller named does not exist (the Python module
+/// raises FileNotFoundError for it); the message names the path.
+class FileNotFound : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 inline void append_all(std::ostringstream&) {}
 template <typename T, typename... Rest>
@@ -41,6 +48,12 @@ std::string str_cat(const Args&... args) {
 template <typename... Args>
 [[noreturn]] void fail(const Args&... args) {
   throw Error(str_cat(args...));
+}
+
+/// Throws FileNotFound with the arguments joined.
+template <typename... Args>
+[[noreturn]] void fail_missing(const Args&... args) {
+  throw FileNotFound(str_cat(args...));
 }
 
 }  // namespace albef

@@ -43,4 +43,9 @@ void run_pretrain_nlvr(const TrainOptions& options);
 /// evaluation.
 ClassificationResult run_nlvr(const FineTuneOptions& options);
 
+/// A fine-tuned NLVR2 checkpoint ready to classify two images and sentences (NLVR.py's model).
+SentenceClassifier load_nlvr_classifier(const std::string& config_path, const std::string& checkpoint,
+                                        const std::string& text_encoder = "", const std::string& device = "cpu",
+                                        Precision precision = Precision::Fp32);
+
 }  // namespace albef

@@ -20,4 +20,9 @@ ModelOptions ve_model_options(bool momentum_encoders = true);
 /// is refused naming the missing key.
 ClassificationResult run_ve(const FineTuneOptions& options);
 
+/// A fine-tuned VE checkpoint ready to classify an image and sentences (VE.py's model).
+SentenceClassifier load_ve_classifier(const std::string& config_path, const std::string& checkpoint,
+                                      const std::string& text_encoder = "", const std::string& device = "cpu",
+                                      Precision precision = Precision::Fp32);
+
 }  // namespace albef

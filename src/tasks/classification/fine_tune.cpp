@@ -117,26 +117,14 @@ void run_predict(const FineTuneOptions& options, const ClassificationTask& task,
   if (static_cast<int64_t>(flags.images.size()) != task.images_per_item)
     fail("--predict for ", task.name, " takes ", task.images_per_item, " --image, got ", flags.images.size());
   if (flags.texts.empty()) fail("--predict needs at least one --text");
-  const Config config = load_config(options.config_path, options.text_encoder);
-  const text::BertTokenizer tokenizer(config.vocab);
-  const c10::Device device = parse_device(options.device);
-  AlbefModel model =
-      load_inference_model(config, task.model(config, false), options.checkpoint, device, options.precision);
-  const auto texts = static_cast<int64_t>(flags.texts.size());
+  const SentenceClassifier classifier = make_sentence_classifier(task, options.config_path, options.checkpoint,
+                                                                 options.text_encoder, options.device,
+                                                                 options.precision);
   std::vector<at::Tensor> images;
   for (const std::string& path : flags.images)
-    images.push_back(vision::load_test_image(path, static_cast<int>(config.image_res)).unsqueeze(0).expand({texts, -1, -1, -1}));
-  std::vector<std::string> sentences;
-  for (const std::string& sentence : flags.texts) sentences.push_back(text::pre_caption(sentence, 30));
-  const text::BatchEncoding encoding = encode(tokenizer, sentences, config);
-  at::Tensor probabilities;
-  {
-    at::NoGradGuard no_grad;
-    PrecisionGuard guard(options.precision, device);
-    const at::Tensor fused = fuse_items(model, false, at::cat(images).to(device), encoding.input_ids.to(device),
-                                        encoding.attention_mask.to(device));
-    probabilities = at::softmax(classify(model, "cls_head", fused).to(at::kCPU, at::kDouble), 1);
-  }
+    images.push_back(vision::load_test_image(path, static_cast<int>(classifier.config().image_res)));
+  const at::Tensor probabilities = classifier.probabilities(images, flags.texts);
+  const auto texts = static_cast<int64_t>(flags.texts.size());
   json out = json::array();
   for (int64_t t = 0; t < texts; ++t) {
     json by_class = json::object();

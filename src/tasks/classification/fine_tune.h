@@ -30,6 +30,11 @@ struct ClassificationTask {
   int64_t images_per_item = 1;
 };
 
+/// The task's fine-tuned model from `checkpoint`, for predictions.
+SentenceClassifier make_sentence_classifier(const ClassificationTask& task, const std::string& config_path,
+                                            const std::string& checkpoint, const std::string& text_encoder,
+                                            const std::string& device, Precision precision);
+
 /// Runs the script (see albef/tasks/classification.h).
 ClassificationResult run_fine_tuning(const FineTuneOptions& options, const ClassificationTask& task);
 

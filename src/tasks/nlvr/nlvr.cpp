@@ -60,6 +60,11 @@ ClassificationResult run_nlvr(const FineTuneOptions& options) {
   return classification::run_fine_tuning(options, nlvr_classification());
 }
 
+SentenceClassifier load_nlvr_classifier(const std::string& config_path, const std::string& checkpoint,
+                                        const std::string& text_encoder, const std::string& device, Precision precision) {
+  return classification::make_sentence_classifier(nlvr_classification(), config_path, checkpoint, text_encoder, device, precision);
+}
+
 namespace tasks {
 
 Task pretrain_nlvr_task() {

@@ -39,6 +39,11 @@ ClassificationResult run_ve(const FineTuneOptions& options) {
   return classification::run_fine_tuning(options, ve_classification());
 }
 
+SentenceClassifier load_ve_classifier(const std::string& config_path, const std::string& checkpoint,
+                                      const std::string& text_encoder, const std::string& device, Precision precision) {
+  return classification::make_sentence_classifier(ve_classification(), config_path, checkpoint, text_encoder, device, precision);
+}
+
 namespace tasks {
 
 Task ve_task() {
