@@ -67,6 +67,13 @@ json run_python_bench(const PythonBenchOptions& options, const std::string& self
                               ? (fs::temp_directory_path() / ("albef_python_bench_" + std::to_string(::getpid()))).string()
                               : options.workdir;
   fs::create_directories(dir);
+  struct RemoveTemporary {  // also when a side fails
+    std::string dir;
+    ~RemoveTemporary() {
+      std::error_code ignored;
+      if (!dir.empty()) fs::remove_all(dir, ignored);
+    }
+  } remove{options.workdir.empty() ? dir : ""};
   const std::string module_dir =
       options.module_dir.empty() ? (fs::path(self_exe).parent_path() / "python").string() : options.module_dir;
   std::string weights = options.checkpoint;
@@ -111,7 +118,6 @@ json run_python_bench(const PythonBenchOptions& options, const std::string& self
   report["cpp_ms"] = median(cpp_ms);
   report["python_ms"] = median(python_ms);
   report["ratio"] = report["python_ms"].get<double>() / report["cpp_ms"].get<double>();
-  if (options.workdir.empty()) fs::remove_all(dir);
   return report;
 }
 

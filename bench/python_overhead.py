@@ -17,7 +17,8 @@ parser.add_argument("--iters", type=int, default=10)
 args = parser.parse_args()
 
 captions = open(args.captions, encoding="utf-8").read().splitlines()
-model = albef.Model(args.config, args.checkpoint, precision=args.precision, threads=args.threads, batch_size=len(captions))
+model = albef.Model(args.config, args.checkpoint, precision=args.precision, threads=args.threads,
+                    batch_size=len(captions), task="retrieval")
 model.embed_texts(captions)  # warm-up, as the C++ side
 times = []
 for _ in range(args.iters):

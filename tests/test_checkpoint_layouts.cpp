@@ -125,30 +125,35 @@ TEST(CheckpointLayouts, ConvertFromLavisCompletesTheOfficialModel) {
 }
 
 TEST(CheckpointInfo, NamesTheModelOfEveryTask) {
+  // The training model's checkpoint, and the inference model's state_dict
+  // (no momentum encoders and queues), as albef's own tools write one.
   const std::string dir = make_temp_dir("info_kinds");
-  for (const albef::tasks::Task& task : albef::tasks::registry()) {
-    if (!task.checkpoint_model) continue;
-    const albef::Config config =
-        albef::load_config(data_path(task.name == "vqa" ? "tiny/VQA.yaml" : "tiny/Pretrain.yaml"));
-    albef::AlbefModel model(config, task.checkpoint_model(config));
-    auto root = albef::io::PyObject::new_dict();
-    root->set("model", albef::io::state_dict_to_object(albef::state_dict(*model)));
-    auto stored_config = albef::io::PyObject::new_dict();
-    if (task.name == "grounding") stored_config->set("det_file", albef::io::PyObject::from_string("data/refcoco+/dets.json"));
-    root->set("config", stored_config);
-    root->set("epoch", albef::io::PyObject::from_int(2));
-    const std::string path = dir + "/" + task.name + ".pth";
-    albef::io::write_torch_file(path, root);
+  for (const bool momentum : {true, false})
+    for (const albef::tasks::Task& task : albef::tasks::registry()) {
+      if (!task.checkpoint_model) continue;
+      const albef::Config config =
+          albef::load_config(data_path(task.name == "vqa" ? "tiny/VQA.yaml" : "tiny/Pretrain.yaml"));
+      albef::ModelOptions options = task.checkpoint_model(config);
+      options.momentum_encoders = options.momentum_encoders && momentum;
+      albef::AlbefModel model(config, options);
+      auto root = albef::io::PyObject::new_dict();
+      root->set("model", albef::io::state_dict_to_object(albef::state_dict(*model)));
+      auto stored_config = albef::io::PyObject::new_dict();
+      if (task.name == "grounding") stored_config->set("det_file", albef::io::PyObject::from_string("data/refcoco+/dets.json"));
+      root->set("config", stored_config);
+      root->set("epoch", albef::io::PyObject::from_int(2));
+      const std::string path = dir + "/" + task.name + (momentum ? "" : "_inference") + ".pth";
+      albef::io::write_torch_file(path, root);
 
-    const albef::tasks::CheckpointInfo info = albef::tasks::inspect_checkpoint(path);
-    EXPECT_EQ(info.kind, task.name);
-    ASSERT_FALSE(info.matches.empty());
-    EXPECT_EQ(info.matches.front().mismatches(), 0u) << task.name;
-    EXPECT_EQ(info.layout, albef::CheckpointLayout::Official);
-    EXPECT_EQ(info.image_res, 32) << task.name;
-    EXPECT_EQ(info.vision_depth, 2);
-    EXPECT_EQ(info.epoch, 2);
-  }
+      const albef::tasks::CheckpointInfo info = albef::tasks::inspect_checkpoint(path);
+      EXPECT_EQ(info.kind, task.name) << path;
+      ASSERT_FALSE(info.matches.empty());
+      EXPECT_EQ(info.matches.front().mismatches(), 0u) << path;
+      EXPECT_EQ(info.layout, albef::CheckpointLayout::Official);
+      EXPECT_EQ(info.image_res, 32) << task.name;
+      EXPECT_EQ(info.vision_depth, 2);
+      EXPECT_EQ(info.epoch, 2);
+    }
 }
 
 TEST(CheckpointInfo, FixturesAndLavisAndFeatureExtractor) {

@@ -76,6 +76,7 @@ void run_bench(BenchFlags& flags) {
     flags.python.precision = flags.model.precisions.empty() ? "fp32" : flags.model.precisions.front();
     if (!flags.model.checkpoint.empty()) flags.python.checkpoint = flags.model.checkpoint;
     flags.python.config = flags.model.retrieval_config;
+    flags.python.workdir = flags.model.workdir;
     report["python"] = bench::run_python_bench(flags.python, self_executable());
     bench::print_python_table(report["python"]);
   }

@@ -150,6 +150,11 @@ KindMatch match(const Task& task, const CheckpointInfo& info, const std::set<std
     config = skeleton_config(info, info.fusion_layer + fusion / options.images_per_text);
     options = task.checkpoint_model(config);
   }
+  // A checkpoint of the inference model (a state_dict saved without the
+  // momentum encoders and queues) is compared with that model.
+  if (info.layout != CheckpointLayout::Lavis &&
+      std::none_of(names.begin(), names.end(), [](const std::string& name) { return !online_twin(name).empty(); }))
+    options.momentum_encoders = false;
   at::NoGradGuard no_grad;
   AlbefModel model(config, options);
   std::set<std::string> expected;
