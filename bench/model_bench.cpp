@@ -687,7 +687,8 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
           if (mine.contains("label_seconds")) row["label_seconds"] = mine["label_seconds"];  // classify's text side
         }
         // classify_1000 is measured against albef's own image encoding (vs_image_b32), not against PyTorch.
-        if (!options.pytorch || workload == "classify_1000") {
+        // int8 is measured against albef's own bf16 of the same run (vs_bf16): PyTorch has no such CPU path here.
+        if (!options.pytorch || workload == "classify_1000" || precision == "int8") {
           if (round + 1 < options.rounds) std::cout << ";" << std::flush;
           continue;
         }
@@ -731,8 +732,9 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
       row["gflop"] = flops / 1e9;
       if (row.contains("albef_seconds")) {
         row["albef_gflops"] = flops / 1e9 / row["albef_seconds"].get<double>();
-        row["peak_percent"] =
-            100.0 * row["albef_gflops"].get<double>() / report["gemm_peak_gflops"][precision].get<double>();
+        if (report["gemm_peak_gflops"].contains(precision))
+          row["peak_percent"] =
+              100.0 * row["albef_gflops"].get<double>() / report["gemm_peak_gflops"][precision].get<double>();
       }
       std::cout << std::endl;
       rows.push_back(row);
@@ -744,6 +746,13 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
     for (const auto& other : rows)
       if (other["workload"] == "image_b32" && other["precision"] == row["precision"] && other.contains("albef_rate"))
         row["vs_image_b32"] = row["albef_rate"].get<double>() / other["albef_rate"].get<double>();
+  }
+  // int8 against albef's own bf16 of the same run.
+  for (auto& row : rows) {
+    if (row["precision"] != "int8" || !row.contains("albef_rate")) continue;
+    for (const auto& other : rows)
+      if (other["workload"] == row["workload"] && other["precision"] == "bf16" && other.contains("albef_rate"))
+        row["vs_bf16"] = row["albef_rate"].get<double>() / other["albef_rate"].get<double>();
   }
   report["rows"] = rows;
   if (temporary) fs::remove_all(dir);
@@ -782,6 +791,7 @@ void print_model_table(const nlohmann::json& report) {
     if (row.contains("vs_image_b32"))
       std::printf("    %.2fx the image_b32 rate of this run (1,000 labels embedded once)\n",
                   row["vs_image_b32"].get<double>());
+    if (row.contains("vs_bf16")) std::printf("    %.2fx albef's bf16 rate of this run\n", row["vs_bf16"].get<double>());
   }
 }
 

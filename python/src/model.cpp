@@ -315,7 +315,7 @@ Model(config, checkpoint, precision="fp32", threads=0, device="cpu",
 
 config:       the task's YAML (the official configs: Retrieval_coco.yaml, VQA.yaml, ...)
 checkpoint:   an official, LAVIS or albef `.pth`
-precision:    "fp32" or "bf16"
+precision:    "fp32", "bf16" or "int8" (the encoders' linear layers in int8; no Grad-CAM)
 threads:      compute threads for every model of the process (0 = every core)
 batch_size:   images or texts per forward pass
 text_encoder: the vocabulary, as the official --text_encoder (default bert-base-uncased, bundled)

@@ -116,8 +116,8 @@ void add_bench_command(CLI::App& app) {
       "Weights to time (default: random, seed 0)");
   command->add_option("--workload", flags->model.workloads, "Only these workloads (repeatable)")
       ->check(CLI::IsMember(bench::model_workloads()));
-  command->add_option("--precision", flags->model.precisions, "fp32 and/or bf16 (repeatable; default fp32, and bf16 where the CPU has native bf16 matmuls)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+  command->add_option("--precision", flags->model.precisions, "fp32, bf16 and/or int8 (repeatable; default fp32, and bf16 where the CPU has native bf16 matmuls)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   command->add_option("--iters", flags->model.iters, "Timed iterations per workload (median)")
       ->check(CLI::PositiveNumber);
   command->add_option("--rounds", flags->model.rounds,

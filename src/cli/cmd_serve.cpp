@@ -56,7 +56,8 @@ void add_serve_command(CLI::App& app) {
   command->add_option("--api_key_file", options->api_key_file,
                       "A file holding the key every request but /health and / must send as 'Authorization: Bearer'");
   command->add_option("--threads", options->threads, "Compute threads (0 = every core)")->check(CLI::NonNegativeNumber);
-  command->add_option("--precision", options->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  command->add_option("--precision", options->precision, "fp32, bf16 or int8 (Grad-CAM needs fp32 or bf16)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   command->add_option("--device", options->device, "cpu or cuda[:N]");
   command->add_option("--max_batch", options->max_batch, "Items in one forward pass")->check(CLI::Range(1, 1024));
   command->add_option("--max_wait_ms", options->max_wait_ms, "How long a request waits for others to batch with")

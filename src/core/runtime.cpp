@@ -16,7 +16,8 @@ namespace albef {
 Precision parse_precision(const std::string& name) {
   if (name == "fp32") return Precision::Fp32;
   if (name == "bf16") return Precision::Bf16;
-  fail("unknown precision '", name, "' (use fp32 or bf16)");
+  if (name == "int8") return Precision::Int8;
+  fail("unknown precision '", name, "' (use fp32, bf16 or int8)");
 }
 
 c10::Device parse_device(const std::string& name) {

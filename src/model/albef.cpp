@@ -5,6 +5,7 @@
 #include "albef/core/error.h"
 #include "albef/core/runtime.h"
 #include "ops/linear.h"
+#include "ops/linear_int8.h"
 
 #include <ATen/ATen.h>
 
@@ -340,11 +341,24 @@ LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std
 void prepare_for_inference(AlbefModel& model, Precision precision) {
   model->eval();
   for (auto& parameter : model->parameters()) parameter.set_requires_grad(false);
-  if (precision != Precision::Bf16) return;
   at::NoGradGuard no_grad;
-  for (const auto& module : model->modules(/*include_self=*/false))
-    if (auto* linear = module->as<nn::Linear>())
-      if (linear->weight.device().is_cpu()) linear->weight.set_data(linear->weight.to(at::kBFloat16));
+  if (precision == Precision::Bf16) {
+    for (const auto& module : model->modules(/*include_self=*/false))
+      if (auto* linear = module->as<nn::Linear>())
+        if (linear->weight.device().is_cpu()) linear->weight.set_data(linear->weight.to(at::kBFloat16));
+  } else if (precision == Precision::Int8) {
+    if (!model->parameters().empty() && !model->parameters().front().device().is_cpu())
+      fail("--precision int8 runs on the CPU only (use bf16 on a GPU)");
+    // The encoders' layers, where the products are; the small projections and
+    // heads (the features' last step, the classifiers) stay in float32.
+    for (const auto& item : model->named_modules("", /*include_self=*/false)) {
+      const std::string& name = item.key();
+      if (auto* linear = item.value()->as<nn::Linear>())
+        if (name.rfind("visual_encoder.", 0) == 0 || name.rfind("text_encoder.", 0) == 0 ||
+            name.rfind("text_decoder.", 0) == 0)
+          ops::quantize_linear_int8(*linear);
+    }
+  }
 }
 
 LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict) {

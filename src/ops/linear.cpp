@@ -1,4 +1,5 @@
 #include "ops/linear.h"
+#include "ops/linear_int8.h"
 
 #include "albef/core/error.h"
 
@@ -225,10 +226,14 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::T
 }
 
 at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
+  if (const at::Tensor scales = int8_weight_scales(layer); scales.defined())  // a layer readied for int8
+    return linear_int8(input, layer.weight, scales, layer.bias, false);
   return linear(input, layer.weight, layer.bias);
 }
 
 at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
+  if (const at::Tensor scales = int8_weight_scales(layer); scales.defined())
+    return linear_int8(input, layer.weight, scales, layer.bias, true);
   return linear_then(input, layer.weight, layer.bias, true);
 }
 

@@ -11,8 +11,10 @@ namespace albef::tasks {
 
 void ComputeFlags::add_to(CLI::App& command) {
   command.add_option("--threads", threads, "Compute threads (0 = every core)")->check(CLI::NonNegativeNumber);
-  command.add_option("--precision", precision, "fp32, or bf16 (autocast; LayerNorm and residuals stay fp32)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+  command.add_option("--precision", precision,
+                     "fp32, bf16 (autocast; LayerNorm and residuals stay fp32), or int8 (inference: the encoders' "
+                     "linear layers in int8)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   command.add_option("--device", device, "cpu or cuda[:N]");
 }
 

@@ -392,6 +392,9 @@ class TrainingRun {
 }  // namespace
 
 void run_training(const TrainOptions& options, const Config& config, TrainingTask task) {
+  if (options.precision == Precision::Int8)
+    fail("--precision int8 is for inference (embed, score, index, search, serve, --evaluate, --predict): train in fp32 "
+         "or bf16");
   TrainingRun run(options, config, std::move(task));
   run.set_up();
   run.build_model();

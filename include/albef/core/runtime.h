@@ -14,9 +14,12 @@ namespace albef {
 enum class Precision {
   Fp32,  ///< everything in float32
   Bf16,  ///< autocast: matmul/conv in bfloat16, LayerNorm, softmax and the residual stream in float32
+  /// Inference only: the encoders' linear layers in int8 (weights per output
+  /// channel, activations per row, int32 accumulation); everything else float32.
+  Int8,
 };
 
-/// Parses "fp32" / "bf16"; anything else is an error naming the value.
+/// Parses "fp32" / "bf16" / "int8"; anything else is an error naming the value.
 Precision parse_precision(const std::string& name);
 /// Parses "cpu" / "cuda" / "cuda:N"; "cuda" on a LibTorch without CUDA is an error.
 c10::Device parse_device(const std::string& name);

@@ -194,7 +194,9 @@ LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const 
 /// autocast they would otherwise be cast from float32 on every call; stored
 /// once they take half the memory, and the products are the same (autocast
 /// rounds them the same way). Such a model is for inference under
-/// PrecisionGuard(Bf16), not for training or for saving a checkpoint.
+/// PrecisionGuard(Bf16), not for training or for saving a checkpoint. For
+/// int8 (CPU) the encoders' linear weights become per-channel int8 (a
+/// quarter of their float32 memory); it cannot be differentiated.
 void prepare_for_inference(AlbefModel& model, Precision precision);
 
 /// `load_state_dict` from the `.pth` file at `path`, read one tensor at a

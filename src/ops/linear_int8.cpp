@@ -1,0 +1,261 @@
+#include "ops/linear_int8.h"
+
+#include "albef/core/error.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/nn/modules/linear.h>
+
+#include <algorithm>
+#include <cmath>
+#include <immintrin.h>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#ifdef ALBEF_WITH_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace albef::ops {
+namespace {
+
+// The library is compiled for any x86-64 (SSE2); these two loops run on
+// every int8 layer's input and output, so they come in AVX-512 and AVX2
+// versions too, chosen at run time.
+
+// One row: q = round(x / s), s = max|x| / 127 (1 for a zero row).
+float quantize_row_scalar(const float* x, int64_t k, int8_t* q) {
+  float largest = 0.0f;
+  for (int64_t j = 0; j < k; ++j) largest = std::max(largest, std::fabs(x[j]));
+  const float scale = largest > 0.0f ? largest / 127.0f : 1.0f, inverse = 1.0f / scale;
+  for (int64_t j = 0; j < k; ++j) q[j] = static_cast<int8_t>(std::nearbyint(x[j] * inverse));
+  return scale;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) float quantize_row_avx512(const float* x, int64_t k, int8_t* q) {
+  __m512 largest = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= k; j += 16) largest = _mm512_max_ps(largest, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+  float top = _mm512_reduce_max_ps(largest);
+  for (; j < k; ++j) top = std::max(top, std::fabs(x[j]));
+  const float scale = top > 0.0f ? top / 127.0f : 1.0f, inverse = 1.0f / scale;
+  const __m512 factor = _mm512_set1_ps(inverse);
+  for (j = 0; j + 16 <= k; j += 16)  // rounds to nearest even, as nearbyint
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j),
+                     _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), factor))));
+  for (; j < k; ++j) q[j] = static_cast<int8_t>(std::nearbyint(x[j] * inverse));
+  return scale;
+}
+
+__attribute__((target("avx2"))) float quantize_row_avx2(const float* x, int64_t k, int8_t* q) {
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 largest = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= k; j += 8) largest = _mm256_max_ps(largest, _mm256_and_ps(_mm256_loadu_ps(x + j), magnitude));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, largest);
+  float top = *std::max_element(lanes, lanes + 8);
+  for (; j < k; ++j) top = std::max(top, std::fabs(x[j]));
+  const float scale = top > 0.0f ? top / 127.0f : 1.0f, inverse = 1.0f / scale;
+  const __m256 factor = _mm256_set1_ps(inverse);
+  alignas(32) int32_t rounded[8];
+  for (j = 0; j + 8 <= k; j += 8) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(rounded), _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j), factor)));
+    for (int lane = 0; lane < 8; ++lane) q[j + lane] = static_cast<int8_t>(rounded[lane]);
+  }
+  for (; j < k; ++j) q[j] = static_cast<int8_t>(std::nearbyint(x[j] * inverse));
+  return scale;
+}
+
+// row[j] = row[j] * scale * columns[j] + shift[j]: plain loops the compiler
+// vectorises for each target.
+__attribute__((target("avx512f"))) void rescale_row_avx512(float* row, int64_t n, float scale, const float* columns,
+                                                           const float* shift) {
+  for (int64_t j = 0; j < n; ++j) row[j] = row[j] * scale * columns[j] + shift[j];
+}
+__attribute__((target("avx2,fma"))) void rescale_row_avx2(float* row, int64_t n, float scale, const float* columns,
+                                                          const float* shift) {
+  for (int64_t j = 0; j < n; ++j) row[j] = row[j] * scale * columns[j] + shift[j];
+}
+#endif
+
+void rescale_row_scalar(float* row, int64_t n, float scale, const float* columns, const float* shift) {
+  for (int64_t j = 0; j < n; ++j) row[j] = row[j] * scale * columns[j] + shift[j];
+}
+
+struct RowKernels {
+  float (*quantize)(const float*, int64_t, int8_t*);
+  void (*rescale)(float*, int64_t, float, const float*, const float*);
+};
+
+const RowKernels& row_kernels() {
+  static const RowKernels kernels = [] {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f")) return RowKernels{quantize_row_avx512, rescale_row_avx512};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return RowKernels{quantize_row_avx2, rescale_row_avx2};
+#endif
+    return RowKernels{quantize_row_scalar, rescale_row_scalar};
+  }();
+  return kernels;
+}
+
+// Symmetric per-row quantisation of float32 rows [M, K] (any row stride):
+// int8 values [M, K] and the scales [M].
+void quantize_rows(const at::Tensor& rows, at::Tensor& values, at::Tensor& scales) {
+  const int64_t m = rows.size(0), k = rows.size(1), stride = rows.stride(0);
+  values = at::empty({m, k}, rows.options().dtype(at::kChar));
+  scales = at::empty({m}, rows.options().dtype(at::kFloat));
+  const float* in = rows.data_ptr<float>();
+  int8_t* out = values.data_ptr<int8_t>();
+  float* scale = scales.data_ptr<float>();
+  const auto quantize = row_kernels().quantize;
+  at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) scale[r] = quantize(in + r * stride, k, out + r * k);
+  });
+}
+
+// out[m, n] = out[m, n] * row_scales[m] * column_scales[n] + bias[n], in one
+// pass over the products.
+void rescale(at::Tensor& out, const at::Tensor& row_scales, const at::Tensor& column_scales, const at::Tensor& bias) {
+  const int64_t m = out.size(0), n = out.size(1);
+  const at::Tensor shift = bias.defined() ? bias : at::zeros({n}, at::kFloat);
+  float* data = out.data_ptr<float>();
+  const float* rows = row_scales.data_ptr<float>();
+  const float* columns = column_scales.data_ptr<float>();
+  const float* shifts = shift.data_ptr<float>();
+  const auto kernel = row_kernels().rescale;
+  at::parallel_for(0, m, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) kernel(data + r * n, n, rows[r], columns, shifts);
+  });
+}
+
+#ifdef ALBEF_WITH_DNNL
+// oneDNN's fast int8 kernels (brgemm, VNNI) read the weights in a blocked
+// layout of their choosing: each layer's weights are reordered into it once,
+// on first use, and kept (keyed by the weights' address and that layout).
+class PackedWeights {
+ public:
+  dnnl::memory get(const at::Tensor& values, const dnnl::memory::desc& packed, const dnnl::engine& engine) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    auto& entry = cache_[{values.data_ptr(), std::hash<std::string>{}(describe(packed))}];
+    if (!entry.packed) {
+      const dnnl::memory::desc plain({values.size(1), values.size(0)}, dnnl::memory::data_type::s8,
+                                     dnnl::memory::dims{1, values.size(1)});
+      entry.storage = at::empty({static_cast<int64_t>(packed.get_size())}, at::kByte);
+      entry.packed = dnnl::memory(packed, engine, entry.storage.data_ptr());
+      dnnl::memory source(plain, engine, values.data_ptr());
+      dnnl::stream stream(engine);
+      dnnl::reorder(source, entry.packed).execute(stream, source, entry.packed);
+      stream.wait();
+      entry.owner = values;  // the address stays this layer's while the cache holds it
+    }
+    return entry.packed;
+  }
+
+ private:
+  static std::string describe(const dnnl::memory::desc& desc) {
+    const dnnl_memory_desc_t& c = desc.data;
+    return std::string(reinterpret_cast<const char*>(&c), sizeof(c));
+  }
+  struct Entry {
+    at::Tensor owner, storage;
+    dnnl::memory packed;
+  };
+  struct KeyHash {
+    size_t operator()(const std::pair<void*, size_t>& key) const {
+      return std::hash<void*>{}(key.first) ^ (key.second * 0x9e3779b97f4a7c15ULL);
+    }
+  };
+  std::mutex mutex_;
+  std::unordered_map<std::pair<void*, size_t>, Entry, KeyHash> cache_;
+};
+
+// out[M, N] = values W_q^T, through oneDNN's int8 matmul (int32
+// accumulation, float32 result; no output scales: with them oneDNN 2.6 leaves
+// its brgemm VNNI kernels for a slower GEMM). False when oneDNN has no
+// implementation here.
+bool int8_matmul(const at::Tensor& values, const at::Tensor& weight_values, at::Tensor& out) {
+  using dnnl::memory;
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static PackedWeights packed_weights;
+  const int64_t m = values.size(0), k = values.size(1), n = weight_values.size(0);
+  try {
+    const memory::desc src_md({m, k}, memory::data_type::s8, memory::dims{k, 1});
+    const memory::desc weight_md({k, n}, memory::data_type::s8, memory::format_tag::any);
+    const memory::desc dst_md({m, n}, memory::data_type::f32, memory::dims{n, 1});
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weight_md, dst_md), engine);
+    const dnnl::matmul matmul(pd);
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, memory(src_md, engine, values.data_ptr())},
+        {DNNL_ARG_WEIGHTS, packed_weights.get(weight_values, pd.weights_desc(), engine)},
+        {DNNL_ARG_DST, memory(dst_md, engine, out.data_ptr())}};
+    dnnl::stream stream(engine);
+    matmul.execute(stream, args);
+    stream.wait();
+    return true;
+  } catch (const dnnl::error& error) {
+    ALBEF_CHECK(error.status == dnnl_unimplemented, "oneDNN int8 matmul failed (", error.what(), ") for M=", m,
+                " N=", n, " K=", k);
+    return false;
+  }
+}
+#endif
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight) {
+  ALBEF_CHECK(weight.dim() == 2, "a linear weight is [N, K], got ", weight.sizes());
+  const at::Tensor w = weight.to(at::kFloat).contiguous();
+  at::Tensor scales = w.abs().amax(1) / 127.0f;
+  scales = at::where(scales > 0, scales, at::ones_like(scales));
+  const at::Tensor values = at::round(w / scales.unsqueeze(1)).clamp_(-127, 127).to(at::kChar);
+  return {values, scales};
+}
+
+void quantize_linear_int8(torch::nn::LinearImpl& layer) {
+  auto [values, scales] = quantize_weight_int8(layer.weight);
+  layer.weight.set_requires_grad(false);  // an integer tensor takes no gradient
+  layer.weight.set_data(values);          // the same parameter, now int8: the float32 storage is released
+  layer.register_buffer("weight_scale", scales);
+}
+
+at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer) {
+  if (layer.weight.scalar_type() != at::kChar) return {};
+  const at::Tensor* scales = layer.named_buffers(/*recurse=*/false).find("weight_scale");
+  ALBEF_CHECK(scales != nullptr, "an int8 linear layer without its weight_scale buffer");
+  return *scales;
+}
+
+at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
+                       const at::Tensor& bias, bool gelu) {
+  ALBEF_CHECK(values.scalar_type() == at::kChar && values.dim() == 2 && values.is_contiguous() &&
+                  scales.scalar_type() == at::kFloat && scales.numel() == values.size(0),
+              "linear_int8 takes int8 values [N, K] and float32 scales [N] (quantize_weight_int8), got ",
+              values.sizes(), " ", values.scalar_type(), " and ", scales.sizes(), " ", scales.scalar_type());
+  ALBEF_CHECK(input.device().is_cpu() && input.size(-1) == values.size(1), "input [..., ", values.size(1),
+              "] on the CPU expected, got ", input.sizes(), " on ", input.device());
+  if (at::GradMode::is_enabled() && input.requires_grad())
+    fail("an int8 model cannot be differentiated (Grad-CAM, training): load it with --precision fp32 or bf16");
+  at::Tensor rows = input.reshape({-1, input.size(-1)});
+  if (rows.scalar_type() != at::kFloat) rows = rows.to(at::kFloat);
+  if (rows.stride(1) != 1) rows = rows.contiguous();
+  const int64_t m = rows.size(0), n = values.size(0);
+  at::Tensor row_values, row_scales;
+  quantize_rows(rows, row_values, row_scales);
+  at::Tensor out = at::empty({m, n}, rows.options());
+  bool done = false;
+#ifdef ALBEF_WITH_DNNL
+  done = m > 0 && int8_matmul(row_values, values, out);
+#endif
+  if (!done) out = at::mm(row_values.to(at::kFloat), values.to(at::kFloat).t());  // the same integers, off oneDNN
+  rescale(out, row_scales, scales, bias.defined() ? bias.to(at::kFloat).contiguous() : bias);
+  if (gelu) at::gelu_(out);
+  std::vector<int64_t> sizes = input.sizes().vec();
+  sizes.back() = n;
+  return out.view(sizes);
+}
+
+}  // namespace albef::ops

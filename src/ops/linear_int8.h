@@ -1,0 +1,35 @@
+#pragma once
+// int8 linear layers (--precision int8): weights quantised once per output
+// channel, activations per row at each call, products on oneDNN's int8 GEMM
+// (VNNI where the CPU has it). Inference only.
+
+#include <ATen/core/Tensor.h>
+
+#include <utility>
+
+namespace torch::nn {
+class LinearImpl;
+}
+
+namespace albef::ops {
+
+/// `weight` [N, K] float quantised symmetrically per output channel: int8
+/// values [N, K], round(W[n] / s[n]), and float32 scales s [N], s[n] =
+/// max|W[n]| / 127 (a zero row gets s = 1).
+std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight);
+
+/// Turns a float linear layer into an int8 one: its weight becomes the int8
+/// values (the float32 memory is freed) and a buffer `weight_scale` holds the
+/// scales. ops::linear then takes the int8 path for it.
+void quantize_linear_int8(torch::nn::LinearImpl& layer);
+
+/// The scales of an int8 layer (quantize_linear_int8); undefined for others.
+at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer);
+
+/// gelu?(x W^T + b) with int8 `values` and `scales` (quantize_weight_int8):
+/// each row of x is quantised to int8 with its own scale max|x_m| / 127, the
+/// int8 product accumulated in int32 and rescaled to float32. No gradient.
+at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
+                       const at::Tensor& bias, bool gelu);
+
+}  // namespace albef::ops

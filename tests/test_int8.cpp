@@ -1,0 +1,146 @@
+// --precision int8: the int8 linear layer against float32, the tiny official
+// model's features and scores in int8 against fp32, and what int8 refuses.
+#include "albef/api/inference.h"
+#include "albef/tasks/grounding.h"
+#include "ops/linear.h"
+#include "ops/linear_int8.h"
+#include "test_util.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/nn/modules/linear.h>
+
+#include <filesystem>
+
+namespace {
+
+using albef::testing::data_path;
+using albef::testing::source_path;
+
+double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
+  return (actual - expected).norm().item<double>() / expected.norm().item<double>();
+}
+
+TEST(Int8Linear, QuantisesEachOutputChannelAndMatchesFloat32) {
+  at::manual_seed(0);
+  torch::nn::Linear layer(64, 48);
+  at::Tensor weight = layer->weight.detach().clone();
+  weight[3] *= 100;  // a channel 100x larger keeps its own scale
+  weight[5].zero_();
+  const at::Tensor bias = layer->bias.detach().clone();
+  const auto [values, scales] = albef::ops::quantize_weight_int8(weight);
+  ASSERT_EQ(values.scalar_type(), at::kChar);
+  EXPECT_NEAR(scales[3].item<double>(), weight[3].abs().max().item<double>() / 127, 1e-6);
+  EXPECT_EQ(scales[5].item<double>(), 1.0);
+  EXPECT_LE((values.to(at::kFloat) * scales.unsqueeze(1) - weight).abs().div(scales.unsqueeze(1)).max().item<double>(),
+            0.5 + 1e-4);
+
+  const at::Tensor input = at::randn({3, 37, 64});  // rows of several scales, a 3-D batch
+  const at::Tensor expected = at::linear(input, weight, bias);
+  EXPECT_LT(relative_error(albef::ops::linear_int8(input, values, scales, bias, false), expected), 0.01);
+  const at::Tensor cls = input.select(1, 0);  // strided rows
+  EXPECT_LT(relative_error(albef::ops::linear_int8(cls, values, scales, {}, false), at::linear(cls, weight, {})), 0.01);
+  EXPECT_EQ(albef::ops::linear_int8(at::randn({0, 64}), values, scales, bias, false).sizes(),
+            (std::vector<int64_t>{0, 48}));
+
+  // A layer readied for int8: the dispatch every encoder layer goes through.
+  {
+    at::NoGradGuard no_grad;
+    layer->weight.copy_(weight);
+  }
+  albef::ops::quantize_linear_int8(*layer);
+  EXPECT_EQ(layer->weight.scalar_type(), at::kChar);
+  EXPECT_TRUE(albef::ops::int8_weight_scales(*layer).equal(scales));
+  at::NoGradGuard no_grad;
+  const at::Tensor out = albef::ops::linear(*layer, input);
+  EXPECT_EQ(out.sizes(), expected.sizes());
+  EXPECT_LT(relative_error(out, expected), 0.01);
+  EXPECT_LT(relative_error(albef::ops::linear_gelu(*layer, input), at::gelu(expected)), 0.01);
+}
+
+TEST(Int8Linear, RefusesGradients) {
+  const auto [values, scales] = albef::ops::quantize_weight_int8(at::randn({8, 16}));
+  const at::Tensor input = at::randn({2, 16}).requires_grad_();
+  try {
+    albef::ops::linear_int8(input, values, scales, {}, false);
+    ADD_FAILURE() << "no error";
+  } catch (const albef::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("load it with --precision fp32 or bf16"), std::string::npos) << e.what();
+  }
+}
+
+albef::InferenceOptions tiny(albef::Precision precision) {
+  albef::InferenceOptions options;
+  options.config_path = data_path("tiny/Pretrain.yaml");
+  options.checkpoint_path = data_path("tiny/albef_pretrain_tiny.pth");
+  options.threads = 1;
+  options.precision = precision;
+  return options;
+}
+
+std::vector<std::string> bundled_images() {
+  std::vector<std::string> paths;
+  for (const auto& entry : std::filesystem::directory_iterator(source_path("data/coco-by/images")))
+    paths.push_back(entry.path().string());
+  std::sort(paths.begin(), paths.end());
+  return paths;
+}
+
+TEST(Int8Model, FeaturesAndScoresFollowFloat32) {
+  albef::AlbefInference fp32(tiny(albef::Precision::Fp32)), int8(tiny(albef::Precision::Int8));
+  // The encoders' linear weights are int8 now; projections and the ITM head stay float32.
+  int quantised = 0;
+  for (const auto& item : int8.model()->named_parameters()) {
+    const std::string& name = item.key();
+    if (item.value().scalar_type() != at::kChar) continue;
+    ++quantised;
+    EXPECT_TRUE(name.rfind("visual_encoder.", 0) == 0 || name.rfind("text_encoder.", 0) == 0) << name;
+  }
+  EXPECT_GT(quantised, 20);
+  const std::vector<std::string> images = bundled_images();
+  const std::vector<std::string> captions = {"a family is sitting down at a table to have cake",
+                                             "Horses standing and laying down in the grass on a hill.",
+                                             "a stop sign on a street corner", "A man riding a wave on a surfboard."};
+  const at::Tensor image_cosine = (fp32.image_features(images) * int8.image_features(images)).sum(1);
+  const at::Tensor text_cosine = (fp32.text_features(captions) * int8.text_features(captions)).sum(1);
+  EXPECT_GE(image_cosine.min().item<double>(), 0.995) << image_cosine;
+  EXPECT_GE(text_cosine.min().item<double>(), 0.995) << text_cosine;
+  const std::vector<std::string> pair_images(images.begin(), images.begin() + 4);
+  const auto expected = fp32.score_pairs(pair_images, captions), actual = int8.score_pairs(pair_images, captions);
+  for (size_t i = 0; i < captions.size(); ++i) {
+    EXPECT_NEAR(actual[i].itc, expected[i].itc, 0.01) << i;
+    EXPECT_NEAR(actual[i].itm_match, expected[i].itm_match, 0.02) << i;
+  }
+}
+
+TEST(Int8Model, GradcamAndTrainingSayWhatTheyNeed) {
+  albef::AlbefInference int8(tiny(albef::Precision::Int8));
+  const albef::text::BatchEncoding encoding = int8.tokenize({"a cake"});
+  try {
+    albef::GradcamOptions options;
+    options.block_num = 3;
+    albef::compute_gradcam(int8.model(), int8.load_images({bundled_images()[0]}), encoding.input_ids,
+                           encoding.attention_mask, options);
+    ADD_FAILURE() << "no error";
+  } catch (const albef::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("int8 model cannot be differentiated"), std::string::npos) << e.what();
+  }
+  std::string output;
+  const std::string dir = albef::testing::make_temp_dir("int8_train");
+  EXPECT_NE(albef::testing::run_command(std::string(ALBEF_CLI) + " retrieval --precision int8 --config " +
+                                            source_path("configs/demo_retrieval.yaml") + " --checkpoint " +
+                                            data_path("tiny/albef_pretrain_tiny.pth") + " --output_dir " + dir,
+                                        &output),
+            0);
+  EXPECT_NE(output.find("--precision int8 is for inference"), std::string::npos) << output;
+  // Inference commands take it.
+  ASSERT_EQ(albef::testing::run_command(std::string(ALBEF_CLI) + " embed --precision int8 --threads 1 --config " +
+                                            data_path("tiny/Pretrain.yaml") + " --checkpoint " +
+                                            data_path("tiny/albef_pretrain_tiny.pth") + " --text 'a cake' --out " +
+                                            dir + "/feats",
+                                        &output),
+            0)
+      << output;
+}
+
+}  // namespace
