@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 
@@ -373,10 +374,45 @@ LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool stri
   return load_entries(model, to_official_layout(state, checkpoint.root()), path, strict, &checkpoint, lavis);
 }
 
+namespace {
+
+// A model whose linear weights are bfloat16 from the start (the rest
+// float32, as prepare_for_inference leaves a bf16 model): its parameters are
+// created under a bfloat16 default dtype, so the float32 model never exists
+// and the checkpoint's float32 tensors are rounded as they are copied in.
+// The default dtype is process-wide: one such construction at a time.
+AlbefModel build_bf16_model(const Config& config, const ModelOptions& options) {
+  static std::mutex construction;
+  const std::lock_guard<std::mutex> lock(construction);
+  const caffe2::TypeMeta before = at::get_default_dtype();
+  at::set_default_dtype(caffe2::TypeMeta::Make<at::BFloat16>());
+  AlbefModel model{nullptr};
+  try {
+    model = AlbefModel(config, options);
+  } catch (...) {
+    at::set_default_dtype(before);
+    throw;
+  }
+  at::set_default_dtype(before);
+  std::set<const c10::TensorImpl*> linear_weights;
+  for (const auto& module : model->modules(/*include_self=*/false))
+    if (auto* linear = module->as<nn::Linear>()) linear_weights.insert(linear->weight.unsafeGetTensorImpl());
+  at::NoGradGuard no_grad;
+  for (auto& parameter : model->parameters())
+    if (parameter.scalar_type() == at::kBFloat16 && !linear_weights.count(parameter.unsafeGetTensorImpl()))
+      parameter.set_data(parameter.to(at::kFloat));
+  for (auto& buffer : model->buffers())
+    if (buffer.scalar_type() == at::kBFloat16) buffer.set_data(buffer.to(at::kFloat));
+  return model;
+}
+
+}  // namespace
+
 AlbefModel load_inference_model(const Config& config, ModelOptions options, const std::string& checkpoint,
                                 c10::Device device, Precision precision, LoadReport* report) {
   options.momentum_encoders = false;
-  AlbefModel model(config, options);
+  AlbefModel model = precision == Precision::Bf16 && device.is_cpu() ? build_bf16_model(config, options)
+                                                                     : AlbefModel(config, options);
   const LoadReport loaded = load_checkpoint(model, checkpoint);
   for (const auto& key : loaded.missing_keys)
     if (key != "temp") fail(checkpoint, ": the checkpoint has no '", key, "' (is it an ALBEF checkpoint for this task?)");

@@ -1,0 +1,47 @@
+// A bf16 inference model is built in bfloat16 from the start (no float32
+// copy of its linear weights at any point) and computes exactly what the
+// float32-loaded model readied for bf16 computes.
+#include "albef/api/inference.h"
+#include "albef/model/albef.h"
+#include "albef/tasks/retrieval.h"
+#include "test_util.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+namespace {
+
+using albef::testing::data_path;
+using albef::testing::source_path;
+
+TEST(PrecisionLoading, Bf16ModelBuiltInBf16EqualsTheFloat32LoadedOne) {
+  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
+  const std::string checkpoint = data_path("tiny/albef_pretrain_tiny.pth");
+  albef::ModelOptions options = albef::retrieval_model_options(false);
+  albef::AlbefModel direct = albef::load_inference_model(config, options, checkpoint, at::kCPU, albef::Precision::Bf16);
+  albef::AlbefModel converted(config, options);
+  albef::load_checkpoint(converted, checkpoint);
+  albef::prepare_for_inference(converted, albef::Precision::Bf16);
+  const auto expected = converted->named_parameters(), actual = direct->named_parameters();
+  ASSERT_EQ(actual.size(), expected.size());
+  int bf16 = 0;
+  for (const auto& item : expected) {
+    const at::Tensor& mine = actual[item.key()];
+    EXPECT_EQ(mine.scalar_type(), item.value().scalar_type()) << item.key();
+    EXPECT_TRUE(mine.equal(item.value())) << item.key();
+    bf16 += mine.scalar_type() == at::kBFloat16;
+  }
+  EXPECT_GT(bf16, 20);
+  for (const auto& item : converted->named_buffers()) EXPECT_TRUE(direct->named_buffers()[item.key()].equal(item.value()));
+
+  const at::Tensor images = at::rand({2, 3, 32, 32});
+  const at::Tensor ids = at::tensor({101, 1037, 3899, 2006, 1037, 10682}, at::kLong).unsqueeze(0);
+  const at::Tensor mask = at::ones_like(ids);
+  at::NoGradGuard no_grad;
+  const albef::PrecisionGuard guard(albef::Precision::Bf16, at::kCPU);
+  EXPECT_TRUE(direct->image_feature(direct->encode_image(images)).equal(converted->image_feature(converted->encode_image(images))));
+  EXPECT_TRUE(direct->text_feature(direct->encode_text(ids, mask)).equal(converted->text_feature(converted->encode_text(ids, mask))));
+  EXPECT_EQ(at::get_default_dtype(), caffe2::TypeMeta::Make<float>());  // put back
+}
+
+}  // namespace
