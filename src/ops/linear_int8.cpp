@@ -135,42 +135,47 @@ void rescale(at::Tensor& out, const at::Tensor& row_scales, const at::Tensor& co
 #ifdef ALBEF_WITH_DNNL
 // oneDNN's fast int8 kernels (brgemm, VNNI) read the weights in a blocked
 // layout of their choosing: each layer's weights are reordered into it once,
-// on first use, and kept (keyed by the weights' address and that layout).
+// on first use, and kept while the layer lives (a weak reference to its
+// storage: a model freed takes its packed weights with it at the next packing).
 class PackedWeights {
  public:
   dnnl::memory get(const at::Tensor& values, const dnnl::memory::desc& packed, const dnnl::engine& engine) {
     const std::lock_guard<std::mutex> lock(mutex_);
-    auto& entry = cache_[{values.data_ptr(), std::hash<std::string>{}(describe(packed))}];
-    if (!entry.packed) {
-      const dnnl::memory::desc plain({values.size(1), values.size(0)}, dnnl::memory::data_type::s8,
-                                     dnnl::memory::dims{1, values.size(1)});
-      entry.storage = at::empty({static_cast<int64_t>(packed.get_size())}, at::kByte);
-      entry.packed = dnnl::memory(packed, engine, entry.storage.data_ptr());
-      dnnl::memory source(plain, engine, values.data_ptr());
-      dnnl::stream stream(engine);
-      dnnl::reorder(source, entry.packed).execute(stream, source, entry.packed);
-      stream.wait();
-      entry.owner = values;  // the address stays this layer's while the cache holds it
-    }
-    return entry.packed;
+    const Key key{values.data_ptr(), std::hash<std::string>{}(describe(packed))};
+    auto found = cache_.find(key);
+    if (found != cache_.end() && !found->second.owner.expired()) return found->second.packed;
+    for (auto it = cache_.begin(); it != cache_.end();)  // layers freed since: their address may be reused
+      it = it->second.owner.expired() ? cache_.erase(it) : std::next(it);
+    Entry entry{c10::weak_intrusive_ptr<c10::StorageImpl>(values.storage().getWeakStorageImpl()),
+                at::empty({static_cast<int64_t>(packed.get_size())}, at::kByte), {}};
+    entry.packed = dnnl::memory(packed, engine, entry.storage.data_ptr());
+    const dnnl::memory::desc plain({values.size(1), values.size(0)}, dnnl::memory::data_type::s8,
+                                   dnnl::memory::dims{1, values.size(1)});
+    dnnl::memory source(plain, engine, values.data_ptr());
+    dnnl::stream stream(engine);
+    dnnl::reorder(source, entry.packed).execute(stream, source, entry.packed);
+    stream.wait();
+    return cache_.insert_or_assign(key, std::move(entry)).first->second.packed;
   }
 
  private:
+  using Key = std::pair<void*, size_t>;
   static std::string describe(const dnnl::memory::desc& desc) {
     const dnnl_memory_desc_t& c = desc.data;
     return std::string(reinterpret_cast<const char*>(&c), sizeof(c));
   }
   struct Entry {
-    at::Tensor owner, storage;
+    c10::weak_intrusive_ptr<c10::StorageImpl> owner;
+    at::Tensor storage;
     dnnl::memory packed;
   };
   struct KeyHash {
-    size_t operator()(const std::pair<void*, size_t>& key) const {
+    size_t operator()(const Key& key) const {
       return std::hash<void*>{}(key.first) ^ (key.second * 0x9e3779b97f4a7c15ULL);
     }
   };
   std::mutex mutex_;
-  std::unordered_map<std::pair<void*, size_t>, Entry, KeyHash> cache_;
+  std::unordered_map<Key, Entry, KeyHash> cache_;
 };
 
 // out[M, N] = values W_q^T, through oneDNN's int8 matmul (int32
