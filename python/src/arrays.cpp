@@ -47,10 +47,6 @@ bool is_path(const py::handle& value) {
   return py::isinstance<py::str>(value) || py::isinstance(value, py::module_::import("os").attr("PathLike"));
 }
 
-std::string path_of(const py::handle& value) {
-  return py::module_::import("os").attr("fspath")(value).cast<std::string>();
-}
-
 // One HxWx3 / HxW uint8 array (or each image of an NxHxWx3 array).
 void add_array(std::vector<ImageInput>& out, const py::array& array, const std::string& argument) {
   const auto shape_text = [&] {
@@ -89,6 +85,10 @@ void add_array(std::vector<ImageInput>& out, const py::array& array, const std::
 
 }  // namespace
 
+std::string fspath(const py::handle& path) {
+  return py::module_::import("os").attr("fspath")(path).cast<std::string>();
+}
+
 py::array to_numpy(const at::Tensor& tensor) {
   at::Tensor held = tensor.device().is_cpu() ? tensor : tensor.cpu();
   if (held.scalar_type() == at::kBFloat16) held = held.to(at::kFloat);
@@ -124,7 +124,7 @@ std::vector<ImageInput> image_inputs(const py::handle& images, const std::string
   auto add = [&](const py::handle& item) {
     if (is_path(item)) {
       ImageInput input;
-      input.path = input.name = path_of(item);
+      input.path = input.name = fspath(item);
       out.push_back(std::move(input));
     } else if (py::isinstance<py::array>(item) || py::hasattr(item, "__array_interface__")) {
       add_array(out, py::array::ensure(item), argument);

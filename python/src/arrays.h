@@ -28,6 +28,9 @@ py::array to_numpy(const cv::Mat& rgb);
 /// (np.asarray) is accepted; other dtypes raise ValueError naming `what`.
 at::Tensor tensor_view(const py::array& array, const std::string& what);
 
+/// A str or os.PathLike as a path (os.fspath); anything else raises TypeError.
+std::string fspath(const py::handle& path);
+
 /// One image argument: a file path, or RGB pixels held by a numpy array.
 struct ImageInput {
   std::string path;  ///< empty for pixels

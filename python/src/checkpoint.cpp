@@ -102,7 +102,7 @@ void bind_checkpoint(py::module_& module) {
   module.def(
       "load_checkpoint",
       [](const py::object& path) {
-        const std::string file = py::module_::import("os").attr("fspath")(path).cast<std::string>();
+        const std::string file = fspath(path);
         io::PyObjectPtr root;
         {
           py::gil_scoped_release release;
@@ -121,7 +121,7 @@ float32); state_dicts are collections.OrderedDict. Official checkpoints hold
   module.def(
       "save_checkpoint",
       [](const py::object& path, const py::object& checkpoint) {
-        const std::string file = py::module_::import("os").attr("fspath")(path).cast<std::string>();
+        const std::string file = fspath(path);
         py::list arrays;
         const io::PyObjectPtr root = from_python(checkpoint, "the checkpoint", arrays);
         py::gil_scoped_release release;
@@ -137,7 +137,7 @@ file is replaced only once it is whole.
   module.def(
       "read_image",
       [](const py::object& path) {
-        const std::string file = py::module_::import("os").attr("fspath")(path).cast<std::string>();
+        const std::string file = fspath(path);
         cv::Mat rgb;
         {
           py::gil_scoped_release release;

@@ -56,7 +56,7 @@ An image gallery indexed by `albef index` (the index file and its .json and
 Gallery(path)
 )doc")
       .def(py::init([](const py::object& path) {
-             return std::make_unique<Gallery>(py::module_::import("os").attr("fspath")(path).cast<std::string>());
+             return std::make_unique<Gallery>(fspath(path));
            }),
            "path"_a)
       .def("search", &search_features, "queries"_a, "k"_a = 10,

@@ -336,7 +336,7 @@ Inference releases the GIL: threads can share a model.
              if (threads < 0) throw py::value_error("threads must be 0 (every core) or more, got " + std::to_string(threads));
              ModelArguments arguments;
              arguments.config = config;
-             arguments.checkpoint = py::module_::import("os").attr("fspath")(checkpoint).cast<std::string>();
+             arguments.checkpoint = fspath(checkpoint);
              arguments.precision = precision;
              arguments.threads = threads;
              arguments.device = device;
