@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <tuple>
 
 namespace albef {
 namespace {
@@ -21,6 +22,24 @@ at::Tensor soft_cross_entropy(const at::Tensor& logits, const at::Tensor& target
 at::Tensor sample_rows(const at::Tensor& weights) { return at::multinomial(weights, 1).squeeze(1); }
 
 }  // namespace
+
+std::pair<at::Tensor, at::Tensor> match_pairs(AlbefModel& model, const at::Tensor& text_embeds,
+                                              const at::Tensor& attention_mask, FusionImages& images,
+                                              const at::Tensor& fused_pos, const at::Tensor& neg_image_idx,
+                                              const at::Tensor& neg_text_idx) {
+  const int64_t batch = text_embeds.size(0);
+  // Official pairs: (text, image_neg) then (text_neg, image). The images are
+  // picked as rows of the batch's keys and values instead of copied tokens.
+  const at::Tensor text_embeds_neg = text_embeds.index_select(0, neg_text_idx);
+  const at::Tensor text_atts_neg = attention_mask.index_select(0, neg_text_idx);
+  const at::Tensor image_rows = at::cat({neg_image_idx, at::arange(batch, neg_image_idx.options())});
+  const at::Tensor fused_neg = model->fuse(at::cat({text_embeds, text_embeds_neg}),
+                                           at::cat({attention_mask, text_atts_neg}), images, image_rows);
+  const at::Tensor logits = itm_logits(model, at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}).unsqueeze(1));
+  const at::Tensor labels =
+      at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(text_embeds.device());
+  return {logits, at::cross_entropy_loss(logits.to(at::kFloat), labels)};
+}
 
 void momentum_update(AlbefModel& model, double momentum) {
   at::NoGradGuard no_grad;
@@ -120,18 +139,8 @@ ContrastiveEncoding contrast_and_match(AlbefModel& model, const at::Tensor& imag
     out.choices.neg_image_idx = sample_rows(weights_t2i);
     out.choices.neg_text_idx = sample_rows(weights_i2t);
   }
-  // Official pairs: (text, image_neg) then (text_neg, image). The images are
-  // picked as rows of the batch's keys and values instead of copied tokens.
-  const at::Tensor text_embeds_neg = text_embeds.index_select(0, out.choices.neg_text_idx);
-  const at::Tensor text_atts_neg = attention_mask.index_select(0, out.choices.neg_text_idx);
-  const at::Tensor image_rows =
-      at::cat({out.choices.neg_image_idx, at::arange(batch, out.choices.neg_image_idx.options())});
-  const at::Tensor fused_neg = model->fuse(at::cat({text_embeds, text_embeds_neg}),
-                                           at::cat({attention_mask, text_atts_neg}), *encoded.images, image_rows);
-  out.itm_logits = itm_logits(model, at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}).unsqueeze(1));
-  const at::Tensor itm_labels =
-      at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(images.device());
-  out.loss_itm = at::cross_entropy_loss(out.itm_logits.to(at::kFloat), itm_labels);
+  std::tie(out.itm_logits, out.loss_itm) = match_pairs(model, text_embeds, attention_mask, *encoded.images, fused_pos,
+                                                      out.choices.neg_image_idx, out.choices.neg_text_idx);
   return encoded;
 }
 

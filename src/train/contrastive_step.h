@@ -11,6 +11,7 @@
 #include "albef/train/trainer.h"
 
 #include <memory>
+#include <utility>
 
 namespace albef {
 
@@ -54,6 +55,15 @@ ContrastiveEncoding contrast_and_match(AlbefModel& model, const at::Tensor& imag
                                        const at::Tensor& attention_mask, double alpha, const at::Tensor& image_ids,
                                        bool distill, const StepChoices* injected, const FeatureGather& gather,
                                        StepOutputs& out);
+
+/// ITM on the batch's positives (`fused_pos`, the fusion of each text with
+/// its image), then the official negatives: (text b, image neg_image_idx[b])
+/// and (text neg_text_idx[b], image b). Returns {logits [3B, 2], the
+/// cross-entropy against [1]*B + [0]*2B}.
+std::pair<at::Tensor, at::Tensor> match_pairs(AlbefModel& model, const at::Tensor& text_embeds,
+                                              const at::Tensor& attention_mask, FusionImages& images,
+                                              const at::Tensor& fused_pos, const at::Tensor& neg_image_idx,
+                                              const at::Tensor& neg_text_idx);
 
 /// `param_m = param_m * m + param * (1 - m)` for every momentum pair.
 void momentum_update(AlbefModel& model, double momentum);

@@ -24,6 +24,19 @@ std::pair<at::Tensor, at::Tensor> mask_tokens(const at::Tensor& input_ids, doubl
   return {ids.to(input_ids.device()), labels.to(input_ids.device())};
 }
 
+void choose_mlm_masks(const at::Tensor& input_ids, double probability, int64_t vocab_size, const MlmTokenIds& tokens,
+                      const StepChoices* injected, StepChoices& choices) {
+  if (injected) {
+    choices.masked_input_ids = injected->masked_input_ids;
+    choices.mlm_labels = injected->mlm_labels;
+  } else {
+    std::tie(choices.masked_input_ids, choices.mlm_labels) =
+        mask_tokens(input_ids.cpu(), probability, vocab_size, tokens);
+  }
+  choices.masked_input_ids = choices.masked_input_ids.to(input_ids.device());
+  choices.mlm_labels = choices.mlm_labels.to(input_ids.device());
+}
+
 StepOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
                              const at::Tensor& attention_mask, double alpha, const MlmTokenIds& tokens,
                              const StepChoices* injected, const FeatureGather& gather) {
@@ -39,15 +52,7 @@ StepOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, const 
                                              injected, gather, out);
 
   // MLM with distillation from the momentum model's predictions.
-  if (injected) {
-    out.choices.masked_input_ids = injected->masked_input_ids.to(input_ids.device());
-    out.choices.mlm_labels = injected->mlm_labels.to(input_ids.device());
-  } else {
-    std::tie(out.choices.masked_input_ids, out.choices.mlm_labels) =
-        mask_tokens(input_ids.cpu(), config.mlm_probability, config.bert.vocab_size, tokens);
-    out.choices.masked_input_ids = out.choices.masked_input_ids.to(input_ids.device());
-    out.choices.mlm_labels = out.choices.mlm_labels.to(input_ids.device());
-  }
+  choose_mlm_masks(input_ids, config.mlm_probability, config.bert.vocab_size, tokens, injected, out.choices);
   const at::Tensor& masked_ids = out.choices.masked_input_ids;
   // Both MLM losses read the masked tokens alone, so only they go through
   // the 30522-wide head (the official code runs it on every token).

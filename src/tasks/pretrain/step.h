@@ -26,4 +26,9 @@ StepOutputs pretrain_forward(AlbefModel& model, const at::Tensor& images, const 
 std::pair<at::Tensor, at::Tensor> mask_tokens(const at::Tensor& input_ids, double probability, int64_t vocab_size,
                                               const MlmTokenIds& tokens);
 
+/// The step's MLM masks into `choices`: `injected`'s when given, else
+/// mask_tokens at `probability` (drawn on the CPU); on input_ids' device.
+void choose_mlm_masks(const at::Tensor& input_ids, double probability, int64_t vocab_size, const MlmTokenIds& tokens,
+                      const StepChoices* injected, StepChoices& choices);
+
 }  // namespace albef
