@@ -116,6 +116,8 @@ TrainLoader::~TrainLoader() = default;
 
 void TrainLoader::start_epoch(int64_t epoch, int64_t skip_batches) { impl_->loader.start_epoch(epoch, skip_batches); }
 
+void TrainLoader::set_order(std::vector<int64_t> order) { impl_->loader.set_order(std::move(order)); }
+
 std::optional<TrainBatch> TrainLoader::next() { return impl_->loader.next(); }
 
 int64_t TrainLoader::num_batches() const { return impl_->loader.num_batches(); }

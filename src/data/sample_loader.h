@@ -82,12 +82,22 @@ class SampleLoader {
     ALBEF_CHECK(skip_batches >= 0 && skip_batches <= num_batches(), "cannot skip ", skip_batches, " of ",
                 num_batches(), " batches");
     sampler_.set_epoch(epoch);
-    auto state = std::make_shared<Epoch>(epoch, sampler_.indices());
+    auto state = std::make_shared<Epoch>(epoch, order_.empty() ? sampler_.indices() : order_);
     epoch_ = state;
     pipeline_.start(
         num_batches() * options_.batch_size, options_.batch_size, skip_batches,
         [this, state](int64_t slot) { return load(*state, slot); },
         [this, epoch](std::vector<Sample>& samples, int64_t b) { return collate_(samples, epoch, b); });
+  }
+
+  /// This rank's order for the following epochs instead of the
+  /// DistributedSampler's (GRIT's grouped order): num_batches() *
+  /// batch_size dataset indices.
+  void set_order(std::vector<int64_t> order) {
+    if (static_cast<int64_t>(order.size()) != num_batches() * options_.batch_size)
+      fail("an epoch order of ", order.size(), " samples for ", num_batches(), " batches of ", options_.batch_size,
+           " per rank of ", source_);
+    order_ = std::move(order);
   }
 
   /// The next batch of the epoch (waiting for it), or nullopt at its end.
@@ -160,6 +170,7 @@ class SampleLoader {
   const Collate collate_;
   const TrainLoaderOptions options_;
   DistributedSampler sampler_;
+  std::vector<int64_t> order_;  // set_order's, else empty
   std::shared_ptr<Epoch> epoch_;
   // Last: its workers stop before the members they read are destroyed.
   detail::BatchPipeline<Sample, Batch> pipeline_;

@@ -73,6 +73,7 @@ void save_training_checkpoint(const std::string& path, AlbefModel& model, const 
   extra->set("meters", meters_to_pyobject(resume.meters));
   extra->set("best_score", io::PyObject::from_float(resume.best_score));
   extra->set("best_epoch", io::PyObject::from_int(resume.best_epoch));
+  if (resume.data) extra->set("data", resume.data);
   root->set("albef_resume", extra);
   io::write_torch_file(path, root);
 }
@@ -107,6 +108,7 @@ ResumeState load_training_checkpoint(const std::string& path, AlbefModel& model,
     state.best_score = best->real;
   if (const auto best = extra->get("best_epoch"); best && best->kind == io::PyObject::Kind::Int)
     state.best_epoch = best->integer;
+  state.data = extra->get("data");
   return state;
 }
 

@@ -170,6 +170,7 @@ class TrainingRun {
     const std::string resume_from = options_.resume ? latest_checkpoint(options_.output_dir).value_or("") : "";
     if (!resume_from.empty()) {
       state_ = load_training_checkpoint(resume_from, model_, *optimizer_, *scheduler_);
+      resumed_from_ = resume_from;
       restore_generator_state(state_.rng_state, env_.rank, env_.world_size, options_.seed, state_.position.epoch);
       if (main_rank()) {
         truncate_log(log_path_, state_.position, false);
@@ -219,6 +220,7 @@ class TrainingRun {
     loader.sampler_seed = static_cast<uint64_t>(options_.seed);
     loader.augment_seed = static_cast<uint64_t>(options_.seed);
     data_ = task_.data(loader, device_);
+    if (state_.data) data_->restore(state_.data, resumed_from_);
     if (data_->num_batches() == 0)
       fail(options_.config_path, ": ", data_->num_samples(), " samples", group_ ? " per rank" : "",
            " make no full batch");
@@ -252,7 +254,9 @@ class TrainingRun {
   bool main_rank() const { return env_.rank == 0; }
 
   int64_t last_epoch() const {
-    return options_.epochs > 0 ? std::min(options_.epochs, config_.schedular.epochs) : config_.schedular.epochs;
+    // GRIT's Pretrain.py stops after train_epochs; the others run the schedule's epochs.
+    const int64_t configured = config_.train_epochs > 0 ? config_.train_epochs : config_.schedular.epochs;
+    return options_.epochs > 0 ? std::min(options_.epochs, configured) : configured;
   }
 
   void train_epoch(int64_t epoch) {
@@ -269,6 +273,7 @@ class TrainingRun {
       train_step(epoch, *step, progress);
       save_mid_epoch(epoch, step->index);
     }
+    data_->end_epoch(epoch, group_.get());
     if (main_rank()) progress.finish();
     if (group_) synchronize_meters(meters_, *group_);
   }
@@ -293,6 +298,7 @@ class TrainingRun {
       group_->average(gradients);
     }
     optimizer_->step();
+    if (step.after_update) step.after_update(model_);
     task_.schedule.after_optimizer_step(*scheduler_, epoch, step.index);
 
     nlohmann::json record = {{"epoch", epoch}, {"step", step.index}, {"lr", lr}, {"alpha", alpha}};
@@ -315,10 +321,11 @@ class TrainingRun {
       return;
     const TrainPosition here{epoch, step + 1};
     const at::Tensor rng = generator_states(group_.get());
+    const io::PyObjectPtr data = data_->state(group_.get());
     if (!main_rank()) return;
     const std::string path = options_.output_dir + "/" + checkpoint_name(here);
     save_training_checkpoint(path, model_, *optimizer_, *scheduler_, config_, epoch - 1,
-                             ResumeState{here, rng, meters_.sums(), state_.best_score, state_.best_epoch});
+                             ResumeState{here, rng, meters_.sums(), state_.best_score, state_.best_epoch, data});
     if (previous_mid_checkpoint_) fs::remove(*previous_mid_checkpoint_);
     previous_mid_checkpoint_ = path;
   }
@@ -340,9 +347,10 @@ class TrainingRun {
     state_.best_score = metric_value(metrics, task_.best_key);
     state_.best_epoch = epoch;
     const at::Tensor rng = generator_states(group_.get());
+    const io::PyObjectPtr data = data_->state(group_.get());
     if (main_rank())
       save_training_checkpoint(options_.output_dir + "/checkpoint_best.pth", model_, *optimizer_, *scheduler_,
-                               config_, epoch, ResumeState{{epoch + 1, 0}, rng, {}, state_.best_score, epoch});
+                               config_, epoch, ResumeState{{epoch + 1, 0}, rng, {}, state_.best_score, epoch, data});
   }
 
   // The epoch's log line, checkpoint, loss plot and bad-image report.
@@ -351,10 +359,11 @@ class TrainingRun {
     task_.schedule.end_epoch(*scheduler_, epoch);
     const TrainPosition next{epoch + 1, 0};
     const at::Tensor rng = generator_states(group_.get());
+    const io::PyObjectPtr data = data_->state(group_.get());
     if (main_rank()) {
       append_line(log_path_, stats.dump());
       save_training_checkpoint(options_.output_dir + "/" + checkpoint_name(next), model_, *optimizer_, *scheduler_,
-                               config_, epoch, ResumeState{next, rng, {}, state_.best_score, state_.best_epoch});
+                               config_, epoch, ResumeState{next, rng, {}, state_.best_score, state_.best_epoch, data});
       if (previous_mid_checkpoint_) fs::remove(*previous_mid_checkpoint_);
       if (options_.keep_checkpoints > 0 && epoch - options_.keep_checkpoints >= 0)
         fs::remove(options_.output_dir + "/" + checkpoint_name({epoch - options_.keep_checkpoints + 1, 0}));
@@ -382,6 +391,7 @@ class TrainingRun {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<CosineLRScheduler> scheduler_;
   ResumeState state_;
+  std::string resumed_from_;  // the checkpoint resumed from, if any
   std::vector<at::Tensor> gradients_of_;  // parameters whose gradients are averaged
   FeatureGather gather_;
   std::unique_ptr<TrainData> data_;

@@ -126,6 +126,11 @@ class TrainLoader {
   /// resumed mid-epoch gets exactly the batches it had not seen.
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);
 
+  /// Replaces the DistributedSampler's order from the next start_epoch on
+  /// with this rank's `order` (num_batches() * batch_size dataset indices):
+  /// GRIT's grouped order.
+  void set_order(std::vector<int64_t> order);
+
   /// The next batch of the epoch (waiting for it), or nullopt at its end.
   std::optional<TrainBatch> next();
 

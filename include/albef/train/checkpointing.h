@@ -38,6 +38,8 @@ struct ResumeState {
   /// Best-checkpoint selection so far (Retrieval.py's `best`, `best_epoch`).
   double best_score = 0.0;
   int64_t best_epoch = 0;
+  /// The task's data state (TrainData::state), if any.
+  io::PyObjectPtr data;
 };
 
 /// Converts a config's JSON to a checkpoint value (dicts, lists, numbers, strings).

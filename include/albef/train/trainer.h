@@ -10,6 +10,7 @@
 #include "albef/core/runtime.h"
 #include "albef/data/loader.h"
 #include "albef/distributed/process_group.h"
+#include "albef/io/pyobject.h"
 #include "albef/model/albef.h"
 #include "albef/train/scheduler.h"
 
@@ -64,6 +65,9 @@ struct TrainStep {
   /// order); the loop sums them for the backward pass. Runs under the run's
   /// precision.
   std::function<std::vector<at::Tensor>(AlbefModel& model, double alpha, const FeatureGather& gather)> losses;
+  /// Right after the optimizer step of this batch (GRIT's sampler collects
+  /// the batch's features with the updated temperature). Optional.
+  std::function<void(AlbefModel& model)> after_update = nullptr;
 };
 
 /// A task's batches, whatever its samples are (an image and a caption, two
@@ -78,6 +82,15 @@ class TrainData {
   virtual int64_t num_batches() const = 0;
   virtual int64_t num_samples() const = 0;
   virtual data::BadSampleReport bad_samples() const = 0;
+  /// After the last batch of `epoch`, on every rank (`group`: null on one
+  /// process), before its checkpoint: e.g. the next epoch's order.
+  virtual void end_epoch(int64_t /*epoch*/, distributed::ProcessGroup* /*group*/) {}
+  /// What an exact resume needs besides the position and the generator
+  /// (GRIT's queue and order), gathered from every rank: a collective, so
+  /// every rank calls it; rank 0 saves the result. Null: nothing.
+  virtual io::PyObjectPtr state(distributed::ProcessGroup* /*group*/) { return nullptr; }
+  /// Restores state() read from the checkpoint `source`, before start_epoch.
+  virtual void restore(const io::PyObjectPtr& /*state*/, const std::string& /*source*/) {}
 };
 
 /// TrainData over any loader whose next() gives batches with an `index`
