@@ -24,6 +24,8 @@ const std::set<std::string> kKnownKeys = {
     "k_test", "eval_ema", "optimizer", "schedular", "refcoco_data", "det_file",
     "coco_file", "answer_list", "vqa_root", "vg_root", "eos", "vision_config", "vocab",
     "decoder_layers",  // albef's own: the VQA answer decoder's depth (VQA.py hard-codes 6)
+    "search_space", "train_epochs",  // GRIT-VLP's configs/Pretrain.yaml
+    "pretrain_mode",                 // albef's own: `grit` trains GRIT-VLP's objectives and sampler
 };
 const std::set<std::string> kOptimizerKeys = {"opt", "lr", "weight_decay"};
 const std::set<std::string> kSchedulerKeys = {"sched",     "lr",        "epochs",        "min_lr",
@@ -252,6 +254,11 @@ Config load_config(const std::string& path, const std::string& text_encoder) {
   if (has("vg_root")) config.vg_root = scalar<std::string>(root["vg_root"], "vg_root", path);
   if (has("eos")) config.eos = scalar<std::string>(root["eos"], "eos", path);
   get_int("decoder_layers", config.decoder_layers);
+  get_int("search_space", config.search_space);
+  get_int("train_epochs", config.train_epochs);
+  if (has("pretrain_mode")) config.pretrain_mode = scalar<std::string>(root["pretrain_mode"], "pretrain_mode", path);
+  if (config.pretrain_mode != "albef" && config.pretrain_mode != "grit")
+    fail(path, ": pretrain_mode '", config.pretrain_mode, "' is neither 'albef' nor 'grit'");
   if (config.decoder_layers < 1) fail(path, ": decoder_layers must be at least 1, got ", config.decoder_layers);
 
   if (has("optimizer")) {

@@ -109,6 +109,14 @@ struct Config {
   /// VQA: layers of the answer decoder (albef's key; VQA.py hard-codes 6,
   /// the fusion depth of ALBEF-base; tiny models use their own).
   int64_t decoder_layers = 6;
+  /// Pretraining's objectives and data order: "albef" (Pretrain.py) or
+  /// "grit" (GRIT-VLP's Pretrain.py: no momentum model, grouped batches).
+  std::string pretrain_mode = "albef";
+  /// GRIT: pairs per grouping (search space); the grouping queue is queue_size.
+  int64_t search_space = 1920;
+  /// GRIT: epochs to train (its Pretrain.py stops there; the cosine
+  /// schedule still spans schedular.epochs). -1: schedular.epochs.
+  int64_t train_epochs = -1;
 
   OptimizerConfig optimizer;
   SchedulerConfig schedular;
