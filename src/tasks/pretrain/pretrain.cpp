@@ -6,6 +6,7 @@
 #include "albef/model/itm.h"
 #include "albef/text/tokenizer.h"
 #include "tasks/flags.h"
+#include "tasks/pretrain/grit_group.h"
 #include "tasks/pretrain/pairs.h"
 #include "tasks/pretrain/step.h"
 #include "tasks/registry.h"
@@ -60,7 +61,7 @@ Task pretrain_task() {
               run_pretraining(*options);
             };
           },
-          {}};
+          [](CLI::App& app) { add_grit_group_command(app); }};
   task.official_script = "Pretrain.py";
   task.checkpoint_model = [](const Config&) { return pretrain_model_options(); };
   return task;
