@@ -65,6 +65,23 @@ TEST(Config, OfficialPretrainValues) {
   EXPECT_EQ(config.raw["optimizer"]["opt"], "adamW");
 }
 
+TEST(Config, GritPretrainValues) {
+  // GRIT-VLP's configs/Pretrain.yaml values, and the key that selects its mode.
+  const albef::Config config = albef::load_config(source_path("configs/Pretrain_GRIT.yaml"));
+  EXPECT_EQ(config.pretrain_mode, "grit");
+  EXPECT_EQ(config.batch_size, 128);
+  EXPECT_DOUBLE_EQ(config.mlm_probability, 0.5);
+  EXPECT_EQ(config.queue_size, 48000);
+  EXPECT_EQ(config.search_space, 1920);
+  EXPECT_EQ(config.train_epochs, 20);
+  EXPECT_EQ(config.schedular.epochs, 30);
+  EXPECT_EQ(albef::load_config(source_path("configs/Pretrain.yaml")).pretrain_mode, "albef");
+  const std::string dir = make_temp_dir("config_grit");
+  const std::string path = write_file(dir, "mode.yaml", "bert_config: '" + source_path("configs/config_bert.json") +
+                                                            "'\npretrain_mode: grid\n");
+  expect_error_naming(error_of(path), {"mode.yaml", "pretrain_mode", "grid"});
+}
+
 TEST(Config, OfficialRetrievalValues) {
   const albef::Config coco = albef::load_config(source_path("configs/Retrieval_coco.yaml"));
   EXPECT_EQ(coco.image_res, 384);

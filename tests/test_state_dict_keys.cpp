@@ -44,3 +44,10 @@ TEST(StateDictKeys, RetrievalMatchesOfficialManifest) {
   expect_manifest(source_path("configs/Retrieval_coco.yaml"), albef::retrieval_model_options(),
                   data_path("keys/retrieval.json"));
 }
+
+TEST(StateDictKeys, GritPretrainMatchesOfficialManifest) {
+  // GRIT-VLP's ALBEF_Base (configs/Pretrain_GRIT.yaml): ALBEF's online
+  // entries only, 422 of them (tests/data/grit/README.md).
+  expect_manifest(source_path("configs/Pretrain_GRIT.yaml"), albef::pretrain_model_options(false),
+                  data_path("keys/grit.json"));
+}

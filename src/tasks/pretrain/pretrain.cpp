@@ -6,6 +6,7 @@
 #include "albef/model/itm.h"
 #include "albef/text/tokenizer.h"
 #include "tasks/flags.h"
+#include "tasks/pretrain/grit.h"
 #include "tasks/pretrain/grit_group.h"
 #include "tasks/pretrain/pairs.h"
 #include "tasks/pretrain/step.h"
@@ -23,9 +24,12 @@ ModelOptions pretrain_model_options(bool momentum_encoders) {
   return options;
 }
 
-void run_pretraining(const TrainOptions& options) {
+void run_pretraining(const TrainOptions& options, bool mini_batch_shuffle_across_gpu) {
   init_runtime(options.threads);
   const Config config = load_config(options.config_path, options.text_encoder);
+  if (config.pretrain_mode == "grit") return run_grit_pretraining(options, config, mini_batch_shuffle_across_gpu);
+  if (mini_batch_shuffle_across_gpu)
+    fail("--mini_batch_shuffle_across_gpu is GRIT's: ", options.config_path, " does not say pretrain_mode: grit");
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   auto dataset = read_pretrain_pairs(config, options.config_path);
 
@@ -51,19 +55,35 @@ void run_pretraining(const TrainOptions& options) {
 namespace tasks {
 
 Task pretrain_task() {
-  Task task{"pretrain", "Pretrain ALBEF (ITC + ITM + MLM with momentum distillation)", [](CLI::App& command) {
-            auto options = std::make_shared<TrainOptions>();
-            options->output_dir = "Pretrain";  // Pretrain.py's default
-            auto flags = std::make_shared<TrainFlags>();
-            flags->add_to(command, *options, "Pretraining config (configs/Pretrain.yaml)");
-            return [options, flags] {
-              flags->compute.apply_to(*options);
-              run_pretraining(*options);
-            };
-          },
-          [](CLI::App& app) { add_grit_group_command(app); }};
+  Task task{"pretrain",
+            "Pretrain ALBEF (ITC + ITM + MLM with momentum distillation), or GRIT-VLP with pretrain_mode: grit",
+            [](CLI::App& command) {
+              auto options = std::make_shared<TrainOptions>();
+              options->output_dir = "Pretrain";  // Pretrain.py's default
+              auto flags = std::make_shared<TrainFlags>();
+              flags->add_to(command, *options, "Pretraining config (configs/Pretrain.yaml, configs/Pretrain_GRIT.yaml)");
+              auto across = std::make_shared<bool>(false);
+              // GRIT's Pretrain.py declares it with type=bool: `--mini_batch_shuffle_across_gpu True`.
+              command
+                  .add_option_function<std::string>(
+                      "--mini_batch_shuffle_across_gpu",
+                      [across](const std::string& value) {
+                        if (value == "False" || value == "false" || value == "0")
+                          fail("--mini_batch_shuffle_across_gpu ", value,
+                               ": GRIT's Pretrain.py reads this as True (argparse's type=bool); leave it out");
+                        *across = true;
+                      },
+                      "GRIT: shuffle the mini-batches of all processes together (default: each process its own)")
+                  ->expected(0, 1)
+                  ->default_str("True");
+              return [options, flags, across] {
+                flags->compute.apply_to(*options);
+                run_pretraining(*options, *across);
+              };
+            },
+            [](CLI::App& app) { add_grit_group_command(app); }};
   task.official_script = "Pretrain.py";
-  task.checkpoint_model = [](const Config&) { return pretrain_model_options(); };
+  task.checkpoint_model = [](const Config& config) { return pretrain_model_options(config.pretrain_mode != "grit"); };
   return task;
 }
 
