@@ -371,10 +371,7 @@ LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool stri
   io::LazyCheckpoint checkpoint(path);
   const io::StateDict state = io::state_dict_from(checkpoint.root(), path);
   const bool lavis = detect_layout(state, checkpoint.root()) == CheckpointLayout::Lavis;
-  const io::StateDict official = to_official_layout(state, checkpoint.root());
-  const bool no_momentum = std::none_of(official.begin(), official.end(),
-                                        [](const auto& entry) { return !online_twin(entry.first).empty(); });
-  return load_entries(model, official, path, strict, &checkpoint, lavis || no_momentum);
+  return load_entries(model, to_official_layout(state, checkpoint.root()), path, strict, &checkpoint, lavis);
 }
 
 namespace {

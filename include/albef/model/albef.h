@@ -203,9 +203,7 @@ void prepare_for_inference(AlbefModel& model, Precision precision);
 /// time (io::LazyCheckpoint): the peak memory is the model's plus its largest
 /// tensor, and entries the model does not use are never read. A LAVIS
 /// checkpoint is read in the official layout (model/checkpoint_layout.h);
-/// momentum parameters it lacks start as copies of the online ones, as do
-/// those of a checkpoint with no momentum entries at all (GRIT-VLP's, an
-/// inference model's: what GRIT's Retrieval.py --copy_init does).
+/// momentum parameters it lacks start as copies of the online ones.
 LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool strict = false);
 
 /// A model for inference: built from `options` (momentum encoders off),
