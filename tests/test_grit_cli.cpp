@@ -76,7 +76,7 @@ TEST(GritPretrainCli, TrainsFromAnAlbefCheckpointAndLoadsIntoRetrieval) {
       dir + "/run/checkpoint_00.pth";
   ASSERT_EQ(run_command(check, &output), 0) << output;
 
-  // Retrieval fine-tuning evaluates from it (momentum encoders start as the online ones).
+  // Retrieval evaluates from it (the checkpoint has no momentum entries: they are not needed to evaluate).
   const std::string retrieval = albef::testing::write_tiny_retrieval_config(dir);
   ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " retrieval --config " + retrieval + " --checkpoint " + dir +
                             "/run/checkpoint_02.pth --output_dir " + dir + "/retrieval --threads 1 --workers 1 "
@@ -117,4 +117,18 @@ TEST(GritPretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
       EXPECT_NEAR(resumed[i][key].get<double>(), straight[i][key].get<double>(), 1e-6) << key << " at line " << i;
   }
   EXPECT_EQ(read_json_lines(dir + "/straight/log.txt"), read_json_lines(dir + "/killed/log.txt"));
+}
+
+TEST(GritPretrainCli, GritConfigWithoutTheModeIsRefused) {
+  // GRIT's own configs/Pretrain.yaml has no pretrain_mode: it must not silently train ALBEF.
+  const std::string dir = make_temp_dir("grit_no_mode");
+  std::ifstream in(write_grit_config(dir));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  text.replace(text.find("pretrain_mode: grit\n"), std::string("pretrain_mode: grit\n").size(), "");
+  std::ofstream(dir + "/official.yaml") << text;
+  std::string output;
+  EXPECT_NE(run_command(join(grit_args(dir + "/official.yaml", dir + "/run")), &output), 0);
+  EXPECT_NE(output.find("official.yaml"), std::string::npos) << output;
+  EXPECT_NE(output.find("search_space"), std::string::npos) << output;
+  EXPECT_NE(output.find("pretrain_mode: grit"), std::string::npos) << output;
 }

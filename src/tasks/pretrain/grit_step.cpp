@@ -47,8 +47,8 @@ GritStepOutputs grit_forward(AlbefModel& model, const at::Tensor& images, const 
   const at::Tensor image_feat = model->image_feature(image_embeds);
   const at::Tensor text_embeds = model->encode_text(input_ids, attention_mask);
   const at::Tensor text_feat = model->text_feature(text_embeds);
-  out.image_feat = image_feat.detach().to(at::kFloat);
-  out.text_feat = text_feat.detach().to(at::kFloat);
+  out.image_feat = image_feat.detach();
+  out.text_feat = text_feat.detach();
 
   // ITC within the batch: each direction's gradient reaches only its own
   // side (the other side's features are detached); temp gets both.

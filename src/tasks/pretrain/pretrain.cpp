@@ -30,6 +30,10 @@ void run_pretraining(const TrainOptions& options, bool mini_batch_shuffle_across
   if (config.pretrain_mode == "grit") return run_grit_pretraining(options, config, mini_batch_shuffle_across_gpu);
   if (mini_batch_shuffle_across_gpu)
     fail("--mini_batch_shuffle_across_gpu is GRIT's: ", options.config_path, " does not say pretrain_mode: grit");
+  // GRIT's own configs/Pretrain.yaml has no pretrain_mode: do not train it as ALBEF.
+  if (config.raw.contains("search_space"))
+    fail(options.config_path, ": key 'search_space' is GRIT-VLP's; add 'pretrain_mode: grit' to train GRIT-VLP "
+         "(configs/Pretrain_GRIT.yaml), or remove the key");
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   auto dataset = read_pretrain_pairs(config, options.config_path);
 
