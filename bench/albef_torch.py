@@ -610,6 +610,59 @@ class AlbefPretrain(_Albef):
         return loss_mlm, loss_ita, loss_itm
 
 
+def grit_forward(model, image, input_ids, attention_mask, masked=None):
+    """GRIT-VLP's pretraining forward (jaeseokbyun/GRIT-VLP models/model_pretrain_GRIT_VLP.py)
+    on an AlbefPretrain built with momentum=False -> (loss_mlm, loss_ita, loss_itm, image_feat,
+    text_feat). ITC within the batch with the other side's features detached, plus the
+    0.2-weighted consistency term; ITM with the argmax of the in-batch softmax as each
+    negative; MLM without distillation. `masked` = (masked input ids, MLM labels) injects
+    the masks; else they are drawn with model.mask at model.mlm_probability."""
+    with torch.no_grad():
+        model.temp.clamp_(0.001, 0.5)
+    image_embeds = model.visual_encoder(image)
+    image_feat = model.image_feat(image_embeds)
+    text_embeds = model.text_embeds(input_ids, attention_mask)
+    text_feat = model.text_feat(text_embeds)
+
+    sim_i2t = image_feat @ text_feat.detach().t() / model.temp
+    sim_t2i = text_feat @ image_feat.detach().t() / model.temp
+    targets = torch.eye(image.size(0), device=image.device)
+    log_i2t, log_t2i = F.log_softmax(sim_i2t, dim=1), F.log_softmax(sim_t2i, dim=1)
+    loss_i2t = -torch.sum(log_i2t * targets, dim=1).mean()
+    loss_t2i = -torch.sum(log_t2i * targets, dim=1).mean()
+    loss_c_i2t = -torch.sum(log_i2t * F.softmax(sim_t2i.detach(), dim=1), dim=1).mean()
+    loss_c_t2i = -torch.sum(log_t2i * F.softmax(sim_i2t.detach(), dim=1), dim=1).mean()
+    loss_ita = (loss_i2t + loss_t2i) / 2 + 0.2 * (loss_c_i2t + loss_c_t2i) / 2
+
+    output_pos = model.fusion(text_embeds, attention_mask, image_embeds)
+    with torch.no_grad():
+        weights_i2t = F.softmax(sim_i2t, dim=1)
+        weights_t2i = F.softmax(sim_t2i, dim=1)
+        weights_i2t.fill_diagonal_(0)
+        weights_t2i.fill_diagonal_(0)
+        neg_images = weights_t2i.argmax(dim=1)
+        neg_texts = weights_i2t.argmax(dim=1)
+    text_embeds_all = torch.cat([text_embeds, text_embeds[neg_texts]], dim=0)
+    text_atts_all = torch.cat([attention_mask, attention_mask[neg_texts]], dim=0)
+    image_embeds_all = torch.cat([image_embeds[neg_images], image_embeds], dim=0)
+    output_neg = model.fusion(text_embeds_all, text_atts_all, image_embeds_all)
+    vl_output = model.itm_head(torch.cat([output_pos[:, 0, :], output_neg[:, 0, :]], dim=0))
+    bs = image.size(0)
+    itm_labels = torch.cat([torch.ones(bs, dtype=torch.long), torch.zeros(2 * bs, dtype=torch.long)]).to(image.device)
+    loss_itm = F.cross_entropy(vl_output, itm_labels)
+
+    if masked is None:
+        mlm_ids = input_ids.clone()
+        labels = mlm_ids.clone()
+        mlm_ids, labels = model.mask(mlm_ids, model.bert.config.vocab_size, targets=labels,
+                                     probability_matrix=torch.full(labels.shape, model.mlm_probability))
+    else:
+        mlm_ids, labels = masked
+    logits = model.mlm_logits(mlm_ids, attention_mask, image_embeds)
+    loss_mlm = F.cross_entropy(logits.view(-1, model.bert.config.vocab_size), labels.view(-1))
+    return loss_mlm, loss_ita, loss_itm, image_feat.detach(), text_feat.detach()
+
+
 class AlbefRetrieval(_Albef):
     """models/model_retrieval.py: the text encoder is a plain BertModel."""
 

@@ -20,6 +20,7 @@
 #include "albef/tasks/ve.h"
 #include "albef/tasks/vqa.h"
 #include "tasks/classification/classifier.h"
+#include "tasks/pretrain/grit_step.h"
 #include "tasks/pretrain/step.h"
 #include "tasks/vqa/model.h"
 
@@ -179,12 +180,13 @@ double workload_flops(const std::string& workload, const Dims& d, int64_t n_imag
   }
   // train_b8: online forward (image, text, 3B fused pairs, the MLM pass and
   // its vocabulary head) x 3 for forward + backward, plus the momentum
-  // model's forward (image, text, MLM pass).
+  // model's forward (image, text, MLM pass); train_grit_b8 has no momentum model.
   const double b = kTrainBatch, tt = kTrainTokens;
   const double image = vit_flops(d, b), text = b * d.text_layers * text_layer_flops(d, tt);
   const double fused = d.fusion_layers * (fusion_pair_flops(d, tt) + fusion_kv_flops(d));
   const double mlm = text + b * fused + b * tt * 2 * d.width * d.vocab;
-  return 3 * (image + text + 3 * b * fused + mlm) + (image + text + mlm);
+  const double online = 3 * (image + text + 3 * b * fused + mlm);
+  return workload == "train_grit_b8" ? online : online + (image + text + mlm);
 }
 
 // ---------------------------------------------------------------- GEMM peak
@@ -233,9 +235,11 @@ double parameter_mb(AlbefModel& model) {
 const std::vector<std::string>& model_workloads() {
   static const std::vector<std::string> names = {"image_b1", "image_b32", "text_b64",    "itm_b64", "retrieval",
                                                  "vqa_b16",  "nlvr_b16",  "ve_b32",      "gradcam_b16", "classify_1000",
-                                                 "train_b8"};
+                                                 "train_b8", "train_grit_b8"};
   return names;
 }
+
+bool is_training(const std::string& workload) { return workload == "train_b8" || workload == "train_grit_b8"; }
 
 void run_model_worker(const WorkerRequest& request) {
   init_runtime(request.threads);
@@ -243,7 +247,9 @@ void run_model_worker(const WorkerRequest& request) {
   const Precision precision = parse_precision(request.precision);
   const c10::Device device(c10::kCPU);
   Config config = load_config(request.config);
-  const bool train = request.workload == "train_b8";
+  const bool train = is_training(request.workload), grit = request.workload == "train_grit_b8";
+  // GRIT's step on the pretraining config's model at GRIT's masking rate (its Pretrain.yaml: 0.5).
+  if (grit) config.mlm_probability = 0.5;
   const bool vqa = request.workload == "vqa_b16";
   const bool nlvr = request.workload == "nlvr_b16", ve = request.workload == "ve_b32";
   // Only the inputs the workload uses stay in memory: peak memory is the workload's own.
@@ -261,7 +267,7 @@ void run_model_worker(const WorkerRequest& request) {
   const at::Tensor text_mask = io::read_npy(request.inputs + texts + "_mask.npy");
 
   // Encoding one modality loads that side alone, as `albef index` and `albef embed` do.
-  ModelOptions model_options = train  ? pretrain_model_options(true)
+  ModelOptions model_options = train  ? pretrain_model_options(/*momentum_encoders=*/!grit)
                                : vqa  ? vqa_model_options(config, false)
                                : nlvr ? nlvr_model_options(config, false)
                                : ve   ? ve_model_options(false)
@@ -430,14 +436,20 @@ void run_model_worker(const WorkerRequest& request) {
     auto optimizer = std::make_shared<AdamW>(create_optimizer(*model, config.optimizer));
     step = [&, optimizer, batch, ids, mask] {
       optimizer->zero_grad();
-      StepOutputs out;
+      std::vector<at::Tensor> losses;
       {
         PrecisionGuard guard(precision, device);
-        out = pretrain_forward(model, batch, ids, mask, 0.4, MlmTokenIds{});
+        if (grit) {
+          const GritStepOutputs out = grit_forward(model, batch, ids, mask, MlmTokenIds{});
+          losses = {out.loss_mlm, out.loss_ita, out.loss_itm};
+        } else {
+          const StepOutputs out = pretrain_forward(model, batch, ids, mask, 0.4, MlmTokenIds{});
+          losses = {out.loss_mlm, out.loss_ita, out.loss_itm};
+        }
       }
-      (out.loss_mlm + out.loss_ita + out.loss_itm).backward();
+      (losses[0] + losses[1] + losses[2]).backward();
       optimizer->step();
-      outputs = {{"losses", at::stack({out.loss_mlm, out.loss_ita, out.loss_itm}).detach()}};
+      outputs = {{"losses", at::stack(losses).detach()}};
     };
   }
   at::manual_seed(0);
@@ -545,12 +557,12 @@ void write_vqa_inputs(const std::string& dir, int64_t answers, int64_t image_res
 int iters_of(const std::string& workload, const ModelBenchOptions& options) {
   if (workload == "retrieval" || workload == "vqa_b16" || workload == "classify_1000") return 1;
   if (workload == "image_b1") return std::max(options.iters, 10);  // 0.1-0.3 s a call: time more of them
-  return workload == "train_b8" ? std::max(options.iters, 3) : options.iters;
+  return is_training(workload) ? std::max(options.iters, 3) : options.iters;
 }
 
 int warmup_of(const std::string& workload, const ModelBenchOptions& options) {
   if (workload == "classify_1000") return 0;  // 1,000 images: long enough to time cold
-  return workload == "train_b8" ? std::max(options.warmup, 2) : options.warmup;
+  return is_training(workload) ? std::max(options.warmup, 2) : options.warmup;
 }
 
 void write_inputs(const std::string& dir, int64_t images, int64_t texts, int64_t image_res) {
@@ -643,7 +655,7 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& precision : precisions) {
     for (const auto& workload : workloads) {
-      const bool train = workload == "train_b8", vqa_workload = workload == "vqa_b16";
+      const bool train = is_training(workload), vqa_workload = workload == "vqa_b16";
       const bool nlvr = workload == "nlvr_b16", ve = workload == "ve_b32";
       const std::string config = train          ? options.pretrain_config
                                  : vqa_workload ? options.vqa_config
@@ -753,6 +765,17 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
       if (other["workload"] == "image_b32" && other["precision"] == row["precision"] && other.contains("albef_rate"))
         row["vs_image_b32"] = row["albef_rate"].get<double>() / other["albef_rate"].get<double>();
   }
+  // GRIT's step against ALBEF's of the same run (no momentum model: markedly cheaper), on both sides.
+  for (auto& row : rows) {
+    if (row["workload"] != "train_grit_b8") continue;
+    for (const auto& other : rows) {
+      if (other["workload"] != "train_b8" || other["precision"] != row["precision"]) continue;
+      if (row.contains("albef_rate") && other.contains("albef_rate"))
+        row["vs_train_b8"] = row["albef_rate"].get<double>() / other["albef_rate"].get<double>();
+      if (row.contains("torch_rate") && other.contains("torch_rate"))
+        row["torch_vs_train_b8"] = row["torch_rate"].get<double>() / other["torch_rate"].get<double>();
+    }
+  }
   // int8 against albef's own bf16 of the same run.
   for (auto& row : rows) {
     if (row["precision"] != "int8" || !row.contains("albef_rate")) continue;
@@ -776,7 +799,7 @@ void print_model_table(const nlohmann::json& report) {
     std::printf(" GFLOP/s\n");
   }
   // "weights MB": what albef's worker loaded (image encoding: the image side alone).
-  std::printf("%-10s %-5s %10s %10s %8s %9s %7s %8s %9s %10s %10s %9s\n", "workload", "prec", "albef", "pytorch",
+  std::printf("%-13s %-5s %10s %10s %8s %9s %7s %8s %9s %10s %10s %9s\n", "workload", "prec", "albef", "pytorch",
               "albef/pt", "unit", "GFLOP", "% peak", "albef MB", "weights MB", "pytorch MB", "max diff");
   auto number = [](const nlohmann::json& row, const char* key, const char* format) {
     char text[32] = "-";
@@ -784,7 +807,7 @@ void print_model_table(const nlohmann::json& report) {
     return std::string(text);
   };
   for (const auto& row : report["rows"]) {
-    std::printf("%-10s %-5s %10s %10s %8s %9s %7s %8s %9s %10s %10s %9s\n", row["workload"].get<std::string>().c_str(),
+    std::printf("%-13s %-5s %10s %10s %8s %9s %7s %8s %9s %10s %10s %9s\n", row["workload"].get<std::string>().c_str(),
                 row["precision"].get<std::string>().c_str(), number(row, "albef_rate", "%.2f").c_str(),
                 number(row, "torch_rate", "%.2f").c_str(), number(row, "speedup", "%.2fx").c_str(),
                 row.value("unit", "").c_str(), number(row, "gflop", "%.1f").c_str(),
@@ -798,6 +821,9 @@ void print_model_table(const nlohmann::json& report) {
       std::printf("    %.2fx the image_b32 rate of this run (1,000 labels embedded once)\n",
                   row["vs_image_b32"].get<double>());
     if (row.contains("vs_bf16")) std::printf("    %.2fx albef's bf16 rate of this run\n", row["vs_bf16"].get<double>());
+    if (row.contains("vs_train_b8"))
+      std::printf("    %.2fx ALBEF's training step of this run (PyTorch: %s)\n", row["vs_train_b8"].get<double>(),
+                  number(row, "torch_vs_train_b8", "%.2fx").c_str());
   }
 }
 

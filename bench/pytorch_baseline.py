@@ -45,6 +45,9 @@ Workloads (rate unit in brackets):
   train_b8             AlbefPretrain(momentum=True) training step on the first 8
                        images and the first 25 token columns: pretraining forward
                        (alpha 0.4), backward, AdamW (lr 1e-4, wd 0.02) [samples/s]
+  train_grit_b8        the same with AlbefPretrain(momentum=False) and GRIT-VLP's forward
+                       (albef_torch.grit_forward: in-batch ITC + consistency, argmax ITM
+                       negatives, MLM at GRIT's probability 0.5 without distillation) [samples/s]
 Inference workloads build the model without the momentum encoders (they take
 no part in inference); W may be in pretrain (`text_encoder.bert.*`) or
 retrieval (`text_encoder.*`) layout (gradcam_b16 always builds AlbefRetrieval, loading a
@@ -81,7 +84,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import albef_torch as at  # noqa: E402
 
 WORKLOADS = ("image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "vqa_b16", "nlvr_b16", "ve_b32",
-             "gradcam_b16", "train_b8")
+             "gradcam_b16", "train_b8", "train_grit_b8")
+TRAINING = ("train_b8", "train_grit_b8")
 CLASSIFIERS = {"nlvr_b16": (at.AlbefNLVR, 16, 2), "ve_b32": (at.AlbefVE, 32, 1)}  # class, pairs, images per pair
 TRAIN_BATCH, TRAIN_TOKENS, ITM_BATCH, TEXT_BATCH, VQA_QUESTIONS, GRADCAM_PAIRS = 8, 25, 64, 64, 16, 16
 
@@ -174,14 +178,16 @@ def build_model(args, state, image_res):
     if args.workload in CLASSIFIERS:
         model = CLASSIFIERS[args.workload][0](config)
         return model, config, model.load_state_dict(state, strict=True)
-    train = args.workload == "train_b8"
+    train = args.workload in TRAINING
     pretrain_layout = any(k.startswith("text_encoder.bert.") for k in state)
     # Grounding.py's model is model_retrieval.ALBEF whatever the checkpoint's layout.
     model_class = (at.AlbefRetrieval if args.workload == "gradcam_b16"
                    else at.AlbefPretrain if (train or pretrain_layout) else at.AlbefRetrieval)
-    model = model_class(config, momentum=train)
+    model = model_class(config, momentum=args.workload == "train_b8")
+    if args.workload == "train_grit_b8":
+        model.mlm_probability = 0.5  # GRIT's Pretrain.yaml, on the pretraining config's model
     msg = at.load_checkpoint(model, {"model": state})
-    if train and any(k.endswith("_m") or "_m." in k for k in msg.missing_keys):
+    if args.workload == "train_b8" and any(k.endswith("_m") or "_m." in k for k in msg.missing_keys):
         model.copy_params()  # W has no momentum copies: start them as the online weights, as officially
     return model, config, msg
 
@@ -315,7 +321,10 @@ def train_workload(model, args, images, text_ids, text_mask, config):
     def step():
         optimizer.zero_grad()
         with autocast(args.precision):
-            losses = model(batch_images, ids, mask, alpha=alpha)
+            if args.workload == "train_grit_b8":
+                losses = at.grit_forward(model, batch_images, ids, mask)[:3]
+            else:
+                losses = model(batch_images, ids, mask, alpha=alpha)
         loss = losses[0] + losses[1] + losses[2]
         loss.backward()
         optimizer.step()
@@ -372,7 +381,7 @@ def run(args, report):
     report.update({"model": type(model).__name__, "image_res": int(images.shape[-1]),
                    "n_missing_keys": len(msg.missing_keys), "missing_keys": msg.missing_keys[:10],
                    "n_unexpected_keys": len(msg.unexpected_keys)})
-    train = args.workload == "train_b8"
+    train = args.workload in TRAINING
     if train:
         model.train()
         items, unit, step, outputs, extra = train_workload(model, args, images, text_ids, text_mask, config)

@@ -109,3 +109,22 @@ TEST(Bench, IndexSuiteReportsEveryStructure) {
   EXPECT_DOUBLE_EQ(rows[0]["recall_at_k"].get<double>(), 1.0);  // exact search against itself
   for (const auto& row : rows) EXPECT_GT(row["index_mb"].get<double>(), 0.0) << row.dump();
 }
+
+TEST(Bench, GritStepIsMeasuredBesideAlbefsStep) {
+  std::string output;
+  const nlohmann::json report =
+      run_tiny_model_suite("bench_grit", " --workload train_b8 --workload train_grit_b8", output);
+  ASSERT_FALSE(report.is_discarded()) << output;
+  const auto& rows = report["model"]["rows"];
+  ASSERT_EQ(rows.size(), 2u) << report.dump(1);
+  const nlohmann::json& grit = rows[1];
+  EXPECT_EQ(grit["workload"], "train_grit_b8");
+  EXPECT_FALSE(grit.contains("albef_error")) << grit.dump();
+  EXPECT_FALSE(grit.contains("torch_error")) << grit.dump();
+  // No momentum model: fewer FLOPs than ALBEF's step; both sides measured against their own train_b8.
+  EXPECT_LT(grit["gflop"].get<double>(), rows[0]["gflop"].get<double>());
+  ASSERT_TRUE(grit.contains("vs_train_b8") && grit.contains("torch_vs_train_b8")) << grit.dump();
+  EXPECT_NEAR(grit["vs_train_b8"].get<double>(), grit["albef_rate"].get<double>() / rows[0]["albef_rate"].get<double>(),
+              1e-9);
+  EXPECT_NE(output.find("ALBEF's training step of this run"), std::string::npos) << output;
+}
