@@ -132,3 +132,31 @@ TEST(GritPretrainCli, GritConfigWithoutTheModeIsRefused) {
   EXPECT_NE(output.find("search_space"), std::string::npos) << output;
   EXPECT_NE(output.find("pretrain_mode: grit"), std::string::npos) << output;
 }
+
+TEST(GritPretrainCli, TwoProcessesShareTheGroupedOrderAndResumeOnOne) {
+  // Two ranks group their own features; the gathered order (shuffled across
+  // processes here) is split contiguously, and at an epoch boundary a run
+  // resumes with another number of processes.
+  const std::string dir = make_temp_dir("grit_distributed");
+  const std::string config = write_grit_config(dir);
+  const std::string args = " pretrain --config " + config + " --output_dir " + dir + "/run --workers 1";
+  std::string output;
+  ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " launch --nproc 2 --" + args +
+                            " --epochs 2 --mini_batch_shuffle_across_gpu True",
+                        &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("13 samples per rank, 3 steps per epoch"), std::string::npos) << output;
+  ASSERT_EQ(run_command(std::string(ALBEF_CLI) + args + " --threads 1 --resume", &output), 0) << output;
+  EXPECT_NE(output.find("resuming from"), std::string::npos) << output;
+  ASSERT_EQ(read_json_lines(dir + "/run/log.txt").size(), 3u);
+  // Each checkpoint's order: the 24 pairs the ranks trained on, each once;
+  // one generator state per process that wrote it.
+  const std::string check =
+      std::string(ALBEF_PYTHON3) + " -c \"import torch,sys; "
+      "r=[torch.load(sys.argv[1] + '/checkpoint_%02d.pth' % e)['albef_resume']['data'] for e in range(3)]; "
+      "assert all(len(d['order'])==24 and len(set(d['order'].tolist()))==24 for d in r); "
+      "assert [d['generator'].shape[0] for d in r]==[2,2,1], [d['generator'].shape for d in r]; print('ok')\" " +
+      dir + "/run";
+  ASSERT_EQ(run_command(check, &output), 0) << output;
+}
