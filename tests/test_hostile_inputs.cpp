@@ -44,6 +44,7 @@ std::string refusal(const std::function<void()>& read) {
 
 const std::map<std::string, std::function<void(const std::string&)>>& readers() {
   static const std::map<std::string, std::function<void(const std::string&)>> all = {
+      {"bert_config", [](const std::string& path) { albef::BertConfig::from_json_file(path); }},
       {"checkpoint", [](const std::string& path) { albef::io::read_torch_file(path); }},
       {"config", [](const std::string& path) { albef::load_config(path); }},
       {"image", [](const std::string& path) { albef::vision::read_rgb(path); }},

@@ -161,7 +161,7 @@ BertConfig BertConfig::from_json_file(const std::string& path) {
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     fail(path, ": not valid JSON (", e.what(), ")");
   }
   if (!json.is_object()) fail(path, ": a BERT config must be a JSON object");
