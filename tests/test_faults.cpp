@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 
 #include <signal.h>
-#include <spawn.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,8 +18,6 @@
 #include <fstream>
 #include <iterator>
 #include <thread>
-
-extern char** environ;
 
 namespace {
 
@@ -91,17 +88,9 @@ TEST(Faults, SigkillWhileWritingACheckpointResumesFromTheLastCompleteOne) {
 
   // Started directly (not through a shell) so that its pid names its temporary file.
   const std::string out = dir + "/killed";
-  std::vector<std::string> args = {ALBEF_CLI, "pretrain", "--config", config, "--output_dir", out, "--threads", "1",
-                                   "--workers", "1", "--seed", "7", "--print_freq", "1000", "--epochs", "3"};
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-  pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
+  const pid_t pid = spawn_quietly({ALBEF_CLI, "pretrain", "--config", config, "--output_dir", out, "--threads", "1",
+                                   "--workers", "1", "--seed", "7", "--print_freq", "1000", "--epochs", "3"});
+  ASSERT_GT(pid, 0);
   const std::string partial = out + "/checkpoint_01.pth.tmp." + std::to_string(pid);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!fs::exists(partial) && std::chrono::steady_clock::now() < deadline)
