@@ -12,6 +12,7 @@ packages=(
   python3-torch python3-numpy
   python3-dev pybind11-dev python3-pytest  # the Python module (python/) and its tests
   chromium wrk  # albef serve's browser test (headless) and load generator
+  clang libclang-rt-14-dev  # scripts/fuzz.sh (libFuzzer)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

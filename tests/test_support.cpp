@@ -84,7 +84,7 @@ std::string write_tiny_retrieval_config(const std::string& dir) {
   return path;
 }
 
-bool run_until_file_then_kill(const std::vector<std::string>& args, const std::string& marker, int timeout_seconds) {
+pid_t spawn_quietly(const std::vector<std::string>& args) {
   std::vector<std::string> copies = args;
   std::vector<char*> argv;
   for (auto& arg : copies) argv.push_back(arg.data());
@@ -95,7 +95,12 @@ bool run_until_file_then_kill(const std::vector<std::string>& args, const std::s
   pid_t pid = 0;
   const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (spawned != 0) return false;
+  return spawned == 0 ? pid : -1;
+}
+
+bool run_until_file_then_kill(const std::vector<std::string>& args, const std::string& marker, int timeout_seconds) {
+  const pid_t pid = spawn_quietly(args);
+  if (pid < 0) return false;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
   while (!std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));

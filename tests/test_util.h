@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sys/types.h>
 
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ std::string write_tiny_pretrain_config(const std::string& dir, const std::string
 /// model, with the bundled COCO set (26 images, 130 captions) as train, val
 /// and test, batches of 16, k_test 4, 3 epochs. Returns its path.
 std::string write_tiny_retrieval_config(const std::string& dir);
+
+/// Starts `args` (argv, stdout to /dev/null) without waiting; its pid, or -1.
+pid_t spawn_quietly(const std::vector<std::string>& args);
 
 /// Starts `args` (argv, stdout to /dev/null), waits until `marker` exists
 /// (at most `timeout_seconds`), then SIGKILLs it and reaps it. Returns

@@ -3,6 +3,7 @@
 #include "albef/core/error.h"
 #include "albef/core/fs.h"
 #include "albef/text/tokenizer.h"
+#include "core/paths.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -132,7 +133,7 @@ std::string find_vocabulary(const Config& config, const YAML::Node* vocab_key, c
   if (vocab_key) {
     const std::string written = scalar<std::string>(*vocab_key, "vocab", config.path);
     const std::string found = config.resolve(written);
-    if (fs::is_regular_file(found)) return found;
+    if (paths::is_file(found)) return found;
     const fs::path dir = fs::path(config.path).parent_path();
     fail(config.path, ": vocab '", written, "' (line ", vocab_key->Mark().line + 1, ") is not a file; looked in ",
          fs::absolute(written).lexically_normal().string(), ", ", fs::absolute(dir / written).lexically_normal().string(), " and ",
@@ -140,19 +141,19 @@ std::string find_vocabulary(const Config& config, const YAML::Node* vocab_key, c
   }
   if (!text_encoder.empty()) {
     const fs::path given(text_encoder);
-    if (fs::is_directory(given)) {
-      if (fs::is_regular_file(given / "vocab.txt")) return (given / "vocab.txt").string();
+    if (paths::is_folder(given)) {
+      if (paths::is_file(given / "vocab.txt")) return (given / "vocab.txt").string();
       fail("--text_encoder ", text_encoder, ": the folder has no vocab.txt (HuggingFace's tokenizer files); ",
            kPointElsewhere);
     }
-    if (fs::is_regular_file(given)) return text_encoder;
+    if (paths::is_file(given)) return text_encoder;
     if (text_encoder == "bert-base-uncased") return text::kBundledVocabulary;
     fail("--text_encoder ", text_encoder, ": no such folder or file (", fs::absolute(given).string(),
          "), and the only vocabulary bundled with albef is bert-base-uncased's, the one every official ALBEF "
          "config uses; ", kPointElsewhere);
   }
   const fs::path beside_bert_config = fs::path(config.bert_config).parent_path() / "bert-base-uncased-vocab.txt";
-  if (fs::is_regular_file(beside_bert_config)) return beside_bert_config.string();
+  if (paths::is_file(beside_bert_config)) return beside_bert_config.string();
   return text::kBundledVocabulary;
 }
 
@@ -162,7 +163,7 @@ BertConfig BertConfig::from_json_file(const std::string& path) {
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     fail(path, ": not valid JSON (", e.what(), ")");
   }
   if (!json.is_object()) fail(path, ": a BERT config must be a JSON object");
@@ -195,11 +196,11 @@ BertConfig BertConfig::from_json_file(const std::string& path) {
 }
 
 std::string Config::resolve(const std::string& relative) const {
-  if (relative.empty() || fs::path(relative).is_absolute() || fs::exists(relative)) return relative;
+  if (relative.empty() || fs::path(relative).is_absolute() || paths::exists(relative)) return relative;
   const fs::path dir = fs::path(path).parent_path();
   for (const fs::path& base : {dir, dir.parent_path()}) {
     const fs::path candidate = base / relative;
-    if (fs::exists(candidate)) return candidate.lexically_normal().string();
+    if (paths::exists(candidate)) return candidate.lexically_normal().string();
   }
   return relative;
 }
@@ -209,7 +210,7 @@ Config load_config(const std::string& path, const std::string& text_encoder) {
   try {
     root = YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
-    if (!fs::exists(path)) fail_missing(path, ": cannot open the config file (no such file)");
+    if (!paths::exists(path)) fail_missing(path, ": cannot open the config file (no such file)");
     fail(path, ": cannot open the config file");
   } catch (const YAML::Exception& e) {
     fail(path, ": invalid YAML at line ", e.mark.line + 1, ": ", e.msg);

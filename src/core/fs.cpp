@@ -1,6 +1,7 @@
 #include "albef/core/fs.h"
 
 #include "albef/core/error.h"
+#include "core/paths.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -43,7 +44,7 @@ void check_output_dir(const std::string& dir, const std::string& what) {
   namespace fs = std::filesystem;
   const fs::path folder = dir.empty() ? fs::path(".") : fs::path(dir);
   std::vector<fs::path> missing;  // created for the check, removed after it
-  for (fs::path at = fs::absolute(folder); !at.empty() && !fs::exists(at); at = at.parent_path()) {
+  for (fs::path at = fs::absolute(folder); !at.empty() && !paths::exists(at); at = at.parent_path()) {
     missing.push_back(at);
     if (at == at.parent_path()) break;
   }
@@ -57,7 +58,7 @@ void check_output_dir(const std::string& dir, const std::string& what) {
     remove_missing();
     fail(what, " ", folder.string(), ": cannot create the folder (", error.message(), ")");
   }
-  if (!fs::is_directory(folder)) fail(what, " ", folder.string(), ": exists and is not a folder");
+  if (!paths::is_folder(folder)) fail(what, " ", folder.string(), ": exists and is not a folder");
   const std::string probe = (folder / str_cat(".albef-write-check.", ::getpid())).string();
   std::FILE* file = std::fopen(probe.c_str(), "w");
   const int open_error = errno;
@@ -75,7 +76,7 @@ void prepare_output_dir(const std::string& dir, const std::string& what) {
 }
 
 void prepare_output_file(const std::string& path, const std::string& what) {
-  if (std::filesystem::is_directory(path)) fail(what, " ", path, ": is a folder, expected a file name");
+  if (paths::is_folder(path)) fail(what, " ", path, ": is a folder, expected a file name");
   const std::string folder = std::filesystem::path(path).parent_path().string();
   prepare_output_dir(folder.empty() ? "." : folder, what);
 }

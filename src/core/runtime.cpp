@@ -3,7 +3,7 @@
 #include "albef/core/error.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
+#include "core/autocast.h"
 #include <ATen/Context.h>
 #include <malloc.h>
 
@@ -65,32 +65,28 @@ TransientBuffersToOs::~TransientBuffersToOs() {
 PrecisionGuard::PrecisionGuard(Precision precision, c10::Device device) {
   if (precision != Precision::Bf16) return;
   active_ = true;
-  cpu_before_ = at::autocast::is_cpu_enabled();
-  cuda_before_ = at::autocast::is_enabled();
-  if (device.is_cuda()) {
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-  } else {
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    at::autocast::set_cpu_enabled(true);
-  }
+  cpu_before_ = autocast::enabled(c10::DeviceType::CPU);
+  cuda_before_ = autocast::enabled(c10::DeviceType::CUDA);
+  autocast::set_dtype(device.type(), at::kBFloat16);
+  autocast::set_enabled(device.type(), true);
 }
 
 PrecisionGuard::~PrecisionGuard() {
   if (!active_) return;
-  at::autocast::set_cpu_enabled(cpu_before_);
-  at::autocast::set_enabled(cuda_before_);
+  autocast::set_enabled(c10::DeviceType::CPU, cpu_before_);
+  autocast::set_enabled(c10::DeviceType::CUDA, cuda_before_);
   at::autocast::clear_cache();
 }
 
-AutocastOff::AutocastOff() : cpu_before_(at::autocast::is_cpu_enabled()), cuda_before_(at::autocast::is_enabled()) {
-  at::autocast::set_cpu_enabled(false);
-  at::autocast::set_enabled(false);
+AutocastOff::AutocastOff()
+    : cpu_before_(autocast::enabled(c10::DeviceType::CPU)), cuda_before_(autocast::enabled(c10::DeviceType::CUDA)) {
+  autocast::set_enabled(c10::DeviceType::CPU, false);
+  autocast::set_enabled(c10::DeviceType::CUDA, false);
 }
 
 AutocastOff::~AutocastOff() {
-  at::autocast::set_cpu_enabled(cpu_before_);
-  at::autocast::set_enabled(cuda_before_);
+  autocast::set_enabled(c10::DeviceType::CPU, cpu_before_);
+  autocast::set_enabled(c10::DeviceType::CUDA, cuda_before_);
 }
 
 }  // namespace albef

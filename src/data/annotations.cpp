@@ -7,6 +7,7 @@
 #include "albef/core/fs.h"
 #include "albef/text/tokenizer.h"
 #include "data/json_entries.h"
+#include "core/paths.h"
 
 #include <nlohmann/json.hpp>
 
@@ -118,12 +119,11 @@ std::string join_path(const std::string& root, const std::string& path) {
 
 std::string resolve_image_path(const std::string& path, const std::string& annotation_file) {
   const fs::path as_written(path);
-  std::error_code ignored;
-  if (as_written.is_absolute() || fs::exists(as_written, ignored)) return path;
+  if (as_written.is_absolute() || paths::exists(as_written)) return path;
   const fs::path folder = fs::path(annotation_file).parent_path();
   if (folder.empty()) return path;
   const fs::path beside = folder / as_written;
-  return fs::exists(beside, ignored) ? beside.string() : path;
+  return paths::exists(beside) ? beside.string() : path;
 }
 
 std::string TrainDataset::image_path(int64_t index) const {
@@ -218,7 +218,7 @@ std::vector<std::string> read_lines(const std::string& path) {
 }
 
 std::vector<std::string> image_paths_from(const std::string& list_or_dir) {
-  if (fs::is_directory(list_or_dir)) {
+  if (paths::is_folder(list_or_dir)) {
     static const std::set<std::string> kExtensions = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"};
     std::vector<std::string> paths;
     for (const auto& entry : fs::directory_iterator(list_or_dir)) {
@@ -232,7 +232,7 @@ std::vector<std::string> image_paths_from(const std::string& list_or_dir) {
   const fs::path base = fs::path(list_or_dir).parent_path();
   std::vector<std::string> paths = read_lines(list_or_dir);
   for (auto& path : paths)
-    if (!fs::path(path).is_absolute() && !fs::exists(path) && fs::exists(base / path)) path = (base / path).string();
+    if (!fs::path(path).is_absolute() && !paths::exists(path) && paths::exists(base / path)) path = (base / path).string();
   return paths;
 }
 

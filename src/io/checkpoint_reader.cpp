@@ -4,7 +4,9 @@
 #include "albef/core/error.h"
 #include "albef/core/fs.h"
 #include "io/checkpoint_internal.h"
+#include "io/zip_layout.h"
 #include "unpickler.h"
+#include "core/paths.h"
 
 #include <c10/core/CPUAllocator.h>
 #include <caffe2/serialize/inline_container.h>
@@ -25,7 +27,7 @@ namespace {
 using Kind = PyObject::Kind;
 
 std::string read_prefix(const std::string& path, size_t n) {
-  if (std::filesystem::is_directory(path)) fail(path, ": is a directory, not a checkpoint");
+  if (paths::is_folder(path)) fail(path, ": is a directory, not a checkpoint");
   std::ifstream in(path, std::ios::binary);
   if (!in && errno == ENOENT) fail_missing(path, ": cannot open (", std::strerror(errno), ")");
   if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
@@ -164,6 +166,7 @@ bool is_zip(const std::string& path) {
 namespace {
 
 PyObjectPtr read_zip(const std::string& path) {
+  detail::check_zip_layout(path);
   caffe2::serialize::PyTorchStreamReader reader(path);
   return detail::read_zip_pickle(reader, path, [&](const std::string& record, size_t nbytes) {
     // The record's buffer becomes the storage: no copy, shared by every tensor using the key.

@@ -290,29 +290,26 @@ void write_archive(const std::string& path, const std::string& tmp, const std::s
                    const std::vector<Pickler::Record>& records) {
   std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) fail(path, ": cannot open ", tmp, " for writing (", std::strerror(errno), ")");
+  // The writer never sees a failed write (a full disk): LibTorch 1.13's
+  // writer then throws again from its destructor while finalizing, which
+  // terminates the program. The first failure is reported once it is done.
+  int write_error = 0;
   // Writing through a function names the archive folder "archive", as
   // torch.save does for file objects.
-  caffe2::serialize::PyTorchStreamWriter writer([&out](const void* data, size_t size) -> size_t {
-    out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
-    return out ? size : 0;
-  });
-  try {
-    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
-    for (const auto& record : records)
-      writer.writeRecord("data/" + record.key, record.storage.data(), record.storage.nbytes());
-    writer.writeEndOfFile();
-  } catch (const c10::Error& error) {
-    // Finalize here: the writer's destructor would finalize and could throw.
-    if (!writer.finalized()) {
-      try {
-        writer.writeEndOfFile();
-      } catch (const c10::Error&) {
-      }
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t size) -> size_t {
+    if (write_error == 0) {
+      out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+      if (!out) write_error = errno != 0 ? errno : EIO;
     }
-    fail(path, ": write failed (", error.what_without_backtrace(), ")");
-  }
+    return size;
+  });
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  for (const auto& record : records)
+    writer.writeRecord("data/" + record.key, record.storage.data(), record.storage.nbytes());
+  writer.writeEndOfFile();
   out.close();
-  if (!out) fail(path, ": write failed (", std::strerror(errno), ")");
+  if (write_error == 0 && !out) write_error = errno != 0 ? errno : EIO;
+  if (write_error != 0) fail(path, ": write failed (", std::strerror(write_error), ")");
 }
 
 }  // namespace

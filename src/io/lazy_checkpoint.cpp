@@ -3,6 +3,7 @@
 
 #include "albef/core/error.h"
 #include "io/checkpoint_internal.h"
+#include "io/zip_layout.h"
 
 #include <caffe2/serialize/inline_container.h>
 #include <zlib.h>
@@ -89,6 +90,7 @@ LazyCheckpoint::LazyCheckpoint(const std::string& path) : impl_(std::make_unique
       impl_->root = detail::read_legacy(path);
       return;
     }
+    detail::check_zip_layout(path);
     impl_->reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
     impl_->root = detail::read_zip_pickle(*impl_->reader, path, [&](const std::string& record, size_t nbytes) {
       // Sized but without data: tensors can be built on it, and fetch() fills it.

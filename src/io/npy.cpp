@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -78,11 +79,19 @@ at::Tensor read_npy(const std::string& path) {
   std::vector<int64_t> shape;
   const std::string dims = match[1];
   const std::regex number("[0-9]+");
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it)
-    shape.push_back(std::stoll(it->str()));
+  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it) {
+    const std::string digits = it->str();
+    int64_t dim = 0;
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), dim);
+    if (error != std::errc()) fail(path, ": .npy shape dimension ", digits, " is out of range");
+    shape.push_back(dim);
+  }
   const size_t data_offset = offset + header_len;
   size_t nbytes = c10::elementSize(scalar);
-  for (const int64_t dim : shape) nbytes *= static_cast<size_t>(dim);
+  for (const int64_t dim : shape)
+    if (__builtin_mul_overflow(nbytes, static_cast<size_t>(dim), &nbytes))
+      fail(path, ": .npy shape (", dims, ") is larger than any file");
+  if (data_offset > file_size) fail(path, ": .npy header runs past the end of the file");
   if (file_size - data_offset != nbytes)
     fail(path, ": .npy data has ", file_size - data_offset, " bytes, expected ", nbytes);
   at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(scalar));

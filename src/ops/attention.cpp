@@ -6,7 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
+#include "core/autocast.h"
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
@@ -208,7 +208,7 @@ struct HeadAttention : public torch::autograd::Function<HeadAttention> {
 bool attention_applies(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                        const at::Tensor& additive_mask) {
 #ifdef ALBEF_WITH_DNNL
-  if (aten_gemm_only() || at::autocast::is_cpu_enabled()) return false;
+  if (aten_gemm_only() || autocast::enabled(c10::DeviceType::CPU)) return false;
   if (!float_rows(query) || !float_rows(key) || !float_rows(value)) return false;
   if (at::GradMode::is_enabled() && needs_grad(additive_mask)) return false;
   const int64_t batch = query.size(0), k_len = key.size(1), width = query.size(2);

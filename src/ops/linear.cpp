@@ -4,7 +4,7 @@
 #include "albef/core/error.h"
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
+#include "core/autocast.h"
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/modules/linear.h>
 
@@ -65,8 +65,8 @@ at::Tensor as_rows(const at::Tensor& input, at::ScalarType dtype) {
 
 /// Under bf16 autocast products run on bf16 operands; otherwise in float32.
 at::ScalarType compute_type() {
-  return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16 ? at::kBFloat16
-                                                                                                    : at::kFloat;
+  const bool bf16 = autocast::enabled(c10::DeviceType::CPU) && autocast::dtype(c10::DeviceType::CPU) == at::kBFloat16;
+  return bf16 ? at::kBFloat16 : at::kFloat;
 }
 
 /// The weight in the compute type. Under autocast the bf16 copy of a
@@ -212,7 +212,7 @@ at::Tensor linear_then(const at::Tensor& input, const at::Tensor& weight, const 
 #endif
   at::Tensor out;
   // A model readied for bf16 inference run without autocast: compute in the input's type.
-  if (weight.scalar_type() != input.scalar_type() && !at::autocast::is_cpu_enabled())
+  if (weight.scalar_type() != input.scalar_type() && !autocast::enabled(c10::DeviceType::CPU))
     out = at::linear(input, weight.to(input.scalar_type()), bias.defined() ? bias.to(input.scalar_type()) : bias);
   else
     out = at::linear(input, weight, bias);

@@ -89,7 +89,7 @@ json parse_body(const httplib::Request& request) {
   json body;
   try {
     body = json::parse(request.body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw HttpError(400, std::string("the body is not valid JSON: ") + e.what());
   }
   if (!body.is_object()) throw HttpError(400, "the body must be a JSON object");

@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <regex>
 
@@ -122,24 +124,31 @@ std::string checkpoint_name(const TrainPosition& position) {
   return name;
 }
 
-std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
-  if (!fs::is_directory(output_dir)) return std::nullopt;
-  std::optional<std::string> best;
-  std::pair<int64_t, int64_t> best_position{-1, -1};
+std::vector<std::string> training_checkpoints(const std::string& output_dir) {
+  std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> found;
+  std::error_code error;
+  if (!fs::is_directory(output_dir, error)) return {};
   const std::regex name(R"(checkpoint_(\d+)(_step(\d+))?\.pth)");
+  const auto number = [](const std::string& digits) {  // a name past int64 is not one of ours
+    int64_t value = -1;
+    std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    return value;
+  };
   for (const auto& entry : fs::directory_iterator(output_dir)) {
     std::smatch match;
     const std::string file = entry.path().filename().string();
     if (!std::regex_match(file, match, name)) continue;
-    const int64_t epoch = std::stoll(match[1]);
-    const std::pair<int64_t, int64_t> position =
-        match[3].matched ? std::make_pair(epoch, static_cast<int64_t>(std::stoll(match[3]))) : std::make_pair(epoch + 1, int64_t{0});
-    if (position > best_position) {
-      best_position = position;
-      best = entry.path().string();
-    }
+    const int64_t epoch = number(match[1]);
+    const int64_t step = match[3].matched ? number(match[3]) : 0;
+    if (epoch < 0 || step < 0) continue;
+    // checkpoint_NN.pth closes epoch NN: the position where epoch NN+1 starts.
+    found.push_back({match[3].matched ? std::make_pair(epoch, step) : std::make_pair(epoch + 1, int64_t{0}),
+                     entry.path().string()});
   }
-  return best;
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> paths;
+  for (auto& [position, path] : found) paths.push_back(std::move(path));
+  return paths;
 }
 
 }  // namespace albef

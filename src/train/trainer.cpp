@@ -167,9 +167,20 @@ class TrainingRun {
   void resume_or_start() {
     // The same command line plus --resume continues a run: --checkpoint (the
     // initial weights) only matters when output_dir has no checkpoint yet.
-    const std::string resume_from = options_.resume ? latest_checkpoint(options_.output_dir).value_or("") : "";
-    if (!resume_from.empty()) {
-      state_ = load_training_checkpoint(resume_from, model_, *optimizer_, *scheduler_);
+    const std::vector<std::string> saved = options_.resume ? training_checkpoints(options_.output_dir)
+                                                            : std::vector<std::string>{};
+    if (!saved.empty()) {
+      const std::string& resume_from = saved.back();
+      try {
+        state_ = load_training_checkpoint(resume_from, model_, *optimizer_, *scheduler_);
+      } catch (const Error& e) {
+        // Never a silent restart: the user decides whether to fall back.
+        if (saved.size() == 1)
+          fail(e.what(), "; --resume: this is the only checkpoint in ", options_.output_dir,
+               "; move it aside to start the run over");
+        fail(e.what(), "; --resume: cannot continue from the newest checkpoint; to continue from the one before it (",
+             saved[saved.size() - 2], "), move ", resume_from, " aside and run again with --resume");
+      }
       resumed_from_ = resume_from;
       restore_generator_state(state_.rng_state, env_.rank, env_.world_size, options_.seed, state_.position.epoch);
       if (main_rank()) {

@@ -65,6 +65,8 @@ class ProcessGroup {
   void barrier();
 
  private:
+  void publish_address(const std::string& address);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, world_size_ = 1;

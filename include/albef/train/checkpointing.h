@@ -18,6 +18,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace albef {
 
@@ -61,8 +62,8 @@ ResumeState load_training_checkpoint(const std::string& path, AlbefModel& model,
 /// epoch XX after NNNNNN batches.
 std::string checkpoint_name(const TrainPosition& position);
 
-/// The newest checkpoint in `output_dir` by training position (read from the
-/// file names), if any.
-std::optional<std::string> latest_checkpoint(const std::string& output_dir);
+/// The training checkpoints in `output_dir`, oldest first by training
+/// position (read from the file names); --resume continues from the last.
+std::vector<std::string> training_checkpoints(const std::string& output_dir);
 
 }  // namespace albef

@@ -4,6 +4,7 @@
 #include "albef/data/annotations.h"
 #include "albef/io/pyobject.h"
 #include "data/json_entries.h"
+#include "core/paths.h"
 
 #include <ATen/ATen.h>
 
@@ -75,7 +76,7 @@ Refer load_refer(const std::string& data_root, const std::string& dataset, const
   const std::string folder = data::join_path(data_root, dataset);
   refer.refs_file = folder + "/refs(" + split_by + ").p";
   refer.instances_file = folder + "/instances.json";
-  if (!std::filesystem::exists(refer.refs_file))
+  if (!paths::exists(refer.refs_file))
     fail(refer.refs_file, ": not found (refcoco_data names REFER's data folder, which holds ", dataset, "/refs(",
          split_by, ").p and ", dataset, "/instances.json)");
 

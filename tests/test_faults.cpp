@@ -1,0 +1,137 @@
+// Faults that must lose nothing: the disk filling up while a checkpoint is
+// written, SIGKILL in the middle of writing one, and a corrupt newest
+// checkpoint when a run is resumed.
+
+#include "albef/io/checkpoint.h"
+#include "test_util.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace albef::testing;
+
+// 16 captions of 4 images: 4 steps per epoch at the tiny config's batch of 4.
+std::string write_small_pretrain_config(const std::string& dir) {
+  std::ifstream in(source_path("data/coco-by/captions.json"));
+  const nlohmann::json all = nlohmann::json::parse(in);
+  nlohmann::json pairs = nlohmann::json::array();
+  for (size_t i = 0; i < 4; ++i)
+    for (size_t c = 0; c < 4; ++c)
+      pairs.push_back({{"image", source_path("data/coco-by/" + all[i]["image"].get<std::string>())},
+                       {"caption", all[i]["caption"][c]}});
+  std::ofstream(dir + "/pairs.json") << pairs.dump();
+  return write_tiny_pretrain_config(dir, dir + "/pairs.json");
+}
+
+std::string pretrain(const std::string& config, const std::string& out, const std::string& extra) {
+  return std::string(ALBEF_CLI) + " pretrain --config " + config + " --output_dir " + out +
+         " --threads 1 --workers 1 --seed 7 --print_freq 1000 " + extra;
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(Faults, DiskFullWhileWritingACheckpointKeepsThePreviousOneAndSaysSo) {
+  const std::string dir = make_temp_dir("faults_disk_full");
+  const std::string config = write_small_pretrain_config(dir);
+  std::string output;
+  ASSERT_EQ(run_command(pretrain(config, dir + "/roomy", "--epochs 1"), &output), 0) << output;
+  const std::string first = read_bytes(dir + "/roomy/checkpoint_00.pth");
+
+  // Room for the first checkpoint and half of the second.
+  const std::string full = dir + "/full";
+  fs::create_directories(full);
+  const std::string size = "size=" + std::to_string(first.size() * 3 / 2);
+  if (::mount("tmpfs", full.c_str(), "tmpfs", 0, size.c_str()) != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root, as CI runs): " << std::strerror(errno);
+  const int code = run_command(pretrain(config, full, "--epochs 2"), &output);
+  const std::string kept = read_bytes(full + "/checkpoint_00.pth");
+  const std::vector<std::string> left = files_in(full);
+  ::umount(full.c_str());
+
+  EXPECT_NE(code, 0);
+  EXPECT_NE(output.find(full + "/checkpoint_01.pth"), std::string::npos) << output;
+  EXPECT_NE(output.find("No space left on device"), std::string::npos) << output;
+  EXPECT_EQ(kept, first) << "the previous checkpoint changed";
+  for (const std::string& name : left) EXPECT_EQ(name.find(".tmp"), std::string::npos) << "left behind: " << name;
+  EXPECT_EQ(std::count(left.begin(), left.end(), "checkpoint_01.pth"), 0);
+}
+
+TEST(Faults, SigkillWhileWritingACheckpointResumesFromTheLastCompleteOne) {
+  const std::string dir = make_temp_dir("faults_kill_in_write");
+  const std::string config = write_small_pretrain_config(dir);
+  std::string output;
+  ASSERT_EQ(run_command(pretrain(config, dir + "/straight", "--epochs 3"), &output), 0) << output;
+
+  // Started directly (not through a shell) so that its pid names its temporary file.
+  const std::string out = dir + "/killed";
+  const pid_t pid = spawn_quietly({ALBEF_CLI, "pretrain", "--config", config, "--output_dir", out, "--threads", "1",
+                                   "--workers", "1", "--seed", "7", "--print_freq", "1000", "--epochs", "3"});
+  ASSERT_GT(pid, 0);
+  const std::string partial = out + "/checkpoint_01.pth.tmp." + std::to_string(pid);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(partial) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(fs::exists(partial)) << "the run never wrote checkpoint_01.pth";
+  if (fs::exists(out + "/checkpoint_01.pth")) GTEST_SKIP() << "the write finished before the kill landed";
+
+  ASSERT_EQ(run_command(pretrain(config, out, "--epochs 3 --resume"), &output), 0) << output;
+  EXPECT_NE(output.find("resuming from " + out + "/checkpoint_00.pth"), std::string::npos) << output;
+  const auto straight = read_json_lines(dir + "/straight/train_steps.jsonl");
+  const auto resumed = read_json_lines(out + "/train_steps.jsonl");
+  ASSERT_EQ(resumed.size(), straight.size()) << "steps lost or repeated";
+  for (size_t i = 0; i < straight.size(); ++i) {
+    EXPECT_EQ(resumed[i]["step"], straight[i]["step"]);
+    EXPECT_NEAR(resumed[i]["loss_ita"].get<double>(), straight[i]["loss_ita"].get<double>(), 1e-6) << "line " << i;
+  }
+  EXPECT_EQ(read_bytes(out + "/checkpoint_02.pth").size(), read_bytes(dir + "/straight/checkpoint_02.pth").size());
+}
+
+TEST(Faults, ACorruptNewestCheckpointAtResumeIsNamedWithTheWayBack) {
+  const std::string dir = make_temp_dir("faults_corrupt_newest");
+  const std::string config = write_small_pretrain_config(dir);
+  const std::string out = dir + "/run";
+  std::string output;
+  ASSERT_EQ(run_command(pretrain(config, out, "--epochs 2"), &output), 0) << output;
+  const std::string newest = out + "/checkpoint_01.pth", previous = out + "/checkpoint_00.pth";
+  fs::resize_file(newest, fs::file_size(newest) / 2);
+
+  EXPECT_NE(run_command("{ " + pretrain(config, out, "--epochs 3 --resume") + " 2>&1 >/dev/null; }", &output), 0);
+  EXPECT_EQ(std::count(output.begin(), output.end(), '\n'), 1) << output;
+  EXPECT_NE(output.find(newest), std::string::npos) << output;
+  EXPECT_NE(output.find(previous), std::string::npos) << "no way back named: " << output;
+  EXPECT_EQ(output.find("starting from scratch"), std::string::npos) << output;
+
+  // The way back the message gives works.
+  fs::rename(newest, out + "/corrupt_checkpoint_01.pth.bad");
+  ASSERT_EQ(run_command(pretrain(config, out, "--epochs 3 --resume"), &output), 0) << output;
+  EXPECT_NE(output.find("resuming from " + previous), std::string::npos) << output;
+}
+
+}  // namespace
