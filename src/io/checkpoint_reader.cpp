@@ -146,7 +146,8 @@ PyObjectPtr read_legacy(const std::string& path) {
       fail(path, ": storage '", key->text, "' holds ", count, " elements, expected ", stored.numel);
     const size_t nbytes = stored.storage.nbytes();
     if (bytes.size() - pos < nbytes) fail(path, ": truncated data of storage '", key->text, "'");
-    if (nbytes > 0) std::memcpy(stored.storage.data(), bytes.data() + pos, nbytes);
+    // data_ptr(), not data(): LibTorch 2 returns a const pointer from data().
+    if (nbytes > 0) std::memcpy(stored.storage.data_ptr().get(), bytes.data() + pos, nbytes);
     pos += nbytes;
     stored.filled = true;
   }
