@@ -4,13 +4,13 @@
 # and fuzz/corpus/. The corpus each target grows is kept in build-fuzz/corpus
 # for the next run; crashes, hangs and out-of-memory inputs are written to
 # build-fuzz/crashes/<target>/ and make the script fail.
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     (TARGET: checkpoint, unpickler, text, config, annotations, image, npy)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     (TARGET: checkpoint, unpickler, text, config, annotations, image, npy, request)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(checkpoint unpickler text config annotations image npy)
+[ ${#targets[@]} -gt 0 ] || targets=(checkpoint unpickler text config annotations image npy request)
 build=build-fuzz
 
 cmake -S . -B $build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DALBEF_FUZZ=ON \

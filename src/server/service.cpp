@@ -12,6 +12,7 @@
 #include "albef/vision/image.h"
 #include "server/batcher.h"
 #include "server/metrics.h"
+#include "server/requests.h"
 #include "tasks/grounding/heatmap.h"
 
 #include <ATen/ATen.h>
@@ -28,7 +29,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-#include <optional>
 
 // The page at GET / (src/server/web/index.html, compiled in).
 extern const char albef_serve_index_html[];
@@ -39,12 +39,6 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-/// A request the service refuses, with its HTTP status.
-struct HttpError : std::runtime_error {
-  HttpError(int status, const std::string& message) : std::runtime_error(message), status(status) {}
-  int status;
-};
 
 // Equal keys compare in time that depends on their length only.
 bool same_key(const std::string& given, const std::string& expected) {
@@ -85,42 +79,9 @@ void raise_listen_backlog(int port) {
   }
 }
 
-json parse_body(const httplib::Request& request) {
-  json body;
-  try {
-    body = json::parse(request.body);
-  } catch (const json::exception& e) {
-    throw HttpError(400, std::string("the body is not valid JSON: ") + e.what());
-  }
-  if (!body.is_object()) throw HttpError(400, "the body must be a JSON object");
-  return body;
-}
-
-// An uploaded image, decoded and checked, and its test transform.
-struct Upload {
-  cv::Mat rgb;
-  at::Tensor tensor;  // [3, R, R]
-};
-
-struct SearchRequest {
-  std::string query;
-  int64_t k = 10, rerank = 0;
-};
-
-struct GradcamRequest {
-  Upload image;
-  std::string text;
-};
-
 struct GradcamResult {
   at::Tensor map;  // [g, g]
   std::vector<unsigned char> png;
-};
-
-struct VqaRequest {
-  at::Tensor image;
-  std::string question;
-  int64_t top = 5;
 };
 
 std::vector<json> feature_rows(const at::Tensor& features) {
@@ -141,6 +102,7 @@ struct Service::Impl {
   std::unique_ptr<AlbefInference> albef;
   std::unique_ptr<VqaAnswerer> vqa;
   std::unique_ptr<serve::ImageIndex> index;
+  std::unique_ptr<RequestReader> requests;
   GradcamOptions gradcam;
   json model_info, vqa_info;
   Metrics metrics;
@@ -155,88 +117,6 @@ struct Service::Impl {
   httplib::Server http;
 
   explicit Impl(const ServeOptions& o) : options(o), load(o.max_queue) {}
-
-  // ---- request pieces -------------------------------------------------------
-
-  void check_text(const std::string& text, const std::string& what) const {
-    if (static_cast<int64_t>(text.size()) > options.max_text_chars)
-      throw HttpError(413, what + " has " + std::to_string(text.size()) + " bytes, over --max_text_chars " +
-                               std::to_string(options.max_text_chars));
-  }
-
-  std::string text_field(const json& body, const char* key) const {
-    if (!body.contains(key)) throw HttpError(422, std::string("missing '") + key + "'");
-    if (!body[key].is_string()) throw HttpError(422, std::string("'") + key + "' must be a string");
-    std::string text = body[key].get<std::string>();
-    check_text(text, std::string("'") + key + "'");
-    return text;
-  }
-
-  int64_t int_field(const json& body, const char* key, int64_t fallback, int64_t low, int64_t high) const {
-    if (!body.contains(key)) return fallback;
-    if (!body[key].is_number_integer()) throw HttpError(422, std::string("'") + key + "' must be an integer");
-    const int64_t value = body[key].get<int64_t>();
-    if (value < low || value > high)
-      throw HttpError(422, std::string("'") + key + "' must be in [" + std::to_string(low) + ", " +
-                               std::to_string(high) + "], got " + std::to_string(value));
-    return value;
-  }
-
-  void check_count(size_t count, const std::string& what) const {
-    if (count == 0) throw HttpError(422, "'" + what + "' is empty");
-    if (static_cast<int64_t>(count) > options.max_items)
-      throw HttpError(413, "'" + what + "' has " + std::to_string(count) + " items, over --max_items " +
-                               std::to_string(options.max_items));
-  }
-
-  Upload decode(const std::string& bytes, const std::string& what) const {
-    if (const auto size = vision::image_dimensions(bytes); size && size->first * size->second > options.max_pixels)
-      throw HttpError(413, what + " is " + std::to_string(size->first) + "x" + std::to_string(size->second) +
-                               " pixels, over --max_pixels " + std::to_string(options.max_pixels));
-    Upload upload;
-    try {
-      upload.rgb = vision::decode_rgb(bytes, what);
-    } catch (const Error& e) {
-      throw HttpError(422, e.what());
-    }
-    if (static_cast<int64_t>(upload.rgb.rows) * upload.rgb.cols > options.max_pixels)
-      throw HttpError(413, what + " is over --max_pixels " + std::to_string(options.max_pixels));
-    const int res = static_cast<int>(albef->config().image_res);
-    upload.tensor = vision::to_normalized_tensor(vision::resize_bicubic_pil(upload.rgb, res, res));
-    return upload;
-  }
-
-  // An image given as base64 in JSON (`value`), or as a multipart file part.
-  Upload image_from(const json& value, const std::string& what) const {
-    if (!value.is_string()) throw HttpError(422, what + " must be a base64 string");
-    const std::optional<std::string> bytes = base64_decode(value.get<std::string>());
-    if (!bytes) throw HttpError(422, what + " is not base64");
-    return decode(*bytes, what);
-  }
-
-  // The request's fields: the JSON body, or a multipart form's parts (files
-  // named image/images become base64 strings, text fields strings; repeated
-  // names become lists) so both go through the same checks.
-  json fields(const httplib::Request& request) const {
-    if (!request.is_multipart_form_data()) return parse_body(request);
-    json body = json::object();
-    for (const auto& [name, part] : request.files) {
-      json value = part.filename.empty() ? json(part.content)
-                                         : json(base64(std::vector<unsigned char>(part.content.begin(), part.content.end())));
-      if (name == "top" || name == "k" || name == "rerank") {
-        try {
-          value = std::stoll(part.content);
-        } catch (const std::exception&) {
-          throw HttpError(422, "'" + name + "' must be an integer");
-        }
-      }
-      if (name == "images" || name == "texts")
-        body[name].push_back(value);
-      else
-        body[name] = value;
-    }
-    return body;
-  }
 
   json with_model(json out, const json& info) const {
     out["model"] = info;
@@ -386,54 +266,24 @@ struct Service::Impl {
     }));
     http.Post("/v1/embed/text", route("/v1/embed/text", true, [this](const httplib::Request& request,
                                                                       httplib::Response& response) {
-      const json body = fields(request);
-      if (!body.contains("texts") || !body["texts"].is_array()) throw HttpError(422, "'texts' must be a list of strings");
-      check_count(body["texts"].size(), "texts");
-      std::vector<std::string> texts;
-      for (size_t i = 0; i < body["texts"].size(); ++i) {
-        if (!body["texts"][i].is_string()) throw HttpError(422, "texts[" + std::to_string(i) + "] must be a string");
-        texts.push_back(body["texts"][i].get<std::string>());
-        check_text(texts.back(), "texts[" + std::to_string(i) + "]");
-      }
-      response.set_content(with_model({{"embeddings", embed_text->submit(texts)}}, model_info).dump(), "application/json");
+      response.set_content(with_model({{"embeddings", embed_text->submit(requests->texts(request))}}, model_info).dump(),
+                           "application/json");
     }));
     http.Post("/v1/embed/image", route("/v1/embed/image", true, [this](const httplib::Request& request,
                                                                         httplib::Response& response) {
-      json body = fields(request);
-      if (body.contains("image") && !body.contains("images")) body["images"] = json::array({body["image"]});
-      if (!body.contains("images") || !body["images"].is_array())
-        throw HttpError(422, "'images' must be a list of base64 images");
-      check_count(body["images"].size(), "images");
-      std::vector<at::Tensor> images;
-      for (size_t i = 0; i < body["images"].size(); ++i)
-        images.push_back(image_from(body["images"][i], "images[" + std::to_string(i) + "]").tensor);
-      response.set_content(with_model({{"embeddings", embed_image->submit(std::move(images))}}, model_info).dump(),
+      response.set_content(with_model({{"embeddings", embed_image->submit(requests->images(request))}}, model_info).dump(),
                            "application/json");
     }));
     http.Post("/v1/score", route("/v1/score", true, [this](const httplib::Request& request, httplib::Response& response) {
-      json body = fields(request);
-      if (body.contains("image") && body.contains("text") && !body.contains("pairs"))
-        body["pairs"] = json::array({{{"image", body["image"]}, {"text", body["text"]}}});
-      if (!body.contains("pairs") || !body["pairs"].is_array())
-        throw HttpError(422, "'pairs' must be a list of {\"image\": base64, \"text\": string}");
-      check_count(body["pairs"].size(), "pairs");
-      std::vector<std::pair<at::Tensor, std::string>> pairs;
-      for (size_t i = 0; i < body["pairs"].size(); ++i) {
-        const json& pair = body["pairs"][i];
-        const std::string where = "pairs[" + std::to_string(i) + "]";
-        if (!pair.is_object() || !pair.contains("image")) throw HttpError(422, where + " needs 'image' and 'text'");
-        pairs.emplace_back(image_from(pair["image"], where + ".image").tensor, text_field(pair, "text"));
-      }
       json scores = json::array();
-      for (const PairScore& s : score->submit(std::move(pairs))) scores.push_back({{"itc", s.itc}, {"itm", s.itm_match}});
+      for (const PairScore& s : score->submit(requests->pairs(request)))
+        scores.push_back({{"itc", s.itc}, {"itm", s.itm_match}});
       response.set_content(with_model({{"scores", scores}}, model_info).dump(), "application/json");
     }));
     http.Post("/v1/search", route("/v1/search", true, [this](const httplib::Request& request,
                                                               httplib::Response& response) {
       if (!index) throw HttpError(404, "this server has no gallery (start it with --index)");
-      const json body = fields(request);
-      SearchRequest query{text_field(body, "query"), int_field(body, "k", 10, 1, 1000),
-                          int_field(body, "rerank", 0, 0, options.max_items)};
+      const SearchRequest query = requests->search(request);
       json results = json::array();
       int64_t rank = 1;
       const std::vector<serve::SearchResult> hits = search->submit({query}).front();
@@ -471,22 +321,15 @@ struct Service::Impl {
     }));
     http.Post("/v1/vqa", route("/v1/vqa", true, [this](const httplib::Request& request, httplib::Response& response) {
       if (!vqa) throw HttpError(404, "this server has no VQA model (start it with --vqa_checkpoint)");
-      const json body = fields(request);
-      if (!body.contains("image")) throw HttpError(422, "missing 'image'");
-      VqaRequest question{image_from(body["image"], "'image'").tensor, text_field(body, "question"),
-                          int_field(body, "top", 5, 1, 100)};
       json answers = json::array();
-      const std::vector<VqaAnswerer::Answer> found = answer->submit({question}).front();
+      const std::vector<VqaAnswerer::Answer> found = answer->submit({requests->vqa(request)}).front();
       for (const VqaAnswerer::Answer& a : found)
         answers.push_back({{"answer", a.answer}, {"probability", a.probability}});
       response.set_content(with_model({{"answers", answers}}, vqa_info).dump(), "application/json");
     }));
     http.Post("/v1/gradcam", route("/v1/gradcam", true, [this](const httplib::Request& request,
                                                                 httplib::Response& response) {
-      const json body = fields(request);
-      if (!body.contains("image")) throw HttpError(422, "missing 'image'");
-      GradcamRequest pair{image_from(body["image"], "'image'"), text_field(body, "text")};
-      const GradcamResult result = explain->submit({pair}).front();
+      const GradcamResult result = explain->submit({requests->gradcam(request)}).front();
       if (request.get_header_value("Accept").find("application/json") != std::string::npos) {
         const at::Tensor map = result.map.contiguous();
         json rows = json::array();
@@ -528,6 +371,8 @@ Service::Service(const ServeOptions& options) : impl_(new Impl(options)) {
   m.gradcam.block_num = options.gradcam_block >= 0 ? options.gradcam_block
                                                    : std::min(bert.fusion_layer + 2, bert.num_hidden_layers - 1);
   check_gradcam_block(m.albef->config(), m.gradcam, "--gradcam_block");
+  m.requests = std::make_unique<RequestReader>(RequestLimits{
+      options.max_pixels, options.max_text_chars, options.max_items, m.albef->config().image_res});
   if (!options.index.empty()) {
     m.index = std::make_unique<serve::ImageIndex>(serve::ImageIndex::load(options.index));
     if (m.index->dim() != m.albef->config().embed_dim)
