@@ -1,10 +1,12 @@
 // Faults that must lose nothing: the disk filling up while a checkpoint is
-// written, SIGKILL in the middle of writing one, and a corrupt newest
-// checkpoint when a run is resumed.
+// written, SIGKILL in the middle of writing one or of `albef index --append`,
+// and a corrupt newest checkpoint when a run is resumed.
 
 #include "albef/io/checkpoint.h"
+#include "albef/serve/image_index.h"
 #include "test_util.h"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -17,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <thread>
 
 namespace {
@@ -132,6 +135,110 @@ TEST(Faults, ACorruptNewestCheckpointAtResumeIsNamedWithTheWayBack) {
   fs::rename(newest, out + "/corrupt_checkpoint_01.pth.bad");
   ASSERT_EQ(run_command(pretrain(config, out, "--epochs 3 --resume"), &output), 0) << output;
   EXPECT_NE(output.find("resuming from " + previous), std::string::npos) << output;
+}
+
+
+// ---- a gallery (`albef index`): three files that must agree ----------------
+
+std::vector<std::string> lines_of(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+bool has_save_leftovers(const std::string& dir) {
+  for (const std::string& name : files_in(dir))
+    if (name.find(".new.") != std::string::npos || name.find(".commit") != std::string::npos) return true;
+  return false;
+}
+
+TEST(Faults, SigkillWhileAppendingToAGalleryLeavesTheOldOrTheNewOne) {
+  const std::string dir = make_temp_dir("faults_index_append");
+  std::ofstream(dir + "/first.txt") << source_path("data/coco-by/images/000000000790.jpg") << "\n"
+                                    << source_path("data/coco-by/images/000000078499.jpg") << "\n";
+  std::ofstream(dir + "/second.txt") << source_path("data/coco-by/images/000000084284.jpg") << "\n"
+                                     << source_path("data/coco-by/images/000000525891.jpg") << "\n";
+  const std::vector<std::string> model = {"--config", data_path("tiny/Pretrain.yaml"), "--checkpoint",
+                                          data_path("tiny/albef_pretrain_tiny.pth"), "--threads", "1"};
+  const auto index_command = [&](const std::string& out, const std::string& images, bool append) {
+    std::vector<std::string> args = {ALBEF_CLI, "index", "--images", images, "--out", out};
+    args.insert(args.end(), model.begin(), model.end());
+    if (append) args.push_back("--append");
+    return args;
+  };
+  const auto shell = [](const std::vector<std::string>& args) {
+    std::string line;
+    for (const std::string& arg : args) line += "'" + arg + "' ";
+    return line;
+  };
+  std::string output;
+  const std::string old_dir = dir + "/old";
+  fs::create_directories(old_dir);
+  ASSERT_EQ(run_command(shell(index_command(old_dir + "/g.index", dir + "/first.txt", false)), &output), 0) << output;
+
+  // The kill has to land inside the save, which takes about a millisecond:
+  // try a few times, and check what every attempt leaves.
+  int landed_inside = 0;
+  for (int attempt = 0; attempt < 8 && landed_inside < 2; ++attempt) {
+    const std::string run_dir = dir + "/attempt" + std::to_string(attempt), index = run_dir + "/g.index";
+    fs::copy(old_dir, run_dir);
+    const pid_t pid = spawn_quietly(index_command(index, dir + "/second.txt", true));
+    ASSERT_GT(pid, 0);
+    const std::string partial = index + ".new." + std::to_string(pid);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    int status = 0;
+    while (!fs::exists(partial) && std::chrono::steady_clock::now() < deadline && ::waitpid(pid, &status, WNOHANG) == 0)
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    if (has_save_leftovers(run_dir)) ++landed_inside;
+
+    // Old or new, whole: the three files agree (load checks their counts).
+    const albef::serve::ImageIndex gallery = albef::serve::ImageIndex::load(index);
+    EXPECT_TRUE(gallery.size() == 2 || gallery.size() == 4) << "attempt " << attempt << ": " << gallery.size();
+    EXPECT_FALSE(fs::exists(index + ".commit")) << "load() finishes an interrupted save";
+    // Running the command again completes the gallery, each image once.
+    ASSERT_EQ(run_command(shell(index_command(index, dir + "/second.txt", true)), &output), 0) << output;
+    const std::vector<std::string> paths = lines_of(index + ".paths");
+    ASSERT_EQ(paths.size(), 4u) << "attempt " << attempt;
+    EXPECT_EQ(std::set<std::string>(paths.begin(), paths.end()).size(), 4u);
+    EXPECT_FALSE(has_save_leftovers(run_dir)) << "attempt " << attempt;
+  }
+  if (landed_inside == 0) GTEST_SKIP() << "no kill landed inside a save in 8 attempts";
+}
+
+TEST(Faults, AGallerySaveStoppedAfterItsCommitNoteIsFinishedByTheNextLoad) {
+  using albef::serve::ImageIndex;
+  const std::string dir = make_temp_dir("faults_index_commit");
+  const auto gallery = [](int64_t n) {
+    ImageIndex index(4, albef::serve::IndexKind::Flat, n);
+    std::vector<std::string> paths;
+    for (int64_t i = 0; i < n; ++i) paths.push_back("image" + std::to_string(i) + ".jpg");
+    const at::Tensor features = at::randn({n, 4});
+    index.add(features / features.norm(2, 1, true), paths);
+    return index;
+  };
+  const std::string path = dir + "/g.index", next = dir + "/next/g.index";
+  fs::create_directories(dir + "/next");
+  gallery(2).save(path);
+  gallery(3).save(next);
+
+  // What a save of the 3-image gallery killed after its first rename leaves.
+  fs::copy_file(next, path, fs::copy_options::overwrite_existing);
+  fs::copy_file(next + ".paths", path + ".paths.new.77");
+  fs::copy_file(next + ".json", path + ".json.new.77");
+  std::ofstream(path + ".commit") << ".new.77\n";
+  EXPECT_EQ(ImageIndex::load(path).size(), 3);
+  EXPECT_FALSE(has_save_leftovers(dir));
+
+  // Killed before its note: the previous gallery stands, and the next save
+  // clears what the stopped one wrote.
+  fs::copy_file(next, path + ".new.78");
+  EXPECT_EQ(ImageIndex::load(path).size(), 3);
+  gallery(5).save(path);
+  EXPECT_EQ(ImageIndex::load(path).size(), 5);
+  EXPECT_FALSE(has_save_leftovers(dir));
 }
 
 }  // namespace

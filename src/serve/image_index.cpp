@@ -10,7 +10,15 @@
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_io.h>
 
+#include <unistd.h>
+
+#include <array>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -40,6 +48,42 @@ at::Tensor contiguous_float(const at::Tensor& features, int64_t dim, const char*
   ALBEF_CHECK(features.dim() == 2 && features.size(1) == dim, what, " must be [n, ", dim, "], got ",
               features.sizes());
   return features.to(at::kCPU, at::kFloat).contiguous();
+}
+
+// A gallery is three files whose counts must agree: the faiss index, .paths
+// and .json. save() writes the new three beside the old ones, then a commit
+// note naming them, then renames them into place and removes the note. A save
+// killed before the note leaves the previous gallery; one killed after it is
+// finished by the next load(), so a gallery is never half old, half new.
+std::array<std::string, 3> gallery_files(const std::string& path) { return {path, path + ".paths", path + ".json"}; }
+
+std::string commit_note(const std::string& path) { return path + ".commit"; }
+
+void finish_save(const std::string& path) {
+  const std::string note = commit_note(path);
+  std::string suffix = read_file(note);
+  while (!suffix.empty() && std::isspace(static_cast<unsigned char>(suffix.back()))) suffix.pop_back();
+  if (suffix.rfind(".new.", 0) != 0) fail(note, ": not a gallery commit note; remove it and build the gallery again");
+  for (const std::string& file : gallery_files(path)) {
+    const std::string fresh = file + suffix;
+    if (!std::filesystem::exists(fresh)) continue;  // renamed before the interruption
+    if (std::rename(fresh.c_str(), file.c_str()) != 0)
+      fail(path, ": cannot finish the save that was interrupted (", fresh, ": ", std::strerror(errno), ")");
+  }
+  std::remove(note.c_str());
+}
+
+// Left by a save that stopped before its commit note: the previous gallery stands.
+void remove_unfinished_saves(const std::string& path) {
+  const std::filesystem::path folder = std::filesystem::absolute(path).parent_path();
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, error)) {
+    const std::string name = entry.path().filename().string();
+    for (const std::string& file : gallery_files(path)) {
+      const std::string prefix = std::filesystem::path(file).filename().string() + ".new.";
+      if (name.rfind(prefix, 0) == 0) std::filesystem::remove(entry.path(), error);
+    }
+  }
 }
 
 }  // namespace
@@ -80,6 +124,7 @@ ImageIndex::ImageIndex(ImageIndex&&) noexcept = default;
 ImageIndex& ImageIndex::operator=(ImageIndex&&) noexcept = default;
 
 ImageIndex ImageIndex::load(const std::string& path) {
+  if (std::filesystem::exists(commit_note(path))) finish_save(path);
   if (!std::filesystem::exists(path)) fail_missing(path, ": no such image index (`albef index` writes one)");
   ImageIndex out;
   const nlohmann::json meta = nlohmann::json::parse(read_file(path + ".json"), nullptr, false);
@@ -102,21 +147,36 @@ ImageIndex ImageIndex::load(const std::string& path) {
 }
 
 void ImageIndex::save(const std::string& path) const {
-  // The paths and the description are written after the index: a reader
-  // comparing the three counts notices a save that was cut short.
-  write_atomically(path, [&](const std::string& tmp) { faiss::write_index(index_.get(), tmp.c_str()); });
-  write_atomically(path + ".paths", [&](const std::string& tmp) {
-    std::ofstream out(tmp);
-    for (const auto& image : paths_) out << image << "\n";
-    if (!out) fail(tmp, ": write failed");
-  });
+  if (std::filesystem::exists(commit_note(path))) finish_save(path);
+  remove_unfinished_saves(path);
+  const std::string suffix = str_cat(".new.", ::getpid());
+  const std::array<std::string, 3> files = gallery_files(path);
   const nlohmann::json meta = {{"format", "albef-image-index"}, {"version", 1}, {"dim", dim_},
                                {"count", size()},             {"kind", kind_name()}, {"info", info_}};
-  write_atomically(path + ".json", [&](const std::string& tmp) {
-    std::ofstream out(tmp);
-    out << meta.dump(1) << "\n";
-    if (!out) fail(tmp, ": write failed");
+  try {
+    faiss::write_index(index_.get(), (files[0] + suffix).c_str());
+    std::ofstream paths(files[1] + suffix);
+    for (const auto& image : paths_) paths << image << "\n";
+    paths.close();
+    if (!paths) fail(files[1] + suffix, ": write failed");
+    std::ofstream description(files[2] + suffix);
+    description << meta.dump(1) << "\n";
+    description.close();
+    if (!description) fail(files[2] + suffix, ": write failed");
+  } catch (const faiss::FaissException& e) {
+    remove_unfinished_saves(path);
+    fail(path, ": cannot write the index (", e.what(), ")");
+  } catch (...) {
+    remove_unfinished_saves(path);
+    throw;
+  }
+  write_atomically(commit_note(path), [&](const std::string& tmp) {
+    std::ofstream note(tmp);
+    note << suffix << "\n";
+    note.close();
+    if (!note) fail(tmp, ": write failed");
   });
+  finish_save(path);
 }
 
 void ImageIndex::add(const at::Tensor& features, const std::vector<std::string>& paths) {

@@ -59,7 +59,8 @@ class ImageIndex {
 
   /// Reads the three files of `path`; errors name the file.
   static ImageIndex load(const std::string& path);
-  /// Writes the three files of `path`, each atomically.
+  /// Writes the three files of `path` as one: a save cut short leaves the
+  /// previous gallery, or one load() completes (see image_index.cpp).
   void save(const std::string& path) const;
 
   /// Adds float32 features [n, dim] (normalised) and their paths. An IVF
