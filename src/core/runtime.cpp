@@ -51,6 +51,12 @@ void init_runtime(int threads) {
     threads = omp && std::atoi(omp) > 0 ? std::atoi(omp)
                                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
+#ifdef __SANITIZE_THREAD__
+  // libgomp is not instrumented: ThreadSanitizer cannot see its barriers and
+  // would report every parallel_for. The TSan build checks the threads albef
+  // starts itself (loaders, the service, collectives) beside one OpenMP thread.
+  threads = 1;
+#endif
   at::set_num_threads(threads);
 }
 
