@@ -229,7 +229,9 @@ void quantize_linear_int8(torch::nn::LinearImpl& layer) {
 
 at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer) {
   if (layer.weight.scalar_type() != at::kChar) return {};
-  const at::Tensor* scales = layer.named_buffers(/*recurse=*/false).find("weight_scale");
+  // named_buffers() returns a dictionary by value: keep it while reading from it.
+  const auto buffers = layer.named_buffers(/*recurse=*/false);
+  const at::Tensor* scales = buffers.find("weight_scale");
   ALBEF_CHECK(scales != nullptr, "an int8 linear layer without its weight_scale buffer");
   return *scales;
 }
