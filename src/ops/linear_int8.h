@@ -13,9 +13,13 @@ class LinearImpl;
 
 namespace albef::ops {
 
+/// The largest weight value: 127, or 63 on an x86 CPU without VNNI, where
+/// oneDNN's int8 GEMM would saturate its int16 sums with 8-bit weights.
+int int8_weight_levels();
+
 /// `weight` [N, K] float quantised symmetrically per output channel: int8
 /// values [N, K], round(W[n] / s[n]), and float32 scales s [N], s[n] =
-/// max|W[n]| / 127 (a zero row gets s = 1).
+/// max|W[n]| / int8_weight_levels() (a zero row gets s = 1).
 std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight);
 
 /// Turns a float linear layer into an int8 one: its weight becomes the int8
