@@ -218,6 +218,9 @@ void Unpickler::dict_set(PyObject& dict, PyObjectPtr key, PyObjectPtr value) {
   const std::optional<size_t> found = key_hash(*key);
   if (!found) corrupt("unhashable dict key");
   const size_t hash = *found;
+  // An object's class is set once, by NEWOBJ; SETITEM or BUILD may not change it.
+  if (objects_.count(&dict) && key->kind == Kind::String && key->text == "__class__")
+    corrupt("an object's __class__ set from the data");
   const auto [first, last] = index.equal_range(hash);
   size_t colliding = 0;
   for (auto it = first; it != last; ++it) {
@@ -399,7 +402,7 @@ void Unpickler::op_build() {
   if (!state.object || state.object->kind != Kind::Dict) corrupt("object state that is not a dict");
   PyObject& object = *target.object;
   for (const auto& [key, value] : state.object->entries) {
-    if (key->kind != Kind::String || key->text == "__class__") corrupt("object attribute that is not a plain name");
+    if (key->kind != Kind::String) corrupt("object attribute that is not a str");
     dict_set(object, key, value);
   }
 }
