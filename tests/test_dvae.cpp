@@ -3,7 +3,8 @@
 // whole, as DALL-E ships encoder.pkl (zip and legacy formats); read as data,
 // it gives PyTorch's logits and codes for the two bundled images. A pickle
 // naming any class outside the DALL-E encoder's (a torch.nn.Linear, os.system)
-// is refused by name, as is a module whose sizes do not match its weights.
+// is refused by name, as are a module whose sizes do not match its weights
+// and one whose pickled state names another class.
 // `albef tokenize-image` writes the same codes.
 
 #include "albef/core/error.h"
@@ -126,6 +127,10 @@ TEST(Dvae, CheckpointReaderRefusesModulePickles) {
 
 TEST(Dvae, RefusesSizesThatDoNotMatchTheWeights) {
   expect_load_fails_with(variant_file("wrong_size"), "do not match the weights it holds");
+}
+
+TEST(Dvae, RefusesAClassSetFromTheData) {
+  expect_load_fails_with(variant_file("class_in_state"), "an object's __class__ set from the data");
 }
 
 TEST(TokenizeImage, WritesTheCodesOfEachImage) {

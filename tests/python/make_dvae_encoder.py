@@ -12,7 +12,7 @@ vocabulary. Every conv is "same"-padded with weight `w` and bias `b`, drawn
 normal(std 1/sqrt(fan_in)) and zero; the biases are then set random here so a
 loader that drops them is caught.
 
-usage: make_dvae_encoder.py OUT_DIR INPUTS.npy [--variant normal|extra_class|os_system|wrong_size]
+usage: make_dvae_encoder.py OUT_DIR INPUTS.npy [--variant normal|extra_class|os_system|wrong_size|class_in_state]
   normal: OUT_DIR/encoder.pkl (zip format), OUT_DIR/encoder_legacy.pkl (the
           pre-1.6 stream), and for INPUTS.npy ([N, 3, R, R] float32, already
           mapped to [0.1, 0.9]) OUT_DIR/expected_logits.npy and
@@ -22,6 +22,8 @@ usage: make_dvae_encoder.py OUT_DIR INPUTS.npy [--variant normal|extra_class|os_
           pickles as a call of os.system.
   wrong_size: OUT_DIR/encoder.pkl whose Encoder records n_hid 32 for its
           n_hid 16 weights.
+  class_in_state: OUT_DIR/encoder.pkl whose Encoder's __dict__ holds a
+          "__class__" entry (naming another class).
 """
 import math
 import os
@@ -133,6 +135,8 @@ def main():
         model.blocks.group_1.block_1.note = RunsACommand()
     elif variant == "wrong_size":
         model.n_hid = 32
+    elif variant == "class_in_state":
+        model.__dict__["__class__"] = "dall_e.utils.Conv2d"
     elif variant != "normal":
         sys.exit(f"unknown variant {variant}")
     torch.save(model, os.path.join(out_dir, "encoder.pkl"))
