@@ -22,6 +22,7 @@ using data::read_lines;
 
 void add_embed_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_tokenize_image_command(CLI::App& app);
 void add_score_command(CLI::App& app);
 void add_index_command(CLI::App& app);
 void add_search_command(CLI::App& app);

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "albef-cpp 0.1.0");
   albef::cli::add_embed_command(app);
   albef::cli::add_tokenize_command(app);
+  albef::cli::add_tokenize_image_command(app);
   albef::cli::add_score_command(app);
   // Pretraining and the downstream tasks, each a unit in src/tasks/<name>/.
   for (const albef::tasks::Task& task : albef::tasks::registry()) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <new>
 #include <string>
+#include <vector>
 
 namespace caffe2::serialize {
 class PyTorchStreamReader;
@@ -29,16 +30,21 @@ bool is_zip(const std::string& path);
 // (eager) or nothing yet (lazy).
 using ZipStorageMaker = std::function<c10::Storage(const std::string& record, size_t nbytes)>;
 
-/// Unpickles the object pickle of a zip-format checkpoint.
+/// Unpickles the object pickle of a zip-format checkpoint; objects of
+/// `object_classes` are read as data (see unpickler.h).
 PyObjectPtr read_zip_pickle(caffe2::serialize::PyTorchStreamReader& reader, const std::string& path,
-                            const ZipStorageMaker& make_storage);
+                            const ZipStorageMaker& make_storage, const std::vector<std::string>& object_classes = {});
 
 /// The data of zip record `record`, which must hold `expected` bytes.
 at::DataPtr read_record(caffe2::serialize::PyTorchStreamReader& reader, const std::string& path,
                         const std::string& record, size_t expected);
 
 /// Reads a whole legacy-format (non-zip) checkpoint.
-PyObjectPtr read_legacy(const std::string& path);
+PyObjectPtr read_legacy(const std::string& path, const std::vector<std::string>& object_classes = {});
+
+/// read_torch_file (either format) with the objects of `object_classes` read
+/// as data: a whole pickled nn.Module (module_pickle.h).
+PyObjectPtr read_torch_file_with_objects(const std::string& path, const std::vector<std::string>& object_classes);
 
 /// Runs `read`, turning LibTorch's and the allocator's failures into errors naming `path`.
 template <typename Fn>

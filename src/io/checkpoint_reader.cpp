@@ -54,7 +54,7 @@ void skip_legacy_magic(std::string_view bytes, size_t& pos, const std::string& p
 namespace detail {
 
 PyObjectPtr read_zip_pickle(caffe2::serialize::PyTorchStreamReader& reader, const std::string& path,
-                            const ZipStorageMaker& make_storage) {
+                            const ZipStorageMaker& make_storage, const std::vector<std::string>& object_classes) {
   if (!reader.hasRecord("data.pkl")) fail(path, ": zip archive without data.pkl (not a torch.save checkpoint)");
   // PyTorch >= 2.1 records the byte order of the storages.
   if (reader.hasRecord("byteorder")) {
@@ -76,7 +76,8 @@ PyObjectPtr read_zip_pickle(caffe2::serialize::PyTorchStreamReader& reader, cons
     return storages.emplace(ref.key, make_storage(record, expected)).first->second;
   };
   size_t pos = 0;
-  return unpickle(std::string_view(static_cast<const char*>(pickle.get()), pickle_size), pos, path, load);
+  return unpickle(std::string_view(static_cast<const char*>(pickle.get()), pickle_size), pos, path, load,
+                  object_classes);
 }
 
 at::DataPtr read_record(caffe2::serialize::PyTorchStreamReader& reader, const std::string& path,
@@ -90,7 +91,7 @@ at::DataPtr read_record(caffe2::serialize::PyTorchStreamReader& reader, const st
 
 // Legacy format: magic, protocol version, sys info, the object, the storage
 // keys, then per key an int64 element count and the raw little-endian data.
-PyObjectPtr read_legacy(const std::string& path) {
+PyObjectPtr read_legacy(const std::string& path, const std::vector<std::string>& object_classes) {
   const std::string file = read_file(path);
   const std::string_view bytes(file);
   size_t pos = 0;
@@ -128,7 +129,7 @@ PyObjectPtr read_legacy(const std::string& path) {
     storages.emplace(ref.key, Stored{storage, ref.numel, false});
     return storage;
   };
-  PyObjectPtr root = unpickle(bytes, pos, path, load);
+  PyObjectPtr root = unpickle(bytes, pos, path, load, object_classes);
 
   const PyObjectPtr keys = unpickle(bytes, pos, path, no_storages);
   if (keys->kind != Kind::List) fail(path, ": invalid storage key list");
@@ -166,21 +167,29 @@ bool is_zip(const std::string& path) {
 
 namespace {
 
-PyObjectPtr read_zip(const std::string& path) {
+PyObjectPtr read_zip(const std::string& path, const std::vector<std::string>& object_classes) {
   detail::check_zip_layout(path);
   caffe2::serialize::PyTorchStreamReader reader(path);
-  return detail::read_zip_pickle(reader, path, [&](const std::string& record, size_t nbytes) {
-    // The record's buffer becomes the storage: no copy, shared by every tensor using the key.
-    return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, detail::read_record(reader, path, record, nbytes),
-                        nullptr, false);
-  });
+  return detail::read_zip_pickle(
+      reader, path,
+      [&](const std::string& record, size_t nbytes) {
+        // The record's buffer becomes the storage: no copy, shared by every tensor using the key.
+        return c10::Storage(c10::Storage::use_byte_size_t(), nbytes,
+                            detail::read_record(reader, path, record, nbytes), nullptr, false);
+      },
+      object_classes);
 }
 
 }  // namespace
 
-PyObjectPtr read_torch_file(const std::string& path) {
-  return detail::reading(path, [&] { return detail::is_zip(path) ? read_zip(path) : detail::read_legacy(path); });
+PyObjectPtr detail::read_torch_file_with_objects(const std::string& path,
+                                                 const std::vector<std::string>& object_classes) {
+  return detail::reading(path, [&] {
+    return detail::is_zip(path) ? read_zip(path, object_classes) : detail::read_legacy(path, object_classes);
+  });
 }
+
+PyObjectPtr read_torch_file(const std::string& path) { return detail::read_torch_file_with_objects(path, {}); }
 
 StateDict state_dict_from(const PyObjectPtr& root, const std::string& path) {
   if (!root || !root->is_dict())

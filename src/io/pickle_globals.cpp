@@ -38,21 +38,24 @@ constexpr AllowedGlobal kAllowedGlobals[] = {
     {"__builtin__", "frozenset", Callable::kSet},
     {"__builtin__", "bytes", Callable::kBytes},
     {"_codecs", "encode", Callable::kCodecsEncode},
+    {"torch", "device", Callable::kDevice},
 };
 
 }  // namespace
 
-std::optional<Global> find_global(std::string_view module, std::string_view name) {
+std::optional<Global> find_global(std::string_view module, std::string_view name,
+                                  const ObjectClasses& object_classes) {
   const std::string full = str_cat(module, ".", name);
   for (const auto& allowed : kAllowedGlobals)
     if (module == allowed.module && name == allowed.name) return Global{allowed.callable, at::kFloat, full};
+  for (const std::string& cls : object_classes)
+    if (full == cls) return Global{Callable::kObjectClass, at::kFloat, full};
   // Older files name CUDA storages torch.cuda.XStorage; the location is ignored anyway.
   if (module == "torch" || module == "torch.cuda")
     for (const auto& cls : kStorageClasses)
       if (name == cls.name) return Global{Callable::kStorageClass, cls.dtype, full};
   return std::nullopt;
 }
-
 
 const char* storage_class_name(at::ScalarType dtype) {
   for (const auto& cls : kStorageClasses)

@@ -49,8 +49,9 @@ struct Item {
 
 class Unpickler {
  public:
-  Unpickler(std::string_view data, size_t pos, const std::string& source, const StorageLoader& load)
-      : data_(data), pos_(pos), source_(source), load_storage_(load) {}
+  Unpickler(std::string_view data, size_t pos, const std::string& source, const StorageLoader& load,
+            const ObjectClasses& object_classes)
+      : data_(data), pos_(pos), source_(source), load_storage_(load), object_classes_(object_classes) {}
 
   // Releases every container without recursion (see release()).
   ~Unpickler() { release(); }
@@ -151,6 +152,7 @@ class Unpickler {
   size_t op_pos_ = 0;
   const std::string& source_;
   const StorageLoader& load_storage_;
+  const ObjectClasses& object_classes_;
 
   std::vector<Item> stack_;
   std::vector<size_t> marks_;
@@ -160,6 +162,8 @@ class Unpickler {
   // Every container built, so release() can take them apart iteratively.
   std::vector<PyObjectPtr> containers_;
   std::unordered_set<const PyObject*> keep_;
+  // The dicts standing for objects of object_classes_, which BUILD fills.
+  std::unordered_set<const PyObject*> objects_;
 };
 
 int64_t Unpickler::read_long1() {
@@ -214,6 +218,9 @@ void Unpickler::dict_set(PyObject& dict, PyObjectPtr key, PyObjectPtr value) {
   const std::optional<size_t> found = key_hash(*key);
   if (!found) corrupt("unhashable dict key");
   const size_t hash = *found;
+  // An object's class is set once, by NEWOBJ; SETITEM or BUILD may not change it.
+  if (objects_.count(&dict) && key->kind == Kind::String && key->text == "__class__")
+    corrupt("an object's __class__ set from the data");
   const auto [first, last] = index.equal_range(hash);
   size_t colliding = 0;
   for (auto it = first; it != last; ++it) {
@@ -263,13 +270,14 @@ PyObjectPtr Unpickler::latin1_bytes(const std::string& text) const {
 }
 
 void Unpickler::op_global(std::string_view module, std::string_view name) {
-  auto global = find_global(module, name);
+  auto global = find_global(module, name, object_classes_);
   if (!global) {
     // A hostile name may be huge or binary: show a printable prefix.
     std::string shown = str_cat(module, ".", name).substr(0, 200);
     for (char& c : shown)
       if (static_cast<uint8_t>(c) < 0x20 || static_cast<uint8_t>(c) >= 0x7f) c = '?';
-    fail(source_, ": refusing to load global '", shown, "' (only tensors and plain containers are allowed)");
+    fail(source_, ": refusing to load global '", shown, "' (only tensors and plain containers",
+         object_classes_.empty() ? "" : " and the module classes of this kind of file", " are allowed)");
   }
   stack_.push_back(Item{nullptr, std::make_shared<const Global>(std::move(*global)), nullptr, nullptr});
 }
@@ -280,6 +288,15 @@ void Unpickler::op_reduce(bool newobj) {
   if (!callable.global) corrupt("call of something that is not an allowed class or function");
   std::vector<Item> arguments = tuple_items(args);
   if (newobj) {
+    if (callable.global->callable == Callable::kObjectClass) {
+      // object.__new__(cls): an object with an empty __dict__ until BUILD.
+      if (!arguments.empty()) corrupt("NEWOBJ of an object class with arguments");
+      PyObjectPtr object = track(PyObject::new_dict());
+      object->set("__class__", PyObject::from_string(callable.global->name));
+      objects_.insert(object.get());
+      stack_.push_back(Item{std::move(object), nullptr, nullptr, nullptr});
+      return;
+    }
     if (callable.global->callable != Callable::kOrderedDict && callable.global->callable != Callable::kSet)
       corrupt("NEWOBJ of a class that is not a container");
     arguments.clear();  // cls.__new__ ignores them for these classes: the object starts empty
@@ -313,11 +330,21 @@ Item Unpickler::call(const Global& global, const std::vector<Item>& args) {
       if (!valid) corrupt("_codecs.encode other than latin-1 text to bytes");
       return plain(latin1_bytes(args[0].object->text));
     }
+    case Callable::kDevice: {
+      const auto text_at = [&](size_t i) { return args[i].object && args[i].object->kind == Kind::String; };
+      const auto int_at = [&](size_t i) { return args[i].object && args[i].object->kind == Kind::Int; };
+      if (args.size() == 1 && text_at(0)) return plain(PyObject::from_string(args[0].object->text));
+      if (args.size() == 2 && text_at(0) && int_at(1))
+        return plain(PyObject::from_string(str_cat(args[0].object->text, ":", args[1].object->integer)));
+      corrupt("torch.device of something other than a type and an index");
+    }
     case Callable::kRebuildTensorV2:
     case Callable::kRebuildTensor: return plain(rebuild_tensor(args));
     case Callable::kRebuildParameter:
     case Callable::kRebuildParameterWithState: return plain(rebuild_parameter(args));
     case Callable::kStorageClass: break;
+    case Callable::kObjectClass:
+      fail(source_, ": refusing to call '", global.name, "' (objects are only rebuilt from their pickled state)");
   }
   fail(source_, ": refusing to call '", global.name, "' (storages may only appear in tensor references)");
 }
@@ -364,20 +391,36 @@ PyObjectPtr Unpickler::rebuild_parameter(const std::vector<Item>& args) {
 }
 
 // Dicts carry the `_metadata` of state_dict(), parameters their Python state:
-// neither matters for the weights, so the state is dropped.
+// neither matters for the weights, so the state is dropped. An object's state
+// is its __dict__, kept.
 void Unpickler::op_build() {
-  pop();
+  const Item state = pop();
   const Item& target = top();
   if (!target.object || (target.object->kind != Kind::Dict && target.object->kind != Kind::Tensor))
     corrupt("BUILD on something other than a dict or tensor");
+  if (!objects_.count(target.object.get())) return;
+  if (!state.object || state.object->kind != Kind::Dict) corrupt("object state that is not a dict");
+  PyObject& object = *target.object;
+  for (const auto& [key, value] : state.object->entries) {
+    if (key->kind != Kind::String) corrupt("object attribute that is not a str");
+    dict_set(object, key, value);
+  }
 }
 
-// ('storage', <torch.XStorage>, key, location, numel[, view_metadata])
+// ('storage', <torch.XStorage>, key, location, numel[, view_metadata]), or in
+// a legacy file holding a whole module, ('module', <class>, source file,
+// source): the class itself (its source is ignored).
 void Unpickler::op_persid() {
   const std::vector<Item> id = tuple_items(pop());
   const auto string_at = [&](size_t i) -> const std::string* {
     return id[i].object && id[i].object->kind == Kind::String ? &id[i].object->text : nullptr;
   };
+  if (id.size() == 4 && string_at(0) && *string_at(0) == "module") {
+    if (!id[1].global || id[1].global->callable != Callable::kObjectClass)
+      corrupt("module reference without an allowed class");
+    stack_.push_back(id[1]);
+    return;
+  }
   if ((id.size() != 5 && id.size() != 6) || !string_at(0) || *string_at(0) != "storage" || !id[1].global ||
       id[1].global->callable != Callable::kStorageClass || !string_at(2) || !string_at(3))
     corrupt("persistent id is not a storage reference");
@@ -619,8 +662,8 @@ void Unpickler::release() {
 }  // namespace
 
 PyObjectPtr unpickle(std::string_view data, size_t& pos, const std::string& source,
-                     const StorageLoader& load_storage) {
-  Unpickler unpickler(data, pos, source, load_storage);
+                     const StorageLoader& load_storage, const ObjectClasses& object_classes) {
+  Unpickler unpickler(data, pos, source, load_storage, object_classes);
   PyObjectPtr result = unpickler.run();
   pos = unpickler.position();
   return result;

@@ -4,12 +4,13 @@
 ///
 /// Internal to src/io. It understands the opcodes of protocols 2-5 that plain
 /// data and tensors need, resolves globals against a fixed allow-list (plain
-/// containers, tensor and parameter rebuilders, typed storages) and refuses
-/// any other global by name. Nothing named in the data is ever called; every
+/// containers, tensor and parameter rebuilders, typed storages) plus the
+/// object classes a caller names, and refuses any other global by name. Nothing named in the data is ever called; every
 /// count read from the data is checked against the bytes that remain, so
 /// malformed input ends in albef::Error, never in a crash or a huge allocation.
 
 #include "albef/io/pyobject.h"
+#include "pickle_globals.h"
 
 #include <c10/core/ScalarType.h>
 #include <c10/core/Storage.h>
@@ -41,7 +42,13 @@ const char* storage_class_name(at::ScalarType dtype);
 
 /// Unpickles the pickle that starts at `data[pos]` and sets `pos` just past
 /// its STOP opcode. `source` names the file in error messages.
+///
+/// An object of a class in `object_classes` (a pickled nn.Module and its
+/// submodules) is read as data, never constructed: a dict holding its
+/// pickled `__dict__` plus the entry "__class__" -> "module.name" (NEWOBJ
+/// makes the dict, BUILD adds the state). Calling such a class otherwise is
+/// refused.
 PyObjectPtr unpickle(std::string_view data, size_t& pos, const std::string& source,
-                     const StorageLoader& load_storage);
+                     const StorageLoader& load_storage, const ObjectClasses& object_classes = {});
 
 }  // namespace albef::io
