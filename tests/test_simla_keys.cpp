@@ -3,6 +3,7 @@
 
 #include "albef/config/config.h"
 #include "albef/core/error.h"
+#include "albef/io/npy.h"
 #include "albef/model/albef.h"
 #include "tasks/pretrain/simla_model.h"
 
@@ -77,6 +78,32 @@ TEST(SimlaKeys, OfficialCheckpointLoadsExactly) {
   EXPECT_EQ(words.scalar_type(), at::kFloat);
   EXPECT_TRUE(at::equal(words, words.to(at::kHalf).to(at::kFloat)));
   EXPECT_TRUE(model->text_bert()->embeddings->token_type_embeddings.is_empty());
+}
+
+TEST(SimlaModel, SingleStreamPassesMatchOfficial) {
+  // The official checkpoint's forward pieces on the fixture batch (dropout 0): the
+  // text mode (every layer, no cross-attention), the masked ViT, and the MIM pass
+  // of the image tokens through the text BERT, cross-attending to the text embeddings.
+  const albef::Config config = albef::load_config(data_path("simla/Pretrain_tiny.yaml"));
+  albef::AlbefModel model(config, albef::simla_model_options());
+  albef::load_checkpoint(model, data_path("simla/simla_pretrain_tiny.pth"), /*strict=*/true);
+  model->eval();
+  at::NoGradGuard no_grad;
+  auto npy = [](const std::string& name) { return albef::io::read_npy(data_path("simla/npy/" + name + ".npy")); };
+  const at::Tensor ids = npy("inputs__input_ids"), mask = npy("inputs__attention_mask");
+  auto expect_close = [](const at::Tensor& got, const at::Tensor& want, const char* what) {
+    ASSERT_EQ(got.sizes(), want.sizes()) << what;
+    EXPECT_LT((got - want).abs().max().item<double>(), 1e-5) << what;
+  };
+  albef::BertModel& bert = model->text_bert();
+  expect_close(bert->forward_text(ids, mask), npy("text_embeds"), "text_embeds");
+  const at::Tensor image_tokens =
+      model->visual_encoder->forward(npy("inputs__image"), npy("masked_visual_token_pos").to(at::kBool));
+  expect_close(image_tokens, npy("post_mask_image_embeds_before_bert"), "post_mask_image_embeds_before_bert");
+  const at::Tensor text_states = bert->embeddings->forward(ids);
+  expect_close(text_states, npy("mim_text_states"), "mim_text_states");
+  albef::FusionImages states(text_states, /*keep_key_values=*/false, mask);
+  expect_close(bert->forward_inputs_embeds(image_tokens, states), npy("mim_hidden"), "mim_hidden");
 }
 
 TEST(SimlaConfig, OfficialPretrainValues) {
