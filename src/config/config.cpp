@@ -27,6 +27,9 @@ const std::set<std::string> kKnownKeys = {
     "decoder_layers",  // albef's own: the VQA answer decoder's depth (VQA.py hard-codes 6)
     "search_space", "train_epochs",  // GRIT-VLP's configs/Pretrain.yaml
     "pretrain_mode",                 // albef's own: `grit` trains GRIT-VLP's objectives and sampler
+    // SIMLA's configs/Pretrain.yaml, and two keys its Pretrain.py reads with config.get that albef
+    // ignores (it never downloads DeiT weights, and logs no wandb).
+    "image_tokenizer_path", "from_scratch", "disable_wandb",
 };
 const std::set<std::string> kOptimizerKeys = {"opt", "lr", "weight_decay"};
 const std::set<std::string> kSchedulerKeys = {"sched",     "lr",        "epochs",        "min_lr",
@@ -184,6 +187,13 @@ BertConfig BertConfig::from_json_file(const std::string& path) {
   read_json_field(json, "layer_norm_eps", config.layer_norm_eps, path);
   read_json_field(json, "pad_token_id", config.pad_token_id, path);
   read_json_field(json, "fusion_layer", config.fusion_layer, path);
+  bool add_cross_attention = false;
+  read_json_field(json, "add_cross_attention", add_cross_attention, path);
+  // SIMLA's shared_bert.json: cross-attention in every layer and no fusion_layer.
+  if (add_cross_attention && !json.contains("fusion_layer")) {
+    config.single_stream = true;
+    config.fusion_layer = 0;
+  }
   read_json_field(json, "encoder_width", config.encoder_width, path);
   if (json.contains("position_embedding_type") && json["position_embedding_type"] != "absolute")
     fail(path, ": only position_embedding_type 'absolute' is supported");
@@ -258,8 +268,10 @@ Config load_config(const std::string& path, const std::string& text_encoder) {
   get_int("search_space", config.search_space);
   get_int("train_epochs", config.train_epochs);
   if (has("pretrain_mode")) config.pretrain_mode = scalar<std::string>(root["pretrain_mode"], "pretrain_mode", path);
-  if (config.pretrain_mode != "albef" && config.pretrain_mode != "grit")
-    fail(path, ": pretrain_mode '", config.pretrain_mode, "' is neither 'albef' nor 'grit'");
+  if (config.pretrain_mode != "albef" && config.pretrain_mode != "grit" && config.pretrain_mode != "simla")
+    fail(path, ": pretrain_mode '", config.pretrain_mode, "' is none of 'albef', 'grit', 'simla'");
+  if (has("image_tokenizer_path") && !root["image_tokenizer_path"].IsNull())
+    config.image_tokenizer_path = scalar<std::string>(root["image_tokenizer_path"], "image_tokenizer_path", path);
   if (config.decoder_layers < 1) fail(path, ": decoder_layers must be at least 1, got ", config.decoder_layers);
 
   if (has("optimizer")) {
@@ -314,6 +326,9 @@ Config load_config(const std::string& path, const std::string& text_encoder) {
   if (config.bert.encoder_width != config.vision_width)
     fail(config.bert_config, ": encoder_width ", config.bert.encoder_width, " differs from vision_width ",
          config.vision_width, " of ", path);
+  if (config.pretrain_mode == "simla" && !config.bert.single_stream)
+    fail(path, ": pretrain_mode simla needs SIMLA's single-stream BERT (add_cross_attention true, no fusion_layer, as "
+         "configs/shared_bert.json); ", config.bert_config, " is not");
   const YAML::Node vocab_key = root["vocab"];
   config.vocab = find_vocabulary(config, vocab_key ? &vocab_key : nullptr, text_encoder);
   return config;

@@ -92,23 +92,34 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
     queue_ptr = register_buffer("queue_ptr", at::zeros({1}, at::kLong));
   }
   if (options.image_side)
-    visual_encoder = register_module("visual_encoder", VisionTransformer(config.vision, config.image_res));
+    visual_encoder = register_module("visual_encoder",
+                                     VisionTransformer(config.vision, config.image_res, options.vision_mask_token));
   if (options.text_side) text_bert_ = add_text_encoder(*this, "text_encoder", text_config, text_encoder_mlm);
   if (options.contrastive && options.image_side)
     vision_proj = register_module("vision_proj", nn::Linear(vision_width, config.embed_dim));
   if (options.contrastive && options.text_side)
     text_proj = register_module("text_proj", nn::Linear(text_width, config.embed_dim));
-  for (const HeadSpec& spec : options.heads) {
+  auto add_head = [&](const HeadSpec& spec, bool with_copy) {
     ALBEF_CHECK(spec.make != nullptr, "head '", spec.name, "' has no constructor");
     heads_.emplace(spec.name, register_module(spec.name, spec.make(config)));
-  }
+    if (with_copy && spec.momentum && options.momentum_encoders)
+      heads_.emplace(spec.name + "_m", register_module(spec.name + "_m", spec.make(config)));
+  };
+  for (const HeadSpec& spec : options.heads)
+    if (!spec.after_momentum) add_head(spec, spec.momentum_beside);
   if (options.momentum_encoders) {
-    visual_encoder_m = register_module("visual_encoder_m", VisionTransformer(config.vision, config.image_res));
+    visual_encoder_m = register_module("visual_encoder_m",
+                                       VisionTransformer(config.vision, config.image_res, options.vision_mask_token));
     if (options.contrastive) vision_proj_m = register_module("vision_proj_m", nn::Linear(vision_width, config.embed_dim));
     text_bert_m_ = add_text_encoder(*this, "text_encoder_m", encoder_config, text_encoder_mlm_m);
     if (options.contrastive) text_proj_m = register_module("text_proj_m", nn::Linear(text_width, config.embed_dim));
     for (const HeadSpec& spec : options.heads)
-      if (spec.momentum) heads_.emplace(spec.name + "_m", register_module(spec.name + "_m", spec.make(config)));
+      if (spec.momentum && !spec.momentum_beside && !spec.after_momentum)
+        heads_.emplace(spec.name + "_m", register_module(spec.name + "_m", spec.make(config)));
+  }
+  for (const HeadSpec& spec : options.heads)
+    if (spec.after_momentum) add_head(spec, true);
+  if (options.momentum_encoders) {
     // Everything registered as a momentum copy (name ending in _m) is frozen.
     for (const auto& child : named_children()) {
       const std::string& name = child.key();
@@ -370,6 +381,8 @@ LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool stri
   const TransientBuffersToOs transient;  // each tensor's buffer is freed once copied
   io::LazyCheckpoint checkpoint(path);
   const io::StateDict state = io::state_dict_from(checkpoint.root(), path);
+  // SIMLA's single-stream BERT has no token-type embeddings either: its checkpoints are not LAVIS's.
+  if (model->config().bert.single_stream) return load_entries(model, state, path, strict, &checkpoint, false);
   const bool lavis = detect_layout(state, checkpoint.root()) == CheckpointLayout::Lavis;
   return load_entries(model, to_official_layout(state, checkpoint.root()), path, strict, &checkpoint, lavis);
 }

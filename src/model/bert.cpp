@@ -26,8 +26,9 @@ BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config) : dropout(confi
       nn::Embedding(nn::EmbeddingOptions(config.vocab_size, config.hidden_size).padding_idx(config.pad_token_id)));
   position_embeddings =
       register_module("position_embeddings", nn::Embedding(config.max_position_embeddings, config.hidden_size));
-  token_type_embeddings =
-      register_module("token_type_embeddings", nn::Embedding(config.type_vocab_size, config.hidden_size));
+  if (!config.single_stream)
+    token_type_embeddings =
+        register_module("token_type_embeddings", nn::Embedding(config.type_vocab_size, config.hidden_size));
   LayerNorm = register_module("LayerNorm",
                               nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
 }
@@ -36,9 +37,20 @@ at::Tensor BertEmbeddingsImpl::forward(const at::Tensor& input_ids) {
   const int64_t length = input_ids.size(1);
   ALBEF_CHECK(length <= position_ids.size(1), "sequence of ", length, " tokens exceeds max_position_embeddings ",
               position_ids.size(1));
+  at::Tensor x = word_embeddings->forward(input_ids);
   // Token type is always 0 in ALBEF: add row 0 instead of gathering zeros.
-  at::Tensor x = word_embeddings->forward(input_ids) + token_type_embeddings->weight[0] +
-                 position_embeddings->weight.slice(0, 0, length);
+  if (token_type_embeddings) x = x + token_type_embeddings->weight[0];
+  return forward_embeds(x);
+}
+
+at::Tensor BertEmbeddingsImpl::forward_embeds(const at::Tensor& inputs_embeds) {
+  ALBEF_CHECK(inputs_embeds.dim() == 3 && inputs_embeds.size(2) == LayerNorm->options.normalized_shape()[0],
+              "inputs_embeds must be [B, L, hidden], got ", inputs_embeds.sizes());
+  const int64_t length = inputs_embeds.size(1);
+  ALBEF_CHECK(length <= position_ids.size(1), "sequence of ", length, " tokens exceeds max_position_embeddings ",
+              position_ids.size(1));
+  // med.py:105 adds in place into the caller's tensor; out of place here gives the same values and gradients.
+  const at::Tensor x = inputs_embeds + position_embeddings->weight.slice(0, 0, length);
   return ops::dropout(LayerNorm->forward(x), dropout, is_training());
 }
 
@@ -137,8 +149,8 @@ BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
 at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
                                   const at::Tensor& image_rows) {
   at::Tensor x = attention->output->forward(attention->self->forward(hidden, additive_mask), hidden);
-  if (has_cross_attention()) {
-    ALBEF_CHECK(images && images->embeds().defined(), "a fusion layer needs the image embeddings");
+  if (has_cross_attention() && images) {
+    ALBEF_CHECK(images->embeds().defined(), "a fusion layer needs the image embeddings");
     x = crossattention->output->forward(crossattention->self->forward_cross(x, *images, image_rows), x);
   }
   return output->forward(intermediate->forward(x), x);
@@ -193,7 +205,16 @@ at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& additi
 at::Tensor BertModelImpl::forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
   const at::Tensor hidden = embeddings->forward(input_ids);
   return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {}, {}, 0,
-                    config_.fusion_layer);
+                    config_.single_stream ? config_.num_hidden_layers : config_.fusion_layer);
+}
+
+at::Tensor BertModelImpl::forward_inputs_embeds(const at::Tensor& inputs_embeds, FusionImages& states) {
+  ALBEF_CHECK(config_.single_stream, "only the single-stream BERT runs from inputs_embeds");
+  const at::Tensor hidden = embeddings->forward_embeds(inputs_embeds);
+  // Image tokens have no padding: HF's default all-ones mask.
+  const at::Tensor mask = at::ones({hidden.size(0), hidden.size(1)}, hidden.options());
+  return run_layers(hidden, extended_attention_mask(mask, hidden.scalar_type()), {&states}, {}, 0,
+                    config_.num_hidden_layers);
 }
 
 at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,

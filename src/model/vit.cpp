@@ -51,12 +51,14 @@ at::Tensor VitBlockImpl::forward(const at::Tensor& input) {
   return x + mlp->forward(norm2->forward(x));
 }
 
-VisionTransformerImpl::VisionTransformerImpl(const VisionConfig& config, int64_t image_res) {
+VisionTransformerImpl::VisionTransformerImpl(const VisionConfig& config, int64_t image_res, bool with_mask_token) {
   ALBEF_CHECK(image_res % config.patch_size == 0, "image_res ", image_res, " vs patch ", config.patch_size);
   const int64_t grid = image_res / config.patch_size;
   num_patches_ = grid * grid;
   cls_token = register_parameter("cls_token", at::zeros({1, 1, config.embed_dim}));
   pos_embed = register_parameter("pos_embed", at::zeros({1, num_patches_ + 1, config.embed_dim}));
+  // SIMLA (vit.py:200-201) initialises it to zeros and never re-initialises it.
+  if (with_mask_token) mask_token = register_parameter("mask_token", at::zeros({1, 1, config.embed_dim}));
   patch_embed = register_module("patch_embed", PatchEmbed(config.patch_size, config.embed_dim));
   blocks = register_module("blocks", nn::ModuleList());
   for (int64_t i = 0; i < config.depth; ++i)
@@ -64,8 +66,16 @@ VisionTransformerImpl::VisionTransformerImpl(const VisionConfig& config, int64_t
   norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({config.embed_dim}).eps(1e-6)));
 }
 
-at::Tensor VisionTransformerImpl::embed(const at::Tensor& image) {
+at::Tensor VisionTransformerImpl::embed(const at::Tensor& image, const at::Tensor& masked_patches) {
   at::Tensor x = patch_embed->forward(image);
+  if (masked_patches.defined()) {
+    ALBEF_CHECK(mask_token.defined(), "masking patches needs the ViT's mask_token (with_mask_token)");
+    ALBEF_CHECK(masked_patches.dim() == 2 && masked_patches.size(0) == x.size(0) && masked_patches.size(1) == x.size(1),
+                "masked_patches must be [B, P] = [", x.size(0), ", ", x.size(1), "], got ", masked_patches.sizes());
+    // SIMLA's blend x*(1-w) + mask_token*w (vit.py:248-255): a masked patch's gradient reaches mask_token only.
+    const at::Tensor w = masked_patches.unsqueeze(-1).to(x.scalar_type());
+    x = x * (1.0 - w) + mask_token.to(x.scalar_type()) * w;
+  }
   x = at::cat({cls_token.expand({x.size(0), -1, -1}).to(x.scalar_type()), x}, 1);
   return x + pos_embed.slice(1, 0, x.size(1));
 }
@@ -77,8 +87,8 @@ at::Tensor VisionTransformerImpl::forward_blocks(at::Tensor x, int64_t begin, in
   return x;
 }
 
-at::Tensor VisionTransformerImpl::forward(const at::Tensor& image) {
-  return norm->forward(forward_blocks(embed(image), 0, static_cast<int64_t>(blocks->size())));
+at::Tensor VisionTransformerImpl::forward(const at::Tensor& image, const at::Tensor& masked_patches) {
+  return norm->forward(forward_blocks(embed(image, masked_patches), 0, static_cast<int64_t>(blocks->size())));
 }
 
 void VisionTransformerImpl::init_weights() {

@@ -42,6 +42,11 @@ struct BertConfig {
   /// shares one set of cross-attention key and value projections
   /// (model_nlvr.py's share_cross_attention). See with_fusion_per_image.
   int64_t images_per_text = 1;
+  /// SIMLA's shared_bert.json (`add_cross_attention: true`, no
+  /// fusion_layer): every layer has a cross-attention, used or skipped per
+  /// call (text vs multimodal mode), and no token-type embeddings.
+  /// fusion_layer is then 0.
+  bool single_stream = false;
 
   /// Reads a `config_bert.json`; unknown keys are an error naming the file.
   static BertConfig from_json_file(const std::string& path);
@@ -110,13 +115,16 @@ struct Config {
   /// the fusion depth of ALBEF-base; tiny models use their own).
   int64_t decoder_layers = 6;
   /// Pretraining's objectives and data order: "albef" (Pretrain.py) or
-  /// "grit" (GRIT-VLP's Pretrain.py: no momentum model, grouped batches).
+  /// "grit" (GRIT-VLP's Pretrain.py: no momentum model, grouped batches) or
+  /// "simla" (SIMLA's: single-stream BERT, adds MIM and PSL).
   std::string pretrain_mode = "albef";
   /// GRIT: pairs per grouping (search space); the grouping queue is queue_size.
   int64_t search_space = 1920;
   /// GRIT: epochs to train (its Pretrain.py stops there; the cosine
   /// schedule still spans schedular.epochs). -1: schedular.epochs.
   int64_t train_epochs = -1;
+  /// SIMLA: the DALL-E tokenizer's folder (null or absent: none).
+  std::string image_tokenizer_path;
 
   OptimizerConfig optimizer;
   SchedulerConfig schedular;

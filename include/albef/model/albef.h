@@ -42,6 +42,11 @@ struct HeadSpec {
   std::string name;
   std::function<std::shared_ptr<torch::nn::Module>(const Config& config)> make;
   bool momentum = false;
+  /// Where SIMLA registers its heads (the state_dict order): the momentum
+  /// copy right after the head (`mim_head_m`), or both after the momentum
+  /// encoders (`concept_head`, `concept_head_m`).
+  bool momentum_beside = false;
+  bool after_momentum = false;
   /// The official random init, run by AlbefModelImpl::init_weights (unset:
   /// the module keeps its constructor's, as nn.Linear heads do).
   std::function<void(torch::nn::Module& head)> init;
@@ -79,6 +84,8 @@ struct ModelOptions {
   /// (online and momentum) then repeat every fusion layer per image and
   /// share its cross-attention keys and values (with_fusion_per_image).
   int64_t images_per_text = 1;
+  /// SIMLA's `mask_token` in both ViTs (masked image modelling).
+  bool vision_mask_token = false;
   /// The task's heads, in registration order.
   std::vector<HeadSpec> heads;
   /// How a checkpoint's keys reach this model. Unset: the layout's renaming,

@@ -22,10 +22,14 @@
 namespace albef {
 
 /// `embeddings`: word + position + token type (always 0), LayerNorm.
+/// SIMLA's single-stream BERT (med.py) has no token-type embeddings.
 class BertEmbeddingsImpl : public torch::nn::Module {
  public:
   explicit BertEmbeddingsImpl(const BertConfig& config);
   at::Tensor forward(const at::Tensor& input_ids);
+  /// From embeddings [B, L, H] instead of ids (SIMLA's MIM feeds image
+  /// tokens): + position embeddings, LayerNorm.
+  at::Tensor forward_embeds(const at::Tensor& inputs_embeds);
   at::Tensor position_ids;  // buffer [1, max_position_embeddings], in the state_dict as in HF
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
@@ -129,7 +133,7 @@ TORCH_MODULE(BertIntermediate);
 class BertLayerImpl : public torch::nn::Module {
  public:
   BertLayerImpl(const BertConfig& config, int64_t layer_index);
-  /// `images` is required exactly when the layer has cross-attention;
+  /// Null `images` skips the cross-attention (SIMLA's text mode);
   /// `image_rows` as in BertSelfAttentionImpl::forward_cross.
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
                      const at::Tensor& image_rows);
@@ -152,7 +156,8 @@ enum class BertMode {
 class BertModelImpl : public torch::nn::Module {
  public:
   explicit BertModelImpl(const BertConfig& config);
-  /// Text mode: ids [B, L] + mask [B, L] -> [B, L, H].
+  /// Text mode: ids [B, L] + mask [B, L] -> [B, L, H]. Single-stream
+  /// (SIMLA): every layer, each without its cross-attention.
   at::Tensor forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask);
   /// Fusion mode: text states from forward_text + image tokens -> [B, L, H].
   /// Text row i reads image `image_rows[i]` ([B] int64) if given, else image i
@@ -166,6 +171,9 @@ class BertModelImpl : public torch::nn::Module {
   /// gradients and the rest with them.
   at::Tensor forward_fusion_layers(const at::Tensor& hidden, const at::Tensor& attention_mask, FusionImages& images,
                                    int64_t begin, int64_t end);
+  /// SIMLA's MIM pass: embeddings [B, L, H] (no padding) through
+  /// forward_embeds and every layer, cross-attending to `states`.
+  at::Tensor forward_inputs_embeds(const at::Tensor& inputs_embeds, FusionImages& states);
   /// Multimodal mode: ids through every layer.
   at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images);
   /// The same against several images per text (config().images_per_text of

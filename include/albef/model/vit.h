@@ -67,11 +67,14 @@ TORCH_MODULE(VitBlock);
 /// The whole encoder: [B, 3, R, R] -> [B, 1 + (R/p)^2, D] (CLS token first).
 class VisionTransformerImpl : public torch::nn::Module {
  public:
-  VisionTransformerImpl(const VisionConfig& config, int64_t image_res);
-  at::Tensor forward(const at::Tensor& image);
-  /// The input of block 0: patch embeddings after the CLS token, plus the
-  /// position embeddings.
-  at::Tensor embed(const at::Tensor& image);
+  /// `with_mask_token`: SIMLA's `mask_token` [1, 1, D] (zeros; its MIM).
+  VisionTransformerImpl(const VisionConfig& config, int64_t image_res, bool with_mask_token = false);
+  /// `masked_patches` [B, P] (bool, row-major patches; undefined: none) puts
+  /// mask_token in place of those patch embeddings before pos_embed.
+  at::Tensor forward(const at::Tensor& image, const at::Tensor& masked_patches = {});
+  /// The input of block 0: patch embeddings (masked as in forward) after the
+  /// CLS token, plus the position embeddings.
+  at::Tensor embed(const at::Tensor& image, const at::Tensor& masked_patches = {});
   /// Blocks [begin, end) (no final norm): Grad-CAM runs the blocks below its
   /// block without gradients and the rest with them.
   at::Tensor forward_blocks(at::Tensor x, int64_t begin, int64_t end);
@@ -80,6 +83,7 @@ class VisionTransformerImpl : public torch::nn::Module {
   int64_t num_patches() const { return num_patches_; }
 
   at::Tensor cls_token, pos_embed;
+  at::Tensor mask_token;  // undefined unless with_mask_token
   PatchEmbed patch_embed{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   torch::nn::LayerNorm norm{nullptr};

@@ -34,6 +34,15 @@ void run_pretraining(const TrainOptions& options, bool mini_batch_shuffle_across
   if (config.raw.contains("search_space"))
     fail(options.config_path, ": key 'search_space' is GRIT-VLP's; add 'pretrain_mode: grit' to train GRIT-VLP "
          "(configs/Pretrain_GRIT.yaml), or remove the key");
+  // SIMLA's training step (ITC, ITM, MLM, MIM, PSL on the single-stream BERT) is not in albef yet:
+  // refuse rather than train ALBEF's objectives on SIMLA's model.
+  if (config.pretrain_mode == "simla")
+    fail(options.config_path, ": pretrain_mode simla: SIMLA's training step is not implemented yet (docs/simla.md)");
+  // SIMLA's own configs/Pretrain.yaml has no pretrain_mode: do not train it as ALBEF.
+  if (config.bert.single_stream || config.raw.contains("image_tokenizer_path"))
+    fail(options.config_path, ": ", config.bert.single_stream ? config.bert_config + " is SIMLA's single-stream BERT"
+                                                              : std::string("key 'image_tokenizer_path' is SIMLA's"),
+         "; ALBEF pretraining needs configs/config_bert.json and no image_tokenizer_path");
   auto tokenizer = std::make_shared<const text::BertTokenizer>(config.vocab);
   auto dataset = read_pretrain_pairs(config, options.config_path);
 
