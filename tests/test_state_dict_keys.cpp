@@ -4,6 +4,7 @@
 #include "albef/model/albef.h"
 #include "albef/tasks/pretrain.h"
 #include "albef/tasks/retrieval.h"
+#include "tasks/pretrain/simla_model.h"
 
 #include "test_util.h"
 
@@ -16,13 +17,16 @@ using albef::testing::source_path;
 
 namespace {
 
+// `size`: the manifest's entry for one model size (SIMLA's file holds `full`
+// and `tiny`); empty when the file is the list itself.
 void expect_manifest(const std::string& config_path, const albef::ModelOptions& options,
-                     const std::string& manifest_path) {
+                     const std::string& manifest_path, const std::string& size = "") {
   const albef::Config config = albef::load_config(config_path);
   albef::AlbefModel model(config, options);
   const auto state = albef::state_dict(*model);
   std::ifstream in(manifest_path);
-  const nlohmann::json manifest = nlohmann::json::parse(in);
+  const nlohmann::json file = nlohmann::json::parse(in);
+  const nlohmann::json& manifest = size.empty() ? file : file.at(size);
   ASSERT_EQ(state.size(), manifest.size());
   for (size_t i = 0; i < state.size(); ++i) {
     const auto& [name, tensor] = state[i];
@@ -50,4 +54,15 @@ TEST(StateDictKeys, GritPretrainMatchesOfficialManifest) {
   // entries only, 422 of them (tests/data/grit/README.md).
   expect_manifest(source_path("configs/Pretrain_GRIT.yaml"), albef::pretrain_model_options(false),
                   data_path("keys/grit.json"));
+}
+
+TEST(SimlaKeys, FullSizeMatchesOfficialManifest) {
+  // configs/Pretrain_SIMLA.yaml + shared_bert.json: 972 entries, 476,526,827 parameters.
+  expect_manifest(source_path("configs/Pretrain_SIMLA.yaml"), albef::simla_model_options(),
+                  data_path("simla/state_dict_keys.json"), "full");
+}
+
+TEST(SimlaKeys, TinyMatchesOfficialManifest) {
+  expect_manifest(data_path("simla/Pretrain_tiny.yaml"), albef::simla_model_options(),
+                  data_path("simla/state_dict_keys.json"), "tiny");
 }
