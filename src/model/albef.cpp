@@ -173,24 +173,31 @@ at::Tensor AlbefModelImpl::text_feature(const at::Tensor& text_embeds) {
   return l2_normalize(ops::linear(*text_proj, text_embeds.select(1, 0)).to(at::kFloat));
 }
 
-at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
+at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attention_mask,
                                 const at::Tensor& image_embeds) {
   require_text_side("fuse");
   require_image_side("fuse");
   // One image shared by every text keeps its keys and values for all of them: no slicing then.
-  if (image_embeds.size(0) != text_embeds.size(0))
-    return text_bert_->forward_fusion(text_embeds, attention_mask, image_embeds);
-  return in_slices(*this, text_embeds.size(0), text_embeds.size(1), [&](int64_t begin, int64_t end) {
-    return text_bert_->forward_fusion(text_embeds.slice(0, begin, end), attention_mask.slice(0, begin, end),
-                                      image_embeds.slice(0, begin, end));
+  if (image_embeds.size(0) != text.size(0)) {
+    FusionImages images(image_embeds);
+    return fuse(text, attention_mask, images);
+  }
+  return in_slices(*this, text.size(0), text.size(1), [&](int64_t begin, int64_t end) {
+    FusionImages images(image_embeds.slice(0, begin, end));
+    return fuse(text.slice(0, begin, end), attention_mask.slice(0, begin, end), images);
   });
 }
 
-at::Tensor AlbefModelImpl::fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
+at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attention_mask, FusionImages& images,
                                 const at::Tensor& image_rows) {
   require_text_side("fuse");
   require_image_side("fuse");
-  return text_bert_->forward_fusion(text_embeds, attention_mask, images, image_rows);
+  if (config_.bert.single_stream) {
+    ALBEF_CHECK(!at::isFloatingType(text.scalar_type()),
+                "the single-stream BERT fuses token ids [B, L], got floating-point states ", text.sizes());
+    return text_bert_->forward_multimodal(text, attention_mask, images, image_rows);
+  }
+  return text_bert_->forward_fusion(text, attention_mask, images, image_rows);
 }
 
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,

@@ -238,8 +238,10 @@ at::Tensor BertModelImpl::forward_fusion_layers(const at::Tensor& hidden, const 
 }
 
 at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                             FusionImages& images) {
-  return forward_multimodal(input_ids, attention_mask, std::vector<FusionImages*>{&images});
+                                             FusionImages& images, const at::Tensor& image_rows) {
+  const at::Tensor hidden = embeddings->forward(input_ids);
+  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {&images}, image_rows, 0,
+                    config_.num_hidden_layers);
 }
 
 at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,

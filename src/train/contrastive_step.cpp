@@ -23,21 +23,21 @@ at::Tensor sample_rows(const at::Tensor& weights) { return at::multinomial(weigh
 
 }  // namespace
 
-std::pair<at::Tensor, at::Tensor> match_pairs(AlbefModel& model, const at::Tensor& text_embeds,
+std::pair<at::Tensor, at::Tensor> match_pairs(AlbefModel& model, const at::Tensor& fusion_text,
                                               const at::Tensor& attention_mask, FusionImages& images,
                                               const at::Tensor& fused_pos, const at::Tensor& neg_image_idx,
                                               const at::Tensor& neg_text_idx) {
-  const int64_t batch = text_embeds.size(0);
+  const int64_t batch = fusion_text.size(0);
   // Official pairs: (text, image_neg) then (text_neg, image). The images are
   // picked as rows of the batch's keys and values instead of copied tokens.
-  const at::Tensor text_embeds_neg = text_embeds.index_select(0, neg_text_idx);
+  const at::Tensor text_neg = fusion_text.index_select(0, neg_text_idx);
   const at::Tensor text_atts_neg = attention_mask.index_select(0, neg_text_idx);
   const at::Tensor image_rows = at::cat({neg_image_idx, at::arange(batch, neg_image_idx.options())});
-  const at::Tensor fused_neg = model->fuse(at::cat({text_embeds, text_embeds_neg}),
+  const at::Tensor fused_neg = model->fuse(at::cat({fusion_text, text_neg}),
                                            at::cat({attention_mask, text_atts_neg}), images, image_rows);
   const at::Tensor logits = itm_logits(model, at::cat({fused_pos.select(1, 0), fused_neg.select(1, 0)}).unsqueeze(1));
   const at::Tensor labels =
-      at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(text_embeds.device());
+      at::cat({at::ones({batch}, at::kLong), at::zeros({2 * batch}, at::kLong)}).to(fusion_text.device());
   return {logits, at::cross_entropy_loss(logits.to(at::kFloat), labels)};
 }
 
@@ -72,7 +72,8 @@ ContrastiveEncoding contrast_and_match(AlbefModel& model, const at::Tensor& imag
   ContrastiveEncoding encoded;
   const at::Tensor image_embeds = model->encode_image(images);
   encoded.images = std::make_unique<FusionImages>(image_embeds, /*keep_key_values=*/true);
-  const at::Tensor image_feat = model->image_feature(image_embeds);
+  encoded.image_feat = model->image_feature(image_embeds);
+  const at::Tensor& image_feat = encoded.image_feat;
   const at::Tensor text_embeds = model->encode_text(input_ids, attention_mask);
   const at::Tensor text_feat = model->text_feature(text_embeds);
 
@@ -123,7 +124,8 @@ ContrastiveEncoding contrast_and_match(AlbefModel& model, const at::Tensor& imag
 
   // ITM: the positive pairs, then one hard negative image per text and one
   // hard negative text per image, drawn from the in-batch similarities.
-  const at::Tensor fused_pos = model->fuse(text_embeds, attention_mask, *encoded.images);
+  const at::Tensor& fusion_text = model->fusion_input(input_ids, text_embeds);
+  const at::Tensor fused_pos = model->fuse(fusion_text, attention_mask, *encoded.images);
   if (injected) {
     out.choices.neg_image_idx = injected->neg_image_idx.to(images.device());
     out.choices.neg_text_idx = injected->neg_text_idx.to(images.device());
@@ -139,7 +141,7 @@ ContrastiveEncoding contrast_and_match(AlbefModel& model, const at::Tensor& imag
     out.choices.neg_image_idx = sample_rows(weights_t2i);
     out.choices.neg_text_idx = sample_rows(weights_i2t);
   }
-  std::tie(out.itm_logits, out.loss_itm) = match_pairs(model, text_embeds, attention_mask, *encoded.images, fused_pos,
+  std::tie(out.itm_logits, out.loss_itm) = match_pairs(model, fusion_text, attention_mask, *encoded.images, fused_pos,
                                                       out.choices.neg_image_idx, out.choices.neg_text_idx);
   return encoded;
 }

@@ -39,6 +39,7 @@ struct StepOutputs {
 /// the momentum image tokens.
 struct ContrastiveEncoding {
   std::unique_ptr<FusionImages> images;
+  at::Tensor image_feat;  ///< the online image features (SIMLA's keyword head reads them)
   at::Tensor image_embeds_m;
 };
 
@@ -58,9 +59,10 @@ ContrastiveEncoding contrast_and_match(AlbefModel& model, const at::Tensor& imag
 
 /// ITM on the batch's positives (`fused_pos`, the fusion of each text with
 /// its image), then the official negatives: (text b, image neg_image_idx[b])
-/// and (text neg_text_idx[b], image b). Returns {logits [3B, 2], the
+/// and (text neg_text_idx[b], image b). `fusion_text` is what the model's
+/// `fuse` reads (AlbefModelImpl::fusion_input). Returns {logits [3B, 2], the
 /// cross-entropy against [1]*B + [0]*2B}.
-std::pair<at::Tensor, at::Tensor> match_pairs(AlbefModel& model, const at::Tensor& text_embeds,
+std::pair<at::Tensor, at::Tensor> match_pairs(AlbefModel& model, const at::Tensor& fusion_text,
                                               const at::Tensor& attention_mask, FusionImages& images,
                                               const at::Tensor& fused_pos, const at::Tensor& neg_image_idx,
                                               const at::Tensor& neg_text_idx);

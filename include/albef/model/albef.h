@@ -120,11 +120,19 @@ class AlbefModelImpl : public torch::nn::Module {
   /// L2-normalised projection of the text CLS token -> [B, embed_dim].
   at::Tensor text_feature(const at::Tensor& text_embeds);
   /// Fusion layers over text states and image tokens -> [B, L, hidden].
-  at::Tensor fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
+  /// The single-stream BERT (SIMLA) fuses from the words instead: `text` is
+  /// then the token ids [B, L], run through every layer with cross-attention
+  /// (med.py's multimodal mode); fusion_input picks the right one.
+  at::Tensor fuse(const at::Tensor& text, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
   /// The same over images shared between passes: text row i reads image
   /// `image_rows[i]` if given (see FusionImages).
-  at::Tensor fuse(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
+  at::Tensor fuse(const at::Tensor& text, const at::Tensor& attention_mask, FusionImages& images,
                   const at::Tensor& image_rows = {});
+  /// What `fuse` reads for these texts: their text-encoder states, or their
+  /// token ids for the single-stream BERT.
+  const at::Tensor& fusion_input(const at::Tensor& input_ids, const at::Tensor& text_embeds) const {
+    return config_.bert.single_stream ? input_ids : text_embeds;
+  }
   /// MLM logits [B, L, vocab] (MaskedLM layout only).
   at::Tensor mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
   /// The same over shared images; with `positions`, the logits of those

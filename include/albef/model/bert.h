@@ -174,8 +174,10 @@ class BertModelImpl : public torch::nn::Module {
   /// SIMLA's MIM pass: embeddings [B, L, H] (no padding) through
   /// forward_embeds and every layer, cross-attending to `states`.
   at::Tensor forward_inputs_embeds(const at::Tensor& inputs_embeds, FusionImages& states);
-  /// Multimodal mode: ids through every layer.
-  at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images);
+  /// Multimodal mode: ids through every layer; text row i reads image
+  /// `image_rows[i]` if given (as forward_fusion).
+  at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images,
+                                const at::Tensor& image_rows = {});
   /// The same against several images per text (config().images_per_text of
   /// them): fusion layer i reads `images[(i - fusion_layer) % n]`.
   at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
