@@ -55,12 +55,19 @@ def resolve_path(relative, config_path):
 
 def load_config(path):
     """Reads a YAML config; adds `bert` (the BERT json as a namespace, with HF
-    defaults filled in) and `vision` (ViT-B/16 updated by `vision_config`)."""
+    defaults filled in) and `vision` (ViT-B/16 updated by `vision_config`).
+    A BERT json with `add_cross_attention` and no `fusion_layer` (SIMLA's
+    shared_bert.json) is the single-stream BERT: `single_stream` is set and
+    `fusion_layer` is 0 (a cross-attention in every layer)."""
     with open(path) as f:
         config = yaml.safe_load(f)
     config["bert_config"] = resolve_path(config["bert_config"], path)
     with open(config["bert_config"]) as f:
-        config["bert"] = types.SimpleNamespace(**{**BERT_DEFAULTS, **json.load(f)})
+        bert = {**BERT_DEFAULTS, **json.load(f)}
+    bert["single_stream"] = bool(bert.get("add_cross_attention")) and "fusion_layer" not in bert
+    if bert["single_stream"]:
+        bert["fusion_layer"] = 0
+    config["bert"] = types.SimpleNamespace(**bert)
     config["vision"] = {**VIT_B16, **(config.get("vision_config") or {})}
     return config
 
@@ -135,17 +142,29 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, img_size, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4):
+    """With `mask_token` (SIMLA's models/vit.py) the ViT has a learned
+    `mask_token` [1, 1, width], zeros at construction, for masked image modelling."""
+
+    def __init__(self, img_size, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4, mask_token=False):
         super().__init__()
+        self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if mask_token else None
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
-    def forward(self, images, register_blk=-1):
-        """`register_blk` = i keeps block i's attention and its gradient (models/vit.py; -1: none)."""
+    def forward(self, images, register_blk=-1, masked_patches=None):
+        """`register_blk` = i keeps block i's attention and its gradient (models/vit.py; -1: none).
+        `masked_patches` [B, patches] (bool or 0/1, row-major as the patches) replaces
+        those patch embeddings by `mask_token` before the [CLS] token and the position
+        embedding are added: x * (1 - w) + mask_token * w, as SIMLA's vit.py."""
         x = self.patch_embed(images)
+        if masked_patches is not None:
+            mask_tokens = self.mask_token.expand(x.shape[0], x.shape[1], -1)
+            w = masked_patches.unsqueeze(-1).type_as(mask_tokens)
+            x = x * (1 - w) + mask_tokens * w
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = x + self.pos_embed[:, :x.size(1), :]
         for index, block in enumerate(self.blocks):
@@ -173,20 +192,28 @@ def interpolate_pos_embed(pos_embed, vit):
 # ----------------------------------------------------------------------------- BERT (models/xbert.py, HF 4.8)
 
 class BertEmbeddings(nn.Module):
+    """Word (+ token type) + position embeddings, LayerNorm, dropout. The
+    single-stream BERT (SIMLA's med.py) has no token_type_embeddings and can
+    start from `inputs_embeds` (any [B, L, hidden] sequence) instead of ids."""
+
     def __init__(self, c):
         super().__init__()
         self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
         self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        if not getattr(c, "single_stream", False):
+            self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = c.hidden_dropout_prob
         # A persistent buffer: the official checkpoints carry it.
         self.register_buffer("position_ids", torch.arange(c.max_position_embeddings).expand((1, -1)))
 
-    def forward(self, input_ids):
-        # Token type 0 everywhere (ALBEF never passes token_type_ids); HF's order of the two sums.
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(torch.zeros_like(input_ids))
-        x = x + self.position_embeddings(self.position_ids[:, :input_ids.shape[1]])
+    def forward(self, input_ids=None, inputs_embeds=None):
+        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if hasattr(self, "token_type_embeddings"):
+            # Token type 0 everywhere (ALBEF never passes token_type_ids); HF's order of the two sums.
+            x = x + self.token_type_embeddings(torch.zeros_like(input_ids))
+        # med.py adds in place (into the caller's tensor for inputs_embeds); the values are the same.
+        x = x + self.position_embeddings(self.position_ids[:, :x.shape[1]])
         return F.dropout(self.LayerNorm(x), self.dropout, self.training)
 
 
@@ -201,6 +228,8 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         self.cross = cross
         self.save_attention = False
+        self.record_probs = False  # keep the probabilities in `probs` (no hook): SIMLA's PSL reads a self-attention
+        self.probs = None
         self.attention_map = None
         self.attn_gradients = None
         self.num_heads = c.num_attention_heads
@@ -223,6 +252,8 @@ class BertSelfAttention(nn.Module):
         if mask is not None:
             scores = scores + mask
         probs = scores.softmax(dim=-1)
+        if self.record_probs:
+            self.probs = probs
         if self.save_attention and self.cross:
             self.attention_map = probs
             probs.register_hook(self.save_attn_gradients)
@@ -265,7 +296,9 @@ class BertIntermediate(nn.Module):
 
 class BertLayer(nn.Module):
     """Self-attention, then (from `fusion_layer` on) cross-attention to the
-    image (or, in the VQA decoder, the question states), then the feed-forward block."""
+    image (or, in the VQA decoder, the question states), then the feed-forward
+    block. Without `image_embeds` the cross-attention is skipped (the single-stream
+    BERT's text mode: med.py runs it only in mode 'multimodal')."""
 
     def __init__(self, c, index):
         super().__init__()
@@ -276,7 +309,7 @@ class BertLayer(nn.Module):
 
     def forward(self, hidden, mask, image_embeds, image_mask=None):
         x = self.attention(hidden, mask, hidden)
-        if self.crossattention is not None:
+        if self.crossattention is not None and image_embeds is not None:
             # ALBEF's image mask is all ones, so the official additive mask is 0 and is left
             # out; the VQA decoder passes the question's padding mask.
             x = self.crossattention(x, image_mask, image_embeds)
@@ -292,7 +325,11 @@ class BertEncoder(nn.Module):
 class BertModel(nn.Module):
     """ALBEF's split BERT, without pooler. `mode` picks the layers: 'text' =
     [0, fusion_layer) on token ids, 'fusion' = [fusion_layer, N) on text
-    embeddings with the image, 'multi_modal' = all layers on token ids with the image."""
+    embeddings with the image, 'multi_modal' = all layers on token ids with the image.
+    The single-stream BERT (SIMLA, `config.single_stream`) runs all layers in
+    both of its modes: 'text' without the cross-attentions, 'multimodal' (or
+    'multi_modal') with them; `inputs_embeds` replaces the word embeddings
+    (SIMLA's MIM feeds the ViT output through the text encoder that way)."""
 
     def __init__(self, c):
         super().__init__()
@@ -301,10 +338,21 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(c)
 
     def forward(self, attention_mask, input_ids=None, text_embeds=None, image_embeds=None, mode="multi_modal",
-                image_mask=None, causal=False):
+                image_mask=None, causal=False, inputs_embeds=None):
         fusion, total = self.config.fusion_layer, self.config.num_hidden_layers
-        start, end = {"text": (0, fusion), "fusion": (fusion, total), "multi_modal": (0, total)}[mode]
-        hidden = self.embeddings(input_ids) if text_embeds is None else text_embeds
+        mode = "multi_modal" if mode == "multimodal" else mode
+        if getattr(self.config, "single_stream", False):
+            if mode not in ("text", "multi_modal"):
+                raise ValueError(f"the single-stream BERT has modes text and multimodal, not '{mode}'")
+            start, end = 0, total
+        else:
+            start, end = {"text": (0, fusion), "fusion": (fusion, total), "multi_modal": (0, total)}[mode]
+        if mode == "text":
+            image_embeds = None
+        if text_embeds is not None:
+            hidden = text_embeds
+        else:
+            hidden = self.embeddings(input_ids, inputs_embeds)
         # Extended masks in the parameters' dtype, as HF 4.8's get_extended_attention_mask (-10000;
         # a decoder's is causal too) and invert_attention_mask (-1e9 in fp32) build them.
         dtype = self.embeddings.word_embeddings.weight.dtype
