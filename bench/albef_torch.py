@@ -459,15 +459,19 @@ class _Albef(nn.Module):
             self.vision_proj_m = nn.Linear(vision_width, embed_dim)
             self.text_encoder_m = text_encoder_class(bert)
             self.text_proj_m = nn.Linear(bert.hidden_size, embed_dim)
-            queue_size = config["queue_size"]
-            self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
-            self.register_buffer("text_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
-            if idx_queue:
-                self.register_buffer("idx_queue", torch.full((1, queue_size), -100))
-            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
-            self.queue_size = queue_size
-            self.momentum = config.get("momentum", 0.995)
+            self._add_queues(config, idx_queue)
             self.copy_params()
+
+    def _add_queues(self, config, idx_queue=False):
+        """The ITC feature queues (random unit columns), their pointer and the momentum coefficient."""
+        embed_dim, queue_size = config["embed_dim"], config["queue_size"]
+        self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
+        self.register_buffer("text_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
+        if idx_queue:
+            self.register_buffer("idx_queue", torch.full((1, queue_size), -100))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.queue_size = queue_size
+        self.momentum = config.get("momentum", 0.995)
 
     @property
     def bert(self):
@@ -568,13 +572,14 @@ class AlbefPretrain(_Albef):
         input_ids[to_random] = random_ids[to_random]
         return (input_ids, targets) if targets is not None else input_ids
 
-    def forward(self, image, input_ids, attention_mask, alpha=0.0, negatives=None, masked=None):
-        """The official pretraining forward (models/model_pretrain.py ALBEF.forward)
-        -> (loss_mlm, loss_ita, loss_itm). Needs momentum=True. `text` is passed
-        as its two tensors. The random choices can be injected for parity tests:
-        `negatives` = (negative image index per text, negative text index per
-        image), `masked` = (masked input ids, MLM labels); when None they are
-        drawn as the official code draws them (multinomial, then mask())."""
+    def contrastive(self, image, input_ids, attention_mask, alpha):
+        """The ITC part of the official pretraining forward (ALBEF's, which SIMLA
+        keeps): clamps temp; online image and text features (the text encoder in
+        mode 'text'); the momentum update, then momentum features against
+        [batch | queue as it was before this step] as soft targets; then
+        dequeue/enqueue. Returns a namespace with loss_ita and what the later
+        passes read (image_embeds, image_feat, text_embeds, image_embeds_m,
+        image_feat_m, sim_i2t, sim_t2i)."""
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)
 
@@ -608,21 +613,67 @@ class AlbefPretrain(_Albef):
         loss_ita = (loss_i2t + loss_t2i) / 2
 
         self._dequeue_and_enqueue(image_feat_m, text_feat_m)
+        return types.SimpleNamespace(loss_ita=loss_ita, image_embeds=image_embeds, image_feat=image_feat,
+                                     text_embeds=text_embeds, image_embeds_m=image_embeds_m,
+                                     image_feat_m=image_feat_m, sim_i2t=sim_i2t, sim_t2i=sim_t2i)
 
-        # ITM: positives, then one hard negative per text and per image, drawn
-        # in proportion to the in-batch similarity (the pair itself excluded).
-        output_pos = self.fusion(text_embeds, attention_mask, image_embeds)
-        bs = image.size(0)
+    @staticmethod
+    def hard_negatives(sim_i2t, sim_t2i, negatives=None):
+        """ITM's hard negatives: one image per text, then one text per image, each
+        drawn (torch.multinomial, in that order) in proportion to the in-batch
+        softmax similarity with the pair itself excluded; `negatives` = (image
+        index per text, text index per image) injects them instead. Returns two
+        lists of ints."""
+        bs = sim_i2t.size(0)
         with torch.no_grad():
             weights_i2t = F.softmax(sim_i2t[:, :bs], dim=1)
             weights_t2i = F.softmax(sim_t2i[:, :bs], dim=1)
             weights_i2t.fill_diagonal_(0)
             weights_t2i.fill_diagonal_(0)
-        if negatives is None:
-            neg_images = [torch.multinomial(weights_t2i[b], 1).item() for b in range(bs)]
-            neg_texts = [torch.multinomial(weights_i2t[b], 1).item() for b in range(bs)]
-        else:
-            neg_images, neg_texts = ([int(i) for i in idx] for idx in negatives)
+        if negatives is not None:
+            return [[int(i) for i in idx] for idx in negatives]
+        neg_images = [torch.multinomial(weights_t2i[b], 1).item() for b in range(bs)]
+        neg_texts = [torch.multinomial(weights_i2t[b], 1).item() for b in range(bs)]
+        return neg_images, neg_texts
+
+    def mlm_inputs(self, input_ids, masked=None):
+        """(masked ids, labels): `masked` if given, else drawn by mask() at mlm_probability."""
+        if masked is not None:
+            return masked
+        mlm_ids = input_ids.clone()
+        labels = mlm_ids.clone()
+        probability_matrix = torch.full(labels.shape, self.mlm_probability)
+        return self.mask(mlm_ids, self.bert.config.vocab_size, targets=labels, probability_matrix=probability_matrix)
+
+    def mlm_loss(self, mlm_ids, labels, attention_mask, image_embeds, image_embeds_m, alpha, distill_dim=-1):
+        """MLM with distillation from the momentum model's predictions:
+        (1 - alpha) CE + alpha * mean over the masked positions of
+        -sum(log_softmax(logits, distill_dim) * softmax(logits_m, -1), -1).
+        ALBEF's xbert normalises over the vocabulary (-1); SIMLA's med.py over
+        dim 1, the sequence axis."""
+        with torch.no_grad():
+            logits_m = self.mlm_logits(mlm_ids, attention_mask, image_embeds_m, momentum=True)
+        logits = self.mlm_logits(mlm_ids, attention_mask, image_embeds)
+        soft_labels = F.softmax(logits_m, dim=-1)
+        loss_ce = F.cross_entropy(logits.view(-1, self.bert.config.vocab_size), labels.view(-1))
+        loss_distill = -torch.sum(F.log_softmax(logits, dim=distill_dim) * soft_labels, dim=-1)
+        loss_distill = loss_distill[labels != -100].mean()
+        return (1 - alpha) * loss_ce + alpha * loss_distill
+
+    def forward(self, image, input_ids, attention_mask, alpha=0.0, negatives=None, masked=None):
+        """The official pretraining forward (models/model_pretrain.py ALBEF.forward)
+        -> (loss_mlm, loss_ita, loss_itm). Needs momentum=True. `text` is passed
+        as its two tensors. The random choices can be injected for parity tests:
+        `negatives` = (negative image index per text, negative text index per
+        image), `masked` = (masked input ids, MLM labels); when None they are
+        drawn as the official code draws them (multinomial, then mask())."""
+        itc = self.contrastive(image, input_ids, attention_mask, alpha)
+        image_embeds, text_embeds = itc.image_embeds, itc.text_embeds
+
+        # ITM: positives, then one hard negative per text and per image.
+        output_pos = self.fusion(text_embeds, attention_mask, image_embeds)
+        bs = image.size(0)
+        neg_images, neg_texts = self.hard_negatives(itc.sim_i2t, itc.sim_t2i, negatives)
         # Per-sample indexing + stack, as officially (not one index_select).
         image_embeds_neg = torch.stack([image_embeds[i] for i in neg_images], dim=0)
         text_embeds_neg = torch.stack([text_embeds[i] for i in neg_texts], dim=0)
@@ -638,24 +689,9 @@ class AlbefPretrain(_Albef):
                                dim=0).to(image.device)
         loss_itm = F.cross_entropy(vl_output, itm_labels)
 
-        # MLM with distillation from the momentum model's predictions.
-        if masked is None:
-            mlm_ids = input_ids.clone()
-            labels = mlm_ids.clone()
-            probability_matrix = torch.full(labels.shape, self.mlm_probability)
-            mlm_ids, labels = self.mask(mlm_ids, self.bert.config.vocab_size, targets=labels,
-                                        probability_matrix=probability_matrix)
-        else:
-            mlm_ids, labels = masked
-        with torch.no_grad():
-            logits_m = self.mlm_logits(mlm_ids, attention_mask, image_embeds_m, momentum=True)
-        logits = self.mlm_logits(mlm_ids, attention_mask, image_embeds)
-        soft_labels = F.softmax(logits_m, dim=-1)
-        loss_ce = F.cross_entropy(logits.view(-1, self.bert.config.vocab_size), labels.view(-1))
-        loss_distill = -torch.sum(F.log_softmax(logits, dim=-1) * soft_labels, dim=-1)
-        loss_distill = loss_distill[labels != -100].mean()
-        loss_mlm = (1 - alpha) * loss_ce + alpha * loss_distill
-        return loss_mlm, loss_ita, loss_itm
+        mlm_ids, labels = self.mlm_inputs(input_ids, masked)
+        loss_mlm = self.mlm_loss(mlm_ids, labels, attention_mask, image_embeds, itc.image_embeds_m, alpha)
+        return loss_mlm, itc.loss_ita, loss_itm
 
 
 def grit_forward(model, image, input_ids, attention_mask, masked=None):
@@ -699,13 +735,7 @@ def grit_forward(model, image, input_ids, attention_mask, masked=None):
     itm_labels = torch.cat([torch.ones(bs, dtype=torch.long), torch.zeros(2 * bs, dtype=torch.long)]).to(image.device)
     loss_itm = F.cross_entropy(vl_output, itm_labels)
 
-    if masked is None:
-        mlm_ids = input_ids.clone()
-        labels = mlm_ids.clone()
-        mlm_ids, labels = model.mask(mlm_ids, model.bert.config.vocab_size, targets=labels,
-                                     probability_matrix=torch.full(labels.shape, model.mlm_probability))
-    else:
-        mlm_ids, labels = masked
+    mlm_ids, labels = model.mlm_inputs(input_ids, masked)
     logits = model.mlm_logits(mlm_ids, attention_mask, image_embeds)
     loss_mlm = F.cross_entropy(logits.view(-1, model.bert.config.vocab_size), labels.view(-1))
     return loss_mlm, loss_ita, loss_itm, image_feat.detach(), text_feat.detach()
