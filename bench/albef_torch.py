@@ -741,6 +741,159 @@ def grit_forward(model, image, input_ids, attention_mask, masked=None):
     return loss_mlm, loss_ita, loss_itm, image_feat.detach(), text_feat.detach()
 
 
+# ----------------------------------------------------------------------------- SIMLA (codezakh/SIMLA)
+
+MIM_VOCAB = 8192  # DALL-E's dVAE codebook, hard-coded in models/simla/pretrain.py
+
+
+class SimlaPretrain(AlbefPretrain):
+    """models/simla/pretrain.py's SIMLA: ALBEF's pretraining model on the
+    single-stream BERT (configs/shared_bert.json: every layer cross-attends,
+    no token types; a config without it is refused), a ViT with `mask_token`,
+    `mim_head` (Linear(vision width, 8192), over the dVAE's image tokens) and
+    `concept_head` (Linear(embed_dim, vocabulary), pseudo-keywords), each with
+    a momentum copy. Always built with the momentum model; registered in the
+    official order, so the official checkpoints load with strict=True.
+    `psl_layer` is the text layer whose self-attention picks the keywords:
+    the last (the official code hard-codes 11, BERT-base's last). The
+    training step is simla_forward()."""
+
+    def __init__(self, config):
+        if not getattr(config["bert"], "single_stream", False):
+            raise ValueError("SIMLA needs the single-stream BERT (a bert_config with add_cross_attention and "
+                             "no fusion_layer, as configs/shared_bert.json)")
+        vision = {**config["vision"], "mask_token": True}
+        config = {**config, "vision": vision}
+        super().__init__(config, momentum=False)
+        bert, embed_dim, vision_width = config["bert"], config["embed_dim"], config["vision_width"]
+        self.mim_head = nn.Linear(vision["embed_dim"], MIM_VOCAB)
+        self.mim_head_m = nn.Linear(vision["embed_dim"], MIM_VOCAB)
+        self.visual_encoder_m = VisionTransformer(config["image_res"], **vision)
+        self.vision_proj_m = nn.Linear(vision_width, embed_dim)
+        self.text_encoder_m = BertForMaskedLM(bert)
+        self.text_proj_m = nn.Linear(bert.hidden_size, embed_dim)
+        self.concept_head = nn.Linear(embed_dim, bert.vocab_size)
+        self.concept_head_m = nn.Linear(embed_dim, bert.vocab_size)
+        self.psl_layer = bert.num_hidden_layers - 1
+        self.copy_params()
+        self._add_queues(config)
+
+    def model_pairs(self):
+        return super().model_pairs() + [(self.mim_head, self.mim_head_m), (self.concept_head, self.concept_head_m)]
+
+    def mim_logits(self, image, masked_patches, input_ids, attention_mask, momentum=False):
+        """MIM's pass: the masked image through the ViT, that sequence as the
+        text encoder's `inputs_embeds` (BERT position embeddings, LayerNorm, all
+        layers), cross-attending to the ONLINE text encoder's embeddings of the
+        caption under its padding mask (for the momentum branch too, as
+        officially), [CLS] dropped, the MIM head -> [B, patches, 8192]."""
+        visual, text, head = ((self.visual_encoder_m, self.text_encoder_m, self.mim_head_m) if momentum
+                              else (self.visual_encoder, self.text_encoder, self.mim_head))
+        image_embeds = visual(image, masked_patches=masked_patches)
+        text_states = self.bert.embeddings(input_ids)
+        image_atts = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image.device)
+        hidden = text.bert(image_atts, inputs_embeds=image_embeds, image_embeds=text_states,
+                           image_mask=attention_mask, mode="multimodal")
+        return head(hidden[:, 1:])
+
+    @torch.no_grad()
+    def keyword_positions(self, input_ids, attention_mask, image_embeds, per_head=4, keywords=5):
+        """PSL's keyword choice: the momentum text encoder in mode multimodal
+        (over the ONLINE image embeddings, as officially), the self-attention of
+        layer `psl_layer`, its [CLS] row; the `per_head` most attended positions
+        of every head, counted per position; the `keywords` most counted
+        positions (torch.topk: ties broken as this CPU topk breaks them) -> [B, keywords]."""
+        attention = self.text_encoder_m.bert.encoder.layer[self.psl_layer].attention.self
+        attention.record_probs = True
+        try:
+            self.text_encoder_m.bert(attention_mask, input_ids=input_ids, image_embeds=image_embeds,
+                                     mode="multimodal")
+            probs = attention.probs
+        finally:
+            attention.record_probs, attention.probs = False, None
+        batch, length = input_ids.shape
+        top = probs[:, :, 0].reshape(-1, length).topk(per_head, dim=-1).indices.view(batch, -1)
+        counts = torch.zeros(batch, length, dtype=top.dtype, device=top.device)
+        counts.scatter_add_(1, top, torch.ones_like(top))
+        return counts.topk(keywords, dim=-1).indices
+
+
+def simla_forward(model, image, input_ids, attention_mask, masked_patches, visual_token_ids, alpha, masked=None,
+                  negatives=None, keyword_positions=None):
+    """SIMLA's pretraining forward (models/simla/pretrain.py SIMLA.forward) on a
+    SimlaPretrain -> (loss_mlm, loss_ita, loss_itm, loss_mim, loss_pseudo).
+
+    * ITC: ALBEF's (AlbefPretrain.contrastive; the text side = all layers
+      without cross-attention), the momentum update covering the MIM and concept heads.
+    * ITM: positives and negatives through all layers with cross-attention from
+      the token ids (not from the ITC text states); negatives drawn as ALBEF's.
+    * MLM: ALBEF's, but the distillation log_softmax runs over dim 1 (the
+      sequence axis), as med.py's BertForMaskedLM does.
+    * MIM: masked_patches [B, patches] (bool) marks the patches replaced by the
+      mask token; visual_token_ids [B, patches] the dVAE tokens (the targets are
+      the masked ones, row-major, as Pretrain.py takes them);
+      (1 - alpha) CE + alpha * distillation from the momentum branch, both over
+      the masked patches only.
+    * PSL: multi-hot of the caption's tokens at the keyword positions ([CLS]
+      zeroed) and sigmoid(concept_head_m(momentum image feature)) as targets of
+      concept_head(image feature): (1 - alpha) BCE(hard) + alpha BCE(soft).
+
+    Injected choices for parity tests: `masked` = (masked input ids, MLM
+    labels), `negatives` = (negative image index per text, negative text index
+    per image), `keyword_positions` [B, 5] (torch.topk's tie-breaking varies);
+    when None they are drawn or computed as officially."""
+    itc = model.contrastive(image, input_ids, attention_mask, alpha)
+    image_embeds = itc.image_embeds
+    bs = image.size(0)
+
+    # ITM, from the token ids in multimodal mode.
+    output_pos = model.bert(attention_mask, input_ids=input_ids, image_embeds=image_embeds, mode="multimodal")
+    neg_images, neg_texts = model.hard_negatives(itc.sim_i2t, itc.sim_t2i, negatives)
+    image_embeds_neg = torch.stack([image_embeds[i] for i in neg_images], dim=0)
+    text_atts_neg = torch.stack([attention_mask[i] for i in neg_texts], dim=0)
+    text_ids_neg = torch.stack([input_ids[i] for i in neg_texts], dim=0)
+    text_atts_all = torch.cat([attention_mask, text_atts_neg], dim=0)
+    text_ids_all = torch.cat([input_ids, text_ids_neg], dim=0)
+    image_embeds_all = torch.cat([image_embeds_neg, image_embeds], dim=0)
+    output_neg = model.bert(text_atts_all, input_ids=text_ids_all, image_embeds=image_embeds_all, mode="multimodal")
+    vl_output = model.itm_head(torch.cat([output_pos[:, 0, :], output_neg[:, 0, :]], dim=0))
+    itm_labels = torch.cat([torch.ones(bs, dtype=torch.long), torch.zeros(2 * bs, dtype=torch.long)],
+                           dim=0).to(image.device)
+    loss_itm = F.cross_entropy(vl_output, itm_labels)
+
+    mlm_ids, labels = model.mlm_inputs(input_ids, masked)
+    loss_mlm = model.mlm_loss(mlm_ids, labels, attention_mask, image_embeds, itc.image_embeds_m, alpha,
+                              distill_dim=1)
+
+    # MIM.
+    masked_patches = masked_patches.bool()
+    with torch.no_grad():
+        logits_m = model.mim_logits(image, masked_patches, input_ids, attention_mask, momentum=True)
+    soft_labels = F.softmax(logits_m, dim=-1)
+    logits = model.mim_logits(image, masked_patches, input_ids, attention_mask)
+    loss_ce = F.cross_entropy(logits[masked_patches], visual_token_ids[masked_patches])
+    loss_distill = -torch.sum(F.log_softmax(logits, dim=-1) * soft_labels, dim=-1)
+    loss_distill = loss_distill[masked_patches].mean()
+    loss_mim = (1 - alpha) * loss_ce + alpha * loss_distill
+
+    # Pseudo-keyword supervision.
+    with torch.no_grad():
+        if keyword_positions is None:
+            keyword_positions = model.keyword_positions(input_ids, attention_mask, image_embeds)
+        else:
+            model.keyword_positions(input_ids, attention_mask, image_embeds)  # the official pass, result injected
+        tokens = torch.gather(input_ids, 1, keyword_positions)
+        hard_targets = torch.zeros(bs, model.concept_head.out_features, device=image.device)
+        hard_targets.scatter_(1, tokens, 1)
+        hard_targets[:, CLS_ID] = 0
+        soft_targets = torch.sigmoid(model.concept_head_m(itc.image_feat_m))
+    predictions = model.concept_head(itc.image_feat)
+    loss_hard = F.binary_cross_entropy_with_logits(predictions, hard_targets)
+    loss_soft = F.binary_cross_entropy_with_logits(predictions, soft_targets)
+    loss_pseudo = (1 - alpha) * loss_hard + alpha * loss_soft
+    return loss_mlm, itc.loss_ita, loss_itm, loss_mim, loss_pseudo
+
+
 class AlbefRetrieval(_Albef):
     """models/model_retrieval.py: the text encoder is a plain BertModel."""
 
