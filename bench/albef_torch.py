@@ -15,7 +15,14 @@ benchmarks: every function takes batches and runs under
 `torch.autocast('cpu', dtype=torch.bfloat16)`. `AlbefPretrain(momentum=True)`
 also has the official pretraining forward (momentum distillation, ITC with
 queues, ITM with sampled hard negatives, MLM), so a training step can be timed
-the way the official Pretrain.py runs it.
+the way the official Pretrain.py runs it; grit_forward is GRIT-VLP's step on it.
+
+SIMLA (codezakh/SIMLA) is here too: `SimlaPretrain` has the names of
+models/simla/pretrain.py (the single-stream BERT of models/med.py, read from a
+bert_config with add_cross_attention and no fusion_layer; the ViT's
+mask_token; mim_head and concept_head with momentum copies) and
+`simla_forward` its pretraining forward (ITC, ITM, MLM, MIM, pseudo-keyword
+supervision), the official fixture's five losses to 1.2e-7.
 """
 import json
 import math
