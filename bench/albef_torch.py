@@ -15,7 +15,14 @@ benchmarks: every function takes batches and runs under
 `torch.autocast('cpu', dtype=torch.bfloat16)`. `AlbefPretrain(momentum=True)`
 also has the official pretraining forward (momentum distillation, ITC with
 queues, ITM with sampled hard negatives, MLM), so a training step can be timed
-the way the official Pretrain.py runs it.
+the way the official Pretrain.py runs it; grit_forward is GRIT-VLP's step on it.
+
+SIMLA (codezakh/SIMLA) is here too: `SimlaPretrain` has the names of
+models/simla/pretrain.py (the single-stream BERT of models/med.py, read from a
+bert_config with add_cross_attention and no fusion_layer; the ViT's
+mask_token; mim_head and concept_head with momentum copies) and
+`simla_forward` its pretraining forward (ITC, ITM, MLM, MIM, pseudo-keyword
+supervision), the official fixture's five losses to 1.2e-7.
 """
 import json
 import math
@@ -55,12 +62,19 @@ def resolve_path(relative, config_path):
 
 def load_config(path):
     """Reads a YAML config; adds `bert` (the BERT json as a namespace, with HF
-    defaults filled in) and `vision` (ViT-B/16 updated by `vision_config`)."""
+    defaults filled in) and `vision` (ViT-B/16 updated by `vision_config`).
+    A BERT json with `add_cross_attention` and no `fusion_layer` (SIMLA's
+    shared_bert.json) is the single-stream BERT: `single_stream` is set and
+    `fusion_layer` is 0 (a cross-attention in every layer)."""
     with open(path) as f:
         config = yaml.safe_load(f)
     config["bert_config"] = resolve_path(config["bert_config"], path)
     with open(config["bert_config"]) as f:
-        config["bert"] = types.SimpleNamespace(**{**BERT_DEFAULTS, **json.load(f)})
+        bert = {**BERT_DEFAULTS, **json.load(f)}
+    bert["single_stream"] = bool(bert.get("add_cross_attention")) and "fusion_layer" not in bert
+    if bert["single_stream"]:
+        bert["fusion_layer"] = 0
+    config["bert"] = types.SimpleNamespace(**bert)
     config["vision"] = {**VIT_B16, **(config.get("vision_config") or {})}
     return config
 
@@ -135,17 +149,29 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, img_size, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4):
+    """With `mask_token` (SIMLA's models/vit.py) the ViT has a learned
+    `mask_token` [1, 1, width], zeros at construction, for masked image modelling."""
+
+    def __init__(self, img_size, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4, mask_token=False):
         super().__init__()
+        self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if mask_token else None
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
-    def forward(self, images, register_blk=-1):
-        """`register_blk` = i keeps block i's attention and its gradient (models/vit.py; -1: none)."""
+    def forward(self, images, register_blk=-1, masked_patches=None):
+        """`register_blk` = i keeps block i's attention and its gradient (models/vit.py; -1: none).
+        `masked_patches` [B, patches] (bool or 0/1, row-major as the patches) replaces
+        those patch embeddings by `mask_token` before the [CLS] token and the position
+        embedding are added: x * (1 - w) + mask_token * w, as SIMLA's vit.py."""
         x = self.patch_embed(images)
+        if masked_patches is not None:
+            mask_tokens = self.mask_token.expand(x.shape[0], x.shape[1], -1)
+            w = masked_patches.unsqueeze(-1).type_as(mask_tokens)
+            x = x * (1 - w) + mask_tokens * w
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = x + self.pos_embed[:, :x.size(1), :]
         for index, block in enumerate(self.blocks):
@@ -173,20 +199,28 @@ def interpolate_pos_embed(pos_embed, vit):
 # ----------------------------------------------------------------------------- BERT (models/xbert.py, HF 4.8)
 
 class BertEmbeddings(nn.Module):
+    """Word (+ token type) + position embeddings, LayerNorm, dropout. The
+    single-stream BERT (SIMLA's med.py) has no token_type_embeddings and can
+    start from `inputs_embeds` (any [B, L, hidden] sequence) instead of ids."""
+
     def __init__(self, c):
         super().__init__()
         self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
         self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        if not getattr(c, "single_stream", False):
+            self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = c.hidden_dropout_prob
         # A persistent buffer: the official checkpoints carry it.
         self.register_buffer("position_ids", torch.arange(c.max_position_embeddings).expand((1, -1)))
 
-    def forward(self, input_ids):
-        # Token type 0 everywhere (ALBEF never passes token_type_ids); HF's order of the two sums.
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(torch.zeros_like(input_ids))
-        x = x + self.position_embeddings(self.position_ids[:, :input_ids.shape[1]])
+    def forward(self, input_ids=None, inputs_embeds=None):
+        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if hasattr(self, "token_type_embeddings"):
+            # Token type 0 everywhere (ALBEF never passes token_type_ids); HF's order of the two sums.
+            x = x + self.token_type_embeddings(torch.zeros_like(input_ids))
+        # med.py adds in place (into the caller's tensor for inputs_embeds); the values are the same.
+        x = x + self.position_embeddings(self.position_ids[:, :x.shape[1]])
         return F.dropout(self.LayerNorm(x), self.dropout, self.training)
 
 
@@ -201,6 +235,8 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         self.cross = cross
         self.save_attention = False
+        self.record_probs = False  # keep the probabilities in `probs` (no hook): SIMLA's PSL reads a self-attention
+        self.probs = None
         self.attention_map = None
         self.attn_gradients = None
         self.num_heads = c.num_attention_heads
@@ -223,6 +259,8 @@ class BertSelfAttention(nn.Module):
         if mask is not None:
             scores = scores + mask
         probs = scores.softmax(dim=-1)
+        if self.record_probs:
+            self.probs = probs
         if self.save_attention and self.cross:
             self.attention_map = probs
             probs.register_hook(self.save_attn_gradients)
@@ -265,7 +303,9 @@ class BertIntermediate(nn.Module):
 
 class BertLayer(nn.Module):
     """Self-attention, then (from `fusion_layer` on) cross-attention to the
-    image (or, in the VQA decoder, the question states), then the feed-forward block."""
+    image (or, in the VQA decoder, the question states), then the feed-forward
+    block. Without `image_embeds` the cross-attention is skipped (the single-stream
+    BERT's text mode: med.py runs it only in mode 'multimodal')."""
 
     def __init__(self, c, index):
         super().__init__()
@@ -276,7 +316,7 @@ class BertLayer(nn.Module):
 
     def forward(self, hidden, mask, image_embeds, image_mask=None):
         x = self.attention(hidden, mask, hidden)
-        if self.crossattention is not None:
+        if self.crossattention is not None and image_embeds is not None:
             # ALBEF's image mask is all ones, so the official additive mask is 0 and is left
             # out; the VQA decoder passes the question's padding mask.
             x = self.crossattention(x, image_mask, image_embeds)
@@ -292,7 +332,11 @@ class BertEncoder(nn.Module):
 class BertModel(nn.Module):
     """ALBEF's split BERT, without pooler. `mode` picks the layers: 'text' =
     [0, fusion_layer) on token ids, 'fusion' = [fusion_layer, N) on text
-    embeddings with the image, 'multi_modal' = all layers on token ids with the image."""
+    embeddings with the image, 'multi_modal' = all layers on token ids with the image.
+    The single-stream BERT (SIMLA, `config.single_stream`) runs all layers in
+    both of its modes: 'text' without the cross-attentions, 'multimodal' (or
+    'multi_modal') with them; `inputs_embeds` replaces the word embeddings
+    (SIMLA's MIM feeds the ViT output through the text encoder that way)."""
 
     def __init__(self, c):
         super().__init__()
@@ -301,10 +345,21 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(c)
 
     def forward(self, attention_mask, input_ids=None, text_embeds=None, image_embeds=None, mode="multi_modal",
-                image_mask=None, causal=False):
+                image_mask=None, causal=False, inputs_embeds=None):
         fusion, total = self.config.fusion_layer, self.config.num_hidden_layers
-        start, end = {"text": (0, fusion), "fusion": (fusion, total), "multi_modal": (0, total)}[mode]
-        hidden = self.embeddings(input_ids) if text_embeds is None else text_embeds
+        mode = "multi_modal" if mode == "multimodal" else mode
+        if getattr(self.config, "single_stream", False):
+            if mode not in ("text", "multi_modal"):
+                raise ValueError(f"the single-stream BERT has modes text and multimodal, not '{mode}'")
+            start, end = 0, total
+        else:
+            start, end = {"text": (0, fusion), "fusion": (fusion, total), "multi_modal": (0, total)}[mode]
+        if mode == "text":
+            image_embeds = None
+        if text_embeds is not None:
+            hidden = text_embeds
+        else:
+            hidden = self.embeddings(input_ids, inputs_embeds)
         # Extended masks in the parameters' dtype, as HF 4.8's get_extended_attention_mask (-10000;
         # a decoder's is causal too) and invert_attention_mask (-1e9 in fp32) build them.
         dtype = self.embeddings.word_embeddings.weight.dtype
@@ -411,15 +466,19 @@ class _Albef(nn.Module):
             self.vision_proj_m = nn.Linear(vision_width, embed_dim)
             self.text_encoder_m = text_encoder_class(bert)
             self.text_proj_m = nn.Linear(bert.hidden_size, embed_dim)
-            queue_size = config["queue_size"]
-            self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
-            self.register_buffer("text_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
-            if idx_queue:
-                self.register_buffer("idx_queue", torch.full((1, queue_size), -100))
-            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
-            self.queue_size = queue_size
-            self.momentum = config.get("momentum", 0.995)
+            self._add_queues(config, idx_queue)
             self.copy_params()
+
+    def _add_queues(self, config, idx_queue=False):
+        """The ITC feature queues (random unit columns), their pointer and the momentum coefficient."""
+        embed_dim, queue_size = config["embed_dim"], config["queue_size"]
+        self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
+        self.register_buffer("text_queue", F.normalize(torch.randn(embed_dim, queue_size), dim=0))
+        if idx_queue:
+            self.register_buffer("idx_queue", torch.full((1, queue_size), -100))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.queue_size = queue_size
+        self.momentum = config.get("momentum", 0.995)
 
     @property
     def bert(self):
@@ -520,13 +579,14 @@ class AlbefPretrain(_Albef):
         input_ids[to_random] = random_ids[to_random]
         return (input_ids, targets) if targets is not None else input_ids
 
-    def forward(self, image, input_ids, attention_mask, alpha=0.0, negatives=None, masked=None):
-        """The official pretraining forward (models/model_pretrain.py ALBEF.forward)
-        -> (loss_mlm, loss_ita, loss_itm). Needs momentum=True. `text` is passed
-        as its two tensors. The random choices can be injected for parity tests:
-        `negatives` = (negative image index per text, negative text index per
-        image), `masked` = (masked input ids, MLM labels); when None they are
-        drawn as the official code draws them (multinomial, then mask())."""
+    def contrastive(self, image, input_ids, attention_mask, alpha):
+        """The ITC part of the official pretraining forward (ALBEF's, which SIMLA
+        keeps): clamps temp; online image and text features (the text encoder in
+        mode 'text'); the momentum update, then momentum features against
+        [batch | queue as it was before this step] as soft targets; then
+        dequeue/enqueue. Returns a namespace with loss_ita and what the later
+        passes read (image_embeds, image_feat, text_embeds, image_embeds_m,
+        image_feat_m, sim_i2t, sim_t2i)."""
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)
 
@@ -560,21 +620,67 @@ class AlbefPretrain(_Albef):
         loss_ita = (loss_i2t + loss_t2i) / 2
 
         self._dequeue_and_enqueue(image_feat_m, text_feat_m)
+        return types.SimpleNamespace(loss_ita=loss_ita, image_embeds=image_embeds, image_feat=image_feat,
+                                     text_embeds=text_embeds, image_embeds_m=image_embeds_m,
+                                     image_feat_m=image_feat_m, sim_i2t=sim_i2t, sim_t2i=sim_t2i)
 
-        # ITM: positives, then one hard negative per text and per image, drawn
-        # in proportion to the in-batch similarity (the pair itself excluded).
-        output_pos = self.fusion(text_embeds, attention_mask, image_embeds)
-        bs = image.size(0)
+    @staticmethod
+    def hard_negatives(sim_i2t, sim_t2i, negatives=None):
+        """ITM's hard negatives: one image per text, then one text per image, each
+        drawn (torch.multinomial, in that order) in proportion to the in-batch
+        softmax similarity with the pair itself excluded; `negatives` = (image
+        index per text, text index per image) injects them instead. Returns two
+        lists of ints."""
+        bs = sim_i2t.size(0)
         with torch.no_grad():
             weights_i2t = F.softmax(sim_i2t[:, :bs], dim=1)
             weights_t2i = F.softmax(sim_t2i[:, :bs], dim=1)
             weights_i2t.fill_diagonal_(0)
             weights_t2i.fill_diagonal_(0)
-        if negatives is None:
-            neg_images = [torch.multinomial(weights_t2i[b], 1).item() for b in range(bs)]
-            neg_texts = [torch.multinomial(weights_i2t[b], 1).item() for b in range(bs)]
-        else:
-            neg_images, neg_texts = ([int(i) for i in idx] for idx in negatives)
+        if negatives is not None:
+            return [[int(i) for i in idx] for idx in negatives]
+        neg_images = [torch.multinomial(weights_t2i[b], 1).item() for b in range(bs)]
+        neg_texts = [torch.multinomial(weights_i2t[b], 1).item() for b in range(bs)]
+        return neg_images, neg_texts
+
+    def mlm_inputs(self, input_ids, masked=None):
+        """(masked ids, labels): `masked` if given, else drawn by mask() at mlm_probability."""
+        if masked is not None:
+            return masked
+        mlm_ids = input_ids.clone()
+        labels = mlm_ids.clone()
+        probability_matrix = torch.full(labels.shape, self.mlm_probability)
+        return self.mask(mlm_ids, self.bert.config.vocab_size, targets=labels, probability_matrix=probability_matrix)
+
+    def mlm_loss(self, mlm_ids, labels, attention_mask, image_embeds, image_embeds_m, alpha, distill_dim=-1):
+        """MLM with distillation from the momentum model's predictions:
+        (1 - alpha) CE + alpha * mean over the masked positions of
+        -sum(log_softmax(logits, distill_dim) * softmax(logits_m, -1), -1).
+        ALBEF's xbert normalises over the vocabulary (-1); SIMLA's med.py over
+        dim 1, the sequence axis."""
+        with torch.no_grad():
+            logits_m = self.mlm_logits(mlm_ids, attention_mask, image_embeds_m, momentum=True)
+        logits = self.mlm_logits(mlm_ids, attention_mask, image_embeds)
+        soft_labels = F.softmax(logits_m, dim=-1)
+        loss_ce = F.cross_entropy(logits.view(-1, self.bert.config.vocab_size), labels.view(-1))
+        loss_distill = -torch.sum(F.log_softmax(logits, dim=distill_dim) * soft_labels, dim=-1)
+        loss_distill = loss_distill[labels != -100].mean()
+        return (1 - alpha) * loss_ce + alpha * loss_distill
+
+    def forward(self, image, input_ids, attention_mask, alpha=0.0, negatives=None, masked=None):
+        """The official pretraining forward (models/model_pretrain.py ALBEF.forward)
+        -> (loss_mlm, loss_ita, loss_itm). Needs momentum=True. `text` is passed
+        as its two tensors. The random choices can be injected for parity tests:
+        `negatives` = (negative image index per text, negative text index per
+        image), `masked` = (masked input ids, MLM labels); when None they are
+        drawn as the official code draws them (multinomial, then mask())."""
+        itc = self.contrastive(image, input_ids, attention_mask, alpha)
+        image_embeds, text_embeds = itc.image_embeds, itc.text_embeds
+
+        # ITM: positives, then one hard negative per text and per image.
+        output_pos = self.fusion(text_embeds, attention_mask, image_embeds)
+        bs = image.size(0)
+        neg_images, neg_texts = self.hard_negatives(itc.sim_i2t, itc.sim_t2i, negatives)
         # Per-sample indexing + stack, as officially (not one index_select).
         image_embeds_neg = torch.stack([image_embeds[i] for i in neg_images], dim=0)
         text_embeds_neg = torch.stack([text_embeds[i] for i in neg_texts], dim=0)
@@ -590,24 +696,9 @@ class AlbefPretrain(_Albef):
                                dim=0).to(image.device)
         loss_itm = F.cross_entropy(vl_output, itm_labels)
 
-        # MLM with distillation from the momentum model's predictions.
-        if masked is None:
-            mlm_ids = input_ids.clone()
-            labels = mlm_ids.clone()
-            probability_matrix = torch.full(labels.shape, self.mlm_probability)
-            mlm_ids, labels = self.mask(mlm_ids, self.bert.config.vocab_size, targets=labels,
-                                        probability_matrix=probability_matrix)
-        else:
-            mlm_ids, labels = masked
-        with torch.no_grad():
-            logits_m = self.mlm_logits(mlm_ids, attention_mask, image_embeds_m, momentum=True)
-        logits = self.mlm_logits(mlm_ids, attention_mask, image_embeds)
-        soft_labels = F.softmax(logits_m, dim=-1)
-        loss_ce = F.cross_entropy(logits.view(-1, self.bert.config.vocab_size), labels.view(-1))
-        loss_distill = -torch.sum(F.log_softmax(logits, dim=-1) * soft_labels, dim=-1)
-        loss_distill = loss_distill[labels != -100].mean()
-        loss_mlm = (1 - alpha) * loss_ce + alpha * loss_distill
-        return loss_mlm, loss_ita, loss_itm
+        mlm_ids, labels = self.mlm_inputs(input_ids, masked)
+        loss_mlm = self.mlm_loss(mlm_ids, labels, attention_mask, image_embeds, itc.image_embeds_m, alpha)
+        return loss_mlm, itc.loss_ita, loss_itm
 
 
 def grit_forward(model, image, input_ids, attention_mask, masked=None):
@@ -651,16 +742,163 @@ def grit_forward(model, image, input_ids, attention_mask, masked=None):
     itm_labels = torch.cat([torch.ones(bs, dtype=torch.long), torch.zeros(2 * bs, dtype=torch.long)]).to(image.device)
     loss_itm = F.cross_entropy(vl_output, itm_labels)
 
-    if masked is None:
-        mlm_ids = input_ids.clone()
-        labels = mlm_ids.clone()
-        mlm_ids, labels = model.mask(mlm_ids, model.bert.config.vocab_size, targets=labels,
-                                     probability_matrix=torch.full(labels.shape, model.mlm_probability))
-    else:
-        mlm_ids, labels = masked
+    mlm_ids, labels = model.mlm_inputs(input_ids, masked)
     logits = model.mlm_logits(mlm_ids, attention_mask, image_embeds)
     loss_mlm = F.cross_entropy(logits.view(-1, model.bert.config.vocab_size), labels.view(-1))
     return loss_mlm, loss_ita, loss_itm, image_feat.detach(), text_feat.detach()
+
+
+# ----------------------------------------------------------------------------- SIMLA (codezakh/SIMLA)
+
+MIM_VOCAB = 8192  # DALL-E's dVAE codebook, hard-coded in models/simla/pretrain.py
+
+
+class SimlaPretrain(AlbefPretrain):
+    """models/simla/pretrain.py's SIMLA: ALBEF's pretraining model on the
+    single-stream BERT (configs/shared_bert.json: every layer cross-attends,
+    no token types; a config without it is refused), a ViT with `mask_token`,
+    `mim_head` (Linear(vision width, 8192), over the dVAE's image tokens) and
+    `concept_head` (Linear(embed_dim, vocabulary), pseudo-keywords), each with
+    a momentum copy. Always built with the momentum model; registered in the
+    official order, so the official checkpoints load with strict=True.
+    `psl_layer` is the text layer whose self-attention picks the keywords:
+    the last (the official code hard-codes 11, BERT-base's last). The
+    training step is simla_forward()."""
+
+    def __init__(self, config):
+        if not getattr(config["bert"], "single_stream", False):
+            raise ValueError("SIMLA needs the single-stream BERT (a bert_config with add_cross_attention and "
+                             "no fusion_layer, as configs/shared_bert.json)")
+        vision = {**config["vision"], "mask_token": True}
+        config = {**config, "vision": vision}
+        super().__init__(config, momentum=False)
+        bert, embed_dim, vision_width = config["bert"], config["embed_dim"], config["vision_width"]
+        self.mim_head = nn.Linear(vision["embed_dim"], MIM_VOCAB)
+        self.mim_head_m = nn.Linear(vision["embed_dim"], MIM_VOCAB)
+        self.visual_encoder_m = VisionTransformer(config["image_res"], **vision)
+        self.vision_proj_m = nn.Linear(vision_width, embed_dim)
+        self.text_encoder_m = BertForMaskedLM(bert)
+        self.text_proj_m = nn.Linear(bert.hidden_size, embed_dim)
+        self.concept_head = nn.Linear(embed_dim, bert.vocab_size)
+        self.concept_head_m = nn.Linear(embed_dim, bert.vocab_size)
+        self.psl_layer = bert.num_hidden_layers - 1
+        self.copy_params()
+        self._add_queues(config)
+
+    def model_pairs(self):
+        return super().model_pairs() + [(self.mim_head, self.mim_head_m), (self.concept_head, self.concept_head_m)]
+
+    def mim_logits(self, image, masked_patches, input_ids, attention_mask, momentum=False):
+        """MIM's pass: the masked image through the ViT, that sequence as the
+        text encoder's `inputs_embeds` (BERT position embeddings, LayerNorm, all
+        layers), cross-attending to the ONLINE text encoder's embeddings of the
+        caption under its padding mask (for the momentum branch too, as
+        officially), [CLS] dropped, the MIM head -> [B, patches, 8192]."""
+        visual, text, head = ((self.visual_encoder_m, self.text_encoder_m, self.mim_head_m) if momentum
+                              else (self.visual_encoder, self.text_encoder, self.mim_head))
+        image_embeds = visual(image, masked_patches=masked_patches)
+        text_states = self.bert.embeddings(input_ids)
+        image_atts = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image.device)
+        hidden = text.bert(image_atts, inputs_embeds=image_embeds, image_embeds=text_states,
+                           image_mask=attention_mask, mode="multimodal")
+        return head(hidden[:, 1:])
+
+    @torch.no_grad()
+    def keyword_positions(self, input_ids, attention_mask, image_embeds, per_head=4, keywords=5):
+        """PSL's keyword choice: the momentum text encoder in mode multimodal
+        (over the ONLINE image embeddings, as officially), the self-attention of
+        layer `psl_layer`, its [CLS] row; the `per_head` most attended positions
+        of every head, counted per position; the `keywords` most counted
+        positions (torch.topk: ties broken as this CPU topk breaks them) -> [B, keywords]."""
+        attention = self.text_encoder_m.bert.encoder.layer[self.psl_layer].attention.self
+        attention.record_probs = True
+        try:
+            self.text_encoder_m.bert(attention_mask, input_ids=input_ids, image_embeds=image_embeds,
+                                     mode="multimodal")
+            probs = attention.probs
+        finally:
+            attention.record_probs, attention.probs = False, None
+        batch, length = input_ids.shape
+        top = probs[:, :, 0].reshape(-1, length).topk(per_head, dim=-1).indices.view(batch, -1)
+        counts = torch.zeros(batch, length, dtype=top.dtype, device=top.device)
+        counts.scatter_add_(1, top, torch.ones_like(top))
+        return counts.topk(keywords, dim=-1).indices
+
+
+def simla_forward(model, image, input_ids, attention_mask, masked_patches, visual_token_ids, alpha, masked=None,
+                  negatives=None, keyword_positions=None):
+    """SIMLA's pretraining forward (models/simla/pretrain.py SIMLA.forward) on a
+    SimlaPretrain -> (loss_mlm, loss_ita, loss_itm, loss_mim, loss_pseudo).
+
+    * ITC: ALBEF's (AlbefPretrain.contrastive; the text side = all layers
+      without cross-attention), the momentum update covering the MIM and concept heads.
+    * ITM: positives and negatives through all layers with cross-attention from
+      the token ids (not from the ITC text states); negatives drawn as ALBEF's.
+    * MLM: ALBEF's, but the distillation log_softmax runs over dim 1 (the
+      sequence axis), as med.py's BertForMaskedLM does.
+    * MIM: masked_patches [B, patches] (bool) marks the patches replaced by the
+      mask token; visual_token_ids [B, patches] the dVAE tokens (the targets are
+      the masked ones, row-major, as Pretrain.py takes them);
+      (1 - alpha) CE + alpha * distillation from the momentum branch, both over
+      the masked patches only.
+    * PSL: multi-hot of the caption's tokens at the keyword positions ([CLS]
+      zeroed) and sigmoid(concept_head_m(momentum image feature)) as targets of
+      concept_head(image feature): (1 - alpha) BCE(hard) + alpha BCE(soft).
+
+    Injected choices for parity tests: `masked` = (masked input ids, MLM
+    labels), `negatives` = (negative image index per text, negative text index
+    per image), `keyword_positions` [B, 5] (torch.topk's tie-breaking varies);
+    when None they are drawn or computed as officially."""
+    itc = model.contrastive(image, input_ids, attention_mask, alpha)
+    image_embeds = itc.image_embeds
+    bs = image.size(0)
+
+    # ITM, from the token ids in multimodal mode.
+    output_pos = model.bert(attention_mask, input_ids=input_ids, image_embeds=image_embeds, mode="multimodal")
+    neg_images, neg_texts = model.hard_negatives(itc.sim_i2t, itc.sim_t2i, negatives)
+    image_embeds_neg = torch.stack([image_embeds[i] for i in neg_images], dim=0)
+    text_atts_neg = torch.stack([attention_mask[i] for i in neg_texts], dim=0)
+    text_ids_neg = torch.stack([input_ids[i] for i in neg_texts], dim=0)
+    text_atts_all = torch.cat([attention_mask, text_atts_neg], dim=0)
+    text_ids_all = torch.cat([input_ids, text_ids_neg], dim=0)
+    image_embeds_all = torch.cat([image_embeds_neg, image_embeds], dim=0)
+    output_neg = model.bert(text_atts_all, input_ids=text_ids_all, image_embeds=image_embeds_all, mode="multimodal")
+    vl_output = model.itm_head(torch.cat([output_pos[:, 0, :], output_neg[:, 0, :]], dim=0))
+    itm_labels = torch.cat([torch.ones(bs, dtype=torch.long), torch.zeros(2 * bs, dtype=torch.long)],
+                           dim=0).to(image.device)
+    loss_itm = F.cross_entropy(vl_output, itm_labels)
+
+    mlm_ids, labels = model.mlm_inputs(input_ids, masked)
+    loss_mlm = model.mlm_loss(mlm_ids, labels, attention_mask, image_embeds, itc.image_embeds_m, alpha,
+                              distill_dim=1)
+
+    # MIM.
+    masked_patches = masked_patches.bool()
+    with torch.no_grad():
+        logits_m = model.mim_logits(image, masked_patches, input_ids, attention_mask, momentum=True)
+    soft_labels = F.softmax(logits_m, dim=-1)
+    logits = model.mim_logits(image, masked_patches, input_ids, attention_mask)
+    loss_ce = F.cross_entropy(logits[masked_patches], visual_token_ids[masked_patches])
+    loss_distill = -torch.sum(F.log_softmax(logits, dim=-1) * soft_labels, dim=-1)
+    loss_distill = loss_distill[masked_patches].mean()
+    loss_mim = (1 - alpha) * loss_ce + alpha * loss_distill
+
+    # Pseudo-keyword supervision.
+    with torch.no_grad():
+        if keyword_positions is None:
+            keyword_positions = model.keyword_positions(input_ids, attention_mask, image_embeds)
+        else:
+            model.keyword_positions(input_ids, attention_mask, image_embeds)  # the official pass, result injected
+        tokens = torch.gather(input_ids, 1, keyword_positions)
+        hard_targets = torch.zeros(bs, model.concept_head.out_features, device=image.device)
+        hard_targets.scatter_(1, tokens, 1)
+        hard_targets[:, CLS_ID] = 0
+        soft_targets = torch.sigmoid(model.concept_head_m(itc.image_feat_m))
+    predictions = model.concept_head(itc.image_feat)
+    loss_hard = F.binary_cross_entropy_with_logits(predictions, hard_targets)
+    loss_soft = F.binary_cross_entropy_with_logits(predictions, soft_targets)
+    loss_pseudo = (1 - alpha) * loss_hard + alpha * loss_soft
+    return loss_mlm, itc.loss_ita, loss_itm, loss_mim, loss_pseudo
 
 
 class AlbefRetrieval(_Albef):

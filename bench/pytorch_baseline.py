@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch-eager side of `albef bench`: times one workload of the official
-ALBEF architecture (bench/albef_torch.py) on this machine and writes a JSON.
+ALBEF architecture (or SIMLA's, for train_simla_b8; bench/albef_torch.py) on
+this machine and writes a JSON.
 
     pytorch_baseline.py --config CFG --weights W.pth --inputs DIR --workload NAME
         --precision fp32|bf16 --threads N --iters I --warmup W --out OUT.json
@@ -48,11 +49,20 @@ Workloads (rate unit in brackets):
   train_grit_b8        the same with AlbefPretrain(momentum=False) and GRIT-VLP's forward
                        (albef_torch.grit_forward: in-batch ITC + consistency, argmax ITM
                        negatives, MLM at GRIT's probability 0.5 without distillation) [samples/s]
+  train_simla_b8       the same with SIMLA (albef_torch.SimlaPretrain, built from a SIMLA config
+                       such as configs/Pretrain_SIMLA.yaml, and simla_forward: ITC, ITM and MLM
+                       on the single-stream BERT, MIM and pseudo-keyword supervision; the five
+                       losses summed, as Pretrain.py). The dVAE is not part of the step: each
+                       image gets a fixed seeded mask of min(75, round(75/256 x patches)) patches
+                       (75 of the 16x16 at 256, as the official MaskingGenerator's count; the
+                       patches are random, not blocks) and random visual token ids in [0, 8192) [samples/s]
 Inference workloads build the model without the momentum encoders (they take
 no part in inference); W may be in pretrain (`text_encoder.bert.*`) or
 retrieval (`text_encoder.*`) layout (gradcam_b16 always builds AlbefRetrieval, loading a
 pretrain layout as Grounding.py does), or for vqa_b16, nlvr_b16 and ve_b32 in
-that task's layout (loaded strictly). The vqa_b16 inputs are images.npy and
+that task's layout (loaded strictly); for train_simla_b8 a SIMLA pretraining checkpoint (official
+layout; ALBEF pretrain weights also load, SIMLA's extra parts then keep PyTorch's init, see
+n_missing_keys in the JSON). The vqa_b16 inputs are images.npy and
 question_ids.npy / question_mask.npy [16, Lq]. gradcam_b16 runs with autograd on
 (the official backward, weight gradients included) inside the no_grad region; under
 bf16 its forward is autocast and its backward is not (as train_b8's).
@@ -84,10 +94,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import albef_torch as at  # noqa: E402
 
 WORKLOADS = ("image_b1", "image_b32", "text_b64", "itm_b64", "retrieval", "vqa_b16", "nlvr_b16", "ve_b32",
-             "gradcam_b16", "train_b8", "train_grit_b8")
-TRAINING = ("train_b8", "train_grit_b8")
+             "gradcam_b16", "train_b8", "train_grit_b8", "train_simla_b8")
+TRAINING = ("train_b8", "train_grit_b8", "train_simla_b8")
 CLASSIFIERS = {"nlvr_b16": (at.AlbefNLVR, 16, 2), "ve_b32": (at.AlbefVE, 32, 1)}  # class, pairs, images per pair
 TRAIN_BATCH, TRAIN_TOKENS, ITM_BATCH, TEXT_BATCH, VQA_QUESTIONS, GRADCAM_PAIRS = 8, 25, 64, 64, 16, 16
+# SIMLA's MaskingGenerator masks 75 patches (dataset/caption_dataset.py), of the 16x16 grid at 256.
+SIMLA_MASKED_PATCHES, SIMLA_REFERENCE_PATCHES = 75, 256
 
 
 # ----------------------------------------------------------------------------- measurement helpers
@@ -179,6 +191,13 @@ def build_model(args, state, image_res):
         model = CLASSIFIERS[args.workload][0](config)
         return model, config, model.load_state_dict(state, strict=True)
     train = args.workload in TRAINING
+    if args.workload == "train_simla_b8":
+        # Any pretraining layout loads: SIMLA's fully; ALBEF's leaves SIMLA's extra parts at PyTorch's init.
+        model = at.SimlaPretrain(config)
+        msg = at.load_checkpoint(model, {"model": state})
+        if any(k.endswith("_m") or "_m." in k for k in msg.missing_keys):
+            model.copy_params()
+        return model, config, msg
     pretrain_layout = any(k.startswith("text_encoder.bert.") for k in state)
     # Grounding.py's model is model_retrieval.ALBEF whatever the checkpoint's layout.
     model_class = (at.AlbefRetrieval if args.workload == "gradcam_b16"
@@ -308,6 +327,21 @@ def gradcam_workload(model, images, text_ids, text_mask, config):
     return GRADCAM_PAIRS, "expressions/s", step, lambda r: {"gradcam": to_numpy(r)}, extra
 
 
+def simla_image_targets(model, seed):
+    """What SIMLA's data pipeline and dVAE give a training step, drawn once
+    from `seed` (a generator of its own, so the step's draws are untouched):
+    per image a mask of min(75, round(75/256 x patches)) distinct random
+    patches (bool [8, patches]) and visual token ids in [0, 8192) [8, patches]."""
+    patches = model.visual_encoder.patch_embed.num_patches
+    count = min(SIMLA_MASKED_PATCHES, max(1, round(SIMLA_MASKED_PATCHES * patches / SIMLA_REFERENCE_PATCHES)))
+    generator = torch.Generator().manual_seed(seed)
+    masked = torch.zeros(TRAIN_BATCH, patches, dtype=torch.bool)
+    for row in masked:
+        row[torch.randperm(patches, generator=generator)[:count]] = True
+    visual_token_ids = torch.randint(at.MIM_VOCAB, (TRAIN_BATCH, patches), generator=generator)
+    return masked, visual_token_ids
+
+
 def train_workload(model, args, images, text_ids, text_mask, config):
     """One Pretrain.py iteration: zero_grad, forward (under autocast for bf16,
     backward outside it, as the autocast docs prescribe), backward, AdamW step."""
@@ -317,15 +351,22 @@ def train_workload(model, args, images, text_ids, text_mask, config):
     alpha = float(config.get("alpha", 0.4))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.02)
     first_losses = []
+    extra = {}
+    if args.workload == "train_simla_b8":
+        masked_patches, visual_token_ids = simla_image_targets(model, args.seed)
+        extra = {"masked_patches_per_image": int(masked_patches[0].sum()), "patches": int(masked_patches.shape[1]),
+                 "psl_layer": model.psl_layer}
 
     def step():
         optimizer.zero_grad()
         with autocast(args.precision):
             if args.workload == "train_grit_b8":
                 losses = at.grit_forward(model, batch_images, ids, mask)[:3]
+            elif args.workload == "train_simla_b8":
+                losses = at.simla_forward(model, batch_images, ids, mask, masked_patches, visual_token_ids, alpha)
             else:
                 losses = model(batch_images, ids, mask, alpha=alpha)
-        loss = losses[0] + losses[1] + losses[2]
+        loss = sum(losses[1:], losses[0])
         loss.backward()
         optimizer.step()
         values = [float(l) for l in losses]
@@ -333,8 +374,8 @@ def train_workload(model, args, images, text_ids, text_mask, config):
             first_losses.extend(values)
         return values
 
-    extra = {"alpha": alpha, "tokens": int(ids.shape[1]), "first_step_losses": first_losses,
-             "optimizer": "AdamW(lr=1e-4, weight_decay=0.02), one group"}
+    extra.update({"alpha": alpha, "tokens": int(ids.shape[1]), "first_step_losses": first_losses,
+                  "optimizer": "AdamW(lr=1e-4, weight_decay=0.02), one group"})
     if args.precision == "bf16":
         extra["note"] = ("albef_torch casts the MLM head's LayerNorm input to the weight dtype; the unpatched "
                          "official xbert BertPredictionHeadTransform raises 'expected scalar type BFloat16 but "
