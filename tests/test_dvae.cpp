@@ -110,6 +110,17 @@ TEST(Dvae, PickledEncoderGivesPyTorchLogitsAndCodes) {
   }
 }
 
+TEST(Dvae, LoadingLeavesTheGlobalGeneratorAlone) {
+  // Training loads the tokenizer after seeding (and after a resume restored the
+  // generator): the throwaway init of the encoder must not draw from it.
+  const std::string path = python_encoder_dir() + "/encoder.pkl";
+  at::manual_seed(5);
+  const at::Tensor expected = at::rand({4});
+  at::manual_seed(5);
+  albef::load_dvae_encoder(path);
+  EXPECT_TRUE(at::equal(at::rand({4}), expected));
+}
+
 TEST(Dvae, RefusesClassesOutsideTheEncoder) {
   expect_load_fails_with(variant_file("extra_class"), "refusing to load global 'torch.nn.modules.linear.Linear'");
   expect_load_fails_with(variant_file("os_system"), "refusing to load global 'posix.system'");

@@ -30,7 +30,10 @@ const std::set<std::string> kKnownKeys = {
     // SIMLA's configs/Pretrain.yaml, and two keys its Pretrain.py reads with config.get that albef
     // ignores (it never downloads DeiT weights, and logs no wandb).
     "image_tokenizer_path", "from_scratch", "disable_wandb",
+    "mim", "independent_views", "masking_generator",  // albef's own for SIMLA (docs/simla.md)
 };
+const std::set<std::string> kMaskingKeys = {"num_masking_patches", "min_num_patches", "max_num_patches", "min_aspect",
+                                            "max_aspect"};
 const std::set<std::string> kOptimizerKeys = {"opt", "lr", "weight_decay"};
 const std::set<std::string> kSchedulerKeys = {"sched",     "lr",        "epochs",        "min_lr",
                                               "decay_rate", "warmup_lr", "warmup_epochs", "cooldown_epochs"};
@@ -272,6 +275,23 @@ Config load_config(const std::string& path, const std::string& text_encoder) {
     fail(path, ": pretrain_mode '", config.pretrain_mode, "' is none of 'albef', 'grit', 'simla'");
   if (has("image_tokenizer_path") && !root["image_tokenizer_path"].IsNull())
     config.image_tokenizer_path = scalar<std::string>(root["image_tokenizer_path"], "image_tokenizer_path", path);
+  get_bool("mim", config.mim);
+  get_bool("independent_views", config.independent_views);
+  if (has("masking_generator")) {
+    const YAML::Node node = root["masking_generator"];
+    check_keys(node, kMaskingKeys, "masking_generator", path);
+    auto& m = config.masking_generator;
+    auto key = [](const char* name) { return std::string("masking_generator.") + name; };
+    if (node["num_masking_patches"])
+      m.num_masking_patches = scalar<int64_t>(node["num_masking_patches"], key("num_masking_patches"), path);
+    if (node["min_num_patches"])
+      m.min_num_patches = scalar<int64_t>(node["min_num_patches"], key("min_num_patches"), path);
+    if (node["max_num_patches"] && !node["max_num_patches"].IsNull())
+      m.max_num_patches = scalar<int64_t>(node["max_num_patches"], key("max_num_patches"), path);
+    if (node["min_aspect"]) m.min_aspect = scalar<double>(node["min_aspect"], key("min_aspect"), path);
+    if (node["max_aspect"] && !node["max_aspect"].IsNull())
+      m.max_aspect = scalar<double>(node["max_aspect"], key("max_aspect"), path);
+  }
   if (config.decoder_layers < 1) fail(path, ": decoder_layers must be at least 1, got ", config.decoder_layers);
 
   if (has("optimizer")) {

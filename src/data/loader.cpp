@@ -13,6 +13,7 @@
 #include <ATen/ops/stack.h>
 
 #include <algorithm>
+#include <iterator>
 #include <thread>
 #include <utility>
 
@@ -34,6 +35,7 @@ std::string join_names(const std::vector<std::string>& names) {
 // One loaded training sample.
 struct LoadedSample {
   at::Tensor image;
+  std::vector<at::Tensor> views;  // a SampleViewsTransform's tensors after the image
   std::string caption;
   int64_t index = -1;
 };
@@ -63,7 +65,7 @@ std::string choose_caption(const TrainSample& sample, uint64_t augment_seed, int
 
 // One image and the caption drawn for this epoch.
 struct TrainLoader::Impl {
-  Impl(TrainDataset dataset_in, SampleTransform transform_in, const TrainLoaderOptions& options)
+  Impl(TrainDataset dataset_in, SampleViewsTransform transform_in, const TrainLoaderOptions& options)
       : dataset(std::move(dataset_in)),
         transform(std::move(transform_in)),
         loader(dataset.size(), join_names(dataset.annotation_files),
@@ -77,7 +79,10 @@ struct TrainLoader::Impl {
     vision::Rng rng =
         vision::Rng::for_sample(options.augment_seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index));
     LoadedSample sample;
-    sample.image = transform(rgb, rng);
+    std::vector<at::Tensor> tensors = transform(rgb, rng);
+    ALBEF_CHECK(!tensors.empty(), "the sample transform gave no image");
+    sample.image = std::move(tensors.front());
+    sample.views.assign(std::make_move_iterator(tensors.begin() + 1), std::make_move_iterator(tensors.end()));
     sample.caption = choose_caption(dataset.samples[static_cast<size_t>(index)], options.augment_seed, epoch, index,
                                     options.max_words);
     sample.index = index;
@@ -97,17 +102,32 @@ struct TrainLoader::Impl {
       image_idx.push_back(dataset.samples[static_cast<size_t>(sample.index)].image_idx);
     }
     batch.images = at::stack(images);
+    for (size_t view = 0; view < samples.front().views.size(); ++view) {
+      std::vector<at::Tensor> stacked;
+      for (LoadedSample& sample : samples) stacked.push_back(std::move(sample.views[view]));
+      batch.views.push_back(at::stack(stacked));
+    }
     batch.indices = int64_tensor(indices);
     if (dataset.num_images > 0) batch.image_idx = int64_tensor(image_idx);
     return batch;
   }
 
   const TrainDataset dataset;
-  const SampleTransform transform;
+  const SampleViewsTransform transform;
   SampleLoader<LoadedSample, TrainBatch> loader;  // last: its workers read the members above
 };
 
 TrainLoader::TrainLoader(TrainDataset dataset, SampleTransform transform, TrainLoaderOptions options) {
+  ALBEF_CHECK(transform != nullptr, "no transform given");
+  impl_ = std::make_unique<Impl>(
+      std::move(dataset),
+      [transform = std::move(transform)](const cv::Mat& rgb, vision::Rng& rng) {
+        return std::vector<at::Tensor>{transform(rgb, rng)};
+      },
+      options);
+}
+
+TrainLoader::TrainLoader(TrainDataset dataset, SampleViewsTransform transform, TrainLoaderOptions options) {
   ALBEF_CHECK(transform != nullptr, "no transform given");
   impl_ = std::make_unique<Impl>(std::move(dataset), std::move(transform), options);
 }

@@ -5,8 +5,10 @@
 #include "albef/vision/image.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <mutex>
 #include <unordered_map>
 
 namespace albef {
@@ -161,7 +163,15 @@ DvaeEncoder load_dvae_encoder(const std::string& path) {
     fail(path, ": the encoder's sizes (n_hid ", options.n_hid, ", n_blk_per_group ", options.n_blk_per_group,
          ", input_channels ", options.input_channels, ", vocab_size ", options.vocab_size,
          ") do not match the weights it holds (", stored_count, " values)");
+  // The random init is overwritten below; leave the global generator where it
+  // was, so a resumed training run draws what the uninterrupted one drew.
+  auto generator = at::detail::getDefaultCPUGenerator();
+  const at::Tensor generator_state = generator.get_state();
   DvaeEncoder encoder(options);
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(generator_state);
+  }
   const auto parameters = encoder->named_parameters();
   std::unordered_map<std::string, at::Tensor> stored(state.begin(), state.end());
   if (stored.size() != state.size()) fail(path, ": a weight name appears twice");

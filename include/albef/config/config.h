@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,15 @@ struct VisionConfig {
   int64_t depth = 12;
   int64_t num_heads = 12;
   double mlp_ratio = 4.0;
+};
+
+/// SIMLA's `masking_generator:` block: MaskingGenerator's arguments.
+struct SimlaMaskingConfig {
+  int64_t num_masking_patches = 75;
+  int64_t min_num_patches = 16;
+  std::optional<int64_t> max_num_patches;  ///< per block; null: num_masking_patches
+  double min_aspect = 0.3;
+  std::optional<double> max_aspect;  ///< null: 1 / min_aspect
 };
 
 /// `optimizer:` block.
@@ -123,8 +133,19 @@ struct Config {
   /// GRIT: epochs to train (its Pretrain.py stops there; the cosine
   /// schedule still spans schedular.epochs). -1: schedular.epochs.
   int64_t train_epochs = -1;
-  /// SIMLA: the DALL-E tokenizer's folder (null or absent: none).
+  /// SIMLA: the DALL-E tokenizer's folder holding encoder.pkl, or the file
+  /// itself (null or absent: none).
   std::string image_tokenizer_path;
+  /// SIMLA (albef's key): masked image modelling; `mim: false` trains the
+  /// other four objectives without a tokenizer.
+  bool mim = true;
+  /// SIMLA (albef's key): augment the tokenizer's view on its own as the
+  /// official dataset does, so visual tokens and patches are not aligned
+  /// (data/simla_views.h). Off: one augmentation for both.
+  bool independent_views = false;
+  /// SIMLA (albef's key): the block-masking arguments that the official
+  /// caption_dataset.py hard-codes (the grid follows image_res).
+  SimlaMaskingConfig masking_generator;
 
   OptimizerConfig optimizer;
   SchedulerConfig schedular;

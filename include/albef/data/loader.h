@@ -30,6 +30,11 @@ namespace albef::data {
 /// threads, so it must be thread-safe; vision::TrainTransform is.
 using SampleTransform = std::function<at::Tensor(const cv::Mat& rgb, vision::Rng& rng)>;
 
+/// The same for a sample that gives several tensors: the first is the image
+/// [3, R, R], the others land in TrainBatch::views (SIMLA's tokenizer view
+/// and patch mask). Same rules: thread-safe, `rng` its only randomness.
+using SampleViewsTransform = std::function<std::vector<at::Tensor>(const cv::Mat& rgb, vision::Rng& rng)>;
+
 /// Separates the caption draw's stream from the transform's ("captions").
 constexpr uint64_t kCaptionStream = 0x63617074696f6e73ULL;
 
@@ -79,6 +84,9 @@ struct TrainBatch {
   /// int64 [B]: TrainSample::image_idx of each sample (retrieval); undefined
   /// for pretraining.
   at::Tensor image_idx;
+  /// The further tensors of a SampleViewsTransform, view k stacked over the
+  /// batch as views[k - 1]; empty for a SampleTransform.
+  std::vector<at::Tensor> views;
 };
 
 /// An image that failed to load.
@@ -115,6 +123,7 @@ class TrainLoader {
   /// Starts the workers; call start_epoch() before next(). Throws
   /// albef::Error when this rank's share of an epoch does not fill one batch.
   TrainLoader(TrainDataset dataset, SampleTransform transform, TrainLoaderOptions options = {});
+  TrainLoader(TrainDataset dataset, SampleViewsTransform transform, TrainLoaderOptions options = {});
   /// Joins the workers (each finishes the sample it is decoding).
   ~TrainLoader();
   TrainLoader(const TrainLoader&) = delete;

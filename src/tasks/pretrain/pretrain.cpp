@@ -9,6 +9,8 @@
 #include "tasks/pretrain/grit.h"
 #include "tasks/pretrain/grit_group.h"
 #include "tasks/pretrain/pairs.h"
+#include "tasks/pretrain/simla.h"
+#include "tasks/pretrain/simla_model.h"
 #include "tasks/pretrain/step.h"
 #include "tasks/registry.h"
 
@@ -34,10 +36,7 @@ void run_pretraining(const TrainOptions& options, bool mini_batch_shuffle_across
   if (config.raw.contains("search_space"))
     fail(options.config_path, ": key 'search_space' is GRIT-VLP's; add 'pretrain_mode: grit' to train GRIT-VLP "
          "(configs/Pretrain_GRIT.yaml), or remove the key");
-  // SIMLA's training step (ITC, ITM, MLM, MIM, PSL on the single-stream BERT) is not in albef yet:
-  // refuse rather than train ALBEF's objectives on SIMLA's model.
-  if (config.pretrain_mode == "simla")
-    fail(options.config_path, ": pretrain_mode simla: SIMLA's training step is not implemented yet (docs/simla.md)");
+  if (config.pretrain_mode == "simla") return run_simla_pretraining(options, config);
   // SIMLA's own configs/Pretrain.yaml has no pretrain_mode: do not train it as ALBEF.
   if (config.bert.single_stream || config.raw.contains("image_tokenizer_path"))
     fail(options.config_path, ": ", config.bert.single_stream ? config.bert_config + " is SIMLA's single-stream BERT"
@@ -69,12 +68,13 @@ namespace tasks {
 
 Task pretrain_task() {
   Task task{"pretrain",
-            "Pretrain ALBEF (ITC + ITM + MLM with momentum distillation), or GRIT-VLP with pretrain_mode: grit",
+            "Pretrain ALBEF (ITC + ITM + MLM with momentum distillation), GRIT-VLP (pretrain_mode: grit) or SIMLA "
+            "(pretrain_mode: simla)",
             [](CLI::App& command) {
               auto options = std::make_shared<TrainOptions>();
               options->output_dir = "Pretrain";  // Pretrain.py's default
               auto flags = std::make_shared<TrainFlags>();
-              flags->add_to(command, *options, "Pretraining config (configs/Pretrain.yaml, configs/Pretrain_GRIT.yaml)");
+              flags->add_to(command, *options, "Pretraining config (configs/Pretrain.yaml, configs/Pretrain_GRIT.yaml, configs/Pretrain_SIMLA.yaml)");
               auto across = std::make_shared<bool>(false);
               // GRIT's Pretrain.py declares it with type=bool: `--mini_batch_shuffle_across_gpu True`.
               command
@@ -96,7 +96,10 @@ Task pretrain_task() {
             },
             [](CLI::App& app) { add_grit_group_command(app); }};
   task.official_script = "Pretrain.py";
-  task.checkpoint_model = [](const Config& config) { return pretrain_model_options(config.pretrain_mode != "grit"); };
+  task.checkpoint_model = [](const Config& config) {
+    if (config.pretrain_mode == "simla") return simla_model_options();
+    return pretrain_model_options(config.pretrain_mode != "grit");
+  };
   return task;
 }
 

@@ -67,7 +67,8 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const Im
     text_states_parts.push_back(states);
     text_feat_parts.push_back(model->text_feature(states).to(at::kFloat));
   }
-  const at::Tensor text_states = at::cat(text_states_parts);
+  // What the re-ranking fuses: the texts' states (token ids for the single-stream BERT).
+  const at::Tensor text_states = model->fusion_input(encoding.input_ids.to(device), at::cat(text_states_parts));
   const at::Tensor text_feats = at::cat(text_feat_parts);
 
   // Images: all tokens kept for the fusion, features for ITC.
