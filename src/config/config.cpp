@@ -30,6 +30,7 @@ const std::set<std::string> kKnownKeys = {
     // SIMLA's configs/Pretrain.yaml, and two keys its Pretrain.py reads with config.get that albef
     // ignores (it never downloads DeiT weights, and logs no wandb).
     "image_tokenizer_path", "from_scratch", "disable_wandb",
+    "vit_mask_token",  // SIMLA's fine-tuning configs say false: their models have no mask token, as albef's
     "mim", "independent_views", "masking_generator",  // albef's own for SIMLA (docs/simla.md)
 };
 const std::set<std::string> kMaskingKeys = {"num_masking_patches", "min_num_patches", "max_num_patches", "min_aspect",
