@@ -21,10 +21,13 @@
 #include "albef/tasks/vqa.h"
 #include "tasks/classification/classifier.h"
 #include "tasks/pretrain/grit_step.h"
+#include "tasks/pretrain/simla_model.h"
+#include "tasks/pretrain/simla_step.h"
 #include "tasks/pretrain/step.h"
 #include "tasks/vqa/model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -142,6 +145,12 @@ double gradcam_block(const Dims& d) {
                                            static_cast<int64_t>(d.text_layers + d.fusion_layers)));
 }
 
+// train_simla_b8's masked patches per image: SIMLA's 75 of 256 at 256 pixels,
+// in proportion elsewhere (as bench/pytorch_baseline.py draws them).
+double simla_masked_patches(double patches) {
+  return std::min(75.0, std::max(1.0, std::round(75.0 * patches / 256.0)));
+}
+
 double workload_flops(const std::string& workload, const Dims& d, int64_t n_images, int64_t n_texts, int64_t k) {
   const double t = kTextTokens;
   if (workload == "image_b1") return vit_flops(d, 1);
@@ -178,10 +187,26 @@ double workload_flops(const std::string& workload, const Dims& d, int64_t n_imag
     return vit_flops(d, n_images) + n_texts * d.text_layers * text_layer_flops(d, t) +
            d.fusion_layers * (pairs * fusion_pair_flops(d, t) + 2.0 * n_images * fusion_kv_flops(d));
   }
+  const double b = kTrainBatch, tt = kTrainTokens;
+  if (workload == "train_simla_b8") {
+    // SIMLA on its single-stream BERT (all layers): the text mode without
+    // cross-attention, 3B pairs and the MLM pass fused from the words (the
+    // head on every token), MIM (the masked ViT, then the image tokens through
+    // the BERT against the words' embeddings, the 8192-way head on the masked
+    // patches) x 3 for forward + backward; the momentum model's image, text,
+    // MLM, MIM and keyword passes forward only.
+    const double layers = d.text_layers + d.fusion_layers, w = d.width, n = d.image_tokens;
+    const double image = vit_flops(d, b), text = b * layers * text_layer_flops(d, tt);
+    const double pair = layers * fusion_pair_flops(d, tt), kv = layers * fusion_kv_flops(d);
+    const double mim_bert = layers * (text_layer_flops(d, n) + 2 * n * 2 * w * w + 4 * n * tt * w + 2 * tt * 2 * w * w);
+    const double masked = b * simla_masked_patches(n - 1);
+    const double mim = image + b * mim_bert + masked * 2 * w * kSimlaImageVocabulary;
+    const double online = 3 * (image + text + 3 * b * pair + b * kv + b * pair + b * tt * 2 * w * d.vocab + mim);
+    return online + image + text + 2 * (b * pair + b * kv) + image + b * mim_bert;
+  }
   // train_b8: online forward (image, text, 3B fused pairs, the MLM pass and
   // its vocabulary head) x 3 for forward + backward, plus the momentum
   // model's forward (image, text, MLM pass); train_grit_b8 has no momentum model.
-  const double b = kTrainBatch, tt = kTrainTokens;
   const double image = vit_flops(d, b), text = b * d.text_layers * text_layer_flops(d, tt);
   const double fused = d.fusion_layers * (fusion_pair_flops(d, tt) + fusion_kv_flops(d));
   const double mlm = text + b * fused + b * tt * 2 * d.width * d.vocab;
@@ -235,11 +260,13 @@ double parameter_mb(AlbefModel& model) {
 const std::vector<std::string>& model_workloads() {
   static const std::vector<std::string> names = {"image_b1", "image_b32", "text_b64",    "itm_b64", "retrieval",
                                                  "vqa_b16",  "nlvr_b16",  "ve_b32",      "gradcam_b16", "classify_1000",
-                                                 "train_b8", "train_grit_b8"};
+                                                 "train_b8", "train_grit_b8", "train_simla_b8"};
   return names;
 }
 
-bool is_training(const std::string& workload) { return workload == "train_b8" || workload == "train_grit_b8"; }
+bool is_training(const std::string& workload) {
+  return workload == "train_b8" || workload == "train_grit_b8" || workload == "train_simla_b8";
+}
 
 void run_model_worker(const WorkerRequest& request) {
   init_runtime(request.threads);
@@ -248,6 +275,7 @@ void run_model_worker(const WorkerRequest& request) {
   const c10::Device device(c10::kCPU);
   Config config = load_config(request.config);
   const bool train = is_training(request.workload), grit = request.workload == "train_grit_b8";
+  const bool simla = request.workload == "train_simla_b8";
   // GRIT's step on the pretraining config's model at GRIT's masking rate (its Pretrain.yaml: 0.5).
   if (grit) config.mlm_probability = 0.5;
   const bool vqa = request.workload == "vqa_b16";
@@ -267,7 +295,8 @@ void run_model_worker(const WorkerRequest& request) {
   const at::Tensor text_mask = io::read_npy(request.inputs + texts + "_mask.npy");
 
   // Encoding one modality loads that side alone, as `albef index` and `albef embed` do.
-  ModelOptions model_options = train  ? pretrain_model_options(/*momentum_encoders=*/!grit)
+  ModelOptions model_options = simla  ? simla_model_options()
+                               : train  ? pretrain_model_options(/*momentum_encoders=*/!grit)
                                : vqa  ? vqa_model_options(config, false)
                                : nlvr ? nlvr_model_options(config, false)
                                : ve   ? ve_model_options(false)
@@ -434,7 +463,19 @@ void run_model_worker(const WorkerRequest& request) {
     const at::Tensor ids = text_ids.slice(0, 0, kTrainBatch).slice(1, 0, kTrainTokens).contiguous();
     const at::Tensor mask = text_mask.slice(0, 0, kTrainBatch).slice(1, 0, kTrainTokens).contiguous();
     auto optimizer = std::make_shared<AdamW>(create_optimizer(*model, config.optimizer));
-    step = [&, optimizer, batch, ids, mask] {
+    // SIMLA's image side, drawn once with a generator of its own (the step's draws are untouched):
+    // distinct random patches per image and random visual tokens (the dVAE is not part of the step).
+    SimlaImageTargets targets;
+    if (simla) {
+      const int64_t patches = model->visual_encoder->num_patches();
+      const auto count = static_cast<int64_t>(simla_masked_patches(static_cast<double>(patches)));
+      at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
+      targets.masked_patches = at::zeros({kTrainBatch, patches}, at::kBool);
+      for (int64_t row = 0; row < kTrainBatch; ++row)
+        targets.masked_patches[row].index_fill_(0, at::randperm(patches, generator).slice(0, 0, count), true);
+      targets.visual_token_ids = at::randint(kSimlaImageVocabulary, {kTrainBatch, patches}, generator);
+    }
+    step = [&, optimizer, batch, ids, mask, targets] {
       optimizer->zero_grad();
       std::vector<at::Tensor> losses;
       {
@@ -442,12 +483,15 @@ void run_model_worker(const WorkerRequest& request) {
         if (grit) {
           const GritStepOutputs out = grit_forward(model, batch, ids, mask, MlmTokenIds{});
           losses = {out.loss_mlm, out.loss_ita, out.loss_itm};
+        } else if (simla) {
+          const SimlaStepOutputs out = simla_forward(model, batch, ids, mask, targets, config.alpha, MlmTokenIds{});
+          losses = {out.step.loss_mlm, out.step.loss_ita, out.step.loss_itm, out.loss_mim, out.loss_pseudo};
         } else {
           const StepOutputs out = pretrain_forward(model, batch, ids, mask, 0.4, MlmTokenIds{});
           losses = {out.loss_mlm, out.loss_ita, out.loss_itm};
         }
       }
-      (losses[0] + losses[1] + losses[2]).backward();
+      at::stack(losses).sum().backward();
       optimizer->step();
       outputs = {{"losses", at::stack(losses).detach()}};
     };
@@ -469,7 +513,7 @@ namespace {
 
 // The weights each workload loads.
 struct WeightFiles {
-  std::string pretrain, retrieval, vqa, nlvr, ve;  // empty: not needed
+  std::string pretrain, retrieval, vqa, nlvr, ve, simla;  // empty: not needed
 };
 
 // A model of `config` and `model_options` loaded from the pretraining
@@ -504,6 +548,15 @@ void write_weights(const ModelBenchOptions& options, const WeightFiles& files) {
   write_task_weights(files.vqa, vqa, vqa_model_options(vqa, false), state, res);
   write_task_weights(files.nlvr, nlvr, nlvr_model_options(nlvr, false), state, res);
   write_task_weights(files.ve, load_config(options.ve_config), ve_model_options(false), state, res);
+  if (!files.simla.empty()) {
+    // SIMLA's own model (single-stream BERT, its heads), random from seed 0, momentum copies included.
+    Config simla_config = load_config(options.simla_config);
+    simla_config.image_res = res;  // the benchmark's resolution: no position-embedding resampling
+    at::manual_seed(0);
+    AlbefModel simla(simla_config, simla_model_options());
+    simla->init_weights();
+    io::write_torch_file(files.simla, io::state_dict_to_object(state_dict(*simla)));
+  }
 }
 
 // vqa_b16's inputs: 16 images and questions (8 to 12 tokens, padded to 12)
@@ -618,7 +671,8 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   const bool vqa = selected("vqa_b16");
   WeightFiles weight_files{dir + "/weights_pretrain.pth", dir + "/weights_retrieval.pth",
                            vqa ? dir + "/weights_vqa.pth" : "", selected("nlvr_b16") ? dir + "/weights_nlvr.pth" : "",
-                           selected("ve_b32") ? dir + "/weights_ve.pth" : ""};
+                           selected("ve_b32") ? dir + "/weights_ve.pth" : "",
+                           selected("train_simla_b8") ? dir + "/weights_simla.pth" : ""};
   const int64_t image_res = load_config(options.pretrain_config).image_res;
   std::cout << "writing full-size weights and inputs to " << dir << " ..." << std::endl;
   write_weights(options, weight_files);
@@ -657,12 +711,15 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
     for (const auto& workload : workloads) {
       const bool train = is_training(workload), vqa_workload = workload == "vqa_b16";
       const bool nlvr = workload == "nlvr_b16", ve = workload == "ve_b32";
-      const std::string config = train          ? options.pretrain_config
+      const bool simla = workload == "train_simla_b8";
+      const std::string config = simla          ? options.simla_config
+                                 : train        ? options.pretrain_config
                                  : vqa_workload ? options.vqa_config
                                  : nlvr         ? options.nlvr_config
                                  : ve           ? options.ve_config
                                                 : options.retrieval_config;
-      const std::string weights = train          ? weight_files.pretrain
+      const std::string weights = simla          ? weight_files.simla
+                                  : train        ? weight_files.pretrain
                                   : vqa_workload ? weight_files.vqa
                                   : nlvr         ? weight_files.nlvr
                                   : ve           ? weight_files.ve
@@ -765,9 +822,10 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
       if (other["workload"] == "image_b32" && other["precision"] == row["precision"] && other.contains("albef_rate"))
         row["vs_image_b32"] = row["albef_rate"].get<double>() / other["albef_rate"].get<double>();
   }
-  // GRIT's step against ALBEF's of the same run (no momentum model: markedly cheaper), on both sides.
+  // GRIT's and SIMLA's steps against ALBEF's of the same run (GRIT has no momentum model: markedly
+  // cheaper; SIMLA adds MIM and PSL), on both sides.
   for (auto& row : rows) {
-    if (row["workload"] != "train_grit_b8") continue;
+    if (row["workload"] != "train_grit_b8" && row["workload"] != "train_simla_b8") continue;
     for (const auto& other : rows) {
       if (other["workload"] != "train_b8" || other["precision"] != row["precision"]) continue;
       if (row.contains("albef_rate") && other.contains("albef_rate"))

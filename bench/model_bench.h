@@ -26,6 +26,7 @@ struct ModelBenchOptions {
   std::string vqa_config = "configs/VQA.yaml";                  ///< vqa_b16's model (its decoder depth)
   std::string nlvr_config = "configs/NLVR.yaml";                ///< nlvr_b16's model
   std::string ve_config = "configs/VE.yaml";                    ///< ve_b32's model
+  std::string simla_config = "configs/Pretrain_SIMLA.yaml";     ///< train_simla_b8's model
   std::string checkpoint;   ///< weights to use (empty: random, seed 0)
   std::string workdir;      ///< weights, inputs and outputs (empty: a temp folder, removed after)
   std::string python = "/usr/bin/python3";

@@ -110,6 +110,27 @@ TEST(Bench, IndexSuiteReportsEveryStructure) {
   for (const auto& row : rows) EXPECT_GT(row["index_mb"].get<double>(), 0.0) << row.dump();
 }
 
+TEST(Bench, SimlaStepIsMeasuredBesideAlbefsStep) {
+  std::string output;
+  const nlohmann::json report =
+      run_tiny_model_suite("bench_simla",
+                           " --workload train_b8 --workload train_simla_b8 --simla-config " +
+                               data_path("simla/Pretrain_tiny.yaml"),
+                           output);
+  ASSERT_FALSE(report.is_discarded()) << output;
+  const auto& rows = report["model"]["rows"];
+  ASSERT_EQ(rows.size(), 2u) << report.dump(1);
+  const nlohmann::json& simla = rows[1];
+  EXPECT_EQ(simla["workload"], "train_simla_b8");
+  EXPECT_FALSE(simla.contains("albef_error")) << simla.dump();
+  EXPECT_FALSE(simla.contains("torch_error")) << simla.dump();
+  EXPECT_GT(simla.value("albef_rate", 0.0), 0.0);
+  EXPECT_GT(simla.value("torch_rate", 0.0), 0.0);
+  EXPECT_GT(simla.value("gflop", 0.0), 0.0);
+  // Both sides against their own train_b8 of the run.
+  ASSERT_TRUE(simla.contains("vs_train_b8") && simla.contains("torch_vs_train_b8")) << simla.dump();
+}
+
 TEST(Bench, GritStepIsMeasuredBesideAlbefsStep) {
   std::string output;
   const nlohmann::json report =

@@ -138,6 +138,7 @@ void add_bench_command(CLI::App& app) {
       "The inference workloads' model config (and the served model's)");
   command->add_option("--vqa-config", flags->model.vqa_config, "vqa_b16's model config (its decoder depth)");
   command->add_option("--nlvr-config", flags->model.nlvr_config, "nlvr_b16's model config");
+  command->add_option("--simla-config", flags->model.simla_config, "train_simla_b8's model config (SIMLA's)");
   command->add_option("--ve-config", flags->model.ve_config, "ve_b32's model config");
   command->add_option("--workdir", flags->model.workdir, "Keep weights, inputs, outputs and logs here");
   command->add_flag("--no-pytorch", flags->no_pytorch, "Skip the PyTorch baseline");
