@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -189,6 +190,35 @@ TEST(VeCli, FineTunesWithPredictionsThenEvaluatesAndPredicts) {
   const nlohmann::json answers = nlohmann::json::parse(output.substr(output.find('[')));
   ASSERT_EQ(answers.size(), 1u);
   EXPECT_EQ(answers[0]["probabilities"].size(), 3u);
+}
+
+TEST(VeCli, FineTunesASimlaCheckpoint) {
+  // SIMLA's tiny pretraining checkpoint (single-stream BERT): its ve.py runs the hypothesis through every
+  // layer with cross-attention, as albef's classifier does; the bundled pairs train and evaluate.
+  const std::string dir = make_temp_dir("ve_simla");
+  std::ofstream(dir + "/ve.yaml") << "train_file: '" << source_path("data/coco-by/ve/train.json") << "'\n"
+                                  << "val_file: '" << source_path("data/coco-by/ve/test.json") << "'\n"
+                                  << "test_file: '" << source_path("data/coco-by/ve/test.json") << "'\n"
+                                  << "image_root: '" << source_path("data/coco-by/images") << "'\n"
+                                  << "bert_config: '" << data_path("simla/shared_bert_tiny.json") << "'\n"
+                                  << "image_res: 64\nvision_width: 64\nbatch_size_train: 16\nbatch_size_test: 64\n"
+                                  << "alpha: 0.4\ndistill: True\nwarm_up: False\nvit_mask_token: false\n"
+                                  << "optimizer: {opt: adamW, lr: 2e-4, weight_decay: 0.02}\n"
+                                  << "schedular: {sched: cosine, lr: 2e-4, epochs: 1, min_lr: 1e-6, decay_rate: 1, "
+                                     "warmup_lr: 2e-4, warmup_epochs: 1, cooldown_epochs: 0}\n"
+                                  << "vision_config: {patch_size: 16, embed_dim: 64, depth: 2, num_heads: 2, "
+                                     "mlp_ratio: 4}\n";
+  std::string output;
+  ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " ve --config " + dir + "/ve.yaml --checkpoint " +
+                            data_path("simla/simla_pretrain_tiny.pth") + " --output_dir " + dir +
+                            "/run --threads 1 --workers 1",
+                        &output),
+            0)
+      << output;
+  const auto log = read_json_lines(dir + "/run/log.txt");
+  ASSERT_EQ(log.size(), 1u) << output;
+  EXPECT_TRUE(std::isfinite(std::stod(log[0]["train_loss"].get<std::string>()))) << log[0].dump();
+  EXPECT_TRUE(log[0].contains("test_acc")) << log[0].dump();
 }
 
 TEST(VeCli, DataParallelEvaluationEqualsOneProcess) {

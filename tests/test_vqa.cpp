@@ -16,6 +16,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -98,6 +99,33 @@ TEST(VqaModel, CheckpointLoadsAsVqaPyLoadsIt) {
                               "vision_proj.bias", "vision_proj.weight", "vision_proj_m.bias", "vision_proj_m.weight"}));
     expect_manifest(model, variant);
   }
+}
+
+TEST(VqaModel, SimlaCheckpointLoadsAsSimlaVqaPyLoadsIt) {
+  // SIMLA's VQA.py on its single-stream BERT: the encoder takes every layer of the checkpoint; the
+  // decoder, as deep as the BERT, takes its embeddings and MLM head and its layers from 6 on (VQA.py's
+  // literal), which the tiny model does not have: its 4 decoder layers keep their init.
+  const albef::Config config = albef::load_config(data_path("simla/Pretrain_tiny.yaml"));
+  albef::AlbefModel model(config, albef::vqa_model_options(config, /*momentum_encoders=*/true));
+  const std::string path = data_path("simla/simla_pretrain_tiny.pth");
+  const albef::LoadReport report = albef::load_checkpoint(model, path);
+  const albef::io::StateDict stored = albef::io::state_dict_from(albef::io::read_torch_file(path), path);
+  auto checkpoint = [&](const std::string& key) {
+    for (const auto& [name, tensor] : stored)
+      if (name == key) return tensor.to(at::kFloat);
+    ADD_FAILURE() << key << " is not in the checkpoint";
+    return at::Tensor();
+  };
+  for (const auto& [model_key, checkpoint_key] : std::vector<std::pair<std::string, std::string>>{
+           {"text_encoder.encoder.layer.3.crossattention.self.key.weight",
+            "text_encoder.bert.encoder.layer.3.crossattention.self.key.weight"},
+           {"text_encoder_m.encoder.layer.0.attention.self.query.weight",
+            "text_encoder_m.bert.encoder.layer.0.attention.self.query.weight"},
+           {"text_decoder.bert.embeddings.word_embeddings.weight", "text_encoder.bert.embeddings.word_embeddings.weight"},
+           {"text_decoder.cls.predictions.transform.dense.weight", "text_encoder.cls.predictions.transform.dense.weight"}})
+    EXPECT_TRUE(at::equal(state_tensor(model, model_key), checkpoint(checkpoint_key))) << model_key;
+  EXPECT_EQ(report.missing_keys.size(), 2u * 4u * 26u);  // both decoders' 4 layers x 26 tensors
+  for (const std::string& key : report.missing_keys) EXPECT_EQ(key.rfind("text_decoder", 0), 0u) << key;
 }
 
 TEST(VqaModel, DecoderKeysFollowVqaPy) {
@@ -335,6 +363,38 @@ TEST(VqaCli, TheBundledDemoTrainsAndAnswers) {
   EXPECT_EQ(nlohmann::json::parse(result).size(), 26u);
   for (const std::string file : {"checkpoint_05.pth", "train_steps.jsonl", "loss_curve.png", "vqa_topk.json"})
     EXPECT_TRUE(std::filesystem::exists(dir + "/" + file)) << file;
+}
+
+TEST(VqaCli, FineTunesASimlaCheckpoint) {
+  // The demo's questions on SIMLA's tiny pretraining checkpoint (single-stream BERT): questions fused from
+  // the words, a decoder as deep as the BERT; two epochs train, and the test questions are answered.
+  const std::string dir = albef::testing::make_temp_dir("vqa_simla");
+  std::ofstream(dir + "/vqa.yaml") << "train_file: ['" << source_path("data/coco-by/vqa/train.json") << "']\n"
+                                   << "test_file: ['" << source_path("data/coco-by/vqa/test.json") << "']\n"
+                                   << "answer_list: '" << source_path("data/coco-by/vqa/answer_list.json") << "'\n"
+                                   << "vqa_root: '" << source_path("data/coco-by") << "'\n"
+                                   << "vg_root: '" << source_path("data/coco-by") << "'\n"
+                                   << "bert_config: '" << data_path("simla/shared_bert_tiny.json") << "'\n"
+                                   << "image_res: 64\nvision_width: 64\nbatch_size_train: 16\nbatch_size_test: 16\n"
+                                   << "k_test: 16\nalpha: 0.4\ndistill: True\nwarm_up: True\neos: '[SEP]'\n"
+                                   << "vit_mask_token: false\n"
+                                   << "optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}\n"
+                                   << "schedular: {sched: cosine, lr: 1e-4, epochs: 2, min_lr: 1e-6, decay_rate: 1, "
+                                      "warmup_lr: 1e-5, warmup_epochs: 1, cooldown_epochs: 0}\n"
+                                   << "vision_config: {patch_size: 16, embed_dim: 64, depth: 2, num_heads: 2, "
+                                      "mlp_ratio: 4}\n";
+  std::string output;
+  ASSERT_EQ(albef::testing::run_command(std::string(ALBEF_CLI) + " vqa --config " + dir + "/vqa.yaml --checkpoint " +
+                                            data_path("simla/simla_pretrain_tiny.pth") + " --output_dir " + dir +
+                                            "/run --threads 1 --print_freq 100",
+                                        &output),
+            0)
+      << output;
+  const std::vector<nlohmann::json> log = albef::testing::read_json_lines(dir + "/run/log.txt");
+  ASSERT_EQ(log.size(), 2u) << output;
+  EXPECT_TRUE(std::isfinite(std::stod(log[1]["train_loss"].get<std::string>()))) << log[1].dump();
+  std::ifstream result(dir + "/run/vqa_result.json");
+  EXPECT_EQ(nlohmann::json::parse(result).size(), 26u);
 }
 
 TEST(VqaCli, UnreadableTrainingImagesAreSkippedAndCounted) {

@@ -50,6 +50,9 @@ Gradcam recorded(const at::Tensor& score, const at::Tensor& probabilities) {
 Gradcam itm_gradcam(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
                     const at::Tensor& attention_mask, int64_t block) {
   BertModel& bert = model->text_bert();
+  // SIMLA's text mode runs every layer: there is no text encoder below the fusion layers to start from.
+  ALBEF_CHECK(!bert->config().single_stream, model->config().bert_config,
+              " is SIMLA's single-stream BERT; Grad-CAM grounding reads ALBEF's two-stream model only (docs/simla.md)");
   const int64_t batch = images.size(0), length = input_ids.size(1), side = grid_side(*model);
   BertSelfAttentionImpl& attention = *bert->layer[block]->as<BertLayer>()->crossattention->self;
 

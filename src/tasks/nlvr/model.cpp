@@ -57,6 +57,10 @@ std::vector<std::string> ta_checkpoint_keys(const std::string& key, int64_t fusi
 }
 
 ModelOptions nlvr_model_options(const Config& config, bool momentum_encoders) {
+  // SIMLA's NLVR.py runs xbert with 18 layers and no text-only ones: not reproduced yet.
+  if (config.bert.single_stream)
+    fail(config.path, ": ", config.bert_config, " is SIMLA's single-stream BERT; albef nlvr fine-tunes ALBEF's "
+         "two-stream model only (SIMLA models fine-tune with albef retrieval, vqa and ve, docs/simla.md)");
   ModelOptions options;
   options.text_encoder = TextEncoderLayout::Plain;
   options.contrastive = false;  // model_nlvr.py has no projections, queues or temp

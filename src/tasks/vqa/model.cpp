@@ -67,12 +67,17 @@ ModelOptions vqa_model_options(const Config& config, bool momentum_encoders) {
   decoder.make = [](const Config& config) -> std::shared_ptr<torch::nn::Module> {
     BertConfig decoder_config = config.bert;
     decoder_config.fusion_layer = 0;  // every layer cross-attends to the question
-    decoder_config.num_hidden_layers = config.decoder_layers;
+    // SIMLA's VQA.py keeps shared_bert.json's depth unless the config says decoder_layers.
+    decoder_config.num_hidden_layers = config.bert.single_stream && !config.raw.contains("decoder_layers")
+                                           ? config.bert.num_hidden_layers
+                                           : config.decoder_layers;
     return BertLMHeadModel(decoder_config).ptr();
   };
   decoder.init = [](torch::nn::Module& head) { head.as<BertLMHeadModelImpl>()->init_weights(); };
   options.heads = {decoder};
-  const int64_t first_decoder_layer = config.bert.fusion_layer;
+  // SIMLA's VQA.py keeps ALBEF's literal "last 6 layers": checkpoint layers 6-11 start decoder layers
+  // 0-5, and the rest of its 12 keep their init (BERT-base's there, random here).
+  const int64_t first_decoder_layer = config.bert.single_stream ? kSimlaVqaFirstDecoderSource : config.bert.fusion_layer;
   options.checkpoint_keys = [first_decoder_layer](const std::string& key) {
     return vqa_checkpoint_keys(key, first_decoder_layer);
   };
@@ -109,10 +114,17 @@ std::vector<std::string> vqa_checkpoint_keys(const std::string& key, int64_t fir
   return keys;
 }
 
+at::Tensor fuse_questions(AlbefModel& model, const at::Tensor& question_ids, const at::Tensor& question_mask,
+                          const at::Tensor& image_embeds) {
+  // The single-stream BERT fuses from the words (SIMLA's mode multimodal): no text-mode pass first.
+  const at::Tensor text =
+      model->config().bert.single_stream ? question_ids : model->encode_text(question_ids, question_mask);
+  return model->fuse(text, question_mask, image_embeds);
+}
+
 at::Tensor encode_questions(AlbefModel& model, const at::Tensor& images, const at::Tensor& question_ids,
                             const at::Tensor& question_mask) {
-  const at::Tensor image_embeds = model->encode_image(images);
-  return model->fuse(model->encode_text(question_ids, question_mask), question_mask, image_embeds);
+  return fuse_questions(model, question_ids, question_mask, model->encode_image(images));
 }
 
 VqaTrainOutputs vqa_forward(AlbefModel& model, const at::Tensor& images, const at::Tensor& question_ids,
@@ -127,8 +139,7 @@ VqaTrainOutputs vqa_forward(AlbefModel& model, const at::Tensor& images, const a
   ALBEF_CHECK(!distill || model->options().momentum_encoders, "distillation needs the momentum encoders");
   VqaTrainOutputs out;
   out.image_embeds = model->encode_image(images);
-  out.question_states =
-      model->fuse(model->encode_text(question_ids, question_mask), question_mask, out.image_embeds);
+  out.question_states = fuse_questions(model, question_ids, question_mask, out.image_embeds);
   // Answer a reads question rows[a]: VQA.py repeats each question's states n times.
   const at::Tensor n = answers_per_question.to(images.device(), at::kLong);
   const at::Tensor rows = at::arange(questions, n.options()).repeat_interleave(n);
@@ -140,8 +151,11 @@ VqaTrainOutputs vqa_forward(AlbefModel& model, const at::Tensor& images, const a
     momentum_update(model, model->config().momentum);  // after the online encoders, as model_vqa.py
     const at::Tensor image_embeds_m = model->visual_encoder_m->forward(images);
     FusionImages images_m(image_embeds_m);
-    const at::Tensor states_m = model->text_bert_m()->forward_fusion(
-        model->text_bert_m()->forward_text(question_ids, question_mask), question_mask, images_m);
+    BertModel& bert_m = model->text_bert_m();
+    const at::Tensor states_m =
+        bert_m->config().single_stream
+            ? bert_m->forward_multimodal(question_ids, question_mask, images_m)
+            : bert_m->forward_fusion(bert_m->forward_text(question_ids, question_mask), question_mask, images_m);
     FusionImages questions_m(states_m, false, question_mask);
     soft_labels = at::softmax(logits_at(model->head_as<BertLMHeadModelImpl>(kDecoderMomentum), answer_ids,
                                         answer_mask, questions_m, rows, tokens),

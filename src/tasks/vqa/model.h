@@ -26,6 +26,16 @@ VqaTrainOutputs vqa_forward(AlbefModel& model, const at::Tensor& images, const a
                             const at::Tensor& answer_mask, const at::Tensor& weights,
                             const at::Tensor& answers_per_question, double alpha, bool distill);
 
+/// SIMLA's VQA.py initialises its decoder from the checkpoint's layers from 6
+/// on (ALBEF's fusion_layer, kept literally for the single-stream BERT).
+constexpr int64_t kSimlaVqaFirstDecoderSource = 6;
+
+/// The fused question states [B, Lq, H] over image tokens [B or 1, P, D]:
+/// the text layers then the fusion layers, or, on the single-stream BERT,
+/// every layer from the words.
+at::Tensor fuse_questions(AlbefModel& model, const at::Tensor& question_ids, const at::Tensor& question_mask,
+                          const at::Tensor& image_embeds);
+
 /// The encoder's fused question states [B, Lq, H] over the images' tokens.
 at::Tensor encode_questions(AlbefModel& model, const at::Tensor& images, const at::Tensor& question_ids,
                             const at::Tensor& question_mask);

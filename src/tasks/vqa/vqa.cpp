@@ -274,8 +274,8 @@ std::vector<std::vector<VqaAnswerer::Answer>> VqaAnswerer::answer(const at::Tens
     const at::Tensor mask = encoding.attention_mask.to(m.device);
     // One image for every question: encoded once, its tokens broadcast over the questions.
     const at::Tensor image_embeds = m.model->encode_image(image.unsqueeze(0).to(m.device));
-    const at::Tensor states = m.model->fuse(m.model->encode_text(encoding.input_ids.to(m.device), mask), mask,
-                                            image_embeds.expand({count, -1, -1}));
+    const at::Tensor states =
+        fuse_questions(m.model, encoding.input_ids.to(m.device), mask, image_embeds.expand({count, -1, -1}));
     ranking = rank_answers(m.model, states, mask, m.answers.ids.to(m.device), m.answers.mask.to(m.device), k);
   }
   std::vector<std::vector<Answer>> out(static_cast<size_t>(count));
