@@ -106,17 +106,8 @@ TEST(GritPretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
   ASSERT_EQ(run_command(join(grit_args(config, dir + "/killed")) + " --save_every_steps 2 --resume", &output), 0)
       << output;
   EXPECT_NE(output.find("resuming from"), std::string::npos) << output;
-  const auto straight = read_json_lines(dir + "/straight/train_steps.jsonl");
-  const auto resumed = read_json_lines(dir + "/killed/train_steps.jsonl");
-  ASSERT_EQ(straight.size(), 18u);
-  ASSERT_EQ(resumed.size(), straight.size());
-  for (size_t i = 0; i < straight.size(); ++i) {
-    EXPECT_EQ(resumed[i]["epoch"], straight[i]["epoch"]);
-    EXPECT_EQ(resumed[i]["step"], straight[i]["step"]);
-    for (const char* key : {"loss_mlm", "loss_ita", "loss_itm", "lr"})
-      EXPECT_NEAR(resumed[i][key].get<double>(), straight[i][key].get<double>(), 1e-6) << key << " at line " << i;
-  }
-  EXPECT_EQ(read_json_lines(dir + "/straight/log.txt"), read_json_lines(dir + "/killed/log.txt"));
+  albef::testing::expect_same_training(dir + "/straight", dir + "/killed", {"loss_mlm", "loss_ita", "loss_itm", "lr"},
+                                       18);
 }
 
 TEST(GritPretrainCli, GritConfigWithoutTheModeIsRefused) {

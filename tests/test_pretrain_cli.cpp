@@ -97,19 +97,8 @@ TEST(PretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
             0)
       << output;
   EXPECT_NE(output.find("resuming from"), std::string::npos) << output;
-  const auto straight = read_json_lines(dir + "/straight/train_steps.jsonl");
-  const auto resumed = read_json_lines(dir + "/killed/train_steps.jsonl");
-  ASSERT_EQ(straight.size(), 18u);
-  ASSERT_EQ(resumed.size(), straight.size());
-  for (size_t i = 0; i < straight.size(); ++i) {
-    EXPECT_EQ(resumed[i]["epoch"], straight[i]["epoch"]);
-    EXPECT_EQ(resumed[i]["step"], straight[i]["step"]);
-    for (const char* key : {"loss_mlm", "loss_ita", "loss_itm", "lr"})
-      EXPECT_NEAR(resumed[i][key].get<double>(), straight[i][key].get<double>(), 1e-6) << key << " at line " << i;
-  }
-  const auto log_a = read_json_lines(dir + "/straight/log.txt");
-  const auto log_b = read_json_lines(dir + "/killed/log.txt");
-  EXPECT_EQ(log_a, log_b);
+  albef::testing::expect_same_training(dir + "/straight", dir + "/killed", {"loss_mlm", "loss_ita", "loss_itm", "lr"},
+                                       18);
 }
 
 TEST(PretrainCli, Bf16TrainingRuns) {

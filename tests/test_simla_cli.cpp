@@ -154,16 +154,7 @@ TEST(SimlaPretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
             0)
       << output;
   EXPECT_NE(output.find("resuming from"), std::string::npos) << output;
-  const auto straight = read_json_lines(dir + "/straight/train_steps.jsonl");
-  const auto resumed = read_json_lines(dir + "/killed/train_steps.jsonl");
-  ASSERT_EQ(straight.size(), 9u);
-  ASSERT_EQ(resumed.size(), straight.size());
-  for (size_t i = 0; i < straight.size(); ++i) {
-    EXPECT_EQ(resumed[i]["step"], straight[i]["step"]);
-    for (const std::string& key : kLosses)
-      EXPECT_NEAR(resumed[i][key].get<double>(), straight[i][key].get<double>(), 1e-6) << key << " at line " << i;
-  }
-  EXPECT_EQ(read_json_lines(dir + "/straight/log.txt"), read_json_lines(dir + "/killed/log.txt"));
+  albef::testing::expect_same_training(dir + "/straight", dir + "/killed", kLosses, 9);
 }
 
 TEST(SimlaPretrainCli, TokenizerIsRequiredUnlessMimIsOff) {

@@ -110,6 +110,21 @@ bool run_until_file_then_kill(const std::vector<std::string>& args, const std::s
   return std::filesystem::exists(marker);
 }
 
+void expect_same_training(const std::string& straight_dir, const std::string& resumed_dir,
+                          const std::vector<std::string>& keys, size_t steps) {
+  const auto straight = read_json_lines(straight_dir + "/train_steps.jsonl");
+  const auto resumed = read_json_lines(resumed_dir + "/train_steps.jsonl");
+  if (steps > 0) ASSERT_EQ(straight.size(), steps);
+  ASSERT_EQ(resumed.size(), straight.size()) << "steps lost or repeated";
+  for (size_t i = 0; i < straight.size(); ++i) {
+    for (const char* position : {"epoch", "step"})
+      if (straight[i].contains(position)) EXPECT_EQ(resumed[i][position], straight[i][position]) << "line " << i;
+    for (const std::string& key : keys)
+      EXPECT_NEAR(resumed[i][key].get<double>(), straight[i][key].get<double>(), 1e-6) << key << " at line " << i;
+  }
+  EXPECT_EQ(read_json_lines(straight_dir + "/log.txt"), read_json_lines(resumed_dir + "/log.txt"));
+}
+
 std::vector<nlohmann::json> read_json_lines(const std::string& path) {
   std::ifstream in(path);
   std::vector<nlohmann::json> lines;

@@ -48,6 +48,12 @@ bool run_until_file_then_kill(const std::vector<std::string>& args, const std::s
 /// Retrieval.py's closing "best epoch: N") are skipped.
 std::vector<nlohmann::json> read_json_lines(const std::string& path);
 
+/// Two runs of one training, one of them interrupted and resumed: the same
+/// per-step lines in train_steps.jsonl (epoch and step where logged, each of
+/// `keys` to 1e-6; `steps` of them when non-zero) and the same log.txt.
+void expect_same_training(const std::string& straight_dir, const std::string& resumed_dir,
+                          const std::vector<std::string>& keys, size_t steps = 0);
+
 /// Max abs difference between two tensors of the same shape (as float64).
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   EXPECT_EQ(a.sizes(), b.sizes());

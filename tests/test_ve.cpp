@@ -277,14 +277,7 @@ TEST(VeCli, ResumeAfterSigkillMatchesUninterruptedRun) {
   ASSERT_FALSE(fs::exists(dir + "/killed/checkpoint_01.pth")) << "the run finished before it was killed";
   ASSERT_EQ(run_command(joined(args) + " --resume", &output), 0) << output;
   EXPECT_NE(output.find("resuming from"), std::string::npos) << output;
-  const auto straight = read_json_lines(dir + "/straight/train_steps.jsonl");
-  const auto resumed = read_json_lines(dir + "/killed/train_steps.jsonl");
-  ASSERT_EQ(straight.size(), 12u);
-  ASSERT_EQ(resumed.size(), straight.size());
-  for (size_t i = 0; i < straight.size(); ++i)
-    for (const char* key : {"loss", "lr"})
-      EXPECT_NEAR(resumed[i][key].get<double>(), straight[i][key].get<double>(), 1e-6) << key << " at line " << i;
-  EXPECT_EQ(read_json_lines(dir + "/straight/log.txt"), read_json_lines(dir + "/killed/log.txt"));
+  albef::testing::expect_same_training(dir + "/straight", dir + "/killed", {"loss", "lr"}, 12);
 }
 
 TEST(VeCli, TheBundledDemoLearns) {
