@@ -64,7 +64,8 @@ std::string simla_tokenizer_file(const Config& config) {
   const std::string path = config.resolve(config.image_tokenizer_path);
   const std::string file = std::filesystem::is_directory(path) ? path + "/encoder.pkl" : path;
   if (!std::filesystem::is_regular_file(file))
-    fail(config.path, ": image_tokenizer_path '", config.image_tokenizer_path, "': no DALL-E encoder at ", file);
+    fail(config.path, ": image_tokenizer_path '", config.image_tokenizer_path, "': no DALL-E encoder at ", file,
+         " (give the folder of DALL-E's encoder.pkl, or the file)");
   return file;
 }
 
