@@ -66,14 +66,15 @@ std::string write_simla_config(const std::string& dir, const std::string& tokeni
   return path;
 }
 
-std::string pretrain_command(const std::string& config, const std::string& out) {
-  return std::string(ALBEF_CLI) + " pretrain --config " + config + " --output_dir " + out +
-         " --threads 1 --workers 1 --seed 7";
-}
-
 std::vector<std::string> pretrain_args(const std::string& config, const std::string& out) {
   return {ALBEF_CLI, "pretrain", "--config", config, "--output_dir", out, "--threads", "1", "--workers", "1",
-          "--seed", "7", "--epochs", "3", "--save_every_steps", "2", "--print_freq", "1000"};
+          "--seed", "7"};
+}
+
+std::string pretrain_command(const std::string& config, const std::string& out) {
+  std::string command;
+  for (const auto& arg : pretrain_args(config, out)) command += (command.empty() ? "" : " ") + arg;
+  return command;
 }
 
 double epoch_loss(const nlohmann::json& line) {
@@ -146,7 +147,9 @@ TEST(SimlaPretrainCli, ResumeAfterSigkillMatchesUninterruptedRun) {
   // Killed right after its first mid-epoch checkpoint of epoch 1: the resumed
   // run sees the same views, masks, visual tokens and draws.
   const std::string marker = dir + "/killed/checkpoint_01_step000002.pth";
-  albef::testing::run_until_file_then_kill(pretrain_args(config, dir + "/killed"), marker);
+  std::vector<std::string> killed = pretrain_args(config, dir + "/killed");
+  for (const char* extra : {"--epochs", "3", "--save_every_steps", "2", "--print_freq", "1000"}) killed.push_back(extra);
+  albef::testing::run_until_file_then_kill(killed, marker);
   ASSERT_TRUE(fs::exists(marker));
   ASSERT_FALSE(fs::exists(dir + "/killed/checkpoint_02.pth")) << "the run finished before it was killed";
   ASSERT_EQ(run_command(pretrain_command(config, dir + "/killed") + " --epochs 3 --save_every_steps 2 --resume",

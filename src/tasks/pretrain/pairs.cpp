@@ -21,4 +21,11 @@ std::unique_ptr<data::TrainLoader> pretrain_pairs_loader(data::TrainDataset pair
       std::move(pairs), vision::TrainTransform(config.image_res, vision::kPretrainScaleMin), loader);
 }
 
+std::unique_ptr<data::TrainLoader> pretrain_pairs_loader(data::TrainDataset pairs, const Config& config,
+                                                         data::TrainLoaderOptions loader,
+                                                         data::SampleViewsTransform transform) {
+  loader.batch_size = config.batch_size;
+  return std::make_unique<data::TrainLoader>(std::move(pairs), std::move(transform), loader);
+}
+
 }  // namespace albef

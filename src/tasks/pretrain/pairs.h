@@ -21,4 +21,10 @@ std::shared_ptr<data::TrainDataset> read_pretrain_pairs(const Config& config, co
 std::unique_ptr<data::TrainLoader> pretrain_pairs_loader(data::TrainDataset pairs, const Config& config,
                                                          data::TrainLoaderOptions loader);
 
+/// The same batches through a transform that gives each sample several
+/// tensors (SIMLA's views and mask).
+std::unique_ptr<data::TrainLoader> pretrain_pairs_loader(data::TrainDataset pairs, const Config& config,
+                                                         data::TrainLoaderOptions loader,
+                                                         data::SampleViewsTransform transform);
+
 }  // namespace albef

@@ -90,14 +90,11 @@ void run_simla_pretraining(const TrainOptions& options, const Config& config) {
       return simla_train_data(pretrain_pairs_loader(std::move(*dataset), config, loader), tokenizer, nullptr, device);
     auto encoder = std::make_shared<DvaeEncoder>(load_dvae_encoder(tokenizer_file));
     (*encoder)->to(device);
-    loader.batch_size = config.batch_size;
-    auto pairs = std::make_unique<data::TrainLoader>(
-        std::move(*dataset),
-        data::SampleViewsTransform([transform](const cv::Mat& rgb, vision::Rng& rng) {
-          data::SimlaViews views = (*transform)(rgb, rng);
-          return std::vector<at::Tensor>{views.image, views.image_for_tokenization, views.masks};
-        }),
-        loader);
+    auto pairs = pretrain_pairs_loader(std::move(*dataset), config, loader, [transform](const cv::Mat& rgb,
+                                                                                           vision::Rng& rng) {
+      data::SimlaViews views = (*transform)(rgb, rng);
+      return std::vector<at::Tensor>{views.image, views.image_for_tokenization, views.masks};
+    });
     return simla_train_data(std::move(pairs), tokenizer, encoder, device);
   };
   run_training(options, config, std::move(task));
