@@ -963,12 +963,13 @@ def classifier_head(width, classes):
     return nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, classes))
 
 
-def share_cross_attention(bert):
+def share_cross_attention(bert, shared_from=None):
     """model_nlvr.py's share_cross_attention: in each pair of fusion layers
     (fusion_layer + 2i, + 2i + 1) the cross-attention key and value are the
-    second layer's parameters."""
+    second layer's parameters. SIMLA's pairs start at its literal 6
+    (`shared_from`), though every layer cross-attends."""
     c = bert.config
-    for first in range(c.fusion_layer, c.num_hidden_layers, 2):
+    for first in range(c.fusion_layer if shared_from is None else shared_from, c.num_hidden_layers, 2):
         a = bert.encoder.layer[first].crossattention.self
         b = bert.encoder.layer[first + 1].crossattention.self
         for name in ("key", "value"):
@@ -997,6 +998,30 @@ class AlbefNLVR(nn.Module):
         image0, image1 = torch.split(image_embeds, input_ids.size(0))
         hidden = self.text_encoder(attention_mask, input_ids=input_ids, image_embeds=[image0, image1])
         return self.cls_head(hidden[:, 0, :])
+
+
+class SimlaNLVR(nn.Module):
+    """SIMLA's models/simla/nlvr.py: models/xbert.py's BertModel (with
+    token-type embeddings) with fusion_layer 0, so every layer cross-attends,
+    layer i to image i % 2, and the layers from the 6th on doubled as in
+    model_nlvr.py (18 for BERT-base); only the doubled pairs share keys and
+    values. The doubling starts at config_bert.json's fusion_layer, or half
+    the depth of a single-stream BERT json. `cls_head` (2 classes); no
+    momentum model. `doubled_from` is where Pretrain_NLVR.py's conversion
+    (ta_state_from_pretrain) starts too."""
+
+    def __init__(self, config):
+        super().__init__()
+        bert = types.SimpleNamespace(**vars(config["bert"]))
+        self.doubled_from = bert.num_hidden_layers // 2 if bert.single_stream else bert.fusion_layer
+        bert.num_hidden_layers = self.doubled_from + 2 * (bert.num_hidden_layers - self.doubled_from)
+        bert.fusion_layer, bert.single_stream = 0, False
+        self.visual_encoder = VisionTransformer(config["image_res"], **config["vision"])
+        self.text_encoder = BertModel(bert)
+        self.cls_head = classifier_head(bert.hidden_size, 2)
+        share_cross_attention(self.text_encoder, self.doubled_from)
+
+    forward = AlbefNLVR.forward
 
 
 class AlbefVE(nn.Module):

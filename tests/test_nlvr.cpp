@@ -75,7 +75,7 @@ std::string write_ta_config(const std::string& dir) {
 albef::AlbefModel load_ta_model(albef::LoadReport* report = nullptr) {
   const std::string dir = make_temp_dir("nlvr_ta_model");
   const albef::Config config = albef::load_config(write_ta_config(dir));
-  albef::AlbefModel model(config, albef::text_assignment_model_options(config.bert.fusion_layer));
+  albef::AlbefModel model(config, albef::text_assignment_model_options(config));
   const albef::LoadReport loaded = albef::load_checkpoint(model, data_path("tiny/albef_pretrain_tiny.pth"));
   if (report) *report = loaded;
   albef::load_state_dict(model, albef::io::state_dict_from(
@@ -242,7 +242,7 @@ TEST(NlvrModel, EvaluationPredictsAsOfficial) {
 
 TEST(NlvrModel, FullSizeKeysAndShapesAreTheOfficialOnes) {
   const albef::Config ta_config = albef::load_config(source_path("configs/NLVR_pretrain.yaml"));
-  albef::AlbefModel ta(ta_config, albef::text_assignment_model_options(ta_config.bert.fusion_layer));
+  albef::AlbefModel ta(ta_config, albef::text_assignment_model_options(ta_config));
   albef::testing::expect_official_keys(ta, data_path("keys/pretrain_nlvr.json"));
   const albef::Config config = albef::load_config(source_path("configs/NLVR.yaml"));
   albef::AlbefModel model(config, albef::nlvr_model_options(config, true));

@@ -76,8 +76,12 @@ AlbefModelImpl::AlbefModelImpl(const Config& config, const ModelOptions& options
   ALBEF_CHECK((options.image_side && options.text_side) || options.heads.empty(),
               "heads need both the image and the text side");
   Config encoder_config = config;
-  if (options.images_per_text != 1)
+  if (options.text_bert)
+    encoder_config.bert = *options.text_bert;
+  else if (options.images_per_text != 1)
     encoder_config.bert = with_fusion_per_image(config.bert, options.images_per_text);
+  ALBEF_CHECK(encoder_config.bert.images_per_text == options.images_per_text, "the text encoder reads ",
+              encoder_config.bert.images_per_text, " image(s) per text, the model ", options.images_per_text);
   // Without images the fusion layers have nothing to attend to: the text side stops at fusion_layer.
   Config text_config = encoder_config;
   if (!options.image_side) text_config.bert.num_hidden_layers = config.bert.fusion_layer;
@@ -388,8 +392,11 @@ LoadReport load_checkpoint(AlbefModel& model, const std::string& path, bool stri
   const TransientBuffersToOs transient;  // each tensor's buffer is freed once copied
   io::LazyCheckpoint checkpoint(path);
   const io::StateDict state = io::state_dict_from(checkpoint.root(), path);
-  // SIMLA's single-stream BERT has no token-type embeddings either: its checkpoints are not LAVIS's.
-  if (model->config().bert.single_stream) return load_entries(model, state, path, strict, &checkpoint, false);
+  // The single-stream BERT has no token-type embeddings to fill in. (SIMLA's
+  // NLVR model has: from a SIMLA checkpoint they start as zeros, adding none.)
+  const BertModel& bert = model->text_bert();
+  if (bert ? bert->config().single_stream : model->config().bert.single_stream)
+    return load_entries(model, state, path, strict, &checkpoint, false);
   const bool lavis = detect_layout(state, checkpoint.root()) == CheckpointLayout::Lavis;
   return load_entries(model, to_official_layout(state, checkpoint.root()), path, strict, &checkpoint, lavis);
 }

@@ -165,10 +165,13 @@ BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
   // projections are one module (the last layer's), so one parameter whose
   // gradient sums the n layers'.
   const int64_t n = config.images_per_text;
-  ALBEF_CHECK(n >= 1 && (config.num_hidden_layers - config.fusion_layer) % n == 0, "BERT with ",
-              config.num_hidden_layers - config.fusion_layer, " fusion layers cannot attend to ", n,
-              " images in turn");
-  for (int64_t first = config.fusion_layer; n > 1 && first < config.num_hidden_layers; first += n) {
+  const int64_t shared_from =
+      config.shared_cross_attention_from < 0 ? config.fusion_layer : config.shared_cross_attention_from;
+  ALBEF_CHECK(shared_from >= config.fusion_layer, "layer ", shared_from,
+              " cannot share a cross-attention: the first with one is ", config.fusion_layer);
+  ALBEF_CHECK(n >= 1 && (config.num_hidden_layers - shared_from) % n == 0, "BERT with ",
+              config.num_hidden_layers - shared_from, " fusion layers cannot attend to ", n, " images in turn");
+  for (int64_t first = shared_from; n > 1 && first < config.num_hidden_layers; first += n) {
     BertSelfAttentionImpl& owner = *layer[first + n - 1]->as<BertLayer>()->crossattention->self;
     for (int64_t i = first; i < first + n - 1; ++i) {
       BertSelfAttentionImpl& shared = *layer[i]->as<BertLayer>()->crossattention->self;

@@ -46,8 +46,13 @@ std::vector<std::string> bert_embedding_prefixes(const io::StateDict& state) {
 CheckpointLayout detect_layout(const io::StateDict& state, const io::PyObjectPtr& root) {
   if (root && (root->get(kOfficialEmbeddingsEntry) || has_lavis_config(root))) return CheckpointLayout::Lavis;
   const auto names = by_name(state);
-  for (const std::string& prefix : bert_embedding_prefixes(state))
+  for (const std::string& prefix : bert_embedding_prefixes(state)) {
+    // SIMLA's single-stream BERT has no token-type embeddings either, but a
+    // cross-attention in its first layer, which LAVIS's ALBEF never has.
+    const std::string bert = prefix.substr(0, prefix.size() - std::string("embeddings.").size());
+    if (names.count(bert + "encoder.layer.0.crossattention.self.query.weight")) continue;
     if (!names.count(prefix + kTokenTypeEmbeddings)) return CheckpointLayout::Lavis;
+  }
   return CheckpointLayout::Official;
 }
 

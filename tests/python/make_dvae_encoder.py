@@ -12,11 +12,13 @@ vocabulary. Every conv is "same"-padded with weight `w` and bias `b`, drawn
 normal(std 1/sqrt(fan_in)) and zero; the biases are then set random here so a
 loader that drops them is caught.
 
-usage: make_dvae_encoder.py OUT_DIR INPUTS.npy [--variant normal|extra_class|os_system|wrong_size|class_in_state]
+usage: make_dvae_encoder.py OUT_DIR INPUTS.npy [--variant normal|tiny|extra_class|os_system|wrong_size|class_in_state]
   normal: OUT_DIR/encoder.pkl (zip format), OUT_DIR/encoder_legacy.pkl (the
           pre-1.6 stream), and for INPUTS.npy ([N, 3, R, R] float32, already
           mapped to [0.1, 0.9]) OUT_DIR/expected_logits.npy and
           OUT_DIR/expected_codes.npy ([N, (R/8)^2] int64 argmax per cell).
+  tiny:   OUT_DIR/encoder.pkl and encoder_legacy.pkl of a 4-wide encoder
+          with one block per group and 8 codes (fuzz/corpus/module_pickle).
   extra_class: OUT_DIR/encoder.pkl with a torch.nn.Linear inside.
   os_system: OUT_DIR/encoder.pkl whose module holds an attribute that
           pickles as a call of os.system.
@@ -128,7 +130,7 @@ def main():
     out_dir, inputs_path = sys.argv[1], sys.argv[2]
     variant = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--variant" else "normal"
     torch.manual_seed(11)
-    model = Encoder(N_HID, N_BLK_PER_GROUP, VOCAB).eval()
+    model = Encoder(4, 1, 8).eval() if variant == "tiny" else Encoder(N_HID, N_BLK_PER_GROUP, VOCAB).eval()
     if variant == "extra_class":
         model.blocks.output.add_module("extra", nn.Linear(2, 2))
     elif variant == "os_system":
@@ -137,9 +139,11 @@ def main():
         model.n_hid = 32
     elif variant == "class_in_state":
         model.__dict__["__class__"] = "dall_e.utils.Conv2d"
-    elif variant != "normal":
+    elif variant not in ("normal", "tiny"):
         sys.exit(f"unknown variant {variant}")
     torch.save(model, os.path.join(out_dir, "encoder.pkl"))
+    if variant == "tiny":
+        torch.save(model, os.path.join(out_dir, "encoder_legacy.pkl"), _use_new_zipfile_serialization=False)
     if variant != "normal":
         return
     torch.save(model, os.path.join(out_dir, "encoder_legacy.pkl"), _use_new_zipfile_serialization=False)

@@ -43,6 +43,11 @@ struct BertConfig {
   /// shares one set of cross-attention key and value projections
   /// (model_nlvr.py's share_cross_attention). See with_fusion_per_image.
   int64_t images_per_text = 1;
+  /// Not a config_bert.json key: the first layer of those runs of n layers
+  /// sharing keys and values; -1 is fusion_layer. SIMLA's NLVR model has
+  /// cross-attention in every layer (fusion_layer 0) but shares it from
+  /// layer 6 on only (see simla_nlvr_bert).
+  int64_t shared_cross_attention_from = -1;
   /// SIMLA's shared_bert.json (`add_cross_attention: true`, no
   /// fusion_layer): every layer has a cross-attention, used or skipped per
   /// call (text vs multimodal mode), and no token-type embeddings.

@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -84,6 +85,10 @@ struct ModelOptions {
   /// (online and momentum) then repeat every fusion layer per image and
   /// share its cross-attention keys and values (with_fusion_per_image).
   int64_t images_per_text = 1;
+  /// The text encoders' BERT when the task's model class builds its own
+  /// (SIMLA's NLVR model, simla_nlvr_bert); unset: the config's, its fusion
+  /// layers repeated per image.
+  std::optional<BertConfig> text_bert;
   /// SIMLA's `mask_token` in both ViTs (masked image modelling).
   bool vision_mask_token = false;
   /// The task's heads, in registration order.

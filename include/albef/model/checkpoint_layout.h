@@ -40,7 +40,8 @@ inline constexpr char kOfficialEmbeddingsEntry[] = "albef_official_embeddings";
 /// "text_encoder.bert.embeddings."), in order of appearance.
 std::vector<std::string> bert_embedding_prefixes(const io::StateDict& state);
 
-/// LAVIS when a BERT in `state` lacks its token-type embeddings, or `root`
+/// LAVIS when a BERT in `state` lacks its token-type embeddings (and is not
+/// SIMLA's, which has a cross-attention in layer 0), or `root`
 /// (the whole checkpoint, may be null) holds kOfficialEmbeddingsEntry or a
 /// LAVIS config; else official.
 CheckpointLayout detect_layout(const io::StateDict& state, const io::PyObjectPtr& root);

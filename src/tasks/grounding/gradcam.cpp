@@ -50,9 +50,6 @@ Gradcam recorded(const at::Tensor& score, const at::Tensor& probabilities) {
 Gradcam itm_gradcam(AlbefModel& model, const at::Tensor& images, const at::Tensor& input_ids,
                     const at::Tensor& attention_mask, int64_t block) {
   BertModel& bert = model->text_bert();
-  // SIMLA's text mode runs every layer: there is no text encoder below the fusion layers to start from.
-  ALBEF_CHECK(!bert->config().single_stream, model->config().bert_config,
-              " is SIMLA's single-stream BERT; Grad-CAM grounding reads ALBEF's two-stream model only (docs/simla.md)");
   const int64_t batch = images.size(0), length = input_ids.size(1), side = grid_side(*model);
   BertSelfAttentionImpl& attention = *bert->layer[block]->as<BertLayer>()->crossattention->self;
 
@@ -61,8 +58,10 @@ Gradcam itm_gradcam(AlbefModel& model, const at::Tensor& images, const at::Tenso
     at::NoGradGuard no_grad;
     image_embeds = model->visual_encoder->forward(images);
     FusionImages below(image_embeds);
-    hidden = bert->forward_fusion_layers(bert->forward_text(input_ids, attention_mask), attention_mask, below,
-                                         bert->config().fusion_layer, block);
+    // The single-stream BERT (SIMLA's Grounding.py, mode 'multimodal') cross-attends from its first layer on.
+    const at::Tensor text = bert->config().single_stream ? bert->embeddings->forward(input_ids)
+                                                         : bert->forward_text(input_ids, attention_mask);
+    hidden = bert->forward_fusion_layers(text, attention_mask, below, bert->config().fusion_layer, block);
   }
   at::Tensor probabilities, score;
   {

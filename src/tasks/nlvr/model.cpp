@@ -56,38 +56,85 @@ std::vector<std::string> ta_checkpoint_keys(const std::string& key, int64_t fusi
   return keys;
 }
 
+bool is_simla_config(const Config& config) {
+  return config.bert.single_stream || config.raw.contains("vit_mask_token");
+}
+
+namespace {
+
+// The first of the layers Pretrain_NLVR.py doubles (its literal 6): ALBEF's
+// fusion_layer, or the single-stream BERT's middle (6 of shared_bert.json's 12).
+int64_t doubled_from(const Config& config) {
+  return config.bert.single_stream ? config.bert.num_hidden_layers / 2 : config.bert.fusion_layer;
+}
+
+// Text-encoder layer N of 'text_encoder[_m].[bert.]encoder.layer.N...', or -1.
+int64_t text_layer_of(const std::string& key) {
+  const std::vector<std::string> parts = split_dots(replace_all(key, "bert.", ""));
+  if (parts.size() < 5 || parts[0].rfind("text_encoder", 0) != 0 || parts[1] != "encoder" || parts[2] != "layer") return -1;
+  try {
+    return std::stoll(parts[3]);
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+// The model's text encoder and how a checkpoint reaches it, ALBEF's or SIMLA's.
+void set_text_encoder(const Config& config, ModelOptions& options) {
+  options.images_per_text = 2;
+  if (is_simla_config(config)) {
+    options.text_bert = simla_nlvr_bert(config.bert);
+    options.checkpoint_keys = [first = doubled_from(config)](const std::string& key) -> std::vector<std::string> {
+      return contains(key, "bert.") ? ta_checkpoint_keys(key, first) : std::vector<std::string>{key};
+    };
+    return;
+  }
+  options.checkpoint_keys = [path = config.path, fusion_layer = config.bert.fusion_layer](
+                                const std::string& key) -> std::vector<std::string> {
+    const int64_t layer = text_layer_of(key);
+    if (layer >= 0 && layer < fusion_layer && contains(key, ".crossattention."))
+      fail("checkpoint key '", key, "': a cross-attention below fusion_layer ", fusion_layer,
+           " is SIMLA's; give SIMLA's NLVR config (its vit_mask_token key, or a single-stream bert_config) instead of ",
+           path);
+    // Only a pretraining checkpoint has 'bert.' keys: convert it as Pretrain_nlvr.py would.
+    return contains(key, "bert.") ? ta_checkpoint_keys(key, fusion_layer) : std::vector<std::string>{key};
+  };
+}
+
+}  // namespace
+
+BertConfig simla_nlvr_bert(const BertConfig& bert) {
+  BertConfig doubled = bert;
+  doubled.fusion_layer = bert.single_stream ? bert.num_hidden_layers / 2 : bert.fusion_layer;
+  doubled = with_fusion_per_image(doubled, 2);
+  doubled.shared_cross_attention_from = doubled.fusion_layer;
+  doubled.fusion_layer = 0;
+  doubled.single_stream = false;  // models/xbert.py: token-type embeddings, and no text-only mode is used
+  return doubled;
+}
+
 ModelOptions nlvr_model_options(const Config& config, bool momentum_encoders) {
-  // SIMLA's NLVR.py runs xbert with 18 layers and no text-only ones: not reproduced yet.
-  if (config.bert.single_stream)
-    fail(config.path, ": ", config.bert_config, " is SIMLA's single-stream BERT; albef nlvr fine-tunes ALBEF's "
-         "two-stream model only (SIMLA models fine-tune with albef retrieval, vqa and ve, docs/simla.md)");
   ModelOptions options;
   options.text_encoder = TextEncoderLayout::Plain;
   options.contrastive = false;  // model_nlvr.py has no projections, queues or temp
   options.momentum_encoders = momentum_encoders;
-  options.images_per_text = 2;
   options.heads = {classification::classifier_head(2)};
-  const int64_t fusion_layer = config.bert.fusion_layer;
-  options.checkpoint_keys = [fusion_layer](const std::string& key) -> std::vector<std::string> {
-    // Only a pretraining checkpoint has 'bert.' keys: convert it as Pretrain_nlvr.py would.
-    return contains(key, "bert.") ? ta_checkpoint_keys(key, fusion_layer) : std::vector<std::string>{key};
-  };
+  set_text_encoder(config, options);
   return options;
 }
 
-ModelOptions text_assignment_model_options(int64_t fusion_layer) {
+ModelOptions text_assignment_model_options(const Config& config) {
   ModelOptions options;
   options.text_encoder = TextEncoderLayout::Plain;
   options.contrastive = true;  // vision_proj, text_proj and temp (the sampling uses vision_proj)
   options.momentum_encoders = false;
-  options.images_per_text = 2;
   HeadSpec head;
   head.name = kTaHead;
   head.make = [](const Config& config) -> std::shared_ptr<torch::nn::Module> {
     return torch::nn::Linear(config.bert.hidden_size, 3).ptr();
   };
   options.heads = {head};
-  options.checkpoint_keys = [fusion_layer](const std::string& key) { return ta_checkpoint_keys(key, fusion_layer); };
+  set_text_encoder(config, options);
   return options;
 }
 

@@ -39,7 +39,7 @@ void run_pretrain_nlvr(const TrainOptions& options) {
   auto dataset = read_pretrain_pairs(config, options.config_path);
 
   TrainingTask task;
-  task.model = text_assignment_model_options(config.bert.fusion_layer);
+  task.model = text_assignment_model_options(config);
   task.schedule = TrainingSchedule::pretrain(config);  // Pretrain_nlvr.py steps its schedule as Pretrain.py
   task.loss_names = {"loss"};
   task.data = [&config, dataset, tokenizer](data::TrainLoaderOptions loader, c10::Device device) {
@@ -83,7 +83,7 @@ Task pretrain_nlvr_task() {
           },
           {}};
   task.official_script = "Pretrain_nlvr.py";
-  task.checkpoint_model = [](const Config& config) { return text_assignment_model_options(config.bert.fusion_layer); };
+  task.checkpoint_model = [](const Config& config) { return text_assignment_model_options(config); };
   return task;
 }
 
