@@ -4,13 +4,13 @@
 # and fuzz/corpus/. The corpus each target grows is kept in build-fuzz/corpus
 # for the next run; crashes, hangs and out-of-memory inputs are written to
 # build-fuzz/crashes/<target>/ and make the script fail.
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     (TARGET: checkpoint, unpickler, text, config, annotations, image, npy, request)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     (TARGET: checkpoint, unpickler, module_pickle, text, config, annotations, image, npy, request)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(checkpoint unpickler text config annotations image npy request)
+[ ${#targets[@]} -gt 0 ] || targets=(checkpoint unpickler module_pickle text config annotations image npy request)
 build=build-fuzz
 
 cmake -S . -B $build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DALBEF_FUZZ=ON \
@@ -40,7 +40,7 @@ for target in "${targets[@]}"; do
   mkdir -p "$corpus" "$crashes"
   seeds "$target" | while read -r f; do cp "$f" "$corpus/seed-$(echo "$f" | tr '/' '_')"; done
   dict=()
-  case $target in checkpoint|unpickler) dict=(-dict=fuzz/pickle.dict) ;; esac
+  case $target in checkpoint|unpickler|module_pickle) dict=(-dict=fuzz/pickle.dict) ;; esac
   log=$build/fuzz-$target.log
   # -rss_limit_mb: a reader that allocates what a hostile header asks for is a finding, not a slow run.
   LSAN_OPTIONS=suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0 \

@@ -11,6 +11,7 @@
 #include "albef/io/checkpoint.h"
 #include "albef/io/npy.h"
 #include "albef/model/dvae.h"
+#include "albef/vision/dalle_pixels.h"
 
 #include "test_util.h"
 
@@ -39,8 +40,8 @@ std::string make_encoder_command(const std::string& dir, const std::string& vari
 const std::string& python_encoder_dir() {
   static const std::string dir = [] {
     const std::string d = make_temp_dir("dvae");
-    const at::Tensor inputs = at::stack({albef::load_tokenizer_image(data_path("images/camera.png"), kImageRes),
-                                         albef::load_tokenizer_image(data_path("images/horse.png"), kImageRes)});
+    const at::Tensor inputs = at::stack({albef::vision::load_tokenizer_image(data_path("images/camera.png"), kImageRes),
+                                         albef::vision::load_tokenizer_image(data_path("images/horse.png"), kImageRes)});
     albef::io::write_npy(d + "/inputs.npy", inputs);
     std::string output;
     const int rc = run_command(make_encoder_command(d, "normal"), &output);
@@ -85,9 +86,9 @@ TEST(Dvae, DefaultEncoderHasDalleNamesAndSize) {
 }
 
 TEST(Dvae, MapPixelsAsDalle) {
-  const at::Tensor mapped = albef::map_pixels(at::tensor({0.0f, 0.5f, 1.0f}));
+  const at::Tensor mapped = albef::vision::map_pixels(at::tensor({0.0f, 0.5f, 1.0f}));
   EXPECT_TENSOR_NEAR(mapped, at::tensor({0.1f, 0.5f, 0.9f}), 1e-7);
-  EXPECT_THROW(albef::map_pixels(at::zeros({2}, at::kDouble)), albef::Error);
+  EXPECT_THROW(albef::vision::map_pixels(at::zeros({2}, at::kDouble)), albef::Error);
 }
 
 TEST(Dvae, PickledEncoderGivesPyTorchLogitsAndCodes) {

@@ -115,4 +115,15 @@ TEST(ServeRequests, RefusesAnImageOverMaxPixelsByItsHeader) {
                  "pixels, over --max_pixels 100");
 }
 
+TEST(ServeRequests, RefusesAHeaderWhosePixelCountOverflows) {
+  // Found by the request fuzzer: a PNG header claiming 4026531840 x 4026531840 pixels, a count past int64.
+  std::string png("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\xf0\0\0\0\xf0\0\0\0\x08\x02\0\0\0\0\0\0\0", 33);
+  const RequestReader reader(kLimits);
+  expect_refusal(
+      [&] {
+        reader.images(json_request({{"images", {albef::base64(std::vector<unsigned char>(png.begin(), png.end()))}}}));
+      },
+      413, "4026531840x4026531840 pixels, over --max_pixels");
+}
+
 }  // namespace

@@ -5,7 +5,7 @@
 // resumes exactly, and a config without a tokenizer is refused by name.
 
 #include "albef/io/npy.h"
-#include "albef/model/dvae.h"
+#include "albef/vision/dalle_pixels.h"
 
 #include "test_util.h"
 
@@ -35,7 +35,7 @@ const std::string& tokenizer_dir() {
   static const std::string dir = [] {
     const std::string d = make_temp_dir("simla_tokenizer");
     albef::io::write_npy(d + "/inputs.npy",
-                         albef::load_tokenizer_image(data_path("images/camera.png"), 32).unsqueeze(0));
+                         albef::vision::load_tokenizer_image(data_path("images/camera.png"), 32).unsqueeze(0));
     std::string output;
     EXPECT_EQ(run_command(std::string(ALBEF_PYTHON3) + " " + source_path("tests/python/make_dvae_encoder.py") + " " +
                               d + " " + d + "/inputs.npy",

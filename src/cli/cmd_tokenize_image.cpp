@@ -5,6 +5,7 @@
 #include "albef/core/error.h"
 #include "albef/io/npy.h"
 #include "albef/model/dvae.h"
+#include "albef/vision/dalle_pixels.h"
 
 #include <ATen/ATen.h>
 
@@ -39,7 +40,7 @@ void run_tokenize_image(const TokenizeImageFlags& flags) {
   for (size_t begin = 0; begin < images.size(); begin += static_cast<size_t>(flags.batch_size)) {
     const size_t end = std::min(images.size(), begin + static_cast<size_t>(flags.batch_size));
     std::vector<at::Tensor> batch;
-    for (size_t i = begin; i < end; ++i) batch.push_back(load_tokenizer_image(images[i], flags.image_res));
+    for (size_t i = begin; i < end; ++i) batch.push_back(vision::load_tokenizer_image(images[i], flags.image_res));
     codes.push_back(encoder->codes(at::stack(batch)));
   }
   const at::Tensor all = at::cat(codes);

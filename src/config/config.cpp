@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <set>
+#include <type_traits>
 
 namespace albef {
 namespace fs = std::filesystem;
@@ -120,10 +122,17 @@ nlohmann::json to_json(const YAML::Node& node) {
 template <typename T>
 void read_json_field(const nlohmann::json& json, const char* key, T& field, const std::string& file) {
   if (!json.contains(key)) return;
+  const nlohmann::json& value = json.at(key);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // get<int64_t> would truncate a float (undefined past int64's range) and wrap a uint64.
+    if (!value.is_number_integer() ||
+        (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max())))
+      fail(file, ": key '", key, "' must be an integer within range, got ", value.dump());
+  }
   try {
-    field = json.at(key).get<T>();
+    field = value.get<T>();
   } catch (const nlohmann::json::exception&) {
-    fail(file, ": key '", key, "' has the wrong type (", json.at(key).dump(), ")");
+    fail(file, ": key '", key, "' has the wrong type (", value.dump(), ")");
   }
 }
 

@@ -1,7 +1,7 @@
 #include "albef/data/simla_views.h"
 
 #include "albef/core/error.h"
-#include "albef/model/dvae.h"
+#include "albef/vision/dalle_pixels.h"
 #include "albef/vision/image.h"
 
 namespace albef::data {
@@ -29,13 +29,13 @@ SimlaViews SimlaViewTransform::operator()(const cv::Mat& rgb, vision::Rng& rng) 
     // The official order: the tokenizer's view, then the ViT's, then the mask.
     const vision::TrainStages tokenizer_view =
         tokenizer_transform_.replay(rgb, tokenizer_transform_.sample(rgb.cols, rgb.rows, rng));
-    views.image_for_tokenization = tokenizer_tensor(tokenizer_view.augmented);
+    views.image_for_tokenization = vision::tokenizer_tensor(tokenizer_view.augmented);
     views.image = vit_transform_(rgb, rng);
   } else {
     const vision::TrainStages vit_view = vit_transform_.replay(rgb, vit_transform_.sample(rgb.cols, rgb.rows, rng));
     views.image = vit_view.tensor;
     const int half = options_.image_res / 2;
-    views.image_for_tokenization = tokenizer_tensor(vision::resize_bicubic_pil(vit_view.augmented, half, half));
+    views.image_for_tokenization = vision::tokenizer_tensor(vision::resize_bicubic_pil(vit_view.augmented, half, half));
   }
   RngMaskingDraws draws(rng);
   views.masks = masking_(draws);

@@ -2,7 +2,6 @@
 
 #include "albef/core/error.h"
 #include "albef/io/module_pickle.h"
-#include "albef/vision/image.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -15,7 +14,6 @@ namespace albef {
 namespace {
 
 // DALL-E's utils.logit_laplace_eps.
-constexpr double kLogitLaplaceEps = 0.1;
 constexpr int64_t kGroupCount = 4;
 
 // The number of weights an encoder of these sizes holds (as a double: the
@@ -124,11 +122,6 @@ at::Tensor DvaeEncoderImpl::forward(const at::Tensor& x) {
 
 at::Tensor DvaeEncoderImpl::codes(const at::Tensor& x) { return forward(x).argmax(1).flatten(1); }
 
-at::Tensor map_pixels(const at::Tensor& x) {
-  ALBEF_CHECK(x.scalar_type() == at::kFloat, "expected float32 pixels, got ", x.scalar_type());
-  return x.mul(1 - 2 * kLogitLaplaceEps).add(kLogitLaplaceEps);
-}
-
 const std::vector<std::string>& dvae_encoder_pickle_classes() {
   static const std::vector<std::string> classes{
       "dall_e.encoder.Encoder",
@@ -188,21 +181,6 @@ DvaeEncoder load_dvae_encoder(const std::string& path) {
   if (!stored.empty()) fail(path, ": unexpected weight '", stored.begin()->first, "' for this encoder");
   encoder->eval();
   return encoder;
-}
-
-at::Tensor tokenizer_tensor(const cv::Mat& rgb) {
-  ALBEF_CHECK(rgb.type() == CV_8UC3, "expected an 8-bit 3-channel image, got OpenCV type ", rgb.type());
-  const cv::Mat pixels = rgb.isContinuous() ? rgb : rgb.clone();
-  // ToTensor: HWC bytes -> CHW float32 in [0, 1].
-  const at::Tensor bytes =
-      at::from_blob(const_cast<uint8_t*>(pixels.ptr<uint8_t>()), {pixels.rows, pixels.cols, 3}, at::kByte);
-  return map_pixels(bytes.permute({2, 0, 1}).contiguous().to(at::kFloat).div(255));
-}
-
-at::Tensor load_tokenizer_image(const std::string& path, int64_t image_res) {
-  ALBEF_CHECK(image_res > 0 && image_res % 8 == 0, "image_res must be a positive multiple of 8, got ", image_res);
-  return tokenizer_tensor(vision::resize_bicubic_pil(vision::read_rgb(path), static_cast<int>(image_res),
-                                                     static_cast<int>(image_res)));
 }
 
 }  // namespace albef

@@ -96,8 +96,11 @@ class Checks {
     if (!value.is_string()) throw HttpError(422, what + " must be a base64 string");
     const std::optional<std::string> bytes = base64_decode(value.get<std::string>());
     if (!bytes) throw HttpError(422, what + " is not base64");
-    // The header's size first: a small file may claim a huge image.
-    if (const auto size = vision::image_dimensions(*bytes); size && size->first * size->second > limits_.max_pixels)
+    // The header's size first: a small file may claim a huge image (up to
+    // 2^32 a side, whose product overflows int64: compared as doubles).
+    if (const auto size = vision::image_dimensions(*bytes);
+        size && static_cast<double>(size->first) * static_cast<double>(size->second) >
+                    static_cast<double>(limits_.max_pixels))
       throw HttpError(413, what + " is " + std::to_string(size->first) + "x" + std::to_string(size->second) +
                                " pixels, over --max_pixels " + std::to_string(limits_.max_pixels));
     Upload upload;

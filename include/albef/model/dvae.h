@@ -1,9 +1,10 @@
 #pragma once
 /// @file dvae.h
 /// @brief DALL-E's dVAE encoder, SIMLA's visual tokenizer: an image mapped
-/// to [0.1, 0.9] goes through a 7x7 conv, four groups of residual blocks (a
-/// 2x2 max-pool after each of the first three) and a 1x1 conv to `vocab_size`
-/// logits per 8x8 cell; the visual token of a cell is the argmax.
+/// to [0.1, 0.9] (vision/dalle_pixels.h) goes through a 7x7 conv, four groups
+/// of residual blocks (a 2x2 max-pool after each of the first three) and a
+/// 1x1 conv to `vocab_size` logits per 8x8 cell; the visual token of a cell
+/// is the argmax.
 ///
 /// Parameter names are those of DALL-E's `dall_e.encoder.Encoder`
 /// (`blocks.input.w`, `blocks.group_1.block_1.res_path.conv_1.w`, ...), and
@@ -14,7 +15,6 @@
 /// tokens there.
 
 #include <ATen/core/Tensor.h>
-#include <opencv2/core/mat.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/moduledict.h>
 
@@ -77,9 +77,6 @@ class DvaeEncoderImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DvaeEncoder);
 
-/// DALL-E's `map_pixels`: x * 0.8 + 0.1 (pixels in [0, 1] to [0.1, 0.9]).
-at::Tensor map_pixels(const at::Tensor& x);
-
 /// The classes a DALL-E `encoder.pkl` may name (dall_e's and torch.nn's).
 const std::vector<std::string>& dvae_encoder_pickle_classes();
 
@@ -88,14 +85,5 @@ const std::vector<std::string>& dvae_encoder_pickle_classes();
 /// eval mode. A class outside dvae_encoder_pickle_classes, a missing or
 /// extra weight, or a shape that differs is an error naming the file.
 DvaeEncoder load_dvae_encoder(const std::string& path);
-
-/// ToTensor + map_pixels of an RGB CV_8UC3 image: float32 [3, H, W] in
-/// [0.1, 0.9], what the dVAE reads.
-at::Tensor tokenizer_tensor(const cv::Mat& rgb);
-
-/// The tokenizer's view of an image file: PIL bicubic resize to res x res,
-/// ToTensor, map_pixels: float32 [3, res, res] (SIMLA's tokenizer input
-/// without its random crop, flip and RandAugment).
-at::Tensor load_tokenizer_image(const std::string& path, int64_t image_res);
 
 }  // namespace albef
