@@ -136,6 +136,10 @@ void read_json_field(const nlohmann::json& json, const char* key, T& field, cons
   }
 }
 
+void require_positive(const std::string& file, const char* key, int64_t value) {
+  if (value < 1) fail(file, ": ", key, " must be at least 1, got ", value);
+}
+
 constexpr const char* kPointElsewhere =
     "set 'vocab:' in the config, or pass --text_encoder with a folder holding vocab.txt, a vocabulary file, or "
     "bert-base-uncased (bundled with albef)";
@@ -211,6 +215,15 @@ BertConfig BertConfig::from_json_file(const std::string& path) {
   if (json.contains("position_embedding_type") && json["position_embedding_type"] != "absolute")
     fail(path, ": only position_embedding_type 'absolute' is supported");
   if (config.hidden_act != "gelu") fail(path, ": hidden_act '", config.hidden_act, "' is not supported (ALBEF uses 'gelu')");
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", config.vocab_size},
+                                   {"hidden_size", config.hidden_size},
+                                   {"num_hidden_layers", config.num_hidden_layers},
+                                   {"num_attention_heads", config.num_attention_heads},
+                                   {"intermediate_size", config.intermediate_size},
+                                   {"max_position_embeddings", config.max_position_embeddings},
+                                   {"type_vocab_size", config.type_vocab_size},
+                                   {"encoder_width", config.encoder_width}})
+    require_positive(path, key, value);
   if (config.hidden_size % config.num_attention_heads != 0)
     fail(path, ": hidden_size ", config.hidden_size, " is not a multiple of num_attention_heads ", config.num_attention_heads);
   if (config.fusion_layer < 0 || config.fusion_layer > config.num_hidden_layers)
@@ -336,6 +349,12 @@ Config load_config(const std::string& path, const std::string& text_encoder) {
     if (node["num_heads"]) v.num_heads = scalar<int64_t>(node["num_heads"], "vision_config.num_heads", path);
     if (node["mlp_ratio"]) v.mlp_ratio = scalar<double>(node["mlp_ratio"], "vision_config.mlp_ratio", path);
   }
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"image_res", config.image_res},
+                                   {"vision_config.patch_size", config.vision.patch_size},
+                                   {"vision_config.embed_dim", config.vision.embed_dim},
+                                   {"vision_config.depth", config.vision.depth},
+                                   {"vision_config.num_heads", config.vision.num_heads}})
+    require_positive(path, key, value);
   if (config.vision.embed_dim % config.vision.num_heads != 0)
     fail(path, ": vision_config.embed_dim ", config.vision.embed_dim, " is not a multiple of num_heads ",
          config.vision.num_heads);
