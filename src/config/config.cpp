@@ -55,7 +55,12 @@ const std::set<std::string> kBertKeys = {
 template <typename T>
 T scalar(const YAML::Node& node, const std::string& key, const std::string& file) {
   try {
-    return node.as<T>();
+    T value = node.as<T>();
+    // A NUL would cut a file name short: another file than the one written would be read.
+    if constexpr (std::is_same_v<T, std::string>)
+      if (value.find('\0') != std::string::npos)
+        fail(file, ": key '", key, "' (line ", node.Mark().line + 1, ") holds a NUL byte");
+    return value;
   } catch (const YAML::Exception&) {
     fail(file, ": key '", key, "' (line ", node.Mark().line + 1, "): cannot read '",
          YAML::Dump(node), "' as a ", std::is_same_v<T, bool> ? "boolean" : std::is_same_v<T, std::string> ? "string" : "number");
