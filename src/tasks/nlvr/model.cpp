@@ -62,12 +62,6 @@ bool is_simla_config(const Config& config) {
 
 namespace {
 
-// The first of the layers Pretrain_NLVR.py doubles (its literal 6): ALBEF's
-// fusion_layer, or the single-stream BERT's middle (6 of shared_bert.json's 12).
-int64_t doubled_from(const Config& config) {
-  return config.bert.single_stream ? config.bert.num_hidden_layers / 2 : config.bert.fusion_layer;
-}
-
 // Text-encoder layer N of 'text_encoder[_m].[bert.]encoder.layer.N...', or -1.
 int64_t text_layer_of(const std::string& key) {
   const std::vector<std::string> parts = split_dots(replace_all(key, "bert.", ""));
@@ -84,7 +78,9 @@ void set_text_encoder(const Config& config, ModelOptions& options) {
   options.images_per_text = 2;
   if (is_simla_config(config)) {
     options.text_bert = simla_nlvr_bert(config.bert);
-    options.checkpoint_keys = [first = doubled_from(config)](const std::string& key) -> std::vector<std::string> {
+    // Pretrain_NLVR.py doubles the checkpoint's layers from where the pairs start (its literal 6).
+    options.checkpoint_keys = [first = options.text_bert->shared_cross_attention_from](
+                                  const std::string& key) -> std::vector<std::string> {
       return contains(key, "bert.") ? ta_checkpoint_keys(key, first) : std::vector<std::string>{key};
     };
     return;
@@ -105,6 +101,7 @@ void set_text_encoder(const Config& config, ModelOptions& options) {
 
 BertConfig simla_nlvr_bert(const BertConfig& bert) {
   BertConfig doubled = bert;
+  // The layers doubled start at ALBEF's fusion_layer, or the single-stream BERT's middle (6 of 12).
   doubled.fusion_layer = bert.single_stream ? bert.num_hidden_layers / 2 : bert.fusion_layer;
   doubled = with_fusion_per_image(doubled, 2);
   doubled.shared_cross_attention_from = doubled.fusion_layer;
