@@ -67,11 +67,17 @@ T scalar(const YAML::Node& node, const std::string& key, const std::string& file
   }
 }
 
+// A mapping key as text; YAML's complex keys (a list or mapping after '?') are no config's.
+std::string key_name(const YAML::Node& key, const std::string& file) {
+  if (!key.IsScalar()) fail(file, ": line ", key.Mark().line + 1, ": a key must be a plain name");
+  return key.Scalar();
+}
+
 void check_keys(const YAML::Node& map, const std::set<std::string>& known, const std::string& prefix,
                 const std::string& file) {
   if (!map.IsMap()) fail(file, ": '", prefix, "' must be a mapping");
   for (const auto& item : map) {
-    const std::string key = item.first.as<std::string>();
+    const std::string key = key_name(item.first, file);
     if (!known.count(key))
       fail(file, ": unknown key '", prefix.empty() ? "" : prefix + ".", key, "' (line ", item.first.Mark().line + 1,
            "); none of the official ALBEF configs has it");
@@ -88,16 +94,16 @@ std::vector<std::string> string_list(const YAML::Node& node, const std::string& 
   return out;
 }
 
-nlohmann::json to_json(const YAML::Node& node) {
+nlohmann::json to_json(const YAML::Node& node, const std::string& file) {
   switch (node.Type()) {
     case YAML::NodeType::Map: {
       nlohmann::json out = nlohmann::json::object();
-      for (const auto& item : node) out[item.first.as<std::string>()] = to_json(item.second);
+      for (const auto& item : node) out[key_name(item.first, file)] = to_json(item.second, file);
       return out;
     }
     case YAML::NodeType::Sequence: {
       nlohmann::json out = nlohmann::json::array();
-      for (const auto& item : node) out.push_back(to_json(item));
+      for (const auto& item : node) out.push_back(to_json(item, file));
       return out;
     }
     case YAML::NodeType::Scalar: {
@@ -261,7 +267,7 @@ Config load_config(const std::string& path, const std::string& text_encoder) {
 
   Config config;
   config.path = path;
-  config.raw = to_json(root);
+  config.raw = to_json(root, path);
   auto has = [&](const char* key) { return static_cast<bool>(root[key]); };
   auto get_int = [&](const char* key, int64_t& field) {
     if (has(key)) field = scalar<int64_t>(root[key], key, path);
