@@ -1,13 +1,17 @@
-// A bf16 inference model is built in bfloat16 from the start (no float32
-// copy of its linear weights at any point) and computes exactly what the
-// float32-loaded model readied for bf16 computes.
+// bf16 and int8 inference models are built in their precision from the
+// start (no float32 copy of the encoders' linear weights at any point) and
+// compute exactly what the float32-loaded model readied for them computes.
 #include "albef/api/inference.h"
 #include "albef/model/albef.h"
 #include "albef/tasks/retrieval.h"
+#include "ops/linear_int8.h"
 #include "test_util.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/nn/modules/linear.h>
+
+#include <thread>
 
 namespace {
 
@@ -42,6 +46,46 @@ TEST(PrecisionLoading, Bf16ModelBuiltInBf16EqualsTheFloat32LoadedOne) {
   EXPECT_TRUE(direct->image_feature(direct->encode_image(images)).equal(converted->image_feature(converted->encode_image(images))));
   EXPECT_TRUE(direct->text_feature(direct->encode_text(ids, mask)).equal(converted->text_feature(converted->encode_text(ids, mask))));
   EXPECT_EQ(at::get_default_dtype(), caffe2::TypeMeta::Make<float>());  // put back
+}
+
+TEST(PrecisionLoading, Int8ModelBuiltInInt8EqualsTheFloat32LoadedOne) {
+  const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
+  const std::string checkpoint = data_path("tiny/albef_pretrain_tiny.pth");
+  albef::ModelOptions options = albef::retrieval_model_options(false);
+  albef::AlbefModel direct = albef::load_inference_model(config, options, checkpoint, at::kCPU, albef::Precision::Int8);
+  options.momentum_encoders = false;
+  albef::AlbefModel converted(config, options);
+  albef::load_checkpoint(converted, checkpoint);
+  albef::prepare_for_inference(converted, albef::Precision::Int8);
+  const auto expected = converted->named_parameters(), actual = direct->named_parameters();
+  ASSERT_EQ(actual.size(), expected.size());
+  int int8 = 0;
+  for (const auto& item : expected) {
+    const at::Tensor& mine = actual[item.key()];
+    EXPECT_EQ(mine.scalar_type(), item.value().scalar_type()) << item.key();
+    EXPECT_TRUE(mine.equal(item.value())) << item.key();
+    int8 += mine.scalar_type() == at::kChar;
+  }
+  EXPECT_GT(int8, 20);
+  const auto expected_buffers = converted->named_buffers(), actual_buffers = direct->named_buffers();
+  ASSERT_EQ(actual_buffers.size(), expected_buffers.size());
+  for (const auto& item : expected_buffers) EXPECT_TRUE(actual_buffers[item.key()].equal(item.value())) << item.key();
+
+  const at::Tensor images = at::rand({2, 3, 32, 32});
+  const at::Tensor ids = at::tensor({101, 1037, 3899, 2006, 1037, 10682}, at::kLong).unsqueeze(0);
+  const at::Tensor mask = at::ones_like(ids);
+  at::NoGradGuard no_grad;
+  EXPECT_TRUE(direct->image_feature(direct->encode_image(images)).equal(converted->image_feature(converted->encode_image(images))));
+  EXPECT_TRUE(direct->text_feature(direct->encode_text(ids, mask)).equal(converted->text_feature(converted->encode_text(ids, mask))));
+}
+
+TEST(PrecisionLoading, Int8ConstructionLeavesOtherThreadsAndLaterLayersFloat32) {
+  {
+    const albef::ops::Int8Construction int8;
+    EXPECT_EQ(albef::ops::encoder_linear(8, 4)->weight.scalar_type(), at::kChar);
+    std::thread([] { EXPECT_EQ(albef::ops::encoder_linear(8, 4)->weight.scalar_type(), at::kFloat); }).join();
+  }
+  EXPECT_EQ(albef::ops::encoder_linear(8, 4)->weight.scalar_type(), at::kFloat);
 }
 
 }  // namespace

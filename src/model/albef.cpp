@@ -337,7 +337,15 @@ LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std
       if (value.sizes() != target->sizes())
         fail(source, ": '", raw_key, "' has shape ", value.sizes(), " but the model's '", key, "' expects ",
              target->sizes(), " (does the config match the checkpoint?)");
-      target->copy_(value);
+      if (target->scalar_type() == at::kChar && value.is_floating_point()) {  // an int8 layer (Int8Construction)
+        const std::string scale_key = key.substr(0, key.size() - std::string("weight").size()) + "weight_scale";
+        auto [values, scales] = ops::quantize_weight_int8(value);
+        target->copy_(values);
+        targets.at(scale_key).copy_(scales);
+        loaded.insert(scale_key);
+      } else {
+        target->copy_(value);
+      }
       loaded.insert(key);
     }
     if (fetched) lazy->release(raw_value);
@@ -376,7 +384,7 @@ void prepare_for_inference(AlbefModel& model, Precision precision) {
     // heads (the features' last step, the classifiers) stay in float32.
     for (const auto& item : model->named_modules("", /*include_self=*/false)) {
       const std::string& name = item.key();
-      if (auto* linear = item.value()->as<nn::Linear>())
+      if (auto* linear = item.value()->as<nn::Linear>(); linear && linear->weight.scalar_type() != at::kChar)
         if (name.rfind("visual_encoder.", 0) == 0 || name.rfind("text_encoder.", 0) == 0 ||
             name.rfind("text_decoder.", 0) == 0)
           ops::quantize_linear_int8(*linear);
@@ -433,12 +441,24 @@ AlbefModel build_bf16_model(const Config& config, const ModelOptions& options) {
   return model;
 }
 
+// A model whose encoder layers are int8 from the start (Int8Construction):
+// each layer's float32 weight exists only while it is built, and the loader
+// quantises the checkpoint's tensors into the int8 ones one at a time.
+AlbefModel build_int8_model(const Config& config, const ModelOptions& options) {
+  const TransientBuffersToOs transient;  // each layer's float32 weight goes back to the OS once replaced
+  const ops::Int8Construction int8;
+  return AlbefModel(config, options);
+}
+
 }  // namespace
 
 AlbefModel load_inference_model(const Config& config, ModelOptions options, const std::string& checkpoint,
                                 c10::Device device, Precision precision, LoadReport* report) {
   options.momentum_encoders = false;
+  if (precision == Precision::Int8 && !device.is_cpu())
+    fail("--precision int8 runs on the CPU only (use bf16 on a GPU)");
   AlbefModel model = precision == Precision::Bf16 && device.is_cpu() ? build_bf16_model(config, options)
+                     : precision == Precision::Int8                  ? build_int8_model(config, options)
                                                                      : AlbefModel(config, options);
   const LoadReport loaded = load_checkpoint(model, checkpoint);
   for (const auto& key : loaded.missing_keys)

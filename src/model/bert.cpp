@@ -3,6 +3,7 @@
 #include "albef/core/error.h"
 #include "ops/dropout.h"
 #include "ops/linear.h"
+#include "ops/linear_int8.h"
 
 #include <ATen/ATen.h>
 
@@ -57,9 +58,9 @@ at::Tensor BertEmbeddingsImpl::forward_embeds(const at::Tensor& inputs_embeds) {
 BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config, bool is_cross_attention)
     : num_heads(config.num_attention_heads), dropout(config.attention_probs_dropout_prob) {
   const int64_t kv_width = is_cross_attention ? config.encoder_width : config.hidden_size;
-  query = register_module("query", nn::Linear(config.hidden_size, config.hidden_size));
-  key = register_module("key", nn::Linear(kv_width, config.hidden_size));
-  value = register_module("value", nn::Linear(kv_width, config.hidden_size));
+  query = register_module("query", ops::encoder_linear(config.hidden_size, config.hidden_size));
+  key = register_module("key", ops::encoder_linear(kv_width, config.hidden_size));
+  value = register_module("value", ops::encoder_linear(kv_width, config.hidden_size));
 }
 
 at::Tensor* BertSelfAttentionImpl::recording() { return save_attention_ ? &attention_map_ : nullptr; }
@@ -118,7 +119,7 @@ at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, Fusion
 
 BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertConfig& config)
     : dropout(config.hidden_dropout_prob) {
-  dense = register_module("dense", nn::Linear(in_features, config.hidden_size));
+  dense = register_module("dense", ops::encoder_linear(in_features, config.hidden_size));
   LayerNorm = register_module(
       "LayerNorm", nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
 }
@@ -133,7 +134,7 @@ BertAttentionImpl::BertAttentionImpl(const BertConfig& config, bool is_cross_att
 }
 
 BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config) {
-  dense = register_module("dense", nn::Linear(config.hidden_size, config.intermediate_size));
+  dense = register_module("dense", ops::encoder_linear(config.hidden_size, config.intermediate_size));
 }
 
 at::Tensor BertIntermediateImpl::forward(const at::Tensor& x) { return ops::linear_gelu(*dense, x); }
@@ -284,7 +285,7 @@ void BertModelImpl::init_weights() { init_bert_modules(*this, config_.initialize
 BertLMPredictionHeadImpl::BertLMPredictionHeadImpl(const BertConfig& config, const at::Tensor& word_embeddings) {
   bias = register_parameter("bias", at::zeros({config.vocab_size}));
   transform = register_module("transform", std::make_shared<nn::Module>());
-  transform_dense = transform->register_module("dense", nn::Linear(config.hidden_size, config.hidden_size));
+  transform_dense = transform->register_module("dense", ops::encoder_linear(config.hidden_size, config.hidden_size));
   transform_LayerNorm = transform->register_module(
       "LayerNorm", nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
   decoder = register_module("decoder", TiedLinear(word_embeddings, bias));

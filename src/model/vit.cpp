@@ -2,6 +2,7 @@
 
 #include "albef/core/error.h"
 #include "ops/linear.h"
+#include "ops/linear_int8.h"
 #include "albef/model/layers.h"
 
 #include <ATen/ATen.h>
@@ -21,8 +22,8 @@ at::Tensor PatchEmbedImpl::forward(const at::Tensor& image) {
 }
 
 VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads) : num_heads(heads) {
-  qkv = register_module("qkv", nn::Linear(nn::LinearOptions(dim, dim * 3).bias(true)));
-  proj = register_module("proj", nn::Linear(dim, dim));
+  qkv = register_module("qkv", ops::encoder_linear(dim, dim * 3));
+  proj = register_module("proj", ops::encoder_linear(dim, dim));
 }
 
 at::Tensor VitAttentionImpl::forward(const at::Tensor& x) {
@@ -32,8 +33,8 @@ at::Tensor VitAttentionImpl::forward(const at::Tensor& x) {
 }
 
 VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
-  fc1 = register_module("fc1", nn::Linear(dim, hidden));
-  fc2 = register_module("fc2", nn::Linear(hidden, dim));
+  fc1 = register_module("fc1", ops::encoder_linear(dim, hidden));
+  fc2 = register_module("fc2", ops::encoder_linear(hidden, dim));
 }
 
 at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return ops::linear(*fc2, ops::linear_gelu(*fc1, x)); }

@@ -193,9 +193,14 @@ bool int8_matmul(const at::Tensor& values, const at::Tensor& weight_values, at::
     const memory::desc dst_md({m, n}, memory::data_type::f32, memory::dims{n, 1});
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weight_md, dst_md), engine);
     const dnnl::matmul matmul(pd);
+    // Where oneDNN reads the weights as they are (W^T over the [N, K] values,
+    // as its AVX2 GEMM does), a packed copy would only double their memory.
+    const memory::desc plain({k, n}, memory::data_type::s8, memory::dims{1, k});
+    const memory weights = pd.weights_desc() == plain ? memory(plain, engine, weight_values.data_ptr())
+                                                      : packed_weights.get(weight_values, pd.weights_desc(), engine);
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, memory(src_md, engine, values.data_ptr())},
-        {DNNL_ARG_WEIGHTS, packed_weights.get(weight_values, pd.weights_desc(), engine)},
+        {DNNL_ARG_WEIGHTS, weights},
         {DNNL_ARG_DST, memory(dst_md, engine, out.data_ptr())}};
     dnnl::stream stream(engine);
     matmul.execute(stream, args);
@@ -232,6 +237,28 @@ std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight)
   scales = at::where(scales > 0, scales, at::ones_like(scales));
   const at::Tensor values = at::round(w / scales.unsqueeze(1)).clamp_(-levels, levels).to(at::kChar);
   return {values, scales};
+}
+
+namespace {
+thread_local bool g_int8_construction = false;
+}  // namespace
+
+Int8Construction::Int8Construction() {
+  ALBEF_CHECK(!g_int8_construction, "Int8Construction scopes do not nest");
+  g_int8_construction = true;
+}
+
+Int8Construction::~Int8Construction() { g_int8_construction = false; }
+
+torch::nn::Linear encoder_linear(int64_t in_features, int64_t out_features) {
+  torch::nn::Linear layer(in_features, out_features);
+  if (!g_int8_construction) return layer;
+  at::NoGradGuard no_grad;
+  layer->weight.set_requires_grad(false);
+  // Pages of an unwritten buffer are not resident: the loader's writes are the first.
+  layer->weight.set_data(at::empty({out_features, in_features}, at::kChar));
+  layer->register_buffer("weight_scale", at::ones({out_features}, at::kFloat));
+  return layer;
 }
 
 void quantize_linear_int8(torch::nn::LinearImpl& layer) {

@@ -9,6 +9,7 @@
 
 namespace torch::nn {
 class LinearImpl;
+class Linear;
 }
 
 namespace albef::ops {
@@ -26,6 +27,23 @@ std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight)
 /// values (the float32 memory is freed) and a buffer `weight_scale` holds the
 /// scales. ops::linear then takes the int8 path for it.
 void quantize_linear_int8(torch::nn::LinearImpl& layer);
+
+/// While alive, the encoder layers this thread builds (encoder_linear) are
+/// int8 from the start: their weights are left unwritten until a checkpoint
+/// is quantised into them (quantize_weight_int8), so that a model loaded
+/// for --precision int8 never holds its float32 weights. One per thread at a
+/// time.
+class Int8Construction {
+ public:
+  Int8Construction();
+  ~Int8Construction();
+  Int8Construction(const Int8Construction&) = delete;
+  Int8Construction& operator=(const Int8Construction&) = delete;
+};
+
+/// A linear layer of the ViT or BERT: float32, or an int8 layer awaiting its
+/// weights (values unwritten, scales 1) under Int8Construction.
+torch::nn::Linear encoder_linear(int64_t in_features, int64_t out_features);
 
 /// The scales of an int8 layer (quantize_linear_int8); undefined for others.
 at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer);
