@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cmath>
 #include <immintrin.h>
+#include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 
 #ifdef ALBEF_WITH_DNNL
@@ -178,6 +180,32 @@ class PackedWeights {
   std::unordered_map<Key, Entry, KeyHash> cache_;
 };
 
+// The weights' layout for an [M, K] x [K, N] int8 matmul: the one oneDNN's
+// fastest kernel for the shape asks for, except that where it asks for a
+// plain matrix (its AVX2 GEMM does) the [N, K] values are taken as they are,
+// as W^T: a reordered copy would double the weights' memory. Decided once a shape.
+dnnl::memory::desc int8_weights_layout(const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md,
+                                       int64_t k, int64_t n, const dnnl::engine& engine) {
+  using dnnl::memory;
+  static std::mutex mutex;
+  static std::map<std::tuple<int64_t, int64_t, int64_t>, memory::desc> chosen;
+  const auto key = std::make_tuple(src_md.dims()[0], k, n);
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (auto found = chosen.find(key); found != chosen.end()) return found->second;
+  }
+  const memory::desc any({k, n}, memory::data_type::s8, memory::format_tag::any);
+  memory::desc layout = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, any, dst_md), engine).weights_desc();
+  const memory::desc as_stored({k, n}, memory::data_type::s8, memory::dims{1, k});
+  if (layout.data.format_kind == dnnl_blocked && layout.data.format_desc.blocking.inner_nblks == 0) try {
+      (void)dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, as_stored, dst_md), engine);
+      layout = as_stored;
+    } catch (const dnnl::error&) {  // no kernel reads them transposed: reorder once, as for blocked layouts
+    }
+  const std::lock_guard<std::mutex> lock(mutex);
+  return chosen.emplace(key, layout).first->second;
+}
+
 // out[M, N] = values W_q^T, through oneDNN's int8 matmul (int32
 // accumulation, float32 result; no output scales: with them oneDNN 2.6 leaves
 // its brgemm VNNI kernels for a slower GEMM). False when oneDNN has no
@@ -189,15 +217,13 @@ bool int8_matmul(const at::Tensor& values, const at::Tensor& weight_values, at::
   const int64_t m = values.size(0), k = values.size(1), n = weight_values.size(0);
   try {
     const memory::desc src_md({m, k}, memory::data_type::s8, memory::dims{k, 1});
-    const memory::desc weight_md({k, n}, memory::data_type::s8, memory::format_tag::any);
     const memory::desc dst_md({m, n}, memory::data_type::f32, memory::dims{n, 1});
+    const memory::desc weight_md = int8_weights_layout(src_md, dst_md, k, n, engine);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weight_md, dst_md), engine);
     const dnnl::matmul matmul(pd);
-    // Where oneDNN reads the weights as they are (W^T over the [N, K] values,
-    // as its AVX2 GEMM does), a packed copy would only double their memory.
-    const memory::desc plain({k, n}, memory::data_type::s8, memory::dims{1, k});
-    const memory weights = pd.weights_desc() == plain ? memory(plain, engine, weight_values.data_ptr())
-                                                      : packed_weights.get(weight_values, pd.weights_desc(), engine);
+    const memory::desc as_stored({k, n}, memory::data_type::s8, memory::dims{1, k});
+    const memory weights = weight_md == as_stored ? memory(as_stored, engine, weight_values.data_ptr())
+                                                  : packed_weights.get(weight_values, weight_md, engine);
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, memory(src_md, engine, values.data_ptr())},
         {DNNL_ARG_WEIGHTS, weights},
