@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -134,7 +135,7 @@ TEST(Distributed, KillingOneRankStopsTheOtherWithAClearError) {
   const std::string command = std::string(ALBEF_CLI) + " launch --nproc 2 -- pretrain --config " + config +
                               " --output_dir " + dir + "/run --epochs 30 --workers 1 --print_freq 1 > " + log +
                               " 2>&1";
-  pid_t launcher = -1;
+  std::atomic<pid_t> launcher{-1};  // written by the runner thread, read here
   std::thread runner([&] {
     FILE* pipe = ::popen(("sh -c 'echo $$; exec " + command + "'").c_str(), "r");
     char line[32] = {0};
@@ -146,7 +147,7 @@ TEST(Distributed, KillingOneRankStopsTheOtherWithAClearError) {
   while (!fs::exists(dir + "/run/checkpoint_00.pth") && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_TRUE(fs::exists(dir + "/run/checkpoint_00.pth"));
-  ASSERT_GT(launcher, 0);
+  ASSERT_GT(launcher.load(), 0);
   const pid_t rank1 = child_with_rank(launcher, 1);
   ASSERT_GT(rank1, 0);
   const auto killed_at = std::chrono::steady_clock::now();

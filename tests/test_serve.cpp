@@ -386,7 +386,7 @@ TEST(ServeLoad, AFullQueueAnswers503AtOnce) {
   int ok = 0, refused = 0;
   for (auto& answer : answers) {
     const httplib::Result result = answer.get();
-    ASSERT_TRUE(result);
+    ASSERT_TRUE(result) << httplib::to_string(result.error()) << "\n" << server.log();
     if (result->status == 200) ++ok;
     if (result->status == 503) {
       ++refused;
@@ -400,7 +400,7 @@ TEST(ServeLoad, AFullQueueAnswers503AtOnce) {
   const httplib::Result after = server.client().Post("/v1/embed/text", R"({"texts": ["a dog"]})", "application/json");
   ASSERT_TRUE(after);
   EXPECT_EQ(after->status, 200);
-  EXPECT_EQ(server.stop(), 0);
+  EXPECT_EQ(server.stop(), 0) << server.log();
 }
 
 TEST(ServeLoad, SigtermAnswersTheRequestsInFlightThenExits0) {

@@ -25,10 +25,12 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 // The page at GET / (src/server/web/index.html, compiled in).
 extern const char albef_serve_index_html[];
@@ -115,6 +117,9 @@ struct Service::Impl {
   std::unique_ptr<Batcher<VqaRequest, std::vector<VqaAnswerer::Answer>>> answer;
   std::unique_ptr<Batcher<GradcamRequest, GradcamResult>> explain;
   httplib::Server http;
+  // stop() and run() meet through these: a stop (SIGTERM while the model
+  // loads) that comes before httplib listens must not be lost.
+  std::atomic<bool> stop_requested{false}, run_started{false}, run_ended{false};
 
   explicit Impl(const ServeOptions& o) : options(o), load(o.max_queue) {}
 
@@ -417,6 +422,12 @@ Service::~Service() = default;
 
 void Service::run(const std::function<void(int port)>& on_listening) {
   Impl& m = *impl_;
+  struct MarkEnded {
+    std::atomic<bool>& ended;
+    ~MarkEnded() { ended = true; }
+  } mark_ended{m.run_ended};
+  m.run_started = true;
+  if (m.stop_requested) return;
   const int port = m.options.port == 0 ? m.http.bind_to_any_port(m.options.host) : m.options.port;
   if (m.options.port != 0 && !m.http.bind_to_port(m.options.host, port))
     fail("serve: cannot listen on ", m.options.host, ":", port, " (in use, or not an address of this machine)");
@@ -426,6 +437,14 @@ void Service::run(const std::function<void(int port)>& on_listening) {
   m.http.listen_after_bind();
 }
 
-void Service::stop() { impl_->http.stop(); }
+void Service::stop() {
+  Impl& m = *impl_;
+  m.stop_requested = true;
+  // httplib ignores a stop before it listens: wait for that (or for run() to
+  // end, failing to bind) where run() has begun; one not yet begun sees the flag.
+  while (m.run_started && !m.run_ended && !m.http.is_running())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  m.http.stop();
+}
 
 }  // namespace albef::server
