@@ -6,7 +6,7 @@
 # or build-tsan/ (ThreadSanitizer) and runs the same suite there, the Python
 # module's tests aside (an instrumented extension needs the sanitizer's runtime
 # preloaded into Python). Any report fails the test that triggered it; the
-# suppressions in tests/sanitizers/ cover LibTorch's own code only.
+# suppressions in tests/sanitizers/ cover uninstrumented libraries only (each explained there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" != --sanitize ]; then
