@@ -330,8 +330,7 @@ void run_model_worker(const WorkerRequest& request) {
       step = [&, batch] {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
-        const at::Tensor embeds = model->encode_image(batch);
-        outputs = {{"image_feat", model->image_feature(embeds)}};
+        outputs = {{"image_feat", model->encode_image_features(batch)}};
       };
     } else if (request.workload == "text_b64") {
       items = kTextBatch;
@@ -340,7 +339,7 @@ void run_model_worker(const WorkerRequest& request) {
       step = [&, ids, mask] {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
-        outputs = {{"text_feat", model->text_feature(model->encode_text(ids, mask))}};
+        outputs = {{"text_feat", model->encode_text_features(ids, mask)}};
       };
     } else if (request.workload == "itm_b64") {
       items = kItmBatch;
@@ -415,8 +414,8 @@ void run_model_worker(const WorkerRequest& request) {
           std::vector<at::Tensor> features;
           for (int64_t begin = 0; begin < kClassifyLabels; begin += 256) {
             const int64_t end = std::min(kClassifyLabels, begin + 256);
-            features.push_back(model->text_feature(model->encode_text(label_ids.slice(0, begin, end),
-                                                                      label_mask.slice(0, begin, end))));
+            features.push_back(
+                model->encode_text_features(label_ids.slice(0, begin, end), label_mask.slice(0, begin, end)));
           }
           labels.features = l2_normalize(at::cat(features));
           labels.names.resize(kClassifyLabels);

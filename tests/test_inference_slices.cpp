@@ -1,5 +1,5 @@
 // Inference runs large batches through the encoders and the fusion about
-// 1024 tokens at a time (model/albef.cpp). A batch must give what its rows
+// 512 tokens at a time (1024 in bf16; model/albef.cpp). A batch must give what its rows
 // give one by one, whichever slices it was cut into.
 
 #include "albef/model/albef.h"
@@ -44,7 +44,7 @@ class InferenceSlices : public ::testing::Test {
 
 TEST_F(InferenceSlices, TextBatchEqualsItsRows) {
   at::NoGradGuard no_grad;
-  // 30 tokens: slices of 34 captions, so 80 captions run as 34 + 34 + 12.
+  // 30 tokens: slices of 17 captions, so 80 captions run as 4 x 17 + 12.
   const auto [ids, mask] = random_captions(80, 30);
   const at::Tensor batch = model_->encode_text(ids, mask);
   ASSERT_EQ(batch.sizes(), (std::vector<int64_t>{80, 30, 64}));
@@ -56,7 +56,7 @@ TEST_F(InferenceSlices, TextBatchEqualsItsRows) {
 
 TEST_F(InferenceSlices, ImageBatchEqualsItsRows) {
   at::NoGradGuard no_grad;
-  // The tiny ViT sees 5 tokens an image: slices of 204 images.
+  // The tiny ViT sees 5 tokens an image: slices of 102 images.
   const at::Tensor images = at::randn({450, 3, 32, 32});
   const at::Tensor batch = model_->encode_image(images);
   ASSERT_EQ(batch.size(0), 450);
@@ -84,6 +84,20 @@ TEST_F(InferenceSlices, FusionBatchEqualsItsPairs) {
                            model_->fuse(text_embeds.slice(0, b, e), mask.slice(0, b, e), image_embeds.slice(0, 0, 1)));
                      }),
                      kTolerance);
+}
+
+// The feature paths keep each slice's features only, not the batch's tokens:
+// the same numbers as the features taken from all the tokens.
+TEST_F(InferenceSlices, FeaturesEqualThoseOfTheWholeBatch) {
+  at::NoGradGuard no_grad;
+  const auto [ids, mask] = random_captions(80, 30);
+  const at::Tensor text_feat = model_->encode_text_features(ids, mask);
+  ASSERT_EQ(text_feat.sizes(), (std::vector<int64_t>{80, model_->config().embed_dim}));
+  EXPECT_TENSOR_NEAR(text_feat, model_->text_feature(model_->encode_text(ids, mask)), kTolerance);
+  const at::Tensor images = at::randn({450, 3, 32, 32});
+  const at::Tensor image_feat = model_->encode_image_features(images);
+  ASSERT_EQ(image_feat.sizes(), (std::vector<int64_t>{450, model_->config().embed_dim}));
+  EXPECT_TENSOR_NEAR(image_feat, model_->image_feature(model_->encode_image(images)), kTolerance);
 }
 
 // With gradients recorded (fine-tuning) the batch runs whole; every row gets its gradient.

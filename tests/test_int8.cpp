@@ -76,6 +76,18 @@ TEST(Int8Linear, QuantisesEachOutputChannelAndMatchesFloat32) {
   EXPECT_LT(relative_error(albef::ops::linear_gelu(*layer, input), at::gelu(expected)), tolerance);
 }
 
+// Loading quantises a layer a few rows at a time: the values and scales are
+// those of the whole matrix at once.
+TEST(Int8Linear, QuantisesInChunksAsAWhole) {
+  at::manual_seed(1);
+  const at::Tensor weight = at::randn({150, 40}) * at::rand({150, 1}) * 10;
+  const auto [values, scales] = albef::ops::quantize_weight_int8(weight);
+  const int levels = albef::ops::int8_weight_levels();
+  const at::Tensor expected_scales = weight.abs().amax(1) / static_cast<float>(levels);
+  EXPECT_TRUE(scales.equal(expected_scales));
+  EXPECT_TRUE(values.equal(at::round(weight / expected_scales.unsqueeze(1)).clamp(-levels, levels).to(at::kChar)));
+}
+
 TEST(Int8Linear, RefusesGradients) {
   const auto [values, scales] = albef::ops::quantize_weight_int8(at::randn({8, 16}));
   const at::Tensor input = at::randn({2, 16}).requires_grad_();

@@ -71,9 +71,8 @@ at::Tensor AlbefInference::text_features(const std::vector<std::string>& caption
     const size_t end = std::min(captions.size(), begin + options_.batch_size);
     const text::BatchEncoding batch = tokenize({captions.begin() + begin, captions.begin() + end});
     PrecisionGuard precision(options_.precision, device_);
-    const at::Tensor embeds =
-        model_->encode_text(batch.input_ids.to(device_), batch.attention_mask.to(device_));
-    features.push_back(model_->text_feature(embeds).to(at::kCPU, at::kFloat));
+    features.push_back(model_->encode_text_features(batch.input_ids.to(device_), batch.attention_mask.to(device_))
+                           .to(at::kCPU, at::kFloat));
   }
   if (features.empty()) return at::empty({0, config_.embed_dim});
   return at::cat(features);
@@ -108,7 +107,7 @@ at::Tensor AlbefInference::image_features(const at::Tensor& images) {
   for (int64_t begin = 0; begin < images.size(0); begin += options_.batch_size) {
     const at::Tensor batch = images.slice(0, begin, std::min(images.size(0), begin + options_.batch_size)).to(device_);
     PrecisionGuard precision(options_.precision, device_);
-    features.push_back(model_->image_feature(model_->encode_image(batch)).to(at::kCPU, at::kFloat));
+    features.push_back(model_->encode_image_features(batch).to(at::kCPU, at::kFloat));
   }
   if (features.empty()) return at::empty({0, config_.embed_dim});
   return at::cat(features);

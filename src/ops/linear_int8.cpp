@@ -257,11 +257,21 @@ int int8_weight_levels() {
 
 std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight) {
   ALBEF_CHECK(weight.dim() == 2, "a linear weight is [N, K], got ", weight.sizes());
-  const at::Tensor w = weight.to(at::kFloat).contiguous();
   const int levels = int8_weight_levels();
-  at::Tensor scales = w.abs().amax(1) / static_cast<float>(levels);
-  scales = at::where(scales > 0, scales, at::ones_like(scales));
-  const at::Tensor values = at::round(w / scales.unsqueeze(1)).clamp_(-levels, levels).to(at::kChar);
+  const int64_t rows = weight.size(0);
+  at::Tensor values = at::empty(weight.sizes(), weight.options().dtype(at::kChar));
+  at::Tensor scales = at::empty({rows}, weight.options().dtype(at::kFloat));
+  // A few rows at a time: the float32 temporaries stay small beside the
+  // layer, so loading an int8 model peaks at its weights, not 3x a layer more.
+  constexpr int64_t kRowsPerChunk = 64;
+  for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
+    const int64_t end = std::min(rows, begin + kRowsPerChunk);
+    const at::Tensor w = weight.slice(0, begin, end).to(at::kFloat);
+    at::Tensor s = w.abs().amax(1) / static_cast<float>(levels);
+    s = at::where(s > 0, s, at::ones_like(s));
+    scales.slice(0, begin, end).copy_(s);
+    values.slice(0, begin, end).copy_(at::round(w / s.unsqueeze(1)).clamp_(-levels, levels));
+  }
   return {values, scales};
 }
 

@@ -116,7 +116,7 @@ IndexBuildReport build_image_index(AlbefInference& albef, const std::vector<std:
       at::Tensor features;
       {
         PrecisionGuard precision(albef.options().precision, device);
-        features = model->image_feature(model->encode_image(batch->images.to(device)));
+        features = model->encode_image_features(batch->images.to(device));
       }
       pending.push_back(features.to(at::kCPU, at::kFloat));
       const auto indices = batch->indices.accessor<int64_t, 1>();

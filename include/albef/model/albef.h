@@ -111,7 +111,8 @@ at::Tensor l2_normalize(const at::Tensor& x, int64_t dim = -1);
 /// with the task, in src/tasks/).
 /// In inference (eval mode, no gradients recorded) `encode_image`,
 /// `encode_text` and `fuse` with one image per text run a large batch about
-/// 1024 tokens at a time, so its activations stay those of one slice.
+/// 512 tokens at a time (1024 in bf16), so its activations stay those of one
+/// slice.
 class AlbefModelImpl : public torch::nn::Module {
  public:
   AlbefModelImpl(const Config& config, const ModelOptions& options = {});
@@ -124,6 +125,11 @@ class AlbefModelImpl : public torch::nn::Module {
   at::Tensor image_feature(const at::Tensor& image_embeds);
   /// L2-normalised projection of the text CLS token -> [B, embed_dim].
   at::Tensor text_feature(const at::Tensor& text_embeds);
+  /// image_feature(encode_image(images)) -> [B, embed_dim], without the
+  /// batch's image tokens: in inference each slice keeps its features only.
+  at::Tensor encode_image_features(const at::Tensor& images);
+  /// text_feature(encode_text(...)) -> [B, embed_dim], slice by slice likewise.
+  at::Tensor encode_text_features(const at::Tensor& input_ids, const at::Tensor& attention_mask);
   /// Fusion layers over text states and image tokens -> [B, L, hidden].
   /// The single-stream BERT (SIMLA) fuses from the words instead: `text` is
   /// then the token ids [B, L], run through every layer with cross-attention
