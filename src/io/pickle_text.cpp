@@ -144,4 +144,20 @@ std::optional<std::string> parse_unicode(std::string_view line) {
   return out;
 }
 
+std::optional<std::string> latin1_bytes(std::string_view utf8) {
+  std::string bytes;
+  for (size_t i = 0; i < utf8.size(); ++i) {
+    const auto lead = static_cast<uint8_t>(utf8[i]);
+    if (lead < 0x80) {
+      bytes.push_back(static_cast<char>(lead));
+    } else if ((lead == 0xc2 || lead == 0xc3) && i + 1 < utf8.size() &&
+               (static_cast<uint8_t>(utf8[i + 1]) & 0xc0) == 0x80) {
+      bytes.push_back(static_cast<char>(((lead & 0x03) << 6) | (static_cast<uint8_t>(utf8[++i]) & 0x3f)));
+    } else {
+      return std::nullopt;
+    }
+  }
+  return bytes;
+}
+
 }  // namespace albef::io::pickle_text

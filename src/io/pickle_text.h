@@ -23,5 +23,8 @@ std::optional<std::string> parse_string(std::string_view line);
 /// UNICODE argument: raw-unicode-escape (\uXXXX, \UXXXXXXXX; every other
 /// byte is a Latin-1 code point), returned as UTF-8.
 std::optional<std::string> parse_unicode(std::string_view line);
+/// The bytes protocol 2 stores as the Latin-1 decoding of their text, UTF-8
+/// encoded (_codecs.encode(text, 'latin1')): the text encoded back to Latin-1.
+std::optional<std::string> latin1_bytes(std::string_view utf8);
 
 }  // namespace albef::io::pickle_text

@@ -1,5 +1,6 @@
 #include "unpickler.h"
 
+#include "pickle_checks.h"
 #include "pickle_globals.h"
 #include "pickle_keys.h"
 #include "pickle_text.h"
@@ -22,9 +23,12 @@ namespace {
 
 using Kind = PyObject::Kind;
 
-// Deeper data could overflow the stack of any recursive consumer (including
-// the shared_ptr destructors); torch.save itself cannot write anything close.
-constexpr size_t kMaxDepth = 1000;
+PyObjectPtr bytes_object(std::string value) {
+  auto bytes = std::make_shared<PyObject>();
+  bytes->kind = Kind::Bytes;
+  bytes->text = std::move(value);
+  return bytes;
+}
 
 // The storage (or legacy storage view) a BINPERSID resolved to.
 struct StorageSlice {
@@ -133,7 +137,6 @@ class Unpickler {
   void dict_set(PyObject& dict, PyObjectPtr key, PyObjectPtr value);
   int64_t int_arg(const Item& item, const char* what) const;
   std::vector<int64_t> int_tuple_arg(const Item& item, const char* what) const;
-  PyObjectPtr latin1_bytes(const std::string& text) const;
 
   // --- the opcodes that need more than a line ---
   void op_global(std::string_view module, std::string_view name);
@@ -144,7 +147,6 @@ class Unpickler {
   PyObjectPtr rebuild_tensor(const std::vector<Item>& args);
   PyObjectPtr rebuild_parameter(const std::vector<Item>& args);
 
-  std::unordered_set<const PyObject*> check_shape(const PyObjectPtr& root) const;
   void release();
 
   std::string_view data_;
@@ -251,24 +253,6 @@ std::vector<int64_t> Unpickler::int_tuple_arg(const Item& item, const char* what
   return values;
 }
 
-// Protocol 2 stores bytes as the latin-1 decoding of their text, UTF-8 encoded.
-PyObjectPtr Unpickler::latin1_bytes(const std::string& text) const {
-  auto bytes = std::make_shared<PyObject>();
-  bytes->kind = Kind::Bytes;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const auto lead = static_cast<uint8_t>(text[i]);
-    if (lead < 0x80) {
-      bytes->text.push_back(static_cast<char>(lead));
-    } else if ((lead == 0xc2 || lead == 0xc3) && i + 1 < text.size() &&
-               (static_cast<uint8_t>(text[i + 1]) & 0xc0) == 0x80) {
-      bytes->text.push_back(static_cast<char>(((lead & 0x03) << 6) | (static_cast<uint8_t>(text[++i]) & 0x3f)));
-    } else {
-      corrupt("bytes that are not latin-1 text");
-    }
-  }
-  return bytes;
-}
-
 void Unpickler::op_global(std::string_view module, std::string_view name) {
   auto global = find_global(module, name, object_classes_);
   if (!global) {
@@ -319,16 +303,15 @@ Item Unpickler::call(const Global& global, const std::vector<Item>& args) {
     }
     case Callable::kBytes: {
       if (!args.empty()) corrupt("bytes() with arguments");
-      auto bytes = std::make_shared<PyObject>();
-      bytes->kind = Kind::Bytes;
-      return plain(bytes);
+      return plain(bytes_object({}));
     }
     case Callable::kCodecsEncode: {
       const bool valid = args.size() == 2 && args[0].object && args[0].object->kind == Kind::String &&
                          args[1].object && args[1].object->kind == Kind::String &&
                          (args[1].object->text == "latin1" || args[1].object->text == "latin-1");
       if (!valid) corrupt("_codecs.encode other than latin-1 text to bytes");
-      return plain(latin1_bytes(args[0].object->text));
+      return plain(
+          bytes_object(text_value(pickle_text::latin1_bytes(args[0].object->text), "bytes that are not latin-1 text")));
     }
     case Callable::kDevice: {
       const auto text_at = [&](size_t i) { return args[i].object && args[i].object->kind == Kind::String; };
@@ -361,21 +344,8 @@ PyObjectPtr Unpickler::rebuild_tensor(const std::vector<Item>& args) {
   const std::vector<int64_t> strides = int_tuple_arg(args[3], "tensor stride is not a tuple of ints");
   if (sizes.size() != strides.size()) corrupt("tensor size and stride differ in length");
 
-  // set_() would grow a storage that is too small; check every bound first.
-  if (offset < 0 || offset > slice.numel) corrupt("tensor offset outside its storage");
-  int64_t numel = 1, last = offset;
-  for (size_t d = 0; d < sizes.size(); ++d) {
-    if (sizes[d] < 0 || strides[d] < 0) corrupt("negative tensor size or stride");
-    if (__builtin_mul_overflow(numel, sizes[d], &numel)) corrupt("tensor too large");
-  }
-  if (numel > 0) {
-    for (size_t d = 0; d < sizes.size(); ++d) {
-      int64_t step;
-      if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &step) || __builtin_add_overflow(last, step, &last))
-        corrupt("tensor extends past its storage");
-    }
-    if (last >= slice.numel) corrupt("tensor extends past its storage");
-  }
+  // set_() would grow a storage that is too small.
+  if (const char* why = tensor_view_error(offset, slice.numel, sizes, strides)) corrupt(why);
   at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(slice.dtype));
   tensor.set_(slice.storage, slice.offset + offset, sizes, strides);
   return PyObject::from_tensor(std::move(tensor));
@@ -457,7 +427,7 @@ PyObjectPtr Unpickler::run() {
         break;
       case '.': {  // STOP
         PyObjectPtr result = object_of(pop());
-        keep_ = check_shape(result);
+        keep_ = checked_graph(result, source_);
         return result;
       }
       case '(': marks_.push_back(stack_.size()); break;  // MARK
@@ -492,13 +462,9 @@ PyObjectPtr Unpickler::run() {
       case 'U': push(PyObject::from_string(std::string(take(read_le(1))))); break;  // SHORT_BINSTRING
       case 'B':                                                                     // BINBYTES
       case 'C':                                                                     // SHORT_BINBYTES
-      case 0x8e: {                                                                  // BINBYTES8
-        auto bytes = std::make_shared<PyObject>();
-        bytes->kind = Kind::Bytes;
-        bytes->text = std::string(take(read_le(op == 'B' ? 4 : op == 'C' ? 1 : 8)));
-        push(std::move(bytes));
+      case 0x8e:                                                                    // BINBYTES8
+        push(bytes_object(std::string(take(read_le(op == 'B' ? 4 : op == 'C' ? 1 : 8)))));
         break;
-      }
       case '}': push(track(PyObject::new_dict())); break;  // EMPTY_DICT
       case 'd': {                                          // DICT
         std::vector<Item> items = pop_mark();
@@ -604,44 +570,6 @@ PyObjectPtr Unpickler::run() {
              " at byte ", op_pos_);
     }
   }
-}
-
-// Checks that the result is free of cycles and at most kMaxDepth deep, and
-// returns every object it reaches.
-std::unordered_set<const PyObject*> Unpickler::check_shape(const PyObjectPtr& root) const {
-  const auto child = [](const PyObject& node, size_t i) -> const PyObject* {
-    if (i < node.items.size()) return node.items[i].get();
-    const auto& entry = node.entries[(i - node.items.size()) / 2];
-    return ((i - node.items.size()) % 2 ? entry.second : entry.first).get();
-  };
-  std::unordered_map<const PyObject*, size_t> height;  // of finished nodes
-  std::unordered_set<const PyObject*> on_path{root.get()};
-  struct Frame {
-    const PyObject* node;
-    size_t next;
-  };
-  std::vector<Frame> path{{root.get(), 0}};
-  while (!path.empty()) {
-    const PyObject& node = *path.back().node;
-    const size_t children = node.items.size() + 2 * node.entries.size();
-    if (path.back().next < children) {
-      const PyObject* next = child(node, path.back().next++);
-      if (height.count(next)) continue;
-      if (on_path.count(next)) fail(source_, ": the checkpoint data contains itself (recursive data is not supported)");
-      on_path.insert(next);
-      path.push_back({next, 0});
-      continue;
-    }
-    size_t h = 0;
-    for (size_t i = 0; i < children; ++i) h = std::max(h, height.at(child(node, i)) + 1);
-    if (h > kMaxDepth) fail(source_, ": the checkpoint data is nested deeper than ", kMaxDepth, " levels");
-    height.emplace(&node, h);
-    on_path.erase(&node);
-    path.pop_back();
-  }
-  std::unordered_set<const PyObject*> reached;
-  for (const auto& entry : height) reached.insert(entry.first);
-  return reached;
 }
 
 // Hostile data can nest containers a million deep or make them cycle; letting
