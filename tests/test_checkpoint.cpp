@@ -452,6 +452,16 @@ TEST(CheckpointBadInput, MalformedPickles) {
   write_bytes(dir + "/view.pth", legacy_stream(tensor_pickle(4, 2, 1, 2), keys, float_storage(4)));
   EXPECT_TRUE(at::equal(read_torch_file(dir + "/view.pth")->tensor, at::tensor({2.0f, 3.0f})));
 
+  // Protocol 2 bytes: _codecs.encode(text, 'latin1') of their Latin-1 decoding, UTF-8 encoded.
+  const auto encoded = [](const std::string& utf8) {
+    return "\x80\x02" "c_codecs\nencode\n" + binunicode(utf8) + binunicode("latin1") + "\x86R.";
+  };
+  write_bytes(dir + "/bytes.pth", legacy_stream(encoded("a\xc3\xa9\xc2\x80")));
+  const PyObjectPtr bytes = read_torch_file(dir + "/bytes.pth");
+  ASSERT_EQ(bytes->kind, Kind::Bytes);
+  EXPECT_EQ(bytes->text, "a\xe9\x80");
+  check("not_latin1", legacy_stream(encoded("\xe2\x82\xac")), "bytes that are not latin-1 text");
+
   check("past_storage", legacy_stream(tensor_pickle(2, 10), keys, float_storage(2)), "past its storage");
   check("past_view", legacy_stream(tensor_pickle(4, 3, 2, 2), keys, float_storage(4)), "past its storage");
   check("view_outside", legacy_stream(tensor_pickle(4, 1, 3, 2), keys, float_storage(4)), "view outside");
