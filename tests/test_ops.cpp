@@ -236,9 +236,10 @@ TEST(Attention, LeavesAutocastAndUnsupportedShapesToTheGenericPath) {
   const at::Tensor shared = at::randn({1, 5, 8});
   EXPECT_EQ(albef::ops::attention_applies(x, shared, shared, {}), albef::ops::dnnl_gemm_available());
   EXPECT_FALSE(albef::ops::attention_applies(x.clone().set_requires_grad(true), shared, shared, {}));
-  {
+  {  // bf16 autocast: inference where the CPU has a bf16 GEMM (test_bf16_inference.cpp), never training
     albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
-    EXPECT_FALSE(albef::ops::attention_applies(x, x, x, {}));
+    EXPECT_EQ(albef::ops::attention_applies(x, x, x, {}), albef::ops::dnnl_bf16_gemm_available());
+    EXPECT_FALSE(albef::ops::attention_applies(x.clone().set_requires_grad(true), x, x, {}));
   }
   EXPECT_THROW(albef::ops::attention(x.to(at::kDouble), x, x, 2, {}), std::exception);
   if (albef::ops::dnnl_gemm_available()) EXPECT_THROW(albef::ops::attention(x, x, x, 2, {}, 1.0), std::exception);

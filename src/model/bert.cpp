@@ -74,8 +74,9 @@ at::Tensor BertSelfAttentionImpl::attention_gradients() const {
 }
 
 at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask) {
-  at::Tensor out = multi_head_attention(ops::linear(*query, hidden), ops::linear(*key, hidden),
-                                        ops::linear(*value, hidden), num_heads, additive_mask,
+  const auto feeds = ops::Feeds::product;
+  at::Tensor out = multi_head_attention(ops::linear(*query, hidden, feeds), ops::linear(*key, hidden, feeds),
+                                        ops::linear(*value, hidden, feeds), num_heads, additive_mask,
                                         is_training() ? dropout : 0.0, recording());
   retain_recorded_gradient();
   return out;
@@ -93,7 +94,8 @@ FusionImages::FusionImages(at::Tensor embeds, bool keep_key_values, const at::Te
 
 std::pair<at::Tensor, at::Tensor> FusionImages::key_values(BertSelfAttentionImpl& attention) {
   if (auto kept = kept_.find(&attention); kept != kept_.end()) return kept->second;
-  std::pair<at::Tensor, at::Tensor> projected{ops::linear(*attention.key, embeds_), ops::linear(*attention.value, embeds_)};
+  std::pair<at::Tensor, at::Tensor> projected{ops::linear(*attention.key, embeds_, ops::Feeds::product),
+                                              ops::linear(*attention.value, embeds_, ops::Feeds::product)};
   if (keep_) kept_.emplace(&attention, projected);
   return projected;
 }
@@ -111,7 +113,7 @@ at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, Fusion
     if (mask.defined()) mask = mask.index_select(0, image_rows);
   }
   if (mask.defined() && mask.size(0) != hidden.size(0)) mask = mask.expand({hidden.size(0), -1, -1, -1}).contiguous();
-  at::Tensor out = multi_head_attention(ops::linear(*query, hidden), keys, values, num_heads, mask,
+  at::Tensor out = multi_head_attention(ops::linear(*query, hidden, ops::Feeds::product), keys, values, num_heads, mask,
                                         is_training() ? dropout : 0.0, recording());
   retain_recorded_gradient();
   return out;

@@ -14,8 +14,8 @@ namespace albef {
 at::Tensor multi_head_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                 int64_t num_heads, const at::Tensor& additive_mask, double dropout,
                                 at::Tensor* probabilities) {
-  if (!probabilities && ops::attention_applies(query, key, value, additive_mask))
-    return ops::attention(query, key, value, num_heads, additive_mask, dropout);  // float32, head by head
+  if (!probabilities && ops::attention_applies(query, key, value, additive_mask, dropout))
+    return ops::attention(query, key, value, num_heads, additive_mask, dropout);  // head by head
   const int64_t batch = query.size(0), q_len = query.size(1), width = query.size(2);
   const int64_t k_len = key.size(1), head_dim = width / num_heads;
   // [B, L, C] -> [B, heads, L, head_dim]

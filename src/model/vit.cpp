@@ -27,7 +27,7 @@ VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads) : num_heads(heads
 }
 
 at::Tensor VitAttentionImpl::forward(const at::Tensor& x) {
-  const auto parts = ops::linear(*qkv, x).chunk(3, -1);
+  const auto parts = ops::linear(*qkv, x, ops::Feeds::product).chunk(3, -1);
   return ops::linear(*proj, multi_head_attention(parts[0], parts[1], parts[2], num_heads, {}, 0.0,
                                                  save_attention_ ? &attention_map_ : nullptr));
 }

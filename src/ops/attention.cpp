@@ -1,6 +1,7 @@
 #include "ops/attention.h"
 
 #include "albef/core/error.h"
+#include "ops/bf16_rows.h"
 #include "ops/dropout.h"
 #include "ops/linear.h"
 
@@ -14,6 +15,12 @@
 
 #ifdef ALBEF_WITH_DNNL
 #include <oneapi/dnnl/dnnl.h>
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+// Exported by libdnnl but not declared in its public headers (see linear.cpp).
+extern "C" dnnl_status_t dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t m, dnnl_dim_t n, dnnl_dim_t k,
+                                               float alpha, const void* a, dnnl_dim_t lda, const void* b,
+                                               dnnl_dim_t ldb, float beta, float* c, dnnl_dim_t ldc);
+#endif
 #endif
 
 namespace albef::ops {
@@ -22,6 +29,12 @@ namespace {
 /// [B, L, C] float32 on the CPU with unit stride along C (rows may be apart).
 bool float_rows(const at::Tensor& t) {
   return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 3 && t.stride(2) == 1;
+}
+
+/// The same in float32 or bf16 (the bf16 kernel's operands).
+bool rows_of_any_type(const at::Tensor& t) {
+  return t.device().is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16) && t.dim() == 3 &&
+         t.stride(2) == 1;
 }
 
 bool needs_grad(const at::Tensor& t) { return t.defined() && t.requires_grad(); }
@@ -41,14 +54,16 @@ void sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alph
 
 /// One head's columns of a [B, L, C] tensor: row i of head h of sample b
 /// starts at head(b, h) + i * row_stride.
-struct HeadView {
-  HeadView(const at::Tensor& t, int64_t head_dim)
-      : data(t.data_ptr<float>()), batch_stride(t.size(0) == 1 ? 0 : t.stride(0)), row_stride(t.stride(1)),
+template <typename T>
+struct HeadViewOf {
+  HeadViewOf(const at::Tensor& t, int64_t head_dim)
+      : data(t.data_ptr<T>()), batch_stride(t.size(0) == 1 ? 0 : t.stride(0)), row_stride(t.stride(1)),
         head_dim(head_dim) {}
-  float* head(int64_t b, int64_t h) const { return data + b * batch_stride + h * head_dim; }
-  float* data;
+  T* head(int64_t b, int64_t h) const { return data + b * batch_stride + h * head_dim; }
+  T* data;
   int64_t batch_stride, row_stride, head_dim;
 };
+using HeadView = HeadViewOf<float>;
 
 /// Sizes of one call. Keys and values of batch 1 serve every query sample.
 struct Shape {
@@ -163,6 +178,48 @@ void backward_heads(const Shape& s, const at::Tensor& grad_out, const at::Tensor
   });
 }
 
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+/// Row-major C[M,N] = alpha op(A) op(B) for bf16 A and B, float32 C, on the calling thread.
+void gemm_bf16(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const c10::BFloat16* a,
+               int64_t lda, const c10::BFloat16* b, int64_t ldb, float* c, int64_t ldc) {
+  const dnnl_status_t status = dnnl_gemm_bf16bf16f32(transa, transb, m, n, k, alpha, a, lda, b, ldb, 0.0f, c, ldc);
+  ALBEF_CHECK(status == dnnl_success, "oneDNN bf16 gemm failed with status ", static_cast<int>(status), " for M=", m,
+              " N=", n, " K=", k);
+}
+
+/// `forward_heads` for bf16 inference: q k^T and the value product on
+/// oneDNN's bf16 GEMM with float32 sums; scores, mask and softmax in float32
+/// (autocast's generic path rounds the scores to bf16 before the softmax);
+/// the probabilities and the output rounded to bf16, as the products read them.
+void forward_heads_bf16(const Shape& s, const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                        const at::Tensor& mask, at::Tensor& out) {
+  using c10::BFloat16;
+  const HeadViewOf<BFloat16> q(query, s.head_dim), k(key, s.head_dim), v(value, s.head_dim), o(out, s.head_dim);
+  const float* m = mask.defined() ? mask.data_ptr<float>() : nullptr;
+  const int64_t area = s.q_len * s.k_len;
+  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(area)), mixed(s.q_len * s.head_dim);
+    std::vector<BFloat16> probs(static_cast<size_t>(area));
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t b = index / s.heads, h = index % s.heads;
+      gemm_bf16('N', 'T', s.q_len, s.k_len, s.head_dim, s.scale, q.head(b, h), q.row_stride, k.head(b, h),
+                k.row_stride, scores.data(), s.k_len);
+      softmax_to_bf16(scores.data(), m != nullptr ? m + b * s.k_len : nullptr, s.q_len, s.k_len, probs.data());
+      gemm_bf16('N', 'N', s.q_len, s.head_dim, s.k_len, 1.0f, probs.data(), s.k_len, v.head(b, h), v.row_stride,
+                mixed.data(), s.head_dim);
+      for (int64_t i = 0; i < s.q_len; ++i)
+        round_to_bf16(mixed.data() + i * s.head_dim, s.head_dim, o.head(b, h) + i * o.row_stride);
+    }
+  });
+}
+#endif
+
+/// True under bf16 autocast where oneDNN's bf16 GEMM runs (AVX-512).
+bool bf16_autocast() {
+  return autocast::enabled(c10::DeviceType::CPU) && autocast::dtype(c10::DeviceType::CPU) == at::kBFloat16 &&
+         dnnl_bf16_gemm_available();
+}
+
 at::Tensor empty_rows(const at::Tensor& like, int64_t batch, int64_t len, int64_t width) {
   return at::empty({batch, len, width}, like.options().memory_format(at::MemoryFormat::Contiguous));
 }
@@ -206,10 +263,20 @@ struct HeadAttention : public torch::autograd::Function<HeadAttention> {
 }  // namespace
 
 bool attention_applies(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                       const at::Tensor& additive_mask) {
+                       const at::Tensor& additive_mask, double dropout) {
 #ifdef ALBEF_WITH_DNNL
-  if (aten_gemm_only() || autocast::enabled(c10::DeviceType::CPU)) return false;
-  if (!float_rows(query) || !float_rows(key) || !float_rows(value)) return false;
+  if (aten_gemm_only()) return false;
+  if (autocast::enabled(c10::DeviceType::CPU)) {
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+    // bf16 inference only: training under autocast keeps the generic path.
+    if (!bf16_autocast() || grad_needed(query, key, value) || dropout > 0.0) return false;
+    if (!rows_of_any_type(query) || !rows_of_any_type(key) || !rows_of_any_type(value)) return false;
+#else
+    return false;
+#endif
+  } else if (!float_rows(query) || !float_rows(key) || !float_rows(value)) {
+    return false;
+  }
   if (at::GradMode::is_enabled() && needs_grad(additive_mask)) return false;
   const int64_t batch = query.size(0), k_len = key.size(1), width = query.size(2);
   // Keys and values may be one image's, shared by every query (re-ranking, without gradients).
@@ -219,7 +286,9 @@ bool attention_applies(const at::Tensor& query, const at::Tensor& key, const at:
     return false;
   if (shared_keys && grad_needed(query, key, value)) return false;
   if (!additive_mask.defined()) return true;
-  return additive_mask.device().is_cpu() && additive_mask.scalar_type() == at::kFloat && additive_mask.dim() == 4 &&
+  const bool mask_type = additive_mask.scalar_type() == at::kFloat ||
+                         (autocast::enabled(c10::DeviceType::CPU) && additive_mask.scalar_type() == at::kBFloat16);
+  return additive_mask.device().is_cpu() && mask_type && additive_mask.dim() == 4 &&
          additive_mask.size(0) == batch && additive_mask.size(1) == 1 && additive_mask.size(2) == 1 &&
          additive_mask.size(3) == k_len;
 #else
@@ -229,14 +298,25 @@ bool attention_applies(const at::Tensor& query, const at::Tensor& key, const at:
 
 at::Tensor attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, int64_t num_heads,
                      const at::Tensor& additive_mask, double dropout) {
-  ALBEF_CHECK(attention_applies(query, key, value, additive_mask), "unsupported inputs: query ", query.sizes(),
+  ALBEF_CHECK(attention_applies(query, key, value, additive_mask, dropout), "unsupported inputs: query ", query.sizes(),
               " key ", key.sizes(), " value ", value.sizes(), " mask ",
               additive_mask.defined() ? additive_mask.sizes() : at::IntArrayRef{});
   ALBEF_CHECK(dropout >= 0.0 && dropout < 1.0, "attention dropout must be in [0, 1), got ", dropout);
 #ifdef ALBEF_WITH_DNNL
   const at::Tensor mask = additive_mask.defined()
-                              ? additive_mask.reshape({query.size(0), key.size(1)}).contiguous()
+                              ? additive_mask.reshape({query.size(0), key.size(1)}).to(at::kFloat).contiguous()
                               : at::Tensor();
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+  if (autocast::enabled(c10::DeviceType::CPU)) {  // bf16 inference (attention_applies)
+    auto as_bf16 = [](const at::Tensor& t) {
+      return t.scalar_type() == at::kBFloat16 ? t : t.to(at::kBFloat16).contiguous();
+    };
+    const Shape s = shape_of(query, key, num_heads);
+    at::Tensor out = at::empty({s.batch, s.q_len, s.width}, query.options().dtype(at::kBFloat16));
+    forward_heads_bf16(s, as_bf16(query), as_bf16(key), as_bf16(value), mask, out);
+    return out;
+  }
+#endif
   if (grad_needed(query, key, value))
     return HeadAttention::apply(query, key, value, mask.defined() ? mask : at::empty({0}, query.options()), num_heads,
                                 dropout);

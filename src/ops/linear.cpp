@@ -1,5 +1,6 @@
 #include "ops/linear.h"
 #include "ops/linear_int8.h"
+#include "ops/packed_weights.h"
 
 #include "albef/core/error.h"
 
@@ -76,31 +77,43 @@ at::Tensor weight_as(const at::Tensor& weight, at::ScalarType dtype) {
   return at::autocast::cached_cast(dtype, weight, c10::DeviceType::CPU).contiguous();
 }
 
+dnnl::memory::data_type dnnl_type(at::ScalarType type) {
+  return type == at::kBFloat16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+}
+
 /// out[M,N] = rows W^T (+ bias) (then GELU) through oneDNN's matmul
 /// primitive, which applies bias and activation to each tile while it is
-/// still in cache instead of in passes of their own. float32 only. Returns
-/// false when oneDNN offers no implementation. Creating the primitive each
-/// call costs a few microseconds: oneDNN keeps created primitives in a cache.
+/// still in cache instead of in passes of their own. rows and W are both
+/// float32 or both bf16; bias is float32; out is float32 or, for bf16
+/// operands, bf16 (a product that feeds another product). Returns false
+/// when oneDNN offers no implementation. Creating the primitive each call
+/// costs a few microseconds: oneDNN keeps created primitives in a cache.
 bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias, bool gelu,
                       at::Tensor& out) {
+  // float32 reads the weights as stored. bf16 kernels read them in a blocked layout, reordered once
+  // (ops/packed_weights.h) rather than on every call: at a thousand rows the per-call copy costs 10-30%.
   using dnnl::memory;
   static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   const int64_t m = rows.size(0), k = rows.size(1), n = weight.size(0);
-  const auto f32 = memory::data_type::f32;
+  const auto operands = dnnl_type(rows.scalar_type());
   try {
-    const memory::desc src_md({m, k}, f32, memory::dims{rows.stride(0), 1});
-    const memory::desc weight_md({k, n}, f32, memory::dims{1, k});  // W^T: W [N, K] read column-wise
-    const memory::desc bias_md({1, n}, f32, memory::dims{n, 1});
-    const memory::desc dst_md({m, n}, f32, memory::dims{n, 1});
+    const memory::desc src_md({m, k}, operands, memory::dims{rows.stride(0), 1});
+    const memory::desc as_stored({k, n}, operands, memory::dims{1, k});  // W^T: W [N, K] read column-wise
+    const memory::desc bias_md({1, n}, memory::data_type::f32, memory::dims{n, 1});
+    const memory::desc dst_md({m, n}, dnnl_type(out.scalar_type()), memory::dims{n, 1});
     dnnl::post_ops post_ops;
     if (gelu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
     dnnl::primitive_attr attr;
     attr.set_post_ops(post_ops);
+    const memory::desc weight_md =
+        operands == memory::data_type::bf16 ? chosen_weights_layout(src_md, dst_md, as_stored, engine) : as_stored;
     const dnnl::matmul::desc desc =
         bias.defined() ? dnnl::matmul::desc(src_md, weight_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, weight_md, dst_md);
     const dnnl::matmul matmul(dnnl::matmul::primitive_desc(desc, attr, engine));
+    const memory weights = weight_md == as_stored ? memory(as_stored, engine, weight.data_ptr())
+                                                  : packed_weights(weight.contiguous(), weight_md, engine);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md, engine, rows.data_ptr())},
-                                         {DNNL_ARG_WEIGHTS, memory(weight_md, engine, weight.data_ptr())},
+                                         {DNNL_ARG_WEIGHTS, weights},
                                          {DNNL_ARG_DST, memory(dst_md, engine, out.data_ptr())}};
     if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(bias_md, engine, bias.data_ptr()));
     dnnl::stream stream(engine);
@@ -114,25 +127,29 @@ bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at
   }
 }
 
-/// rows [M,K] W^T + bias, then GELU when asked (inference only: the
-/// autograd function never asks). float32 goes through the matmul primitive
-/// (bias and GELU fused); bf16 operands through the bf16 GEMM.
-at::Tensor forward_rows(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias, bool gelu = false) {
+/// rows [M,K] W^T + bias, then GELU when asked, in `out_type` (float32, or
+/// bf16 for bf16 operands). float32 and bf16 inference go through the
+/// matmul primitive (bias, GELU and the bf16 rounding fused); bf16 training
+/// through the BLAS-like GEMM, which packs the weights (cast anew each step)
+/// as it goes. The autograd function never asks for GELU or bf16 results.
+at::Tensor forward_rows(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias, bool inference,
+                        bool gelu = false, at::ScalarType out_type = at::kFloat) {
   const int64_t m = rows.size(0), k = rows.size(1), n = weight.size(0);
-  at::Tensor out = at::empty({m, n}, rows.options().dtype(at::kFloat));
-  const bool float_bias = !bias.defined() || bias.scalar_type() == at::kFloat;
-  if (m > 0 && k > 0 && rows.scalar_type() == at::kFloat && float_bias &&
-      matmul_primitive(rows, weight, bias.defined() ? bias.contiguous() : bias, gelu, out))
-    return out;
+  at::Tensor out = at::empty({m, n}, rows.options().dtype(out_type));
+  const at::Tensor float_bias = bias.defined() ? bias.to(at::kFloat).contiguous() : bias;
+  const bool primitive = rows.scalar_type() == at::kFloat || inference;
+  if (m > 0 && k > 0 && primitive && matmul_primitive(rows, weight, float_bias, gelu, out)) return out;
+  at::Tensor product = out_type == at::kFloat ? out : at::empty({m, n}, rows.options().dtype(at::kFloat));
   float beta = 0.0f;
   if (bias.defined()) {
-    out.copy_(bias.expand({m, n}));
+    product.copy_(float_bias.expand({m, n}));
     beta = 1.0f;
   } else if (k == 0) {
-    out.zero_();
+    product.zero_();
   }
-  if (m > 0 && k > 0) gemm('N', 'T', m, n, k, rows, rows.stride(0), weight, k, beta, out);
-  return gelu ? at::gelu(out) : out;
+  if (m > 0 && k > 0) gemm('N', 'T', m, n, k, rows, rows.stride(0), weight, k, beta, product);
+  if (gelu) product = at::gelu(product);
+  return product.scalar_type() == out_type ? product : product.to(out_type);
 }
 
 at::Tensor restore_shape(const at::Tensor& out, at::IntArrayRef input_sizes) {
@@ -153,7 +170,8 @@ struct DnnlLinear : public torch::autograd::Function<DnnlLinear> {
     ctx->save_for_backward({rows, cast_weight});
     ctx->saved_data["input_sizes"] = input.sizes().vec();
     ctx->saved_data["has_bias"] = has_bias;
-    return restore_shape(forward_rows(rows, cast_weight, has_bias ? bias : at::Tensor()), input.sizes());
+    return restore_shape(forward_rows(rows, cast_weight, has_bias ? bias : at::Tensor(), /*inference=*/false),
+                         input.sizes());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -196,7 +214,8 @@ bool takes_dnnl_path(const at::Tensor& input, const at::Tensor& weight, const at
 
 namespace {
 
-at::Tensor linear_then(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool gelu) {
+at::Tensor linear_then(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool gelu,
+                       Feeds feeds) {
 #ifdef ALBEF_WITH_DNNL
   const at::ScalarType dtype = compute_type();
   if (takes_dnnl_path(input, weight, bias, dtype)) {
@@ -207,7 +226,10 @@ at::Tensor linear_then(const at::Tensor& input, const at::Tensor& weight, const 
                                                bias.defined(), dtype);
       return gelu ? at::gelu(out) : out;
     }
-    return restore_shape(forward_rows(as_rows(input, dtype), weight_as(weight, dtype), bias, gelu), input.sizes());
+    const at::ScalarType out_type = feeds == Feeds::product ? dtype : at::kFloat;
+    return restore_shape(
+        forward_rows(as_rows(input, dtype), weight_as(weight, dtype), bias, /*inference=*/true, gelu, out_type),
+        input.sizes());
   }
 #endif
   at::Tensor out;
@@ -222,19 +244,19 @@ at::Tensor linear_then(const at::Tensor& input, const at::Tensor& weight, const 
 }  // namespace
 
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias) {
-  return linear_then(input, weight, bias, false);
+  return linear_then(input, weight, bias, false, Feeds::anything);
 }
 
-at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
+at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input, Feeds feeds) {
   if (const at::Tensor scales = int8_weight_scales(layer); scales.defined())  // a layer readied for int8
     return linear_int8(input, layer.weight, scales, layer.bias, false);
-  return linear(input, layer.weight, layer.bias);
+  return linear_then(input, layer.weight, layer.bias, false, feeds);
 }
 
 at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
   if (const at::Tensor scales = int8_weight_scales(layer); scales.defined())
     return linear_int8(input, layer.weight, scales, layer.bias, true);
-  return linear_then(input, layer.weight, layer.bias, true);
+  return linear_then(input, layer.weight, layer.bias, true, Feeds::product);
 }
 
 bool dnnl_gemm_available() {

@@ -22,12 +22,20 @@ namespace albef::ops {
 /// `bias` may be undefined. Differentiable in all three arguments.
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias);
 
-/// The same with a torch::nn::Linear's parameters.
-at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input);
+/// What reads a layer's output. Under bf16 autocast a product that feeds
+/// another product (q, k and v into attention) would be rounded to bf16 by
+/// that product anyway: in inference it is written in bf16 at once (half
+/// the bytes, no conversion pass). Anything else (a residual sum) reads
+/// float32.
+enum class Feeds { anything, product };
 
-/// gelu(linear(input)) with GELU's erf form (BERT's and timm's). In float32
+/// The same with a torch::nn::Linear's parameters.
+at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input, Feeds feeds = Feeds::anything);
+
+/// gelu(linear(input)) with GELU's erf form (BERT's and timm's). In
 /// inference bias and GELU are applied inside the GEMM (oneDNN's matmul
-/// post-ops) instead of in passes of their own over the output.
+/// post-ops) instead of in passes of their own over the output, and under
+/// bf16 autocast the output is bf16 (it always feeds the next layer's product).
 at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input);
 
 /// True when albef was built with oneDNN's GEMM (the ALBEF_WITH_DNNL option).

@@ -9,14 +9,10 @@
 #include <algorithm>
 #include <cmath>
 #include <immintrin.h>
-#include <map>
-#include <mutex>
-#include <string>
-#include <tuple>
 #include <unordered_map>
 
 #ifdef ALBEF_WITH_DNNL
-#include <oneapi/dnnl/dnnl.hpp>
+#include "ops/packed_weights.h"
 #endif
 
 namespace albef::ops {
@@ -135,77 +131,6 @@ void rescale(at::Tensor& out, const at::Tensor& row_scales, const at::Tensor& co
 }
 
 #ifdef ALBEF_WITH_DNNL
-// oneDNN's fast int8 kernels (brgemm, VNNI) read the weights in a blocked
-// layout of their choosing: each layer's weights are reordered into it once,
-// on first use, and kept while the layer lives (a weak reference to its
-// storage: a model freed takes its packed weights with it at the next packing).
-class PackedWeights {
- public:
-  dnnl::memory get(const at::Tensor& values, const dnnl::memory::desc& packed, const dnnl::engine& engine) {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    const Key key{values.data_ptr(), std::hash<std::string>{}(describe(packed))};
-    auto found = cache_.find(key);
-    if (found != cache_.end() && !found->second.owner.expired()) return found->second.packed;
-    for (auto it = cache_.begin(); it != cache_.end();)  // layers freed since: their address may be reused
-      it = it->second.owner.expired() ? cache_.erase(it) : std::next(it);
-    Entry entry{c10::weak_intrusive_ptr<c10::StorageImpl>(values.storage().getWeakStorageImpl()),
-                at::empty({static_cast<int64_t>(packed.get_size())}, at::kByte), {}};
-    entry.packed = dnnl::memory(packed, engine, entry.storage.data_ptr());
-    const dnnl::memory::desc plain({values.size(1), values.size(0)}, dnnl::memory::data_type::s8,
-                                   dnnl::memory::dims{1, values.size(1)});
-    dnnl::memory source(plain, engine, values.data_ptr());
-    dnnl::stream stream(engine);
-    dnnl::reorder(source, entry.packed).execute(stream, source, entry.packed);
-    stream.wait();
-    return cache_.insert_or_assign(key, std::move(entry)).first->second.packed;
-  }
-
- private:
-  using Key = std::pair<void*, size_t>;
-  static std::string describe(const dnnl::memory::desc& desc) {
-    const dnnl_memory_desc_t& c = desc.data;
-    return std::string(reinterpret_cast<const char*>(&c), sizeof(c));
-  }
-  struct Entry {
-    c10::weak_intrusive_ptr<c10::StorageImpl> owner;
-    at::Tensor storage;
-    dnnl::memory packed;
-  };
-  struct KeyHash {
-    size_t operator()(const Key& key) const {
-      return std::hash<void*>{}(key.first) ^ (key.second * 0x9e3779b97f4a7c15ULL);
-    }
-  };
-  std::mutex mutex_;
-  std::unordered_map<Key, Entry, KeyHash> cache_;
-};
-
-// The weights' layout for an [M, K] x [K, N] int8 matmul: the one oneDNN's
-// fastest kernel for the shape asks for, except that where it asks for a
-// plain matrix (its AVX2 GEMM does) the [N, K] values are taken as they are,
-// as W^T: a reordered copy would double the weights' memory. Decided once a shape.
-dnnl::memory::desc int8_weights_layout(const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md,
-                                       int64_t k, int64_t n, const dnnl::engine& engine) {
-  using dnnl::memory;
-  static std::mutex mutex;
-  static std::map<std::tuple<int64_t, int64_t, int64_t>, memory::desc> chosen;
-  const auto key = std::make_tuple(src_md.dims()[0], k, n);
-  {
-    const std::lock_guard<std::mutex> lock(mutex);
-    if (auto found = chosen.find(key); found != chosen.end()) return found->second;
-  }
-  const memory::desc any({k, n}, memory::data_type::s8, memory::format_tag::any);
-  memory::desc layout = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, any, dst_md), engine).weights_desc();
-  const memory::desc as_stored({k, n}, memory::data_type::s8, memory::dims{1, k});
-  if (layout.data.format_kind == dnnl_blocked && layout.data.format_desc.blocking.inner_nblks == 0) try {
-      (void)dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, as_stored, dst_md), engine);
-      layout = as_stored;
-    } catch (const dnnl::error&) {  // no kernel reads them transposed: reorder once, as for blocked layouts
-    }
-  const std::lock_guard<std::mutex> lock(mutex);
-  return chosen.emplace(key, layout).first->second;
-}
-
 // out[M, N] = values W_q^T, through oneDNN's int8 matmul (int32
 // accumulation, float32 result; no output scales: with them oneDNN 2.6 leaves
 // its brgemm VNNI kernels for a slower GEMM). False when oneDNN has no
@@ -213,17 +138,16 @@ dnnl::memory::desc int8_weights_layout(const dnnl::memory::desc& src_md, const d
 bool int8_matmul(const at::Tensor& values, const at::Tensor& weight_values, at::Tensor& out) {
   using dnnl::memory;
   static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  static PackedWeights packed_weights;
   const int64_t m = values.size(0), k = values.size(1), n = weight_values.size(0);
   try {
     const memory::desc src_md({m, k}, memory::data_type::s8, memory::dims{k, 1});
     const memory::desc dst_md({m, n}, memory::data_type::f32, memory::dims{n, 1});
-    const memory::desc weight_md = int8_weights_layout(src_md, dst_md, k, n, engine);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weight_md, dst_md), engine);
-    const dnnl::matmul matmul(pd);
+    // oneDNN's fast int8 kernels (brgemm, VNNI) read the weights in a blocked layout of their choosing.
     const memory::desc as_stored({k, n}, memory::data_type::s8, memory::dims{1, k});
+    const memory::desc weight_md = chosen_weights_layout(src_md, dst_md, as_stored, engine);
+    const dnnl::matmul matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weight_md, dst_md), engine));
     const memory weights = weight_md == as_stored ? memory(as_stored, engine, weight_values.data_ptr())
-                                                  : packed_weights.get(weight_values, weight_md, engine);
+                                                  : packed_weights(weight_values, weight_md, engine);
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, memory(src_md, engine, values.data_ptr())},
         {DNNL_ARG_WEIGHTS, weights},

@@ -1,0 +1,23 @@
+#pragma once
+/// @file bf16_rows.h
+/// @brief Row kernels of bf16 inference: rounding float32 to bf16, and a
+/// softmax whose probabilities come out in bf16 for the next product.
+///
+/// The library is compiled for any x86-64; these loops run on every
+/// attention head, so they use AVX-512 (with its bf16 conversion) where the
+/// CPU has it, chosen at run time, and ATen's kernels otherwise.
+#include <c10/util/BFloat16.h>
+
+#include <cstdint>
+
+namespace albef::ops {
+
+/// y = x rounded to the nearest bf16 (ties to even), as c10::BFloat16 does.
+void round_to_bf16(const float* x, int64_t n, c10::BFloat16* y);
+
+/// probs = softmax(scores + mask) along each row of a [rows, cols] matrix
+/// (row-major, contiguous), in float32, rounded to bf16. `mask` (cols
+/// values added to every row) may be null. `scores` is used as scratch.
+void softmax_to_bf16(float* scores, const float* mask, int64_t rows, int64_t cols, c10::BFloat16* probs);
+
+}  // namespace albef::ops

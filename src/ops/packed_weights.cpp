@@ -1,0 +1,89 @@
+#include "ops/packed_weights.h"
+
+#ifdef ALBEF_WITH_DNNL
+#include <ATen/ATen.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+
+namespace albef::ops {
+namespace {
+
+std::string describe(const dnnl::memory::desc& desc) {
+  const dnnl_memory_desc_t& c = desc.data;
+  return std::string(reinterpret_cast<const char*>(&c), sizeof(c));
+}
+
+class PackedWeights {
+ public:
+  dnnl::memory get(const at::Tensor& weights, const dnnl::memory::desc& packed, const dnnl::engine& engine) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const Key key{weights.data_ptr(), std::hash<std::string>{}(describe(packed))};
+    const int64_t version = weights._version();
+    auto found = cache_.find(key);
+    if (found != cache_.end() && !found->second.owner.expired() && found->second.version == version)
+      return found->second.packed;
+    for (auto it = cache_.begin(); it != cache_.end();)  // layers freed since: their address may be reused
+      it = it->second.owner.expired() ? cache_.erase(it) : std::next(it);
+    Entry entry{c10::weak_intrusive_ptr<c10::StorageImpl>(weights.storage().getWeakStorageImpl()), version,
+                at::empty({static_cast<int64_t>(packed.get_size())}, at::kByte), {}};
+    entry.packed = dnnl::memory(packed, engine, entry.storage.data_ptr());
+    const dnnl::memory::desc plain({weights.size(1), weights.size(0)}, packed.data_type(),
+                                   dnnl::memory::dims{1, weights.size(1)});
+    dnnl::memory source(plain, engine, weights.data_ptr());
+    dnnl::stream stream(engine);
+    dnnl::reorder(source, entry.packed).execute(stream, source, entry.packed);
+    stream.wait();
+    return cache_.insert_or_assign(key, std::move(entry)).first->second.packed;
+  }
+
+ private:
+  using Key = std::pair<void*, size_t>;
+  struct Entry {
+    c10::weak_intrusive_ptr<c10::StorageImpl> owner;
+    int64_t version;  // the weights' version counter: weights written in place since are packed again
+    at::Tensor storage;
+    dnnl::memory packed;
+  };
+  struct KeyHash {
+    size_t operator()(const Key& key) const {
+      return std::hash<void*>{}(key.first) ^ (key.second * 0x9e3779b97f4a7c15ULL);
+    }
+  };
+  std::mutex mutex_;
+  std::unordered_map<Key, Entry, KeyHash> cache_;
+};
+
+}  // namespace
+
+dnnl::memory packed_weights(const at::Tensor& weights, const dnnl::memory::desc& packed, const dnnl::engine& engine) {
+  static PackedWeights cache;
+  return cache.get(weights, packed, engine);
+}
+
+dnnl::memory::desc chosen_weights_layout(const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md,
+                                         const dnnl::memory::desc& as_stored, const dnnl::engine& engine) {
+  using dnnl::memory;
+  static std::mutex mutex;
+  static std::map<std::string, memory::desc> chosen;
+  const std::string key = describe(src_md) + describe(dst_md) + describe(as_stored);
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (auto found = chosen.find(key); found != chosen.end()) return found->second;
+  }
+  const memory::desc any(as_stored.dims(), as_stored.data_type(), memory::format_tag::any);
+  memory::desc layout = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, any, dst_md), engine).weights_desc();
+  if (layout.data.format_kind == dnnl_blocked && layout.data.format_desc.blocking.inner_nblks == 0) try {
+      (void)dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, as_stored, dst_md), engine);
+      layout = as_stored;
+    } catch (const dnnl::error&) {  // no kernel reads them transposed: reorder once, as for blocked layouts
+    }
+  const std::lock_guard<std::mutex> lock(mutex);
+  return chosen.emplace(key, layout).first->second;
+}
+
+}  // namespace albef::ops
+#endif

@@ -1,0 +1,123 @@
+// bf16 inference: the row kernels (rounding, softmax into bf16), attention
+// head by head on bf16 operands, and linear layers on packed bf16 weights,
+// each against float32 on the same bf16-rounded values.
+#include "albef/core/runtime.h"
+#include "ops/attention.h"
+#include "ops/bf16_rows.h"
+#include "ops/linear.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/nn/modules/linear.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+double rel_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>() /
+         (b.to(at::kFloat).abs().max().item<double>() + 1e-12);
+}
+
+TEST(Bf16Rows, RoundingEqualsC10sRoundToNearestEven) {
+  at::manual_seed(0);
+  at::Tensor x = at::randn({1000}) * 100;
+  // Ties (the low 16 bits exactly 0x8000) go to the even neighbour, both ways.
+  const std::vector<uint32_t> ties = {0x3f808000u, 0x3f818000u, 0xbf808000u, 0x00008000u};
+  std::vector<float> values(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
+  for (uint32_t bits : ties) values.push_back(*reinterpret_cast<const float*>(&bits));
+  values.push_back(0.0f);
+  values.push_back(-std::numeric_limits<float>::infinity());
+  std::vector<c10::BFloat16> rounded(values.size());
+  albef::ops::round_to_bf16(values.data(), static_cast<int64_t>(values.size()), rounded.data());
+  for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ(rounded[i].x, c10::BFloat16(values[i]).x) << values[i];
+}
+
+TEST(Bf16Rows, SoftmaxMatchesFloat32WithinBf16Rounding) {
+  at::manual_seed(1);
+  for (const int64_t cols : {5, 16, 30, 257}) {  // full and partial vectors
+    const int64_t rows = 7;
+    at::Tensor scores = at::randn({rows, cols}) * 4;
+    at::Tensor mask = at::zeros({cols});
+    mask.slice(0, cols / 2).fill_(-1e9);  // padded keys: probability 0
+    const at::Tensor expected = at::softmax(scores + mask, 1);
+    at::Tensor scratch = scores.clone();
+    at::Tensor probs = at::empty({rows, cols}, at::kBFloat16);
+    albef::ops::softmax_to_bf16(scratch.data_ptr<float>(), mask.data_ptr<float>(), rows, cols,
+                                probs.data_ptr<c10::BFloat16>());
+    EXPECT_LT((probs.to(at::kFloat) - expected).abs().max().item<double>(), 4e-3) << cols << " columns";
+    EXPECT_EQ(probs.slice(1, cols / 2).to(at::kFloat).abs().max().item<double>(), 0.0) << cols << " columns";
+    at::Tensor unmasked = at::empty({rows, cols}, at::kBFloat16);
+    scratch = scores.clone();
+    albef::ops::softmax_to_bf16(scratch.data_ptr<float>(), nullptr, rows, cols, unmasked.data_ptr<c10::BFloat16>());
+    EXPECT_LT((unmasked.to(at::kFloat) - at::softmax(scores, 1)).abs().max().item<double>(), 4e-3);
+  }
+}
+
+TEST(Bf16Attention, AppliesToInferenceOnlyUnderBf16Autocast) {
+  const at::Tensor x = at::randn({2, 5, 8});
+  const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+  const bool native = albef::ops::dnnl_bf16_gemm_available();
+  EXPECT_EQ(albef::ops::attention_applies(x, x, x, {}), native);
+  EXPECT_EQ(albef::ops::attention_applies(x.to(at::kBFloat16), x.to(at::kBFloat16), x, {}), native);
+  EXPECT_FALSE(albef::ops::attention_applies(x.clone().set_requires_grad(true), x, x, {}));  // training
+  EXPECT_FALSE(albef::ops::attention_applies(x, x, x, {}, 0.1));                            // dropout
+}
+
+TEST(Bf16Attention, MatchesFloat32OnTheSameBf16Values) {
+  if (!albef::ops::dnnl_bf16_gemm_available()) GTEST_SKIP() << "this CPU has no native bf16 GEMM";
+  at::manual_seed(2);
+  const int64_t heads = 4;
+  // ViT self-attention (q, k, v column chunks of one [B, L, 3C] projection), a padded text's, and one
+  // image's keys shared by every caption (re-ranking).
+  const at::Tensor qkv = at::randn({3, 21, 96}).to(at::kBFloat16);
+  const auto parts = qkv.chunk(3, -1);
+  const at::Tensor padding = at::zeros({3, 1, 1, 21}).index_fill_(3, at::arange(15, 21), -10000.0);
+  const at::Tensor shared = at::randn({1, 33, 32}).to(at::kBFloat16);
+  struct Case {
+    at::Tensor q, k, v, mask;
+  };
+  for (const Case& c : {Case{parts[0], parts[1], parts[2], {}}, Case{parts[0], parts[1], parts[2], padding},
+                        Case{parts[0], shared, shared, {}}}) {
+    const at::Tensor expected =
+        albef::ops::attention(c.q.to(at::kFloat), c.k.to(at::kFloat), c.v.to(at::kFloat), heads, c.mask);
+    at::Tensor out;
+    {
+      const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+      ASSERT_TRUE(albef::ops::attention_applies(c.q, c.k, c.v, c.mask));
+      out = albef::ops::attention(c.q, c.k, c.v, heads, c.mask);
+    }
+    EXPECT_EQ(out.scalar_type(), at::kBFloat16);
+    EXPECT_EQ(out.sizes(), expected.sizes());
+    EXPECT_LT(rel_diff(out, expected), 1.5e-2);
+  }
+}
+
+TEST(Bf16Linear, PackedWeightsFollowWritesInPlace) {
+  if (!albef::ops::dnnl_bf16_gemm_available()) GTEST_SKIP() << "this CPU has no native bf16 GEMM";
+  at::manual_seed(3);
+  torch::nn::Linear layer(64, 48);
+  layer->to(at::kBFloat16);
+  const at::NoGradGuard no_grad;
+  const at::Tensor x = at::randn({10, 64});
+  auto reference = [&] {
+    return at::linear(x.to(at::kBFloat16).to(at::kFloat), layer->weight.to(at::kFloat), layer->bias.to(at::kFloat));
+  };
+  const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+  const at::Tensor first = albef::ops::linear(*layer, x);
+  EXPECT_EQ(first.scalar_type(), at::kFloat);
+  EXPECT_LT(rel_diff(first, reference()), 1e-2);
+  const at::Tensor product = albef::ops::linear(*layer, x, albef::ops::Feeds::product);
+  EXPECT_EQ(product.scalar_type(), at::kBFloat16);  // read by the next product: rounded once, here
+  EXPECT_LT(rel_diff(product, first), 1e-2);
+  // New weights written into the same storage (a checkpoint loaded into a live model) are packed again.
+  layer->weight.copy_(at::randn({48, 64}));
+  EXPECT_LT(rel_diff(albef::ops::linear(*layer, x), reference()), 1e-2);
+  const at::Tensor gelu = albef::ops::linear_gelu(*layer, x);
+  EXPECT_EQ(gelu.scalar_type(), at::kBFloat16);
+  EXPECT_LT(rel_diff(gelu, at::gelu(reference())), 1e-2);
+}
+
+}  // namespace
