@@ -7,8 +7,9 @@
 /// kernels (on AVX2-only CPUs the two are even). `linear` sends float32 CPU
 /// products to oneDNN when albef was built with it (forward and backward,
 /// through a custom autograd function), bf16-autocast products to oneDNN's
-/// bf16 GEMM where the CPU runs it (AVX-512), and everything else (CUDA,
-/// other dtypes, bf16 elsewhere) to `at::linear`.
+/// bf16 kernels where the CPU runs them (AVX-512: in inference its matmul on
+/// weights packed once, in training its BLAS-like GEMM), and everything else
+/// (CUDA, other dtypes, bf16 elsewhere) to `at::linear`.
 
 #include <ATen/core/Tensor.h>
 
@@ -50,8 +51,9 @@ bool dnnl_bf16_gemm_available();
 void set_aten_gemm_only(bool aten_only);
 bool aten_gemm_only();
 
-/// C = A B^T for float32 row-major [M,K] x [N,K] through the fast path (for
-/// the GEMM-peak measurement of `albef bench`); falls back to `at::mm`.
+/// C = A B^T for row-major [M,K] x [N,K] through the fast path (for the
+/// GEMM-peak measurement of `albef bench`): float32, or bf16 under bf16
+/// autocast; falls back to `at::linear`.
 at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace albef::ops
