@@ -2,6 +2,7 @@
 
 #include "albef/core/error.h"
 #include "ops/bf16_rows.h"
+#include "ops/dnnl_bf16_gemm.h"
 #include "ops/dropout.h"
 #include "ops/linear.h"
 
@@ -15,12 +16,6 @@
 
 #ifdef ALBEF_WITH_DNNL
 #include <oneapi/dnnl/dnnl.h>
-#ifdef ALBEF_WITH_DNNL_BF16_GEMM
-// Exported by libdnnl but not declared in its public headers (see linear.cpp).
-extern "C" dnnl_status_t dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t m, dnnl_dim_t n, dnnl_dim_t k,
-                                               float alpha, const void* a, dnnl_dim_t lda, const void* b,
-                                               dnnl_dim_t ldb, float beta, float* c, dnnl_dim_t ldc);
-#endif
 #endif
 
 namespace albef::ops {

@@ -1,4 +1,5 @@
 #include "ops/linear.h"
+#include "ops/dnnl_bf16_gemm.h"
 #include "ops/linear_int8.h"
 #include "ops/packed_weights.h"
 
@@ -18,13 +19,6 @@
 #ifdef ALBEF_WITH_DNNL
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl.hpp>
-#ifdef ALBEF_WITH_DNNL_BF16_GEMM
-// Exported by libdnnl (the BLAS-like bf16 GEMM behind its matmul) but not
-// declared in its public headers; CMake checks that it links.
-extern "C" dnnl_status_t dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t m, dnnl_dim_t n, dnnl_dim_t k,
-                                               float alpha, const void* a, dnnl_dim_t lda, const void* b,
-                                               dnnl_dim_t ldb, float beta, float* c, dnnl_dim_t ldc);
-#endif
 #endif
 
 namespace albef::ops {
