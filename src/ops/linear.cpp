@@ -84,8 +84,6 @@ dnnl::memory::data_type dnnl_type(at::ScalarType type) {
 /// costs a few microseconds: oneDNN keeps created primitives in a cache.
 bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias, bool gelu,
                       at::Tensor& out) {
-  // float32 reads the weights as stored. bf16 kernels read them in a blocked layout, reordered once
-  // (ops/packed_weights.h) rather than on every call: at a thousand rows the per-call copy costs 10-30%.
   using dnnl::memory;
   static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   const int64_t m = rows.size(0), k = rows.size(1), n = weight.size(0);
@@ -99,6 +97,8 @@ bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at
     if (gelu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
     dnnl::primitive_attr attr;
     attr.set_post_ops(post_ops);
+    // float32 reads the weights as stored. bf16 kernels read them in a blocked layout, reordered once
+    // (ops/packed_weights.h) rather than on every call: at a thousand rows the per-call copy costs 10-30%.
     const memory::desc weight_md =
         operands == memory::data_type::bf16 ? chosen_weights_layout(src_md, dst_md, as_stored, engine) : as_stored;
     const dnnl::matmul::desc desc =
