@@ -33,7 +33,7 @@ TEST(PrecisionLoading, Bf16ModelBuiltInBf16EqualsTheFloat32LoadedOne) {
     const at::Tensor& mine = actual[item.key()];
     EXPECT_EQ(mine.scalar_type(), item.value().scalar_type()) << item.key();
     EXPECT_TRUE(mine.equal(item.value())) << item.key();
-    bf16 += mine.scalar_type() == at::kBFloat16;
+    bf16 += mine.scalar_type() == at::kBFloat16 || mine.scalar_type() == at::kByte;  // kByte: packed (AVX-512)
   }
   EXPECT_GT(bf16, 20);
   for (const auto& item : converted->named_buffers()) EXPECT_TRUE(direct->named_buffers()[item.key()].equal(item.value()));
@@ -64,7 +64,7 @@ TEST(PrecisionLoading, Int8ModelBuiltInInt8EqualsTheFloat32LoadedOne) {
     const at::Tensor& mine = actual[item.key()];
     EXPECT_EQ(mine.scalar_type(), item.value().scalar_type()) << item.key();
     EXPECT_TRUE(mine.equal(item.value())) << item.key();
-    int8 += mine.scalar_type() == at::kChar;
+    int8 += mine.scalar_type() == at::kChar || mine.scalar_type() == at::kByte;  // kByte: packed (VNNI)
   }
   EXPECT_GT(int8, 20);
   const auto expected_buffers = converted->named_buffers(), actual_buffers = direct->named_buffers();

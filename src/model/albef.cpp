@@ -387,29 +387,37 @@ LoadReport load_entries(AlbefModel& model, const io::StateDict& state, const std
   return report;
 }
 
+// The encoders' layers, where the products are (the small projections and
+// heads, the features' last step and the classifiers, are read elsewhere).
+bool in_encoders(const std::string& module_name) {
+  return module_name.rfind("visual_encoder.", 0) == 0 || module_name.rfind("text_encoder.", 0) == 0 ||
+         module_name.rfind("text_decoder.", 0) == 0;
+}
+
 }  // namespace
 
 void prepare_for_inference(AlbefModel& model, Precision precision) {
   model->eval();
   for (auto& parameter : model->parameters()) parameter.set_requires_grad(false);
   at::NoGradGuard no_grad;
+  if (precision == Precision::Fp32) return;
   if (precision == Precision::Bf16) {
     for (const auto& module : model->modules(/*include_self=*/false))
-      if (auto* linear = module->as<nn::Linear>())
+      if (auto* linear = module->as<nn::Linear>(); linear && !ops::is_packed(*linear))
         if (linear->weight.device().is_cpu()) linear->weight.set_data(linear->weight.to(at::kBFloat16));
   } else if (precision == Precision::Int8) {
     if (!model->parameters().empty() && !model->parameters().front().device().is_cpu())
       fail("--precision int8 runs on the CPU only (use bf16 on a GPU)");
-    // The encoders' layers, where the products are; the small projections and
-    // heads (the features' last step, the classifiers) stay in float32.
-    for (const auto& item : model->named_modules("", /*include_self=*/false)) {
-      const std::string& name = item.key();
-      if (auto* linear = item.value()->as<nn::Linear>(); linear && linear->weight.scalar_type() != at::kChar)
-        if (name.rfind("visual_encoder.", 0) == 0 || name.rfind("text_encoder.", 0) == 0 ||
-            name.rfind("text_decoder.", 0) == 0)
+    // The encoders' layers; the projections and heads stay in float32.
+    for (const auto& item : model->named_modules("", /*include_self=*/false))
+      if (auto* linear = item.value()->as<nn::Linear>())
+        if (in_encoders(item.key()) && !ops::is_packed(*linear) && linear->weight.scalar_type() != at::kChar)
           ops::quantize_linear_int8(*linear);
-    }
   }
+  // The encoders' weights are then kept in oneDNN's blocked layout alone, not beside a packed copy.
+  for (const auto& item : model->named_modules("", /*include_self=*/false))
+    if (auto* linear = item.value()->as<nn::Linear>(); linear && in_encoders(item.key()))
+      ops::pack_for_inference(*linear);
 }
 
 LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict) {
@@ -439,6 +447,9 @@ namespace {
 AlbefModel build_bf16_model(const Config& config, const ModelOptions& options) {
   static std::mutex construction;
   const std::lock_guard<std::mutex> lock(construction);
+  // The linear weights are mapped from the OS, not the heap: prepare_for_inference replaces them by
+  // their packed layout, and their memory must then go back rather than stay in the heap beside it.
+  const TransientBuffersToOs transient;
   const caffe2::TypeMeta before = at::get_default_dtype();
   at::set_default_dtype(caffe2::TypeMeta::Make<at::BFloat16>());
   AlbefModel model{nullptr};

@@ -75,18 +75,25 @@ dnnl::memory::data_type dnnl_type(at::ScalarType type) {
   return type == at::kBFloat16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
 }
 
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
 /// out[M,N] = rows W^T (+ bias) (then GELU) through oneDNN's matmul
 /// primitive, which applies bias and activation to each tile while it is
 /// still in cache instead of in passes of their own. rows and W are both
 /// float32 or both bf16; bias is float32; out is float32 or, for bf16
-/// operands, bf16 (a product that feeds another product). Returns false
-/// when oneDNN offers no implementation. Creating the primitive each call
-/// costs a few microseconds: oneDNN keeps created primitives in a cache.
+/// operands, bf16 (a product that feeds another product). With
+/// `kept_layout` the weights are a packed layer's bytes in that layout
+/// (pack_for_inference), read as they are. Returns false when oneDNN offers
+/// no implementation. Creating the primitive each call costs a few
+/// microseconds: oneDNN keeps created primitives in a cache.
 bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias, bool gelu,
-                      at::Tensor& out) {
+                      at::Tensor& out, const dnnl::memory::desc* kept_layout = nullptr) {
   using dnnl::memory;
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  const int64_t m = rows.size(0), k = rows.size(1), n = weight.size(0);
+  const dnnl::engine& engine = cpu_engine();
+  const int64_t m = rows.size(0), k = rows.size(1), n = out.size(1);
   const auto operands = dnnl_type(rows.scalar_type());
   try {
     const memory::desc src_md({m, k}, operands, memory::dims{rows.stride(0), 1});
@@ -99,13 +106,15 @@ bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at
     attr.set_post_ops(post_ops);
     // float32 reads the weights as stored. bf16 kernels read them in a blocked layout, reordered once
     // (ops/packed_weights.h) rather than on every call: at a thousand rows the per-call copy costs 10-30%.
-    const memory::desc weight_md =
-        operands == memory::data_type::bf16 ? chosen_weights_layout(src_md, dst_md, as_stored, engine) : as_stored;
+    const memory::desc weight_md = kept_layout ? *kept_layout
+                                   : operands == memory::data_type::bf16
+                                       ? chosen_weights_layout(src_md, dst_md, as_stored, engine)
+                                       : as_stored;
     const dnnl::matmul::desc desc =
         bias.defined() ? dnnl::matmul::desc(src_md, weight_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, weight_md, dst_md);
     const dnnl::matmul matmul(dnnl::matmul::primitive_desc(desc, attr, engine));
-    const memory weights = weight_md == as_stored ? memory(as_stored, engine, weight.data_ptr())
-                                                  : packed_weights(weight.contiguous(), weight_md, engine);
+    const memory weights = kept_layout || weight_md == as_stored ? memory(weight_md, engine, weight.data_ptr())
+                                                                 : packed_weights(weight.contiguous(), weight_md, engine);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md, engine, rows.data_ptr())},
                                          {DNNL_ARG_WEIGHTS, weights},
                                          {DNNL_ARG_DST, memory(dst_md, engine, out.data_ptr())}};
@@ -202,6 +211,27 @@ bool takes_dnnl_path(const at::Tensor& input, const at::Tensor& weight, const at
   if (!accepted(input) || !accepted(weight)) return false;
   return !bias.defined() || (accepted(bias) && bias.dim() == 1 && bias.size(0) == weight.size(0));
 }
+
+/// The layout of a packed layer's bytes: int8 layers carry their scales.
+dnnl::memory::desc packed_layout(const torch::nn::LinearImpl& layer) {
+  const auto operands =
+      int8_weight_scales(layer).defined() ? dnnl::memory::data_type::s8 : dnnl::memory::data_type::bf16;
+  return inference_weights_layout(layer.options.out_features(), layer.options.in_features(), operands, cpu_engine());
+}
+
+/// gelu?(x W^T + b) on a packed bf16 layer's bytes, on bf16 operands
+/// whatever the input (the model was readied for bf16); undefined where
+/// oneDNN has no kernel reading them for this shape.
+at::Tensor packed_bf16_product(const torch::nn::LinearImpl& layer, const at::Tensor& input, bool gelu, Feeds feeds) {
+  const at::Tensor rows = as_rows(input, at::kBFloat16);
+  const bool bf16_out = feeds == Feeds::product && compute_type() == at::kBFloat16;
+  at::Tensor out = at::empty({rows.size(0), layer.options.out_features()},
+                             rows.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
+  const at::Tensor bias = layer.bias.defined() ? layer.bias.to(at::kFloat).contiguous() : layer.bias;
+  const dnnl::memory::desc layout = packed_layout(layer);
+  if (rows.size(0) > 0 && !matmul_primitive(rows, layer.weight, bias, gelu, out, &layout)) return {};
+  return restore_shape(out, input.sizes());
+}
 #endif
 
 }  // namespace
@@ -241,16 +271,64 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const at::T
   return linear_then(input, weight, bias, false, Feeds::anything);
 }
 
-at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input, Feeds feeds) {
+namespace {
+
+at::Tensor layer_product(const torch::nn::LinearImpl& layer, const at::Tensor& input, bool gelu, Feeds feeds) {
   if (const at::Tensor scales = int8_weight_scales(layer); scales.defined())  // a layer readied for int8
-    return linear_int8(input, layer.weight, scales, layer.bias, false);
-  return linear_then(input, layer.weight, layer.bias, false, feeds);
+    return linear_int8(input, layer.weight, scales, layer.bias, gelu);
+  if (!is_packed(layer)) return linear_then(input, layer.weight, layer.bias, gelu, feeds);
+  ALBEF_CHECK(input.device().is_cpu() && input.dim() >= 1 && input.size(-1) == layer.options.in_features(),
+              "input [..., ", layer.options.in_features(), "] on the CPU expected, got ", input.sizes(), " on ",
+              input.device());
+#ifdef ALBEF_WITH_DNNL
+  if (!(at::GradMode::is_enabled() && input.requires_grad()))
+    if (at::Tensor out = packed_bf16_product(layer, input, gelu, feeds); out.defined()) return out;
+#endif
+  return linear_then(input, plain_weight(layer), layer.bias, gelu, feeds);  // a gradient, or a shape not taken packed
+}
+
+}  // namespace
+
+at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input, Feeds feeds) {
+  return layer_product(layer, input, false, feeds);
 }
 
 at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input) {
-  if (const at::Tensor scales = int8_weight_scales(layer); scales.defined())
-    return linear_int8(input, layer.weight, scales, layer.bias, true);
-  return linear_then(input, layer.weight, layer.bias, true, Feeds::product);
+  return layer_product(layer, input, true, Feeds::product);
+}
+
+bool is_packed(const torch::nn::LinearImpl& layer) {
+  return layer.weight.scalar_type() == at::kByte && layer.weight.dim() == 1;
+}
+
+bool pack_for_inference(torch::nn::LinearImpl& layer) {
+#ifdef ALBEF_WITH_DNNL
+  const at::Tensor& weight = layer.weight;
+  if (is_packed(layer) || !weight.device().is_cpu() || weight.dim() != 2) return false;
+  const bool int8 = weight.scalar_type() == at::kChar;
+  if (!int8 && !(weight.scalar_type() == at::kBFloat16 && dnnl_bf16_gemm_available())) return false;
+  const auto operands = int8 ? dnnl::memory::data_type::s8 : dnnl::memory::data_type::bf16;
+  const int64_t n = weight.size(0), k = weight.size(1);
+  const dnnl::memory::desc layout = inference_weights_layout(n, k, operands, cpu_engine());
+  if (layout == stored_weights_desc(n, k, operands)) return false;  // the kernel reads the plain matrix
+  const at::NoGradGuard no_grad;
+  layer.weight.set_requires_grad(false);
+  layer.weight.set_data(pack_into(weight, layout, cpu_engine()));  // the plain storage is released
+  return true;
+#else
+  (void)layer;
+  return false;
+#endif
+}
+
+at::Tensor plain_weight(const torch::nn::LinearImpl& layer) {
+  if (!is_packed(layer)) return layer.weight;
+#ifdef ALBEF_WITH_DNNL
+  const at::ScalarType type = int8_weight_scales(layer).defined() ? at::kChar : at::kBFloat16;
+  return unpack_from(layer.weight, packed_layout(layer), type, cpu_engine());
+#else
+  fail("a packed linear layer in a build without oneDNN");
+#endif
 }
 
 bool dnnl_gemm_available() {

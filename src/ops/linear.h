@@ -39,6 +39,24 @@ at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input, F
 /// bf16 autocast the output is bf16 (it always feeds the next layer's product).
 at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input);
 
+/// Keeps an inference layer's bf16 or int8 weights only in the blocked
+/// layout oneDNN's matmul reads (ops/packed_weights.h), reordered once here,
+/// instead of the plain matrix plus a packed copy made at first use: the
+/// model then holds its linear weights once. The parameter becomes those
+/// bytes (uint8, 1-D), which only `linear` and `linear_gelu` read; a product
+/// that needs gradients (Grad-CAM) unpacks a plain copy for the call. Call it
+/// once the weights are final (after loading). Returns false, leaving the
+/// layer as it is, where there is nothing to gain: float32, not the CPU, bf16
+/// without oneDNN's bf16 kernels, or a kernel that reads the plain matrix.
+bool pack_for_inference(torch::nn::LinearImpl& layer);
+
+/// True for a layer pack_for_inference packed.
+bool is_packed(const torch::nn::LinearImpl& layer);
+
+/// A packed layer's weights as the plain [N, K] matrix (bf16 or int8; a
+/// copy); for other layers the weight itself.
+at::Tensor plain_weight(const torch::nn::LinearImpl& layer);
+
 /// True when albef was built with oneDNN's GEMM (the ALBEF_WITH_DNNL option).
 bool dnnl_gemm_available();
 /// True when products under bf16 autocast run on oneDNN's bf16 GEMM: the

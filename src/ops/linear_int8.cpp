@@ -131,23 +131,31 @@ void rescale(at::Tensor& out, const at::Tensor& row_scales, const at::Tensor& co
 }
 
 #ifdef ALBEF_WITH_DNNL
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
 // out[M, N] = values W_q^T, through oneDNN's int8 matmul (int32
 // accumulation, float32 result; no output scales: with them oneDNN 2.6 leaves
-// its brgemm VNNI kernels for a slower GEMM). False when oneDNN has no
+// its brgemm VNNI kernels for a slower GEMM). W_q is int8 [N, K] or a packed
+// layer's bytes (ops::pack_for_inference). False when oneDNN has no
 // implementation here.
 bool int8_matmul(const at::Tensor& values, const at::Tensor& weight_values, at::Tensor& out) {
   using dnnl::memory;
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  const int64_t m = values.size(0), k = values.size(1), n = weight_values.size(0);
+  const dnnl::engine& engine = cpu_engine();
+  const int64_t m = values.size(0), k = values.size(1), n = out.size(1);
+  const bool packed = weight_values.scalar_type() == at::kByte;
   try {
     const memory::desc src_md({m, k}, memory::data_type::s8, memory::dims{k, 1});
     const memory::desc dst_md({m, n}, memory::data_type::f32, memory::dims{n, 1});
     // oneDNN's fast int8 kernels (brgemm, VNNI) read the weights in a blocked layout of their choosing.
     const memory::desc as_stored({k, n}, memory::data_type::s8, memory::dims{1, k});
-    const memory::desc weight_md = chosen_weights_layout(src_md, dst_md, as_stored, engine);
+    const memory::desc weight_md = packed ? inference_weights_layout(n, k, memory::data_type::s8, engine)
+                                          : chosen_weights_layout(src_md, dst_md, as_stored, engine);
     const dnnl::matmul matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weight_md, dst_md), engine));
-    const memory weights = weight_md == as_stored ? memory(as_stored, engine, weight_values.data_ptr())
-                                                  : packed_weights(weight_values, weight_md, engine);
+    const memory weights = packed || weight_md == as_stored ? memory(weight_md, engine, weight_values.data_ptr())
+                                                            : packed_weights(weight_values, weight_md, engine);
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, memory(src_md, engine, values.data_ptr())},
         {DNNL_ARG_WEIGHTS, weights},
@@ -229,28 +237,39 @@ void quantize_linear_int8(torch::nn::LinearImpl& layer) {
 }
 
 at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer) {
-  if (layer.weight.scalar_type() != at::kChar) return {};
+  const at::ScalarType type = layer.weight.scalar_type();
+  if (type != at::kChar && type != at::kByte) return {};  // kByte: packed (ops::pack_for_inference), int8 or bf16
   // named_buffers() returns a dictionary by value: keep it while reading from it.
   const auto buffers = layer.named_buffers(/*recurse=*/false);
   const at::Tensor* scales = buffers.find("weight_scale");
-  ALBEF_CHECK(scales != nullptr, "an int8 linear layer without its weight_scale buffer");
-  return *scales;
+  ALBEF_CHECK(scales != nullptr || type == at::kByte, "an int8 linear layer without its weight_scale buffer");
+  return scales != nullptr ? *scales : at::Tensor();
 }
 
 at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
                        const at::Tensor& bias, bool gelu) {
-  ALBEF_CHECK(values.scalar_type() == at::kChar && values.dim() == 2 && values.is_contiguous() &&
-                  scales.scalar_type() == at::kFloat && scales.numel() == values.size(0),
-              "linear_int8 takes int8 values [N, K] and float32 scales [N] (quantize_weight_int8), got ",
-              values.sizes(), " ", values.scalar_type(), " and ", scales.sizes(), " ", scales.scalar_type());
-  ALBEF_CHECK(input.device().is_cpu() && input.size(-1) == values.size(1), "input [..., ", values.size(1),
-              "] on the CPU expected, got ", input.sizes(), " on ", input.device());
+  const bool packed = values.scalar_type() == at::kByte && values.dim() == 1;
+  ALBEF_CHECK((packed || (values.scalar_type() == at::kChar && values.dim() == 2 && values.is_contiguous())) &&
+                  scales.scalar_type() == at::kFloat && scales.dim() == 1 && (packed || scales.numel() == values.size(0)),
+              "linear_int8 takes int8 values [N, K] (or their packed bytes) and float32 scales [N] ",
+              "(quantize_weight_int8), got ", values.sizes(), " ", values.scalar_type(), " and ", scales.sizes(), " ",
+              scales.scalar_type());
+  const int64_t k = packed ? input.size(-1) : values.size(1);
+  ALBEF_CHECK(input.device().is_cpu() && input.size(-1) == k, "input [..., ", k, "] on the CPU expected, got ",
+              input.sizes(), " on ", input.device());
+#ifdef ALBEF_WITH_DNNL
+  ALBEF_CHECK(!packed || values.numel() == static_cast<int64_t>(
+                             inference_weights_layout(scales.numel(), k, dnnl::memory::data_type::s8, cpu_engine()).get_size()),
+              "packed int8 weights of ", values.numel(), " bytes are not those of a [", scales.numel(), ", ", k, "] layer");
+#else
+  ALBEF_CHECK(!packed, "packed int8 weights in a build without oneDNN");
+#endif
   if (at::GradMode::is_enabled() && input.requires_grad())
     fail("an int8 model cannot be differentiated (Grad-CAM, training): load it with --precision fp32 or bf16");
   at::Tensor rows = input.reshape({-1, input.size(-1)});
   if (rows.scalar_type() != at::kFloat) rows = rows.to(at::kFloat);
   if (rows.stride(1) != 1) rows = rows.contiguous();
-  const int64_t m = rows.size(0), n = values.size(0);
+  const int64_t m = rows.size(0), n = scales.numel();
   at::Tensor row_values, row_scales;
   quantize_rows(rows, row_values, row_scales);
   at::Tensor out = at::empty({m, n}, rows.options());
@@ -258,7 +277,17 @@ at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const 
 #ifdef ALBEF_WITH_DNNL
   done = m > 0 && int8_matmul(row_values, values, out);
 #endif
-  if (!done) out = at::mm(row_values.to(at::kFloat), values.to(at::kFloat).t());  // the same integers, off oneDNN
+  if (!done) {  // the same integers, off oneDNN
+#ifdef ALBEF_WITH_DNNL
+    const at::Tensor plain =
+        packed ? unpack_from(values, inference_weights_layout(n, k, dnnl::memory::data_type::s8, cpu_engine()), at::kChar,
+                             cpu_engine())
+               : values;
+#else
+    const at::Tensor& plain = values;
+#endif
+    out = at::mm(row_values.to(at::kFloat), plain.to(at::kFloat).t());
+  }
   rescale(out, row_scales, scales, bias.defined() ? bias.to(at::kFloat).contiguous() : bias);
   if (gelu) at::gelu_(out);
   std::vector<int64_t> sizes = input.sizes().vec();

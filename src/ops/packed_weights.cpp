@@ -31,9 +31,8 @@ class PackedWeights {
     Entry entry{c10::weak_intrusive_ptr<c10::StorageImpl>(weights.storage().getWeakStorageImpl()), version,
                 at::empty({static_cast<int64_t>(packed.get_size())}, at::kByte), {}};
     entry.packed = dnnl::memory(packed, engine, entry.storage.data_ptr());
-    const dnnl::memory::desc plain({weights.size(1), weights.size(0)}, packed.data_type(),
-                                   dnnl::memory::dims{1, weights.size(1)});
-    dnnl::memory source(plain, engine, weights.data_ptr());
+    dnnl::memory source(stored_weights_desc(weights.size(0), weights.size(1), packed.data_type()), engine,
+                        weights.data_ptr());
     dnnl::stream stream(engine);
     dnnl::reorder(source, entry.packed).execute(stream, source, entry.packed);
     stream.wait();
@@ -83,6 +82,42 @@ dnnl::memory::desc chosen_weights_layout(const dnnl::memory::desc& src_md, const
     }
   const std::lock_guard<std::mutex> lock(mutex);
   return chosen.emplace(key, layout).first->second;
+}
+
+dnnl::memory::desc stored_weights_desc(int64_t n, int64_t k, dnnl::memory::data_type operands) {
+  return dnnl::memory::desc({k, n}, operands, dnnl::memory::dims{1, k});
+}
+
+dnnl::memory::desc inference_weights_layout(int64_t n, int64_t k, dnnl::memory::data_type operands,
+                                            const dnnl::engine& engine) {
+  constexpr int64_t kRows = 1024;  // the rows of an inference slice (the layout does not depend on them)
+  const dnnl::memory::desc src_md({kRows, k}, operands, dnnl::memory::dims{k, 1});
+  const dnnl::memory::desc dst_md({kRows, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{n, 1});
+  return chosen_weights_layout(src_md, dst_md, stored_weights_desc(n, k, operands), engine);
+}
+
+at::Tensor pack_into(const at::Tensor& weights, const dnnl::memory::desc& layout, const dnnl::engine& engine) {
+  const at::Tensor plain = weights.contiguous();
+  // Zeros: the reorder may leave a block's padding unwritten, and equal weights should pack to equal bytes.
+  at::Tensor bytes = at::zeros({static_cast<int64_t>(layout.get_size())}, weights.options().dtype(at::kByte));
+  dnnl::memory source(stored_weights_desc(plain.size(0), plain.size(1), layout.data_type()), engine, plain.data_ptr());
+  dnnl::memory packed(layout, engine, bytes.data_ptr());
+  dnnl::stream stream(engine);
+  dnnl::reorder(source, packed).execute(stream, source, packed);
+  stream.wait();
+  return bytes;
+}
+
+at::Tensor unpack_from(const at::Tensor& bytes, const dnnl::memory::desc& layout, at::ScalarType type,
+                       const dnnl::engine& engine) {
+  const int64_t k = layout.dims()[0], n = layout.dims()[1];
+  at::Tensor plain = at::empty({n, k}, bytes.options().dtype(type));
+  dnnl::memory packed(layout, engine, bytes.data_ptr());
+  dnnl::memory target(stored_weights_desc(n, k, layout.data_type()), engine, plain.data_ptr());
+  dnnl::stream stream(engine);
+  dnnl::reorder(packed, target).execute(stream, packed, target);
+  stream.wait();
+  return plain;
 }
 
 }  // namespace albef::ops

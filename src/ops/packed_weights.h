@@ -25,5 +25,24 @@ dnnl::memory packed_weights(const at::Tensor& weights, const dnnl::memory::desc&
 dnnl::memory::desc chosen_weights_layout(const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md,
                                          const dnnl::memory::desc& as_stored, const dnnl::engine& engine);
 
+/// The weights [N, K] as an [M, K] x [K, N] matmul on `operands` (bf16 or
+/// s8) reads them from memory as stored: W^T, column-major.
+dnnl::memory::desc stored_weights_desc(int64_t n, int64_t k, dnnl::memory::data_type operands);
+
+/// The layout an inference layer keeps its weights [N, K] in (pack_for_inference
+/// in ops/linear.h): the one oneDNN's matmul asks for at 1,024 rows with
+/// float32 results, or stored_weights_desc where it reads them as stored.
+/// The same for the same arguments, so a layer's bytes need no description
+/// beside them.
+dnnl::memory::desc inference_weights_layout(int64_t n, int64_t k, dnnl::memory::data_type operands,
+                                            const dnnl::engine& engine);
+
+/// `weights` [N, K] reordered into `layout`: its bytes (uint8, 1-D).
+at::Tensor pack_into(const at::Tensor& weights, const dnnl::memory::desc& layout, const dnnl::engine& engine);
+
+/// The inverse of pack_into: the plain [N, K] matrix of `type`, a copy.
+at::Tensor unpack_from(const at::Tensor& bytes, const dnnl::memory::desc& layout, at::ScalarType type,
+                       const dnnl::engine& engine);
+
 }  // namespace albef::ops
 #endif
