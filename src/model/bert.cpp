@@ -75,8 +75,9 @@ at::Tensor BertSelfAttentionImpl::attention_gradients() const {
 
 at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask) {
   const auto feeds = ops::Feeds::product;
-  at::Tensor out = multi_head_attention(ops::linear(*query, hidden, feeds), ops::linear(*key, hidden, feeds),
-                                        ops::linear(*value, hidden, feeds), num_heads, additive_mask,
+  const at::Tensor input = ops::product_input(hidden);
+  at::Tensor out = multi_head_attention(ops::linear(*query, input, feeds), ops::linear(*key, input, feeds),
+                                        ops::linear(*value, input, feeds), num_heads, additive_mask,
                                         is_training() ? dropout : 0.0, recording());
   retain_recorded_gradient();
   return out;
@@ -94,8 +95,9 @@ FusionImages::FusionImages(at::Tensor embeds, bool keep_key_values, const at::Te
 
 std::pair<at::Tensor, at::Tensor> FusionImages::key_values(BertSelfAttentionImpl& attention) {
   if (auto kept = kept_.find(&attention); kept != kept_.end()) return kept->second;
-  std::pair<at::Tensor, at::Tensor> projected{ops::linear(*attention.key, embeds_, ops::Feeds::product),
-                                              ops::linear(*attention.value, embeds_, ops::Feeds::product)};
+  if (!product_embeds_.defined()) product_embeds_ = ops::product_input(embeds_);  // one conversion for all layers
+  std::pair<at::Tensor, at::Tensor> projected{ops::linear(*attention.key, product_embeds_, ops::Feeds::product),
+                                              ops::linear(*attention.value, product_embeds_, ops::Feeds::product)};
   if (keep_) kept_.emplace(&attention, projected);
   return projected;
 }

@@ -297,6 +297,16 @@ at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& inp
   return layer_product(layer, input, true, Feeds::product);
 }
 
+at::Tensor product_input(const at::Tensor& input) {
+#ifdef ALBEF_WITH_DNNL
+  const bool converts_once = compute_type() == at::kBFloat16 && input.scalar_type() == at::kFloat &&
+                             input.device().is_cpu() && !g_aten_only.load(std::memory_order_relaxed) &&
+                             dnnl_bf16_gemm_available() && !(at::GradMode::is_enabled() && input.requires_grad());
+  if (converts_once) return input.to(at::kBFloat16);
+#endif
+  return input;
+}
+
 bool is_packed(const torch::nn::LinearImpl& layer) {
   return layer.weight.scalar_type() == at::kByte && layer.weight.dim() == 1;
 }

@@ -39,6 +39,13 @@ at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input, F
 /// bf16 autocast the output is bf16 (it always feeds the next layer's product).
 at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input);
 
+/// `input` as the products that read it take it: under bf16 autocast, in
+/// inference on oneDNN's bf16 path, converted to bf16 once for several
+/// products (q, k and v of one hidden state; the keys and values of every
+/// fusion layer from the same image states) instead of once in each;
+/// otherwise `input` itself. The products compute the same either way.
+at::Tensor product_input(const at::Tensor& input);
+
 /// Keeps an inference layer's bf16 or int8 weights only in the blocked
 /// layout oneDNN's matmul reads (ops/packed_weights.h), reordered once here,
 /// instead of the plain matrix plus a packed copy made at first use: the

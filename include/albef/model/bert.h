@@ -47,7 +47,9 @@ class BertSelfAttentionImpl;
 /// negatives, MLM): sharing the projections saves two thirds of their
 /// FLOPs, forward and backward, and autograd sums their gradients exactly as
 /// the official per-pair projections would. Without it nothing is kept, so
-/// inference holds one layer's keys and values at a time.
+/// inference holds one layer's keys and values at a time. In bf16 inference
+/// the images are converted to bf16 once, for every layer's key and value
+/// products, at their first use: one object serves one precision scope.
 class FusionImages {
  public:
   /// `attention_mask` ([N, P], 1 = attend) masks padded positions, for
@@ -62,6 +64,7 @@ class FusionImages {
 
  private:
   at::Tensor embeds_;
+  at::Tensor product_embeds_;  // embeds_ as the key/value products read them (ops::product_input), made once
   at::Tensor additive_mask_;
   bool keep_;
   std::map<const BertSelfAttentionImpl*, std::pair<at::Tensor, at::Tensor>> kept_;
