@@ -75,11 +75,6 @@ dnnl::memory::data_type dnnl_type(at::ScalarType type) {
   return type == at::kBFloat16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
 }
 
-const dnnl::engine& cpu_engine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
 /// out[M,N] = rows W^T (+ bias) (then GELU) through oneDNN's matmul
 /// primitive, which applies bias and activation to each tile while it is
 /// still in cache instead of in passes of their own. rows and W are both

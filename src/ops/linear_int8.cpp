@@ -131,11 +131,6 @@ void rescale(at::Tensor& out, const at::Tensor& row_scales, const at::Tensor& co
 }
 
 #ifdef ALBEF_WITH_DNNL
-const dnnl::engine& cpu_engine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
 // out[M, N] = values W_q^T, through oneDNN's int8 matmul (int32
 // accumulation, float32 result; no output scales: with them oneDNN 2.6 leaves
 // its brgemm VNNI kernels for a slower GEMM). W_q is int8 [N, K] or a packed

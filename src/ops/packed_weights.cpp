@@ -58,6 +58,11 @@ class PackedWeights {
 
 }  // namespace
 
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
 dnnl::memory packed_weights(const at::Tensor& weights, const dnnl::memory::desc& packed, const dnnl::engine& engine) {
   static PackedWeights cache;
   return cache.get(weights, packed, engine);

@@ -8,6 +8,9 @@
 
 namespace albef::ops {
 
+/// The CPU engine every oneDNN call of albef's runs on.
+const dnnl::engine& cpu_engine();
+
 /// The weights [N, K] (int8 or bf16, contiguous) as `packed` describes them
 /// for an [M, K] x [K, N] matmul. The first call for a layer and layout
 /// reorders them; later calls return the same memory until the weights are
