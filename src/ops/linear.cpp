@@ -223,7 +223,8 @@ at::Tensor packed_bf16_product(const torch::nn::LinearImpl& layer, const at::Ten
   at::Tensor out = at::empty({rows.size(0), layer.options.out_features()},
                              rows.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
   const at::Tensor bias = layer.bias.defined() ? layer.bias.to(at::kFloat).contiguous() : layer.bias;
-  const dnnl::memory::desc layout = packed_layout(layer);
+  const dnnl::memory::desc layout = inference_weights_layout(layer.options.out_features(), layer.options.in_features(),
+                                                             dnnl::memory::data_type::bf16, cpu_engine());
   if (rows.size(0) > 0 && !matmul_primitive(rows, layer.weight, bias, gelu, out, &layout)) return {};
   return restore_shape(out, input.sizes());
 }
