@@ -239,7 +239,7 @@ nlohmann::json measure_gemm_paths() {
                           {"bf16_aten", gemm_gflops(at::kBFloat16, [](auto& a, auto& b) { return at::mm(a, b); })}};
   if (ops::dnnl_gemm_available())
     paths["fp32_dnnl"] = gemm_gflops(at::kFloat, [](auto& a, auto& b) { return ops::matmul_nt(a, b); });
-  if (ops::dnnl_bf16_gemm_available())  // bf16 inference's path: the matmul primitive on packed weights
+  if (dnnl_bf16_gemm_available())  // bf16 inference's path: the matmul primitive on packed weights
     paths["bf16_dnnl"] = gemm_gflops(at::kBFloat16, [](auto& a, auto& b) {
       const PrecisionGuard bf16(Precision::Bf16, c10::kCPU);
       return ops::matmul_nt(a, b);
@@ -708,7 +708,7 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   if (precisions.empty()) {
     precisions = {"fp32"};
     // Without AVX-512 neither side has a bf16 kernel: bf16 matmuls crawl and the suite would take hours.
-    if (ops::dnnl_bf16_gemm_available())
+    if (dnnl_bf16_gemm_available())
       precisions.push_back("bf16");
     else
       std::cout << "bf16 skipped: this CPU has no native bf16 matmul (oneDNN needs AVX-512; at::mm in bf16 ran at "

@@ -59,7 +59,7 @@ TEST(Bf16Rows, SoftmaxMatchesFloat32WithinBf16Rounding) {
 TEST(Bf16Attention, AppliesToInferenceOnlyUnderBf16Autocast) {
   const at::Tensor x = at::randn({2, 5, 8});
   const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
-  const bool native = albef::ops::dnnl_bf16_gemm_available();
+  const bool native = albef::dnnl_bf16_gemm_available();
   EXPECT_EQ(albef::ops::attention_applies(x, x, x, {}), native);
   EXPECT_EQ(albef::ops::attention_applies(x.to(at::kBFloat16), x.to(at::kBFloat16), x, {}), native);
   EXPECT_FALSE(albef::ops::attention_applies(x.clone().set_requires_grad(true), x, x, {}));  // training
@@ -67,7 +67,7 @@ TEST(Bf16Attention, AppliesToInferenceOnlyUnderBf16Autocast) {
 }
 
 TEST(Bf16Attention, MatchesFloat32OnTheSameBf16Values) {
-  if (!albef::ops::dnnl_bf16_gemm_available()) GTEST_SKIP() << "this CPU has no native bf16 GEMM";
+  if (!albef::dnnl_bf16_gemm_available()) GTEST_SKIP() << "this CPU has no native bf16 GEMM";
   at::manual_seed(2);
   const int64_t heads = 4;
   // ViT self-attention (q, k, v column chunks of one [B, L, 3C] projection), a padded text's, and one
@@ -96,7 +96,7 @@ TEST(Bf16Attention, MatchesFloat32OnTheSameBf16Values) {
 }
 
 TEST(Bf16Linear, PackedWeightsFollowWritesInPlace) {
-  if (!albef::ops::dnnl_bf16_gemm_available()) GTEST_SKIP() << "this CPU has no native bf16 GEMM";
+  if (!albef::dnnl_bf16_gemm_available()) GTEST_SKIP() << "this CPU has no native bf16 GEMM";
   at::manual_seed(3);
   torch::nn::Linear layer(64, 48);
   layer->to(at::kBFloat16);

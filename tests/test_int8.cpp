@@ -76,6 +76,28 @@ TEST(Int8Linear, QuantisesEachOutputChannelAndMatchesFloat32) {
   EXPECT_LT(relative_error(albef::ops::linear_gelu(*layer, input), at::gelu(expected)), tolerance);
 }
 
+// The pass after the int8 GEMM (scales, bias, GELU) and its bf16 ends: GELU
+// within 1e-6 of ATen's erf form on the same products, bf16 output the float32
+// one rounded, bf16 input the same integers as its float32 widening.
+TEST(Int8Linear, FinishesWithGeluAndReadsAndWritesBf16) {
+  at::manual_seed(2);
+  const at::Tensor weight = at::randn({96, 64}) * 0.1, bias = at::randn({96});
+  const auto [values, scales] = albef::ops::quantize_weight_int8(weight);
+  const at::Tensor input = at::randn({5, 64}) * 4;  // pre-activations out to +-6 and beyond
+  const at::Tensor plain = albef::ops::linear_int8(input, values, scales, bias, false);
+  ASSERT_GT(plain.abs().max().item<double>(), 4.0);
+  const at::Tensor activated = albef::ops::linear_int8(input, values, scales, bias, true);
+  EXPECT_LT((activated - at::gelu(plain)).abs().max().item<double>(), 1e-6);
+
+  const at::Tensor rounded = albef::ops::linear_int8(input, values, scales, bias, true, at::kBFloat16);
+  EXPECT_EQ(rounded.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(rounded.equal(activated.to(at::kBFloat16)));
+
+  const at::Tensor bf16_input = input.to(at::kBFloat16);
+  EXPECT_TRUE(albef::ops::linear_int8(bf16_input, values, scales, bias, false)
+                  .equal(albef::ops::linear_int8(bf16_input.to(at::kFloat), values, scales, bias, false)));
+}
+
 // Loading quantises a layer a few rows at a time: the values and scales are
 // those of the whole matrix at once.
 TEST(Int8Linear, QuantisesInChunksAsAWhole) {

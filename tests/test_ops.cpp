@@ -87,7 +87,7 @@ TEST(Linear, Bf16AutocastMultipliesBf16OperandsIntoFloat32) {
     albef::AutocastOff float32;
     const at::Tensor rounded = at::linear(x.detach().to(at::kBFloat16).to(at::kFloat),
                                           weight.detach().to(at::kBFloat16).to(at::kFloat), bias.detach());
-    if (albef::ops::dnnl_bf16_gemm_available()) {
+    if (albef::dnnl_bf16_gemm_available()) {
       EXPECT_EQ(y.scalar_type(), at::kFloat);
       EXPECT_LT(rel_diff(y.detach(), rounded), 1e-5);
     }
@@ -100,7 +100,7 @@ TEST(Linear, Bf16AutocastMultipliesBf16OperandsIntoFloat32) {
   EXPECT_LT(rel_diff(weight.grad(), grad_w), 2e-2);
   // Ours sums the float32 output gradient; autocast's at::linear (the fallback) a bf16 one.
   EXPECT_LT(rel_diff(bias.grad(), probe.sum(at::IntArrayRef{0, 1})),
-            albef::ops::dnnl_bf16_gemm_available() ? 1e-5 : 2e-2);
+            albef::dnnl_bf16_gemm_available() ? 1e-5 : 2e-2);
 }
 
 TEST(Linear, MatmulNtChecksShapes) {
@@ -238,7 +238,7 @@ TEST(Attention, LeavesAutocastAndUnsupportedShapesToTheGenericPath) {
   EXPECT_FALSE(albef::ops::attention_applies(x.clone().set_requires_grad(true), shared, shared, {}));
   {  // bf16 autocast: inference where the CPU has a bf16 GEMM (test_bf16_inference.cpp), never training
     albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
-    EXPECT_EQ(albef::ops::attention_applies(x, x, x, {}), albef::ops::dnnl_bf16_gemm_available());
+    EXPECT_EQ(albef::ops::attention_applies(x, x, x, {}), albef::dnnl_bf16_gemm_available());
     EXPECT_FALSE(albef::ops::attention_applies(x.clone().set_requires_grad(true), x, x, {}));
   }
   EXPECT_THROW(albef::ops::attention(x.to(at::kDouble), x, x, 2, {}), std::exception);

@@ -53,7 +53,7 @@ TEST(PackedWeights, FloatLayersStayPlain) {
 }
 
 TEST(PackedWeights, Bf16ProductsEqualThePlainLayersAtEveryRowCount) {
-  if (!albef::ops::dnnl_bf16_gemm_available()) GTEST_SKIP() << "no oneDNN bf16 kernels on this CPU (AVX-512 needed)";
+  if (!albef::dnnl_bf16_gemm_available()) GTEST_SKIP() << "no oneDNN bf16 kernels on this CPU (AVX-512 needed)";
   at::manual_seed(3);
   torch::nn::Linear plain = bf16_layer(96, 80), packed = copy_of(plain);
   ASSERT_TRUE(albef::ops::pack_for_inference(*packed));
@@ -81,7 +81,7 @@ TEST(PackedWeights, Bf16ProductsEqualThePlainLayersAtEveryRowCount) {
 }
 
 TEST(PackedWeights, GradientsFlowThroughAPackedBf16Layer) {
-  if (!albef::ops::dnnl_bf16_gemm_available()) GTEST_SKIP() << "no oneDNN bf16 kernels on this CPU (AVX-512 needed)";
+  if (!albef::dnnl_bf16_gemm_available()) GTEST_SKIP() << "no oneDNN bf16 kernels on this CPU (AVX-512 needed)";
   at::manual_seed(4);
   torch::nn::Linear plain = bf16_layer(64, 32), packed = copy_of(plain);
   ASSERT_TRUE(albef::ops::pack_for_inference(*packed));
@@ -111,7 +111,7 @@ TEST(PackedWeights, Int8ProductsEqualThePlainLayersExactly) {
 }
 
 TEST(PackedWeights, AnInputOfTheWrongWidthNamesTheLayersWidth) {
-  torch::nn::Linear layer = albef::ops::dnnl_bf16_gemm_available() ? bf16_layer(64, 32) : int8_layer(64, 32);
+  torch::nn::Linear layer = albef::dnnl_bf16_gemm_available() ? bf16_layer(64, 32) : int8_layer(64, 32);
   if (!albef::ops::pack_for_inference(*layer)) GTEST_SKIP() << "nothing packed on this CPU";
   at::NoGradGuard no_grad;
   try {
@@ -139,7 +139,7 @@ TEST(PackedWeights, InferenceModelsHoldTheirEncodersOnceInThePackedLayout) {
       const std::string& name = item.key();
       EXPECT_TRUE(name.rfind("visual_encoder.", 0) == 0 || name.rfind("text_encoder.", 0) == 0) << name;
     }
-    const bool packs = precision == albef::Precision::Bf16 ? albef::ops::dnnl_bf16_gemm_available() : packed > 0;
+    const bool packs = precision == albef::Precision::Bf16 ? albef::dnnl_bf16_gemm_available() : packed > 0;
     if (packs) EXPECT_GT(packed, 20) << static_cast<int>(precision);
   }
 }

@@ -1,6 +1,7 @@
 #include "albef/core/runtime.h"
 
 #include "albef/core/error.h"
+#include "core/dnnl_bf16_gemm.h"
 
 #include <ATen/Parallel.h>
 #include "core/autocast.h"
@@ -68,8 +69,25 @@ TransientBuffersToOs::~TransientBuffersToOs() {
   if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, kKeepInHeapBytes);
 }
 
+// oneDNN implements its bf16 GEMM only with AVX-512 and answers
+// dnnl_unimplemented elsewhere (an AVX2-only CPU, say): one 1x1x1 product asks, once.
+bool dnnl_bf16_gemm_available() {
+#ifdef ALBEF_WITH_DNNL_BF16_GEMM
+  static const bool runs = [] {
+    const uint16_t one = 0x3f80;  // 1.0 in bfloat16
+    float product = 0.0f;
+    return dnnl_gemm_bf16bf16f32('N', 'N', 1, 1, 1, 1.0f, &one, 1, &one, 1, 0.0f, &product, 1) == dnnl_success &&
+           product == 1.0f;
+  }();
+  return runs;
+#else
+  return false;
+#endif
+}
+
 PrecisionGuard::PrecisionGuard(Precision precision, c10::Device device) {
-  if (precision != Precision::Bf16) return;
+  const bool int8_with_bf16 = precision == Precision::Int8 && device.is_cpu() && dnnl_bf16_gemm_available();
+  if (precision != Precision::Bf16 && !int8_with_bf16) return;
   active_ = true;
   cpu_before_ = autocast::enabled(c10::DeviceType::CPU);
   cuda_before_ = autocast::enabled(c10::DeviceType::CUDA);

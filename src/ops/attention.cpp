@@ -1,8 +1,9 @@
 #include "ops/attention.h"
 
 #include "albef/core/error.h"
+#include "albef/core/runtime.h"
 #include "ops/bf16_rows.h"
-#include "ops/dnnl_bf16_gemm.h"
+#include "core/dnnl_bf16_gemm.h"
 #include "ops/dropout.h"
 #include "ops/linear.h"
 

@@ -1,9 +1,10 @@
 #include "ops/linear.h"
-#include "ops/dnnl_bf16_gemm.h"
+#include "core/dnnl_bf16_gemm.h"
 #include "ops/linear_int8.h"
 #include "ops/packed_weights.h"
 
 #include "albef/core/error.h"
+#include "albef/core/runtime.h"
 
 #include <ATen/ATen.h>
 #include "core/autocast.h"
@@ -28,6 +29,16 @@ std::atomic<bool> g_aten_only{[] {
   const char* value = std::getenv("ALBEF_GEMM");
   return value != nullptr && std::strcmp(value, "aten") == 0;
 }()};
+
+/// Under bf16 autocast products run on bf16 operands; otherwise in float32.
+at::ScalarType compute_type() {
+  const bool bf16 = autocast::enabled(c10::DeviceType::CPU) && autocast::dtype(c10::DeviceType::CPU) == at::kBFloat16;
+  return bf16 ? at::kBFloat16 : at::kFloat;
+}
+
+/// Whether a product writes bf16: under bf16 autocast, for a reader that
+/// is another product.
+bool bf16_output(Feeds feeds) { return feeds == Feeds::product && compute_type() == at::kBFloat16; }
 
 #ifdef ALBEF_WITH_DNNL
 /// Row-major C[M,N] (+)= op(A) op(B) with float32 accumulation. A and B are
@@ -56,12 +67,6 @@ at::Tensor as_rows(const at::Tensor& input, at::ScalarType dtype) {
   if (rows.scalar_type() != dtype) return rows.to(dtype).contiguous();
   const bool usable = rows.stride(1) == 1 && rows.stride(0) >= rows.size(1);
   return usable ? rows : rows.contiguous();
-}
-
-/// Under bf16 autocast products run on bf16 operands; otherwise in float32.
-at::ScalarType compute_type() {
-  const bool bf16 = autocast::enabled(c10::DeviceType::CPU) && autocast::dtype(c10::DeviceType::CPU) == at::kBFloat16;
-  return bf16 ? at::kBFloat16 : at::kFloat;
 }
 
 /// The weight in the compute type. Under autocast the bf16 copy of a
@@ -219,9 +224,8 @@ dnnl::memory::desc packed_layout(const torch::nn::LinearImpl& layer) {
 /// oneDNN has no kernel reading them for this shape.
 at::Tensor packed_bf16_product(const torch::nn::LinearImpl& layer, const at::Tensor& input, bool gelu, Feeds feeds) {
   const at::Tensor rows = as_rows(input, at::kBFloat16);
-  const bool bf16_out = feeds == Feeds::product && compute_type() == at::kBFloat16;
   at::Tensor out = at::empty({rows.size(0), layer.options.out_features()},
-                             rows.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
+                             rows.options().dtype(bf16_output(feeds) ? at::kBFloat16 : at::kFloat));
   const at::Tensor bias = layer.bias.defined() ? layer.bias.to(at::kFloat).contiguous() : layer.bias;
   const dnnl::memory::desc layout = inference_weights_layout(layer.options.out_features(), layer.options.in_features(),
                                                              dnnl::memory::data_type::bf16, cpu_engine());
@@ -271,7 +275,7 @@ namespace {
 
 at::Tensor layer_product(const torch::nn::LinearImpl& layer, const at::Tensor& input, bool gelu, Feeds feeds) {
   if (const at::Tensor scales = int8_weight_scales(layer); scales.defined())  // a layer readied for int8
-    return linear_int8(input, layer.weight, scales, layer.bias, gelu);
+    return linear_int8(input, layer.weight, scales, layer.bias, gelu, bf16_output(feeds) ? at::kBFloat16 : at::kFloat);
   if (!is_packed(layer)) return linear_then(input, layer.weight, layer.bias, gelu, feeds);
   ALBEF_CHECK(input.device().is_cpu() && input.dim() >= 1 && input.size(-1) == layer.options.in_features(),
               "input [..., ", layer.options.in_features(), "] on the CPU expected, got ", input.sizes(), " on ",
@@ -340,22 +344,6 @@ at::Tensor plain_weight(const torch::nn::LinearImpl& layer) {
 bool dnnl_gemm_available() {
 #ifdef ALBEF_WITH_DNNL
   return true;
-#else
-  return false;
-#endif
-}
-
-// oneDNN implements its bf16 GEMM only with AVX-512 and answers
-// dnnl_unimplemented elsewhere (an AVX2-only CPU, say): one 1x1x1 product asks, once.
-bool dnnl_bf16_gemm_available() {
-#ifdef ALBEF_WITH_DNNL_BF16_GEMM
-  static const bool runs = [] {
-    const uint16_t one = 0x3f80;  // 1.0 in bfloat16
-    float product = 0.0f;
-    return dnnl_gemm_bf16bf16f32('N', 'N', 1, 1, 1, 1.0f, &one, 1, &one, 1, 0.0f, &product, 1) == dnnl_success &&
-           product == 1.0f;
-  }();
-  return runs;
 #else
   return false;
 #endif

@@ -66,10 +66,6 @@ at::Tensor plain_weight(const torch::nn::LinearImpl& layer);
 
 /// True when albef was built with oneDNN's GEMM (the ALBEF_WITH_DNNL option).
 bool dnnl_gemm_available();
-/// True when products under bf16 autocast run on oneDNN's bf16 GEMM: the
-/// build has it and this CPU runs it (oneDNN needs AVX-512 for it). When
-/// false they go to autocast's `at::linear`.
-bool dnnl_bf16_gemm_available();
 
 /// Turns the oneDNN path off (true) or back on, process-wide; for comparing
 /// the two paths. Off by default when the environment sets ALBEF_GEMM=aten.

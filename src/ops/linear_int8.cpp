@@ -1,13 +1,17 @@
 #include "ops/linear_int8.h"
 
 #include "albef/core/error.h"
+#include "ops/bf16_rows.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/nn/modules/linear.h>
 
 #include <algorithm>
+#include <c10/util/BFloat16.h>
+
 #include <cmath>
+#include <cstring>
 #include <immintrin.h>
 #include <unordered_map>
 
@@ -66,67 +70,125 @@ __attribute__((target("avx2"))) float quantize_row_avx2(const float* x, int64_t 
   for (; j < k; ++j) q[j] = static_cast<int8_t>(std::nearbyint(x[j] * inverse));
   return scale;
 }
+#endif
 
-// row[j] = row[j] * scale * columns[j] + shift[j]: plain loops the compiler
-// vectorises for each target.
-__attribute__((target("avx512f"))) void rescale_row_avx512(float* row, int64_t n, float scale, const float* columns,
-                                                           const float* shift) {
-  for (int64_t j = 0; j < n; ++j) row[j] = row[j] * scale * columns[j] + shift[j];
+// erf(x) as Eigen and XLA compute it in float32: an odd polynomial over an
+// even one in x, with x clamped to [-4, 4] (beyond, erf rounds to +-1).
+// Branch-free, so the loops below vectorise; within 1e-6 of std::erf.
+inline float erf_rational(float x) {
+  x = std::min(4.0f, std::max(-4.0f, x));
+  const float x2 = x * x;
+  float p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+  p = x2 * p - 2.10102402082508e-06f;
+  p = x2 * p - 5.69250639462346e-05f;
+  p = x2 * p - 7.34990630326855e-04f;
+  p = x2 * p - 2.95459980854025e-03f;
+  p = x2 * p - 1.60960333262415e-02f;
+  float q = x2 * -1.45660718464996e-05f - 2.13374055278905e-04f;
+  q = x2 * q - 1.68282697438203e-03f;
+  q = x2 * q - 7.37332916720468e-03f;
+  q = x2 * q - 1.42647390514189e-02f;
+  return x * p / q;
 }
-__attribute__((target("avx2,fma"))) void rescale_row_avx2(float* row, int64_t n, float scale, const float* columns,
-                                                          const float* shift) {
-  for (int64_t j = 0; j < n; ++j) row[j] = row[j] * scale * columns[j] + shift[j];
+
+// row[j] = act(row[j] * scale * columns[j] + shift[j]), act GELU's erf form
+// or none: one pass over the int32 products turned float32. Plain loops the
+// compiler vectorises for each target.
+template <bool kGelu>
+__attribute__((always_inline)) inline void finish_row(float* row, int64_t n, float scale, const float* columns,
+                                                      const float* shift) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float y = row[j] * scale * columns[j] + shift[j];
+    row[j] = kGelu ? 0.5f * y * (1.0f + erf_rational(y * 0.70710678118654752f)) : y;
+  }
+}
+
+void finish_row_scalar(float* row, int64_t n, float scale, const float* columns, const float* shift, bool gelu) {
+  gelu ? finish_row<true>(row, n, scale, columns, shift) : finish_row<false>(row, n, scale, columns, shift);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) void finish_row_avx512(float* row, int64_t n, float scale, const float* columns,
+                                                          const float* shift, bool gelu) {
+  gelu ? finish_row<true>(row, n, scale, columns, shift) : finish_row<false>(row, n, scale, columns, shift);
+}
+__attribute__((target("avx2,fma"))) void finish_row_avx2(float* row, int64_t n, float scale, const float* columns,
+                                                         const float* shift, bool gelu) {
+  gelu ? finish_row<true>(row, n, scale, columns, shift) : finish_row<false>(row, n, scale, columns, shift);
 }
 #endif
 
-void rescale_row_scalar(float* row, int64_t n, float scale, const float* columns, const float* shift) {
-  for (int64_t j = 0; j < n; ++j) row[j] = row[j] * scale * columns[j] + shift[j];
-}
-
 struct RowKernels {
   float (*quantize)(const float*, int64_t, int8_t*);
-  void (*rescale)(float*, int64_t, float, const float*, const float*);
+  void (*finish)(float*, int64_t, float, const float*, const float*, bool);
 };
 
 const RowKernels& row_kernels() {
   static const RowKernels kernels = [] {
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx512f")) return RowKernels{quantize_row_avx512, rescale_row_avx512};
+    if (__builtin_cpu_supports("avx512f")) return RowKernels{quantize_row_avx512, finish_row_avx512};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return RowKernels{quantize_row_avx2, rescale_row_avx2};
+      return RowKernels{quantize_row_avx2, finish_row_avx2};
 #endif
-    return RowKernels{quantize_row_scalar, rescale_row_scalar};
+    return RowKernels{quantize_row_scalar, finish_row_scalar};
   }();
   return kernels;
 }
 
-// Symmetric per-row quantisation of float32 rows [M, K] (any row stride):
-// int8 values [M, K] and the scales [M].
+// bf16 -> float32 is exact: the bf16 bits are the float's upper half.
+void widen_bf16(const c10::BFloat16* in, int64_t k, float* out) {
+  for (int64_t j = 0; j < k; ++j) {
+    const uint32_t bits = static_cast<uint32_t>(in[j].x) << 16;
+    std::memcpy(out + j, &bits, sizeof bits);
+  }
+}
+
+// Symmetric per-row quantisation of float32 or bf16 rows [M, K] (any row
+// stride): int8 values [M, K] and the scales [M]. bf16 rows are widened a
+// row at a time into a buffer that stays in cache, not in a pass of their own.
 void quantize_rows(const at::Tensor& rows, at::Tensor& values, at::Tensor& scales) {
   const int64_t m = rows.size(0), k = rows.size(1), stride = rows.stride(0);
   values = at::empty({m, k}, rows.options().dtype(at::kChar));
   scales = at::empty({m}, rows.options().dtype(at::kFloat));
-  const float* in = rows.data_ptr<float>();
   int8_t* out = values.data_ptr<int8_t>();
   float* scale = scales.data_ptr<float>();
   const auto quantize = row_kernels().quantize;
+  if (rows.scalar_type() == at::kBFloat16) {
+    const c10::BFloat16* in = rows.data_ptr<c10::BFloat16>();
+    at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> row(static_cast<size_t>(k));
+      for (int64_t r = begin; r < end; ++r) {
+        widen_bf16(in + r * stride, k, row.data());
+        scale[r] = quantize(row.data(), k, out + r * k);
+      }
+    });
+    return;
+  }
+  const float* in = rows.data_ptr<float>();
   at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) scale[r] = quantize(in + r * stride, k, out + r * k);
   });
 }
 
-// out[m, n] = out[m, n] * row_scales[m] * column_scales[n] + bias[n], in one
-// pass over the products.
-void rescale(at::Tensor& out, const at::Tensor& row_scales, const at::Tensor& column_scales, const at::Tensor& bias) {
-  const int64_t m = out.size(0), n = out.size(1);
+// The layer's output from the int32 products (as float32, `products`):
+// row m is products[m] * row_scales[m] * column_scales + bias, then GELU when
+// asked, in one pass per row while it is in cache; written back into
+// `products` or, for a bf16 `out`, rounded into it.
+void finish(at::Tensor& products, const at::Tensor& row_scales, const at::Tensor& column_scales,
+            const at::Tensor& bias, bool gelu, at::Tensor& out) {
+  const int64_t m = products.size(0), n = products.size(1);
   const at::Tensor shift = bias.defined() ? bias : at::zeros({n}, at::kFloat);
-  float* data = out.data_ptr<float>();
+  float* data = products.data_ptr<float>();
   const float* rows = row_scales.data_ptr<float>();
   const float* columns = column_scales.data_ptr<float>();
   const float* shifts = shift.data_ptr<float>();
-  const auto kernel = row_kernels().rescale;
+  c10::BFloat16* rounded = out.scalar_type() == at::kBFloat16 ? out.data_ptr<c10::BFloat16>() : nullptr;
+  const auto kernel = row_kernels().finish;
   at::parallel_for(0, m, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) kernel(data + r * n, n, rows[r], columns, shifts);
+    for (int64_t r = begin; r < end; ++r) {
+      kernel(data + r * n, n, rows[r], columns, shifts, gelu);
+      if (rounded != nullptr) round_to_bf16(data + r * n, n, rounded + r * n);
+    }
   });
 }
 
@@ -242,7 +304,7 @@ at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer) {
 }
 
 at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
-                       const at::Tensor& bias, bool gelu) {
+                       const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
   const bool packed = values.scalar_type() == at::kByte && values.dim() == 1;
   ALBEF_CHECK((packed || (values.scalar_type() == at::kChar && values.dim() == 2 && values.is_contiguous())) &&
                   scales.scalar_type() == at::kFloat && scales.dim() == 1 && (packed || scales.numel() == values.size(0)),
@@ -252,6 +314,7 @@ at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const 
   const int64_t k = packed ? input.size(-1) : values.size(1);
   ALBEF_CHECK(input.device().is_cpu() && input.size(-1) == k, "input [..., ", k, "] on the CPU expected, got ",
               input.sizes(), " on ", input.device());
+  ALBEF_CHECK(out_type == at::kFloat || out_type == at::kBFloat16, "linear_int8 writes float32 or bf16, not ", out_type);
 #ifdef ALBEF_WITH_DNNL
   ALBEF_CHECK(!packed || values.numel() == static_cast<int64_t>(
                              inference_weights_layout(scales.numel(), k, dnnl::memory::data_type::s8, cpu_engine()).get_size()),
@@ -262,12 +325,12 @@ at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const 
   if (at::GradMode::is_enabled() && input.requires_grad())
     fail("an int8 model cannot be differentiated (Grad-CAM, training): load it with --precision fp32 or bf16");
   at::Tensor rows = input.reshape({-1, input.size(-1)});
-  if (rows.scalar_type() != at::kFloat) rows = rows.to(at::kFloat);
+  if (rows.scalar_type() != at::kFloat && rows.scalar_type() != at::kBFloat16) rows = rows.to(at::kFloat);
   if (rows.stride(1) != 1) rows = rows.contiguous();
   const int64_t m = rows.size(0), n = scales.numel();
   at::Tensor row_values, row_scales;
   quantize_rows(rows, row_values, row_scales);
-  at::Tensor out = at::empty({m, n}, rows.options());
+  at::Tensor out = at::empty({m, n}, rows.options().dtype(at::kFloat));
   bool done = false;
 #ifdef ALBEF_WITH_DNNL
   done = m > 0 && int8_matmul(row_values, values, out);
@@ -283,11 +346,11 @@ at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const 
 #endif
     out = at::mm(row_values.to(at::kFloat), plain.to(at::kFloat).t());
   }
-  rescale(out, row_scales, scales, bias.defined() ? bias.to(at::kFloat).contiguous() : bias);
-  if (gelu) at::gelu_(out);
+  at::Tensor result = out_type == at::kFloat ? out : at::empty({m, n}, rows.options().dtype(out_type));
+  finish(out, row_scales, scales, bias.defined() ? bias.to(at::kFloat).contiguous() : bias, gelu, result);
   std::vector<int64_t> sizes = input.sizes().vec();
   sizes.back() = n;
-  return out.view(sizes);
+  return result.view(sizes);
 }
 
 }  // namespace albef::ops

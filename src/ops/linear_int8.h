@@ -49,9 +49,12 @@ torch::nn::Linear encoder_linear(int64_t in_features, int64_t out_features);
 at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer);
 
 /// gelu?(x W^T + b) with int8 `values` and `scales` (quantize_weight_int8):
-/// each row of x is quantised to int8 with its own scale max|x_m| / 127, the
-/// int8 product accumulated in int32 and rescaled to float32. No gradient.
+/// each row of x (float32 or bf16) is quantised to int8 with its own scale
+/// max|x_m| / 127, the int8 product accumulated in int32, then rescaled,
+/// biased and activated in one pass (GELU's erf form within 1e-6), written
+/// as `out_type`: float32, or bf16 for a product that feeds another product.
+/// No gradient.
 at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
-                       const at::Tensor& bias, bool gelu);
+                       const at::Tensor& bias, bool gelu, at::ScalarType out_type = at::kFloat);
 
 }  // namespace albef::ops

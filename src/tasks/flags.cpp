@@ -1,6 +1,6 @@
 #include "tasks/flags.h"
 
-#include "ops/linear.h"
+#include "albef/core/runtime.h"
 
 #include "albef/core/error.h"
 
@@ -19,7 +19,7 @@ void ComputeFlags::add_to(CLI::App& command) {
 }
 
 void ComputeFlags::warn_if_bf16_is_emulated() const {
-  if (precision == "bf16" && device == "cpu" && !ops::dnnl_bf16_gemm_available())
+  if (precision == "bf16" && device == "cpu" && !dnnl_bf16_gemm_available())
     std::cerr << "albef: warning: this CPU has no native bf16 matmul (oneDNN's needs AVX-512), so --precision bf16 "
                  "runs many times slower than fp32 here\n";
 }
