@@ -34,11 +34,12 @@ BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const
 
 /// Inference runs a large batch through the encoders this many tokens at a
 /// time, so each pass's activations (the FFN's are 4x the hidden states) are
-/// bounded by the slice, not the batch. In float32 and int8, 512: on Zen 3
-/// (AVX2) 32 images, 64 texts and 64 ITM pairs run at the rate of 1024-token
-/// passes with peaks 34-57 MB lower (256 costs texts 13%). bf16, 1024: on
-/// Zen 5 (AVX-512 BF16) 512 costs 32 images 4-8% and ITM up to 8%, while
-/// 2048 gains within the noise for 30-85 MB more.
+/// bounded by the slice, not the batch. In float32 (and int8 without bf16
+/// autocast), 512: on Zen 3 (AVX2) 32 images, 64 texts and 64 ITM pairs run
+/// at the rate of 1024-token passes with peaks 34-57 MB lower (256 costs
+/// texts 13%). Under bf16 autocast (bf16, and int8 where the CPU has
+/// oneDNN's bf16 GEMM), 1024: on Zen 5 (AVX-512 BF16) 512 costs 32 images
+/// 4-8% and ITM up to 8%, while 2048 gains within the noise for 30-85 MB more.
 int64_t tokens_per_pass() { return autocast::enabled(c10::DeviceType::CPU) ? 1024 : 512; }
 
 /// `pass(begin, end)` over rows [begin, end) of a batch whose rows carry
