@@ -5,11 +5,10 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 #include <torch/nn/modules/linear.h>
 
 #include <algorithm>
-#include <c10/util/BFloat16.h>
-
 #include <cmath>
 #include <cstring>
 #include <immintrin.h>
