@@ -232,9 +232,11 @@ TEST(Faults, AGallerySaveStoppedAfterItsCommitNoteIsFinishedByTheNextLoad) {
   EXPECT_EQ(ImageIndex::load(path).size(), 3);
   EXPECT_FALSE(has_save_leftovers(dir));
 
-  // Killed before its note: the previous gallery stands, and the next save
-  // clears what the stopped one wrote.
+  // Killed before its note was in place (its files written, the note's own
+  // temporary file half written): the previous gallery stands, and the next
+  // save clears what the stopped one wrote.
   fs::copy_file(next, path + ".new.78");
+  std::ofstream(path + ".commit.tmp.78") << ".ne";
   EXPECT_EQ(ImageIndex::load(path).size(), 3);
   gallery(5).save(path);
   EXPECT_EQ(ImageIndex::load(path).size(), 5);

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace albef::serve {
 namespace {
@@ -73,16 +74,20 @@ void finish_save(const std::string& path) {
   std::remove(note.c_str());
 }
 
-// Left by a save that stopped before its commit note: the previous gallery stands.
+// Left by a save that stopped before its commit note was in place (its new
+// files, or the note's own temporary file, write_atomically's): the previous
+// gallery stands.
 void remove_unfinished_saves(const std::string& path) {
   const std::filesystem::path folder = std::filesystem::absolute(path).parent_path();
+  std::vector<std::string> prefixes;
+  for (const std::string& file : gallery_files(path))
+    prefixes.push_back(std::filesystem::path(file).filename().string() + ".new.");
+  prefixes.push_back(std::filesystem::path(commit_note(path)).filename().string() + ".tmp.");
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(folder, error)) {
     const std::string name = entry.path().filename().string();
-    for (const std::string& file : gallery_files(path)) {
-      const std::string prefix = std::filesystem::path(file).filename().string() + ".new.";
+    for (const std::string& prefix : prefixes)
       if (name.rfind(prefix, 0) == 0) std::filesystem::remove(entry.path(), error);
-    }
   }
 }
 
