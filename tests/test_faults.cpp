@@ -4,6 +4,7 @@
 
 #include "albef/io/checkpoint.h"
 #include "albef/serve/image_index.h"
+#include "albef/train/checkpointing.h"
 #include "test_util.h"
 
 #include <ATen/ATen.h>
@@ -15,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -106,6 +108,8 @@ TEST(Faults, SigkillWhileWritingACheckpointResumesFromTheLastCompleteOne) {
 
   ASSERT_EQ(run_command(pretrain(config, out, "--epochs 3 --resume"), &output), 0) << output;
   EXPECT_NE(output.find("resuming from " + out + "/checkpoint_00.pth"), std::string::npos) << output;
+  EXPECT_FALSE(fs::exists(partial)) << "the half-written checkpoint is still there";
+  EXPECT_NE(output.find("removed " + partial), std::string::npos) << output;
   const auto straight = read_json_lines(dir + "/straight/train_steps.jsonl");
   const auto resumed = read_json_lines(out + "/train_steps.jsonl");
   ASSERT_EQ(resumed.size(), straight.size()) << "steps lost or repeated";
@@ -114,6 +118,31 @@ TEST(Faults, SigkillWhileWritingACheckpointResumesFromTheLastCompleteOne) {
     EXPECT_NEAR(resumed[i]["loss_ita"].get<double>(), straight[i]["loss_ita"].get<double>(), 1e-6) << "line " << i;
   }
   EXPECT_EQ(read_bytes(out + "/checkpoint_02.pth").size(), read_bytes(dir + "/straight/checkpoint_02.pth").size());
+}
+
+// Only half-written checkpoints of processes that are gone: a live writer's
+// file, complete checkpoints and other files stay.
+TEST(Faults, ResumeRemovesOnlyTheCheckpointsOfWritersThatAreGone) {
+  const std::string dir = make_temp_dir("faults_partial_checkpoints");
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);  // its pid now names no process
+  const std::string gone = std::to_string(child), alive = std::to_string(::getppid());
+  const std::vector<std::string> removable = {"checkpoint_01.pth.tmp." + gone, "checkpoint_02_step000100.pth.tmp." + gone,
+                                              "checkpoint_best.pth.tmp." + gone};
+  const std::vector<std::string> kept = {"checkpoint_01.pth", "checkpoint_03.pth.tmp." + alive, "log.txt.tmp." + gone,
+                                         "my_checkpoint_01.pth.tmp." + gone};
+  for (const auto& names : {removable, kept})
+    for (const std::string& name : names) std::ofstream(dir + "/" + name) << "x";
+  std::vector<std::string> removed = albef::remove_partial_checkpoints(dir);
+  std::sort(removed.begin(), removed.end());
+  std::vector<std::string> expected;
+  for (const std::string& name : removable) expected.push_back(dir + "/" + name);
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(removed, expected);
+  for (const std::string& name : kept) EXPECT_TRUE(fs::exists(dir + "/" + name)) << name;
+  EXPECT_TRUE(albef::remove_partial_checkpoints(dir + "/missing").empty());
 }
 
 TEST(Faults, ACorruptNewestCheckpointAtResumeIsNamedWithTheWayBack) {

@@ -6,7 +6,11 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <filesystem>
 #include <regex>
@@ -149,6 +153,24 @@ std::vector<std::string> training_checkpoints(const std::string& output_dir) {
   std::vector<std::string> paths;
   for (auto& [position, path] : found) paths.push_back(std::move(path));
   return paths;
+}
+
+std::vector<std::string> remove_partial_checkpoints(const std::string& output_dir) {
+  std::vector<std::string> removed;
+  std::error_code error;
+  if (!fs::is_directory(output_dir, error)) return removed;
+  const std::regex name(R"(checkpoint_(\d+(_step\d+)?|best)\.pth\.tmp\.(\d+))");
+  for (const auto& entry : fs::directory_iterator(output_dir, error)) {
+    std::smatch match;
+    const std::string file = entry.path().filename().string();
+    if (!std::regex_match(file, match, name)) continue;
+    pid_t writer = 0;
+    const std::string digits = match[3];
+    std::from_chars(digits.data(), digits.data() + digits.size(), writer);
+    const bool writer_gone = writer > 0 && writer != ::getpid() && ::kill(writer, 0) != 0 && errno == ESRCH;
+    if (writer_gone && fs::remove(entry.path(), error)) removed.push_back(entry.path().string());
+  }
+  return removed;
 }
 
 }  // namespace albef

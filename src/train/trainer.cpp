@@ -167,6 +167,9 @@ class TrainingRun {
   void resume_or_start() {
     // The same command line plus --resume continues a run: --checkpoint (the
     // initial weights) only matters when output_dir has no checkpoint yet.
+    if (options_.resume && main_rank())
+      for (const std::string& partial : remove_partial_checkpoints(options_.output_dir))
+        out_ << "removed " << partial << ", a checkpoint an interrupted run left half written\n";
     const std::vector<std::string> saved = options_.resume ? training_checkpoints(options_.output_dir)
                                                             : std::vector<std::string>{};
     if (!saved.empty()) {

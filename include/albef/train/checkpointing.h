@@ -66,4 +66,10 @@ std::string checkpoint_name(const TrainPosition& position);
 /// position (read from the file names); --resume continues from the last.
 std::vector<std::string> training_checkpoints(const std::string& output_dir);
 
+/// Removes the checkpoints in `output_dir` that a run killed while writing
+/// them left half written (`checkpoint_*.pth.tmp.PID`, write_atomically's
+/// temporaries, whose process PID is gone: several GB each at full size) and
+/// returns their paths. --resume calls it; the complete checkpoints stay.
+std::vector<std::string> remove_partial_checkpoints(const std::string& output_dir);
+
 }  // namespace albef
