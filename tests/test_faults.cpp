@@ -2,6 +2,7 @@
 // written, SIGKILL in the middle of writing one or of `albef index --append`,
 // and a corrupt newest checkpoint when a run is resumed.
 
+#include "albef/core/fs.h"
 #include "albef/io/checkpoint.h"
 #include "albef/serve/image_index.h"
 #include "albef/train/checkpointing.h"
@@ -118,6 +119,15 @@ TEST(Faults, SigkillWhileWritingACheckpointResumesFromTheLastCompleteOne) {
     EXPECT_NEAR(resumed[i]["loss_ita"].get<double>(), straight[i]["loss_ita"].get<double>(), 1e-6) << "line " << i;
   }
   EXPECT_EQ(read_bytes(out + "/checkpoint_02.pth").size(), read_bytes(dir + "/straight/checkpoint_02.pth").size());
+}
+
+// What a killed write_atomically leaves is recognised by its name alone.
+TEST(Faults, AtomicWriteTemporariesAreKnownByTheirName) {
+  EXPECT_EQ(albef::atomic_temporary_target("checkpoint_01.pth.tmp.123"),
+            std::make_optional(std::make_pair(std::string("checkpoint_01.pth"), int64_t{123})));
+  EXPECT_EQ(albef::atomic_temporary_target("g.index.commit.tmp.7")->first, "g.index.commit");
+  for (const std::string name : {"checkpoint_01.pth", "a.tmp.", "a.tmp.12x", ".tmp.5", "a.tmp.-3", "a.tmp.0"})
+    EXPECT_FALSE(albef::atomic_temporary_target(name).has_value()) << name;
 }
 
 // Only half-written checkpoints of processes that are gone: a live writer's

@@ -3,7 +3,9 @@
 #include "albef/core/error.h"
 #include "core/paths.h"
 
+#include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -24,9 +26,13 @@ std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
+namespace {
+constexpr char kTemporaryInfix[] = ".tmp.";
+}  // namespace
+
 void write_atomically(const std::string& path,
                       const std::function<void(const std::string&)>& write) {
-  const std::string tmp = str_cat(path, ".tmp.", ::getpid());
+  const std::string tmp = str_cat(path, kTemporaryInfix, ::getpid());
   try {
     write(tmp);
   } catch (...) {
@@ -38,6 +44,16 @@ void write_atomically(const std::string& path,
     std::remove(tmp.c_str());
     fail(path, ": cannot write (", reason, ")");
   }
+}
+
+std::optional<std::pair<std::string, int64_t>> atomic_temporary_target(const std::string& file_name) {
+  const size_t at = file_name.rfind(kTemporaryInfix);
+  if (at == std::string::npos || at == 0) return std::nullopt;
+  const std::string digits = file_name.substr(at + sizeof(kTemporaryInfix) - 1);
+  int64_t writer = 0;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), writer);
+  if (digits.empty() || error != std::errc() || end != digits.data() + digits.size() || writer <= 0) return std::nullopt;
+  return std::make_pair(file_name.substr(0, at), writer);
 }
 
 void check_output_dir(const std::string& dir, const std::string& what) {

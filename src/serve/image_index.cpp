@@ -21,7 +21,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <vector>
 
 namespace albef::serve {
 namespace {
@@ -79,15 +78,16 @@ void finish_save(const std::string& path) {
 // gallery stands.
 void remove_unfinished_saves(const std::string& path) {
   const std::filesystem::path folder = std::filesystem::absolute(path).parent_path();
-  std::vector<std::string> prefixes;
-  for (const std::string& file : gallery_files(path))
-    prefixes.push_back(std::filesystem::path(file).filename().string() + ".new.");
-  prefixes.push_back(std::filesystem::path(commit_note(path)).filename().string() + ".tmp.");
+  const std::string note = std::filesystem::path(commit_note(path)).filename().string();
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(folder, error)) {
     const std::string name = entry.path().filename().string();
-    for (const std::string& prefix : prefixes)
+    const auto temporary = atomic_temporary_target(name);
+    if (temporary && temporary->first == note) std::filesystem::remove(entry.path(), error);
+    for (const std::string& file : gallery_files(path)) {
+      const std::string prefix = std::filesystem::path(file).filename().string() + ".new.";
       if (name.rfind(prefix, 0) == 0) std::filesystem::remove(entry.path(), error);
+    }
   }
 }
 

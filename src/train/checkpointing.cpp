@@ -1,6 +1,7 @@
 #include "albef/train/checkpointing.h"
 
 #include "albef/core/error.h"
+#include "albef/core/fs.h"
 #include "albef/io/checkpoint.h"
 
 #include <ATen/ATen.h>
@@ -159,15 +160,12 @@ std::vector<std::string> remove_partial_checkpoints(const std::string& output_di
   std::vector<std::string> removed;
   std::error_code error;
   if (!fs::is_directory(output_dir, error)) return removed;
-  const std::regex name(R"(checkpoint_(\d+(_step\d+)?|best)\.pth\.tmp\.(\d+))");
+  const std::regex checkpoint(R"(checkpoint_(\d+(_step\d+)?|best)\.pth)");
   for (const auto& entry : fs::directory_iterator(output_dir, error)) {
-    std::smatch match;
-    const std::string file = entry.path().filename().string();
-    if (!std::regex_match(file, match, name)) continue;
-    pid_t writer = 0;
-    const std::string digits = match[3];
-    std::from_chars(digits.data(), digits.data() + digits.size(), writer);
-    const bool writer_gone = writer > 0 && writer != ::getpid() && ::kill(writer, 0) != 0 && errno == ESRCH;
+    const auto temporary = atomic_temporary_target(entry.path().filename().string());
+    if (!temporary || !std::regex_match(temporary->first, checkpoint)) continue;
+    const auto writer = static_cast<pid_t>(temporary->second);
+    const bool writer_gone = writer != ::getpid() && ::kill(writer, 0) != 0 && errno == ESRCH;
     if (writer_gone && fs::remove(entry.path(), error)) removed.push_back(entry.path().string());
   }
   return removed;

@@ -2,8 +2,11 @@
 /// @file fs.h
 /// @brief Small file helpers shared by every writer.
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <utility>
 
 namespace albef {
 
@@ -14,6 +17,11 @@ std::string read_file(const std::string& path);
 /// renames it over `path`, so a reader never sees a half-written file. The
 /// temporary file is removed if `write` throws.
 void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write);
+
+/// For a file name as write_atomically names its temporaries (`NAME.tmp.PID`,
+/// left behind by a process killed while writing): NAME and the writer's PID;
+/// nullopt for any other name. For the cleanups of interrupted runs.
+std::optional<std::pair<std::string, int64_t>> atomic_temporary_target(const std::string& file_name);
 
 /// Checks, before any work is done, that folder `dir` exists or can be
 /// created and that a file can be written in it; leaves the file system as it
