@@ -76,11 +76,16 @@ TEST(Bf16Attention, MatchesFloat32OnTheSameBf16Values) {
   const auto parts = qkv.chunk(3, -1);
   const at::Tensor padding = at::zeros({3, 1, 1, 21}).index_fill_(3, at::arange(15, 21), -10000.0);
   const at::Tensor shared = at::randn({1, 33, 32}).to(at::kBFloat16);
+  // ViT's 257 tokens in heads of 64 (the kernel's 6-row tiles and 16-key vectors both end part-filled),
+  // and heads of 40 (a part-filled vector of output columns).
+  const at::Tensor image = at::randn({2, 257, 256}).to(at::kBFloat16);
+  const at::Tensor odd_width = at::randn({2, 19, 160}).to(at::kBFloat16);
   struct Case {
     at::Tensor q, k, v, mask;
   };
   for (const Case& c : {Case{parts[0], parts[1], parts[2], {}}, Case{parts[0], parts[1], parts[2], padding},
-                        Case{parts[0], shared, shared, {}}}) {
+                        Case{parts[0], shared, shared, {}}, Case{image, image * 0.5, image, {}},
+                        Case{odd_width, odd_width, odd_width * 2, {}}}) {
     const at::Tensor expected =
         albef::ops::attention(c.q.to(at::kFloat), c.k.to(at::kFloat), c.v.to(at::kFloat), heads, c.mask);
     at::Tensor out;

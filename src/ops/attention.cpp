@@ -2,6 +2,7 @@
 
 #include "albef/core/error.h"
 #include "albef/core/runtime.h"
+#include "ops/attention_head_bf16.h"
 #include "ops/bf16_rows.h"
 #include "core/dnnl_bf16_gemm.h"
 #include "ops/dropout.h"
@@ -183,15 +184,34 @@ void gemm_bf16(char transa, char transb, int64_t m, int64_t n, int64_t k, float 
               " N=", n, " K=", k);
 }
 
-/// `forward_heads` for bf16 inference: q k^T and the value product on
-/// oneDNN's bf16 GEMM with float32 sums; scores, mask and softmax in float32
-/// (autocast's generic path rounds the scores to bf16 before the softmax);
-/// the probabilities and the output rounded to bf16, as the products read them.
+/// `forward_heads` for bf16 inference: q k^T and the value product with
+/// float32 sums of bf16 products (the CPU's dot products where it has
+/// AVX-512 BF16, oneDNN's bf16 GEMM per head otherwise); scores, mask and
+/// softmax in float32 (autocast's generic path rounds the scores to bf16
+/// before the softmax); the probabilities and the output rounded to bf16, as
+/// the products read them.
 void forward_heads_bf16(const Shape& s, const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                         const at::Tensor& mask, at::Tensor& out) {
   using c10::BFloat16;
   const HeadViewOf<BFloat16> q(query, s.head_dim), k(key, s.head_dim), v(value, s.head_dim), o(out, s.head_dim);
   const float* m = mask.defined() ? mask.data_ptr<float>() : nullptr;
+  if (head_attention_bf16_available() && s.head_dim % 2 == 0) {
+    // Head-major, so that keys and values shared by every sample (re-ranking) are packed once per head a thread takes.
+    at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
+      HeadAttentionBf16 head(s.q_len, s.k_len, s.head_dim);
+      const BFloat16* packed = nullptr;
+      for (int64_t index = begin; index < end; ++index) {
+        const int64_t h = index / s.batch, b = index % s.batch;
+        if (k.head(b, h) != packed) {
+          packed = k.head(b, h);
+          head.pack(packed, k.row_stride, v.head(b, h), v.row_stride);
+        }
+        head.run(q.head(b, h), q.row_stride, s.scale, m != nullptr ? m + b * s.k_len : nullptr, o.head(b, h),
+                 o.row_stride);
+      }
+    });
+    return;
+  }
   const int64_t area = s.q_len * s.k_len;
   at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(static_cast<size_t>(area)), mixed(s.q_len * s.head_dim);
