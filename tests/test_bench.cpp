@@ -5,6 +5,8 @@
 
 #include "test_util.h"
 
+#include "albef/core/runtime.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -108,6 +110,30 @@ TEST(Bench, IndexSuiteReportsEveryStructure) {
   EXPECT_EQ(rows[0]["index"], "flat");
   EXPECT_DOUBLE_EQ(rows[0]["recall_at_k"].get<double>(), 1.0);  // exact search against itself
   for (const auto& row : rows) EXPECT_GT(row["index_mb"].get<double>(), 0.0) << row.dump();
+}
+
+TEST(Bench, AttentionSuiteMeasuresTheKernelAgainstLibTorchsCompositeOnTheSameOutputs) {
+  const std::string dir = make_temp_dir("bench_attention");
+  std::string output;
+  ASSERT_EQ(run_command(std::string(ALBEF_CLI) + " bench --suite attention --precision fp32 --precision bf16 " +
+                            "--precision int8 --calls 1 --threads 1 --json " + dir + "/attention.json",
+                        &output),
+            0)
+      << output;
+  std::ifstream in(dir + "/attention.json");
+  const nlohmann::json rows = nlohmann::json::parse(in)["attention"];
+  // Three shapes in fp32, and in bf16 where the CPU has it; int8 has no attention kernel of its own.
+  const size_t expected = albef::dnnl_bf16_gemm_available() ? 6u : 3u;
+  ASSERT_EQ(rows.size(), expected) << output;
+  EXPECT_NE(output.find("skipping int8"), std::string::npos) << output;
+  for (const auto& row : rows) {
+    const double tolerance = row["precision"] == "fp32" ? 1e-4 : 5e-2;  // bf16: probabilities rounded to bf16
+    EXPECT_LT(row["max_diff"].get<double>(), tolerance) << row.dump();
+    EXPECT_GT(row["albef_ms"].get<double>(), 0.0) << row.dump();
+    EXPECT_GT(row["aten_ms"].get<double>(), 0.0) << row.dump();
+  }
+  EXPECT_EQ(rows[2]["shape"], "fusion_cross");
+  EXPECT_EQ(rows[2]["k_len"], 257);
 }
 
 TEST(Bench, SimlaStepIsMeasuredBesideAlbefsStep) {

@@ -3,6 +3,7 @@
 
 #include "cli/common.h"
 
+#include "bench/attention_bench.h"
 #include "bench/index_bench.h"
 #include "bench/memory.h"
 #include "bench/model_bench.h"
@@ -24,6 +25,7 @@ struct BenchFlags {
   std::string suite = "model";
   std::string json_path;
   int threads = 0;
+  bench::AttentionBenchOptions attention;
   bench::IndexBenchOptions index;
   bench::ModelBenchOptions model;
   bench::ServeBenchOptions serve;
@@ -84,6 +86,11 @@ void run_bench(BenchFlags& flags) {
     report["index"] = bench::run_index_bench(flags.index);
     print_index_table(report["index"]);
   }
+  if (flags.suite == "attention" || flags.suite == "all") {
+    flags.attention.precisions = flags.model.precisions;
+    report["attention"] = bench::run_attention_bench(flags.attention);
+    bench::print_attention_table(report["attention"]);
+  }
   report["peak_resident_mb"] = static_cast<double>(bench::peak_resident_bytes()) / (1 << 20);
   if (!flags.json_path.empty())
     write_atomically(flags.json_path, [&](const std::string& tmp) { std::ofstream(tmp) << report.dump(1) << "\n"; });
@@ -95,9 +102,10 @@ void add_bench_command(CLI::App& app) {
   auto flags = std::make_shared<BenchFlags>();
   CLI::App* command = app.add_subcommand("bench", "Measure speed and memory against PyTorch (see bench/README.md)");
   command->add_option("--suite", flags->suite,
-                      "model (full-size workloads vs PyTorch), index, all (both), serve (albef serve under load), or python "
-                      "(the Python module's overhead over C++)")
-      ->check(CLI::IsMember({"model", "index", "all", "serve", "python"}));
+                      "model (full-size workloads vs PyTorch), index, attention (the attention kernel vs LibTorch's "
+                      "composite), all (those three), serve (albef serve under load), or python (the Python module's "
+                      "overhead over C++)")
+      ->check(CLI::IsMember({"model", "index", "attention", "all", "serve", "python"}));
   command->add_option("--serve-seconds", flags->serve.seconds, "Serve suite: seconds per endpoint and client count")
       ->check(CLI::PositiveNumber);
   command->add_option("--serve-clients", flags->serve.clients, "Serve suite: client counts (repeatable; default 1 8 32)")
@@ -144,6 +152,8 @@ void add_bench_command(CLI::App& app) {
   command->add_flag("--no-pytorch", flags->no_pytorch, "Skip the PyTorch baseline");
   command->add_option("--python", flags->model.python, "The Python with torch for the baseline");
   command->add_option("--baseline", flags->model.baseline_script, "The baseline script (bench/pytorch_baseline.py)");
+  command->add_option("--calls", flags->attention.calls, "Attention suite: timed calls per shape (the fastest counts)")
+      ->check(CLI::PositiveNumber);
   command->add_option("--gallery", flags->index.gallery, "Index suite: images in the synthetic gallery")
       ->check(CLI::PositiveNumber);
   // The worker interface (used by the model suite, one process per workload).
