@@ -204,9 +204,15 @@ void HeadAttentionBf16::run(const c10::BFloat16* query, int64_t query_stride, fl
   const c10::BFloat16* weights = weights_.data();
   for (int64_t i = 0; i < q_len_; i += kRows) {
     const int64_t rows = std::min(kRows, q_len_ - i);
-    for (int64_t j = 0; j < key_columns_; j += 16 * kVectors)
-      dispatch<ScoreTile>(rows, std::min<int64_t>(kVectors, (key_columns_ - j) / 16), query + i * query_stride,
-                          query_stride, head_dim_ / 2, keys, key_columns_, j, k_len_, scale, scores_.data());
+    // The key vectors in blocks of 3-4 (ViT's 17: 4, 4, 3, 3, 3, not 4, 4, 4, 4, 1, whose last tile would
+    // broadcast a query pair per product).
+    const int64_t key_vectors = key_columns_ / 16, blocks = (key_vectors + kVectors - 1) / kVectors;
+    for (int64_t block = 0, j = 0; block < blocks; ++block) {
+      const int64_t vectors = key_vectors / blocks + (block < key_vectors % blocks ? 1 : 0);
+      dispatch<ScoreTile>(rows, vectors, query + i * query_stride, query_stride, head_dim_ / 2, keys, key_columns_, j,
+                          k_len_, scale, scores_.data());
+      j += 16 * vectors;
+    }
     float row_sums[kRows];
     for (int64_t r = 0; r < rows; ++r)
       row_sums[r] = exponentiate_row(scores_.data() + r * k_len_, mask, k_len_, weights_.data() + r * weights_stride);
