@@ -25,25 +25,34 @@ inline uint32_t pair_at(const c10::BFloat16* p) {
 }
 
 #if defined(__x86_64__)
-/// scores[r][j..] = scale sum_p q[r] pair p . keys pair p, for Rows rows and
-/// Vectors x 16 key columns from `column`.
+/// sums[r][v] = sum_p (pair p of row r) . packed[p][16 v .. 16 v + 15] for
+/// Rows rows `stride` apart: the product both tiles below are made of.
+template <int Rows, int Vectors>
+ALBEF_AVX512_BF16 __attribute__((always_inline)) inline void dot_tile(const c10::BFloat16* rows, int64_t stride,
+                                                                      int64_t pairs, const uint32_t* packed,
+                                                                      int64_t packed_stride,
+                                                                      __m512 (&sums)[Rows][Vectors]) {
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < Vectors; ++v) sums[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512i columns[Vectors];
+    for (int v = 0; v < Vectors; ++v) columns[v] = _mm512_loadu_si512(packed + p * packed_stride + 16 * v);
+    for (int r = 0; r < Rows; ++r) {
+      const __m512i pair = _mm512_set1_epi32(static_cast<int>(pair_at(rows + r * stride + 2 * p)));
+      for (int v = 0; v < Vectors; ++v)
+        sums[r][v] =
+            _mm512_dpbf16_ps(sums[r][v], reinterpret_cast<__m512bh>(pair), reinterpret_cast<__m512bh>(columns[v]));
+    }
+  }
+}
+
+/// scores[r][j..] = scale q[r] . keys, for Rows rows and Vectors x 16 key columns from `column`.
 template <int Rows, int Vectors>
 ALBEF_AVX512_BF16 void score_tile(const c10::BFloat16* query, int64_t query_stride, int64_t pairs,
                                   const uint32_t* keys, int64_t key_columns, int64_t column, int64_t k_len,
                                   float scale, float* scores) {
   __m512 sums[Rows][Vectors];
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < Vectors; ++v) sums[r][v] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    __m512i packed[Vectors];
-    for (int v = 0; v < Vectors; ++v) packed[v] = _mm512_loadu_si512(keys + p * key_columns + column + 16 * v);
-    for (int r = 0; r < Rows; ++r) {
-      const __m512i q = _mm512_set1_epi32(static_cast<int>(pair_at(query + r * query_stride + 2 * p)));
-      for (int v = 0; v < Vectors; ++v)
-        sums[r][v] =
-            _mm512_dpbf16_ps(sums[r][v], reinterpret_cast<__m512bh>(q), reinterpret_cast<__m512bh>(packed[v]));
-    }
-  }
+  dot_tile<Rows, Vectors>(query, query_stride, pairs, keys + column, key_columns, sums);
   const __m512 factor = _mm512_set1_ps(scale);
   for (int r = 0; r < Rows; ++r)
     for (int v = 0; v < Vectors; ++v) {
@@ -75,24 +84,13 @@ ALBEF_AVX512_BF16 float exponentiate_row(const float* scores, const float* mask,
   return _mm512_reduce_add_ps(sum);
 }
 
-/// out[r][column..] = sum_t weights[r] pair t . values pair t / row_sums[r], rounded to bf16.
+/// out[r][column..] = weights[r] . values / row_sums[r], rounded to bf16.
 template <int Rows, int Vectors>
 ALBEF_AVX512_BF16 void mix_tile(const c10::BFloat16* weights, int64_t weights_stride, int64_t key_pairs,
                                 const uint32_t* values, int64_t value_columns, int64_t column, int64_t head_dim,
                                 const float* row_sums, c10::BFloat16* out, int64_t out_stride) {
   __m512 sums[Rows][Vectors];
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < Vectors; ++v) sums[r][v] = _mm512_setzero_ps();
-  for (int64_t t = 0; t < key_pairs; ++t) {
-    __m512i packed[Vectors];
-    for (int v = 0; v < Vectors; ++v) packed[v] = _mm512_loadu_si512(values + t * value_columns + column + 16 * v);
-    for (int r = 0; r < Rows; ++r) {
-      const __m512i w = _mm512_set1_epi32(static_cast<int>(pair_at(weights + r * weights_stride + 2 * t)));
-      for (int v = 0; v < Vectors; ++v)
-        sums[r][v] =
-            _mm512_dpbf16_ps(sums[r][v], reinterpret_cast<__m512bh>(w), reinterpret_cast<__m512bh>(packed[v]));
-    }
-  }
+  dot_tile<Rows, Vectors>(weights, weights_stride, key_pairs, values + column, value_columns, sums);
   for (int r = 0; r < Rows; ++r) {
     const __m512 inverse = _mm512_set1_ps(1.0f / row_sums[r]);
     for (int v = 0; v < Vectors; ++v) {
