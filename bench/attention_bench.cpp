@@ -24,8 +24,12 @@ struct Shape {
 };
 
 /// ViT-B/16 at 256 x 256 (1,028 tokens a pass, as inference slices them), 34
-/// captions of 30 tokens (the same), and 16 captions on one image's keys and values.
-const Shape kShapes[] = {{"vit_self", 4, 257, 257, 4}, {"text_self", 34, 30, 30, 34}, {"fusion_cross", 16, 30, 257, 1}};
+/// captions of 30 tokens (the same), 16 captions on one image's keys and values
+/// (image -> text re-ranking), and 16 caption-image pairs (ITM, text -> image re-ranking).
+const Shape kShapes[] = {{"vit_self", 4, 257, 257, 4},
+                         {"text_self", 34, 30, 30, 34},
+                         {"fusion_cross", 16, 30, 257, 1},
+                         {"fusion_pairs", 16, 30, 257, 16}};
 
 /// [B, L, C] -> [B, heads, L, C / heads].
 at::Tensor split_heads(const at::Tensor& x) {

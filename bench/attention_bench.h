@@ -3,7 +3,8 @@
 // composite of the same attention (matmul, softmax, matmul over
 // [B, heads, L, d], which is what PyTorch's eager BERT and ViT run), on the
 // shapes ALBEF runs at full size: ViT self-attention, a caption's, and the
-// fusion's cross-attention of captions on one image's keys (re-ranking).
+// fusion's cross-attention of captions on one image's keys (image -> text
+// re-ranking) and on an image each (ITM, text -> image re-ranking).
 
 #include <nlohmann/json.hpp>
 

@@ -122,8 +122,8 @@ TEST(Bench, AttentionSuiteMeasuresTheKernelAgainstLibTorchsCompositeOnTheSameOut
       << output;
   std::ifstream in(dir + "/attention.json");
   const nlohmann::json rows = nlohmann::json::parse(in)["attention"];
-  // Three shapes in fp32, and in bf16 where the CPU has it; int8 has no attention kernel of its own.
-  const size_t expected = albef::dnnl_bf16_gemm_available() ? 6u : 3u;
+  // Four shapes in fp32, and in bf16 where the CPU has it; int8 has no attention kernel of its own.
+  const size_t expected = albef::dnnl_bf16_gemm_available() ? 8u : 4u;
   ASSERT_EQ(rows.size(), expected) << output;
   EXPECT_NE(output.find("skipping int8"), std::string::npos) << output;
   for (const auto& row : rows) {

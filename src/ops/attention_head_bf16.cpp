@@ -132,32 +132,66 @@ void dispatch(int64_t rows, int64_t vectors, Args... args) {
   ALBEF_CHECK(false, "no attention tile of ", rows, " rows x ", vectors, " vectors");
 }
 
+/// The 16 x 16 transposition of 32-bit lanes: out[c] lane i = rows[i] lane c.
+ALBEF_AVX512_BF16 void transpose_16x16(const __m512i (&rows)[16], __m512i (&out)[16]) {
+  __m512i pairs[16], quads[16];
+  for (int i = 0; i < 16; i += 2) {  // per 128-bit lane: (a0 b0 a1 b1), (a2 b2 a3 b3)
+    pairs[i] = _mm512_unpacklo_epi32(rows[i], rows[i + 1]);
+    pairs[i + 1] = _mm512_unpackhi_epi32(rows[i], rows[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // quads[i + k], lane L: rows i..i+3 of column 4 L + k
+    quads[i] = _mm512_unpacklo_epi64(pairs[i], pairs[i + 2]);
+    quads[i + 1] = _mm512_unpackhi_epi64(pairs[i], pairs[i + 2]);
+    quads[i + 2] = _mm512_unpacklo_epi64(pairs[i + 1], pairs[i + 3]);
+    quads[i + 3] = _mm512_unpackhi_epi64(pairs[i + 1], pairs[i + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {  // gather lane L of quads[k], [4 + k], [8 + k], [12 + k] into column 4 L + k
+    const __m512i low_rows_01 = _mm512_shuffle_i32x4(quads[k], quads[4 + k], 0x44);
+    const __m512i low_rows_23 = _mm512_shuffle_i32x4(quads[k], quads[4 + k], 0xee);
+    const __m512i high_rows_01 = _mm512_shuffle_i32x4(quads[8 + k], quads[12 + k], 0x44);
+    const __m512i high_rows_23 = _mm512_shuffle_i32x4(quads[8 + k], quads[12 + k], 0xee);
+    out[k] = _mm512_shuffle_i32x4(low_rows_01, high_rows_01, 0x88);
+    out[4 + k] = _mm512_shuffle_i32x4(low_rows_01, high_rows_01, 0xdd);
+    out[8 + k] = _mm512_shuffle_i32x4(low_rows_23, high_rows_23, 0x88);
+    out[12 + k] = _mm512_shuffle_i32x4(low_rows_23, high_rows_23, 0xdd);
+  }
+}
+
 /// keys[p][j] = pair p of key j; values[t][d] = (v[2t][d], v[2t + 1][d]).
 ALBEF_AVX512_BF16 void pack_avx512(const c10::BFloat16* key, int64_t key_stride, const c10::BFloat16* value,
                                    int64_t value_stride, int64_t k_len, int64_t head_dim, int64_t key_columns,
                                    int64_t value_columns, uint32_t* keys, uint32_t* values) {
-  // Pair p of 16 keys at once: one gather from 16 rows (a transposition; scalar copies took a fifth of the time).
-  const __m512i row_offsets =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(static_cast<int>(key_stride * sizeof(c10::BFloat16))));
+  // 16 keys x 16 pairs at a time, transposed in registers (gathers, and scalar copies before them, took
+  // most of the packing, which weighs as much as the products when 30 queries meet 257 keys).
+  const int64_t pairs = head_dim / 2;
   for (int64_t j = 0; j < k_len; j += 16) {
-    const __mmask16 live = lanes(j, k_len);
-    for (int64_t p = 0; p < head_dim / 2; ++p)
-      _mm512_storeu_si512(keys + p * key_columns + j, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live,
-                                                                                  row_offsets,
-                                                                                  key + j * key_stride + 2 * p, 1));
+    for (int64_t p = 0; p < pairs; p += 16) {
+      const __mmask16 live = lanes(p, pairs);
+      __m512i rows[16], columns[16];
+      for (int64_t i = 0; i < 16; ++i)
+        rows[i] = j + i < k_len ? _mm512_maskz_loadu_epi32(live, key + (j + i) * key_stride + 2 * p)
+                                : _mm512_setzero_si512();
+      transpose_16x16(rows, columns);
+      for (int64_t c = 0; c < std::min<int64_t>(16, pairs - p); ++c)
+        _mm512_storeu_si512(keys + (p + c) * key_columns + j, columns[c]);
+    }
   }
+  // Two keys' values interleaved 32 columns at a time: unpacking pairs columns within 128-bit lanes, and a
+  // permutation of lanes puts them back in column order.
+  const __m512i first_columns = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+  const __m512i last_columns = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
   for (int64_t t = 0; 2 * t < k_len; ++t) {
     const c10::BFloat16* even = value + 2 * t * value_stride;
     const c10::BFloat16* odd = 2 * t + 1 < k_len ? even + value_stride : nullptr;
-    for (int64_t d = 0; d < head_dim; d += 16) {
-      const __mmask16 live = lanes(d, head_dim);
-      // The masked forms: GCC 12's unmasked ones read an undefined vector and warn.
-      const __m512i low = _mm512_maskz_cvtepu16_epi32(live, _mm256_maskz_loadu_epi16(live, even + d));
-      const __m512i high = odd != nullptr ? _mm512_maskz_cvtepu16_epi32(live, _mm256_maskz_loadu_epi16(live, odd + d))
-                                          : _mm512_setzero_si512();
-      _mm512_storeu_si512(values + t * value_columns + d,
-                          _mm512_or_si512(low, _mm512_maskz_slli_epi32(live, high, 16)));
+    for (int64_t d = 0; d < head_dim; d += 32) {
+      const int64_t left = head_dim - d;
+      const __mmask32 live = left >= 32 ? ~static_cast<__mmask32>(0) : (static_cast<__mmask32>(1) << left) - 1;
+      const __m512i first = _mm512_maskz_loadu_epi16(live, even + d);
+      const __m512i second = odd != nullptr ? _mm512_maskz_loadu_epi16(live, odd + d) : _mm512_setzero_si512();
+      const __m512i low = _mm512_unpacklo_epi16(first, second), high = _mm512_unpackhi_epi16(first, second);
+      _mm512_storeu_si512(values + t * value_columns + d, _mm512_permutex2var_epi64(low, first_columns, high));
+      if (d + 16 < value_columns)
+        _mm512_storeu_si512(values + t * value_columns + d + 16, _mm512_permutex2var_epi64(low, last_columns, high));
     }
   }
 }
