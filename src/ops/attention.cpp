@@ -195,7 +195,7 @@ void forward_heads_bf16(const Shape& s, const at::Tensor& query, const at::Tenso
   using c10::BFloat16;
   const HeadViewOf<BFloat16> q(query, s.head_dim), k(key, s.head_dim), v(value, s.head_dim), o(out, s.head_dim);
   const float* m = mask.defined() ? mask.data_ptr<float>() : nullptr;
-  if (head_attention_bf16_available() && s.head_dim % 2 == 0) {
+  if (head_attention_bf16_applies(s.head_dim)) {
     // Head-major, so that keys and values shared by every sample (re-ranking) are packed once per head a thread takes.
     at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
       HeadAttentionBf16 head(s.q_len, s.k_len, s.head_dim);

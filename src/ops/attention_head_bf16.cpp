@@ -199,9 +199,9 @@ ALBEF_AVX512_BF16 void pack_avx512(const c10::BFloat16* key, int64_t key_stride,
 
 }  // namespace
 
-bool head_attention_bf16_available() {
+bool head_attention_bf16_applies(int64_t head_dim) {
 #if defined(__x86_64__)
-  return native_bf16();
+  return native_bf16() && head_dim > 0 && head_dim % 2 == 0;
 #else
   return false;
 #endif
@@ -213,10 +213,9 @@ HeadAttentionBf16::HeadAttentionBf16(int64_t q_len, int64_t k_len, int64_t head_
       keys_(static_cast<size_t>(head_dim / 2 * key_columns_), 0u),
       values_(static_cast<size_t>(key_pairs_ * value_columns_), 0u), scores_(static_cast<size_t>(kRows * k_len)),
       weights_(static_cast<size_t>(kRows * 2 * key_pairs_), c10::BFloat16(0.0f)) {
-  ALBEF_CHECK(head_attention_bf16_available(), "this CPU has no AVX-512 BF16");
-  ALBEF_CHECK(q_len > 0 && k_len > 0 && head_dim > 0 && head_dim % 2 == 0,
-              "bf16 head attention needs rows and an even head width; got q_len ", q_len, ", k_len ", k_len,
-              ", head_dim ", head_dim);
+  ALBEF_CHECK(head_attention_bf16_applies(head_dim), "bf16 head attention needs AVX-512 BF16 and an even head ",
+              "width; got head_dim ", head_dim);
+  ALBEF_CHECK(q_len > 0 && k_len > 0, "bf16 head attention needs rows; got q_len ", q_len, ", k_len ", k_len);
 }
 
 void HeadAttentionBf16::pack(const c10::BFloat16* key, int64_t key_stride, const c10::BFloat16* value,

@@ -18,8 +18,9 @@
 
 namespace albef::ops {
 
-/// Whether this CPU runs `HeadAttentionBf16` (AVX-512 BF16).
-bool head_attention_bf16_available();
+/// Whether `HeadAttentionBf16` runs heads of this width here: a CPU with
+/// AVX-512 BF16 and an even width (its products read bf16 in pairs).
+bool head_attention_bf16_applies(int64_t head_dim);
 
 /// softmax(scale q k^T + mask) v for one head: q [q_len, head_dim],
 /// k and v [k_len, head_dim], rows of bf16 `stride` elements apart; scores,
@@ -29,7 +30,7 @@ bool head_attention_bf16_available();
 /// scratch rows between heads.
 class HeadAttentionBf16 {
  public:
-  /// Requires `head_attention_bf16_available()` and an even head_dim.
+  /// Requires `head_attention_bf16_applies(head_dim)`.
   HeadAttentionBf16(int64_t q_len, int64_t k_len, int64_t head_dim);
 
   /// Packs one head's keys and values for the following `run` calls.
