@@ -31,6 +31,7 @@ struct ModelBenchOptions {
   std::string workdir;      ///< weights, inputs and outputs (empty: a temp folder, removed after)
   std::string python = "/usr/bin/python3";
   std::string baseline_script = "bench/pytorch_baseline.py";
+  std::string coco_captions = "data/coco-by/captions.json";  ///< coco5k_estimate's captions (their lengths are COCO's)
   bool pytorch = true;      ///< also run the PyTorch baseline
   std::vector<std::string> workloads;   ///< empty: all
   std::vector<std::string> precisions;  ///< empty: fp32, and bf16 where the CPU multiplies bf16 natively

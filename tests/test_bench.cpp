@@ -79,6 +79,22 @@ TEST(Bench, ClassifyIsMeasuredAgainstTheImageEncodingOfTheSameRun) {
   EXPECT_NE(output.find("the image_b32 rate of this run"), std::string::npos) << output;
 }
 
+TEST(Bench, Coco5kEstimateProjectsTheEvaluationFromRatesOnCocosCaptions) {
+  std::string output;
+  const nlohmann::json report = run_tiny_model_suite(
+      "bench_coco5k", " --workload coco5k_estimate --captions " + source_path("data/coco-by/captions.json"), output);
+  ASSERT_FALSE(report.is_discarded()) << output;
+  const nlohmann::json row = report["model"]["rows"][0];
+  EXPECT_FALSE(row.contains("albef_error")) << row.dump();
+  EXPECT_FALSE(row.contains("torch_rate")) << row.dump();  // a projection of albef's own time
+  EXPECT_GT(row["gflop"].get<double>(), 0.0);
+  // 5,000 images and 25,000 captions encoded, then 256 candidates re-ranked for each of the 30,000 queries.
+  const double seconds = 5000 * row["image_seconds"].get<double>() + 25000 * row["text_seconds"].get<double>() +
+                         30000 * 256 / row["albef_rate"].get<double>();
+  EXPECT_NEAR(row["coco5k_hours"].get<double>(), seconds / 3600, 1e-9);
+  EXPECT_NE(output.find("COCO-5k at k_test 256"), std::string::npos) << output;
+}
+
 TEST(Bench, RoundsAlternateTheTwoSidesAndReportMedians) {
   std::string output;
   const nlohmann::json report = run_tiny_model_suite("bench_rounds", " --workload text_b64 --rounds 3", output);

@@ -86,6 +86,37 @@ TEST_F(InferenceSlices, FusionBatchEqualsItsPairs) {
                      kTolerance);
 }
 
+// itm_logits cuts each pass to its longest caption and, over several passes, takes the rows
+// shortest first: the logits are still each padded pair's, in the callers' order.
+TEST_F(InferenceSlices, ItmPassesCutToTheirLongestCaptionEqualThePaddedPairs) {
+  at::NoGradGuard no_grad;
+  auto [ids, mask] = random_captions(27, 30);
+  mask[3].fill_(0);
+  mask[3][0] = 1;   // [CLS] alone
+  mask[5].fill_(1);  // the whole 30
+  const at::Tensor text_embeds = model_->encode_text(ids, mask);
+  const at::Tensor image_embeds = model_->encode_image(at::randn({4, 3, 32, 32}));
+  const at::Tensor image_rows = at::arange(27) % 4;
+  const auto padded_pair = [&](int64_t row, const at::Tensor& image) {
+    return albef::itm_logits(model_, model_->fuse(text_embeds.slice(0, row, row + 1), mask.slice(0, row, row + 1), image));
+  };
+  for (const int64_t batch : {0, 8}) {
+    albef::FusionImages shared(image_embeds.slice(0, 1, 2), /*keep_key_values=*/true);
+    EXPECT_TENSOR_NEAR(albef::itm_logits(model_, text_embeds, mask, shared, {}, batch),
+                       row_by_row(27, [&](int64_t b, int64_t) { return padded_pair(b, image_embeds.slice(0, 1, 2)); }),
+                       kTolerance);
+    albef::FusionImages rows_of(image_embeds);
+    EXPECT_TENSOR_NEAR(albef::itm_logits(model_, text_embeds, mask, rows_of, image_rows, batch),
+                       row_by_row(27, [&](int64_t b, int64_t) {
+                         return padded_pair(b, image_embeds.index_select(0, image_rows.slice(0, b, b + 1)));
+                       }),
+                       kTolerance);
+    albef::FusionImages one_each(image_embeds.index_select(0, image_rows));
+    EXPECT_TENSOR_NEAR(albef::itm_logits(model_, text_embeds, mask, one_each, {}, batch),
+                       albef::itm_logits(model_, text_embeds, mask, rows_of, image_rows, batch), kTolerance);
+  }
+}
+
 // The feature paths keep each slice's features only, not the batch's tokens:
 // the same numbers as the features taken from all the tokens.
 TEST_F(InferenceSlices, FeaturesEqualThoseOfTheWholeBatch) {

@@ -139,6 +139,8 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   command->add_option("--vqa-k-test", flags->model.vqa_k_test, "vqa_b16: candidates re-ranked per question")
       ->check(CLI::PositiveNumber);
+  command->add_option("--captions", flags->model.coco_captions,
+                      "coco5k_estimate: COCO captions whose lengths it measures (data/coco-by/captions.json)");
   command->add_option("--pretrain-config", flags->model.pretrain_config, "The training step's model config");
   command->add_option_function<std::string>(
       "--retrieval-config",

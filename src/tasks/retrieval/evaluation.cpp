@@ -20,11 +20,11 @@ std::pair<int64_t, int64_t> rank_rows(int64_t rows, int rank, int world_size) {
 }
 
 // ITM scores (class-1 logit) of texts `text_rows` each paired with the same
-// image `image_tokens` [1, P, D]: the image's keys/values broadcast over the
-// texts in every fusion layer.
+// image `image_tokens` [1, P, D]: the image's keys/values, projected once,
+// broadcast over the texts in every fusion layer and every pass of `batch`.
 at::Tensor itm_scores_one_image(AlbefModel& model, const at::Tensor& image_tokens, const at::Tensor& text_states,
                                 const at::Tensor& text_masks, const at::Tensor& text_rows, int64_t batch) {
-  FusionImages image(image_tokens);
+  FusionImages image(image_tokens, /*keep_key_values=*/true);
   return itm_logits(model, text_states.index_select(0, text_rows), text_masks.index_select(0, text_rows), image, {},
                     batch)
       .select(1, 1);
