@@ -19,6 +19,16 @@
 namespace albef {
 namespace nn = torch::nn;
 
+// In float32 (and int8 without bf16 autocast), 512: on Zen 3 (AVX2) 32 images, 64 texts and 64 ITM pairs
+// run at the rate of 1024-token passes with peaks 34-57 MB lower (256 costs texts 13%). Under bf16
+// autocast (bf16, and int8 where the CPU has oneDNN's bf16 GEMM), 1024: on Zen 5 (AVX-512 BF16) 512 costs
+// 32 images 4-8% and ITM up to 8%, while 2048 gains within the noise for 30-85 MB more. None while a
+// backward pass is recorded or in train mode, where dropout would draw its masks per slice.
+int64_t inference_tokens_per_pass(const nn::Module& module) {
+  if (at::GradMode::is_enabled() || module.is_training()) return 0;
+  return autocast::enabled(c10::DeviceType::CPU) ? 1024 : 512;
+}
+
 namespace {
 
 // Builds the text encoder in the options' layout, registered as `name`;
@@ -32,24 +42,14 @@ BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const
   return model.register_module(name, BertModel(config.bert));
 }
 
-/// Inference runs a large batch through the encoders this many tokens at a
-/// time, so each pass's activations (the FFN's are 4x the hidden states) are
-/// bounded by the slice, not the batch. In float32 (and int8 without bf16
-/// autocast), 512: on Zen 3 (AVX2) 32 images, 64 texts and 64 ITM pairs run
-/// at the rate of 1024-token passes with peaks 34-57 MB lower (256 costs
-/// texts 13%). Under bf16 autocast (bf16, and int8 where the CPU has
-/// oneDNN's bf16 GEMM), 1024: on Zen 5 (AVX-512 BF16) 512 costs 32 images
-/// 4-8% and ITM up to 8%, while 2048 gains within the noise for 30-85 MB more.
-int64_t tokens_per_pass() { return autocast::enabled(c10::DeviceType::CPU) ? 1024 : 512; }
-
 /// `pass(begin, end)` over rows [begin, end) of a batch whose rows carry
-/// `tokens` tokens each, joined along dim 0. Sliced only when nothing is
-/// recorded for a backward pass and the module is in eval mode (train-mode
-/// dropout would draw its masks per slice).
+/// `tokens` tokens each, joined along dim 0, in slices of the inference
+/// tokens per pass.
 at::Tensor in_slices(const nn::Module& module, int64_t rows, int64_t tokens,
                      const std::function<at::Tensor(int64_t, int64_t)>& pass) {
-  const int64_t per_slice = std::max<int64_t>(1, tokens_per_pass() / std::max<int64_t>(1, tokens));
-  if (rows <= per_slice || at::GradMode::is_enabled() || module.is_training()) return pass(0, rows);
+  const int64_t budget = inference_tokens_per_pass(module);
+  const int64_t per_slice = std::max<int64_t>(1, budget / std::max<int64_t>(1, tokens));
+  if (budget == 0 || rows <= per_slice) return pass(0, rows);
   at::Tensor joined;
   for (int64_t begin = 0; begin < rows; begin += per_slice) {
     const int64_t end = std::min(rows, begin + per_slice);

@@ -32,27 +32,32 @@ at::Tensor itm_logits(AlbefModel& model, const at::Tensor& text_states, const at
   // One image per row: the image-tensor fuse, which inference runs in slices.
   const bool paired = !image_rows.defined() && images.embeds().size(0) == rows && rows > 1;
   // Captions come padded to the longest (the official evaluation pads to 30 tokens; COCO's average 12) and
-  // padding is masked out of every attention, so each pass is cut to its longest caption, and with several
-  // passes the rows go shortest first, so that each pass holds captions of about one length. The [CLS]
-  // logits are those of the padded rows.
+  // padding is masked out of every attention, so the rows go through the fusion shortest first, in passes
+  // of at most `batch` rows and of the model's inference tokens per pass, each pass cut to its longest
+  // caption. The [CLS] logits are those of the padded rows, in the callers' order.
   const at::Tensor extents =  // one past each row's last real token
       (text_masks.ne(0) * at::arange(1, text_masks.size(1) + 1, text_masks.options().dtype(at::kLong))).amax(1).cpu();
-  const bool reorder = rows > batch;
-  const at::Tensor order =
-      reorder ? std::get<1>(extents.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false)) : at::Tensor();
+  const at::Tensor order = std::get<1>(extents.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  const bool reorder = !order.equal(at::arange(rows));
+  const at::Tensor sorted_extents = extents.index_select(0, order);
+  const int64_t* extent = sorted_extents.data_ptr<int64_t>();
+  const int64_t tokens_per_pass = inference_tokens_per_pass(*model);
   const auto take = [&](const at::Tensor& values, int64_t begin, int64_t end) {
     return reorder ? values.index_select(0, order.slice(0, begin, end).to(values.device())) : values.slice(0, begin, end);
   };
   std::vector<at::Tensor> logits;
-  for (int64_t begin = 0; begin < rows; begin += batch) {
-    const int64_t end = std::min(rows, begin + batch);
-    const int64_t width = std::max<int64_t>(1, take(extents, begin, end).max().item<int64_t>());
+  for (int64_t begin = 0; begin < rows;) {
+    int64_t end = begin + 1;  // extents ascend: the last row of a pass sets its width
+    while (end < rows && end - begin < batch && (tokens_per_pass == 0 || (end + 1 - begin) * extent[end] <= tokens_per_pass))
+      ++end;
+    const int64_t width = std::max<int64_t>(1, extent[end - 1]);
     const at::Tensor texts = take(text_states, begin, end).slice(1, 0, width);
     const at::Tensor masks = take(text_masks, begin, end).slice(1, 0, width);
     const at::Tensor fused =
         paired ? model->fuse(texts, masks, take(images.embeds(), begin, end))
                : model->fuse(texts, masks, images, image_rows.defined() ? take(image_rows, begin, end) : at::Tensor());
     logits.push_back(itm_logits(model, fused).to(at::kFloat));
+    begin = end;
   }
   const at::Tensor sorted = logits.size() == 1 ? logits[0] : at::cat(logits);
   return reorder ? at::empty_like(sorted).index_copy_(0, order.to(sorted.device()), sorted) : sorted;

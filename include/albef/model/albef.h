@@ -105,6 +105,12 @@ std::string adapt_text_encoder_key(const std::string& checkpoint_key, TextEncode
 /// x / max(||x||, 1e-12) along `dim`, as F.normalize: the ITC features.
 at::Tensor l2_normalize(const at::Tensor& x, int64_t dim = -1);
 
+/// How many tokens inference runs through the encoders and the fusion at
+/// once, so that a pass's activations (the FFN's are 4x the hidden states)
+/// are bounded by it, not by the batch: 512, or 1024 under bf16 autocast.
+/// 0 (no bound) while a backward pass is recorded or `module` is in train mode.
+int64_t inference_tokens_per_pass(const torch::nn::Module& module);
+
 /// ALBEF's backbone (ViT, text and fusion BERT, projections, momentum copies,
 /// queues) with the heads a task asked for. Forward pieces are exposed
 /// separately so tasks compose them (the official forward of each task lives
