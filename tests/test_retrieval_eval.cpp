@@ -79,6 +79,10 @@ TEST(RetrievalEval, RerankedScoresEqualPerPairScores) {
       EXPECT_NEAR(scores.t2i[t][i].item<double>(), chosen ? itm[i][t].item<double>() : -100.0, 1e-5) << t << "," << i;
     }
   }
+  // A pair both directions rank is fused once.
+  const at::Tensor ranked = (scores.i2t != -100) | (scores.t2i.t() != -100);
+  EXPECT_LT(ranked.sum().item<int64_t>(), 4 * 3 + 6 * 3);
+  EXPECT_EQ(scores.pairs_scored, ranked.sum().item<int64_t>());
 }
 
 TEST(RetrievalEval, RanksSplitAcrossProcessesSumToTheWhole) {

@@ -86,32 +86,43 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const Im
   RetrievalScores scores{at::full({n_images, n_texts}, -100.0f), at::full({n_texts, n_images}, -100.0f),
                          sims.to(at::kCPU)};
 
-  // Image -> text: each image against its top-k texts.
-  const int64_t k_texts = std::min(options.k_test, n_texts);
+  // Each image scores every text that either direction ranks it with: its own top-k texts (image -> text)
+  // and the texts whose top-k images hold it (text -> image). The image's keys and values serve them all,
+  // and a pair both directions rank (the official code scores it twice) is scored once.
+  const int64_t k_texts = std::min(options.k_test, n_texts), k_images = std::min(options.k_test, n_images);
   const auto [i_begin, i_end] = rank_rows(n_images, options.rank, options.world_size);
-  for (int64_t i = i_begin; i < i_end; ++i) {
-    const at::Tensor top = std::get<1>(sims[i].topk(k_texts));
-    const at::Tensor itm = itm_scores_one_image(model, image_tokens.slice(0, i, i + 1), text_states, text_masks, top,
-                                                options.fusion_batch);
-    scores.i2t[i].index_put_({top.cpu()}, itm.cpu());
-  }
-
-  // Text -> image: each text against its top-k images, grouped by image so
-  // every image's keys/values serve all the texts that retrieved it.
-  const int64_t k_images = std::min(options.k_test, n_images);
   const auto [t_begin, t_end] = rank_rows(n_texts, options.rank, options.world_size);
+  std::vector<std::vector<int64_t>> texts_of_image(n_images);  // text -> image queries, by candidate image
   if (t_end > t_begin) {
     const at::Tensor top = std::get<1>(sims.t().slice(0, t_begin, t_end).topk(k_images, 1)).cpu();  // [T, k]
-    std::vector<std::vector<int64_t>> texts_of_image(n_images);
     const auto top_a = top.accessor<int64_t, 2>();
     for (int64_t t = 0; t < top.size(0); ++t)
       for (int64_t k = 0; k < k_images; ++k) texts_of_image[top_a[t][k]].push_back(t_begin + t);
-    for (int64_t j = 0; j < n_images; ++j) {
-      if (texts_of_image[j].empty()) continue;
-      const at::Tensor rows = at::tensor(texts_of_image[j], at::kLong);
-      const at::Tensor itm = itm_scores_one_image(model, image_tokens.slice(0, j, j + 1), text_states, text_masks,
-                                                  rows.to(device), options.fusion_batch);
-      scores.t2i.index_put_({rows, at::full_like(rows, j)}, itm.cpu());
+  }
+  for (int64_t j = 0; j < n_images; ++j) {
+    const bool image_query = j >= i_begin && j < i_end;
+    if (!image_query && texts_of_image[j].empty()) continue;
+    std::vector<int64_t> texts = texts_of_image[j];
+    std::vector<int64_t> own;  // image -> text: its top-k texts
+    if (image_query) {
+      const at::Tensor top = std::get<1>(sims[j].topk(k_texts)).cpu();
+      own.assign(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + k_texts);
+      texts.insert(texts.end(), own.begin(), own.end());
+      std::sort(texts.begin(), texts.end());
+      texts.erase(std::unique(texts.begin(), texts.end()), texts.end());
+    }
+    const at::Tensor rows = at::tensor(texts, at::kLong);
+    const at::Tensor itm = itm_scores_one_image(model, image_tokens.slice(0, j, j + 1), text_states, text_masks,
+                                                rows.to(device), options.fusion_batch)
+                               .cpu();
+    scores.pairs_scored += rows.size(0);
+    if (image_query) {  // the own texts' places among the scored ones
+      const at::Tensor own_rows = at::tensor(own, at::kLong);
+      scores.i2t[j].index_put_({own_rows}, itm.index_select(0, at::searchsorted(rows, own_rows)));
+    }
+    if (!texts_of_image[j].empty()) {
+      const at::Tensor queries = at::tensor(texts_of_image[j], at::kLong);
+      scores.t2i.index_put_({queries, at::full_like(queries, j)}, itm.index_select(0, at::searchsorted(rows, queries)));
     }
   }
   if (was_training) model->train();

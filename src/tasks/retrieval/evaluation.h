@@ -35,6 +35,7 @@ struct RetrievalScores {
   at::Tensor i2t;  ///< [images, texts]
   at::Tensor t2i;  ///< [texts, images]
   at::Tensor itc;  ///< [images, texts]: the ITC similarities the candidates were taken from
+  int64_t pairs_scored = 0;  ///< (image, text) pairs through the fusion: each once, whichever directions rank it
 };
 
 /// Runs the evaluation on images (files, official test transform) and
