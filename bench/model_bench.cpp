@@ -686,8 +686,10 @@ void write_coco_inputs(const std::string& dir, const std::string& path, const Co
   if (!in) fail("bench --workload coco5k_estimate: no ", path, " (run it from the repository root or pass --captions)");
   std::vector<std::string> captions;
   for (const nlohmann::json& item : nlohmann::json::parse(in))
-    for (const nlohmann::json& caption : item.at("caption")) captions.push_back(text::pre_caption(caption.get<std::string>()));
-  const text::BatchEncoding encoding = text::BertTokenizer(config.vocab).encode_batch(captions, kTextTokens, text::Padding::MaxLength);
+    for (const nlohmann::json& caption : item.at("caption"))
+      captions.push_back(text::pre_caption(caption.get<std::string>()));
+  const text::BatchEncoding encoding =
+      text::BertTokenizer(config.vocab).encode_batch(captions, kTextTokens, text::Padding::MaxLength);
   fs::create_directories(dir);
   at::manual_seed(0);
   io::write_npy(dir + "/images.npy", at::randn({16, 3, image_res, image_res}));
@@ -755,7 +757,8 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   // The retrieval gallery: N images x 5N captions (the other inputs serve
   // the fixed-batch workloads). The official evaluation needs k_test <= N.
   write_inputs(dir + "/gallery", options.gallery_images, 5 * options.gallery_images, image_res);
-  if (selected("coco5k_estimate")) write_coco_inputs(dir + "/coco", options.coco_captions, load_config(options.retrieval_config), image_res);
+  if (selected("coco5k_estimate"))
+    write_coco_inputs(dir + "/coco", options.coco_captions, load_config(options.retrieval_config), image_res);
 
   nlohmann::json report;
   std::cout << "measuring the GEMM peak (2048^3 matmuls) ..." << std::endl;
@@ -876,7 +879,8 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
         row["image_seconds"] = median_of(image_seconds);
         row["text_seconds"] = median_of(text_seconds);
         row["coco5k_hours"] = (kCocoImages * row["image_seconds"].get<double>() +
-                               kCocoTexts * row["text_seconds"].get<double>() + kCocoPairs / row["albef_rate"].get<double>()) / 3600.0;
+                               kCocoTexts * row["text_seconds"].get<double>() +
+                               kCocoPairs / row["albef_rate"].get<double>()) / 3600.0;
       }
       if (!torch_seconds.empty()) {
         row["torch_seconds"] = median_of(torch_seconds);

@@ -98,7 +98,8 @@ TEST_F(InferenceSlices, ItmPassesCutToTheirLongestCaptionEqualThePaddedPairs) {
   const at::Tensor image_embeds = model_->encode_image(at::randn({4, 3, 32, 32}));
   const at::Tensor image_rows = at::arange(27) % 4;
   const auto padded_pair = [&](int64_t row, const at::Tensor& image) {
-    return albef::itm_logits(model_, model_->fuse(text_embeds.slice(0, row, row + 1), mask.slice(0, row, row + 1), image));
+    return albef::itm_logits(model_,
+                             model_->fuse(text_embeds.slice(0, row, row + 1), mask.slice(0, row, row + 1), image));
   };
   for (const int64_t batch : {0, 8}) {
     albef::FusionImages shared(image_embeds.slice(0, 1, 2), /*keep_key_values=*/true);

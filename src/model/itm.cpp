@@ -43,12 +43,14 @@ at::Tensor itm_logits(AlbefModel& model, const at::Tensor& text_states, const at
   const int64_t* extent = sorted_extents.data_ptr<int64_t>();
   const int64_t tokens_per_pass = inference_tokens_per_pass(*model);
   const auto take = [&](const at::Tensor& values, int64_t begin, int64_t end) {
-    return reorder ? values.index_select(0, order.slice(0, begin, end).to(values.device())) : values.slice(0, begin, end);
+    return reorder ? values.index_select(0, order.slice(0, begin, end).to(values.device()))
+                   : values.slice(0, begin, end);
   };
   std::vector<at::Tensor> logits;
   for (int64_t begin = 0; begin < rows;) {
     int64_t end = begin + 1;  // extents ascend: the last row of a pass sets its width
-    while (end < rows && end - begin < batch && (tokens_per_pass == 0 || (end + 1 - begin) * extent[end] <= tokens_per_pass))
+    while (end < rows && end - begin < batch &&
+           (tokens_per_pass == 0 || (end + 1 - begin) * extent[end] <= tokens_per_pass))
       ++end;
     const int64_t width = std::max<int64_t>(1, extent[end - 1]);
     const at::Tensor texts = take(text_states, begin, end).slice(1, 0, width);
