@@ -16,7 +16,10 @@ HeadSpec itm_head_spec();
 /// of `images` (or with image i, or with the only image, whose keys and
 /// values then serve every row: see FusionImages). `text_states` and
 /// `text_masks` are the text encoder's output [N, L, H] and mask [N, L].
-/// With `batch` > 0 the rows go through the fusion that many at a time.
+/// The rows go through the fusion shortest caption first, each pass cut to
+/// its longest caption (padding is masked out of every attention), at most
+/// `batch` rows (when > 0) and, in inference, `inference_tokens_per_pass`
+/// tokens at a time; the logits come back in the rows' order.
 at::Tensor itm_logits(AlbefModel& model, const at::Tensor& text_states, const at::Tensor& text_masks,
                       FusionImages& images, const at::Tensor& image_rows = {}, int64_t batch = 0);
 

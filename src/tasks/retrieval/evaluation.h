@@ -21,7 +21,7 @@ struct RetrievalEvalOptions {
   int64_t k_test = 256;         ///< candidates re-ranked per query (capped at the gallery size)
   int64_t image_batch = 64;     ///< images per encoder pass (batch_size_test)
   int64_t text_batch = 256;     ///< texts per encoder pass (as the official code)
-  int64_t fusion_batch = 128;   ///< (text, image) pairs per fusion pass
+  int64_t fusion_batch = 128;   ///< at most this many (text, image) pairs per fusion pass (see itm_logits)
   int max_text_length = 30;
   Precision precision = Precision::Fp32;
   int rank = 0;                 ///< this process's share of the queries (distributed evaluation)
