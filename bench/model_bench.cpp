@@ -478,8 +478,8 @@ void run_model_worker(const WorkerRequest& request) {
       step = [&, states, mask, image] {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
-        FusionImages shared(image, /*keep_key_values=*/true);
-        outputs = {{"itm_scores", itm_logits(model, states, mask, shared, {}, RetrievalEvalOptions{}.fusion_batch)}};
+        outputs = {{"itm_scores", rerank_one_image(model, image, states, mask, at::arange(kCocoKTest),
+                                                   RetrievalEvalOptions{}.fusion_batch)}};
       };
     } else if (vqa) {
       // VQA.py's evaluation of one batch from the question states on, as the PyTorch side times it.

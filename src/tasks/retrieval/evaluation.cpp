@@ -19,18 +19,15 @@ std::pair<int64_t, int64_t> rank_rows(int64_t rows, int rank, int world_size) {
   return {start, std::min(rows, start + step)};
 }
 
-// ITM scores (class-1 logit) of texts `text_rows` each paired with the same
-// image `image_tokens` [1, P, D]: the image's keys/values, projected once,
-// broadcast over the texts in every fusion layer and every pass of `batch`.
-at::Tensor itm_scores_one_image(AlbefModel& model, const at::Tensor& image_tokens, const at::Tensor& text_states,
-                                const at::Tensor& text_masks, const at::Tensor& text_rows, int64_t batch) {
+}  // namespace
+
+at::Tensor rerank_one_image(AlbefModel& model, const at::Tensor& image_tokens, const at::Tensor& text_states,
+                            const at::Tensor& text_masks, const at::Tensor& text_rows, int64_t batch) {
   FusionImages image(image_tokens, /*keep_key_values=*/true);
   return itm_logits(model, text_states.index_select(0, text_rows), text_masks.index_select(0, text_rows), image, {},
                     batch)
       .select(1, 1);
 }
-
-}  // namespace
 
 RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer& tokenizer,
                                    const std::vector<std::string>& image_paths, const std::vector<std::string>& texts,
@@ -112,8 +109,8 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const Im
       texts.erase(std::unique(texts.begin(), texts.end()), texts.end());
     }
     const at::Tensor rows = at::tensor(texts, at::kLong);
-    const at::Tensor itm = itm_scores_one_image(model, image_tokens.slice(0, j, j + 1), text_states, text_masks,
-                                                rows.to(device), options.fusion_batch)
+    const at::Tensor itm = rerank_one_image(model, image_tokens.slice(0, j, j + 1), text_states, text_masks,
+                                            rows.to(device), options.fusion_batch)
                                .cpu();
     scores.pairs_scored += rows.size(0);
     if (image_query) {  // the own texts' places among the scored ones

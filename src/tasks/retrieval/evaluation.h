@@ -57,6 +57,13 @@ using ImageBatches = std::function<at::Tensor(int64_t begin, int64_t end)>;
 RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const ImageBatches& images,
                                    const text::BatchEncoding& texts, const RetrievalEvalOptions& options);
 
+/// ITM scores (class-1 logit) of texts `text_rows` of the fusion inputs
+/// `text_states` / `text_masks`, each paired with the one image
+/// `image_tokens` [1, P, D]: the image's keys and values, projected once,
+/// serve every text in every fusion layer and pass of `batch` (itm_logits).
+at::Tensor rerank_one_image(AlbefModel& model, const at::Tensor& image_tokens, const at::Tensor& text_states,
+                            const at::Tensor& text_masks, const at::Tensor& text_rows, int64_t batch);
+
 /// The official `itm_eval` metrics: txt_r1/5/10 (image -> text, a hit when
 /// any of the image's captions ranks within k), img_r1/5/10, the means and
 /// r_mean, in percent.
