@@ -1,6 +1,7 @@
 // --precision int8: the int8 linear layer against float32, the tiny official
 // model's features and scores in int8 against fp32, and what int8 refuses.
 #include "albef/api/inference.h"
+#include "albef/core/runtime.h"
 #include "albef/tasks/grounding.h"
 #include "ops/linear.h"
 #include "ops/linear_int8.h"
@@ -96,6 +97,35 @@ TEST(Int8Linear, FinishesWithGeluAndReadsAndWritesBf16) {
   const at::Tensor bf16_input = input.to(at::kBFloat16);
   EXPECT_TRUE(albef::ops::linear_int8(bf16_input, values, scales, bias, false)
                   .equal(albef::ops::linear_int8(bf16_input.to(at::kFloat), values, scales, bias, false)));
+}
+
+// A feed-forward block of two int8 layers hands GELU's output to the second
+// quantised as it is computed: the same integers as quantising the float32
+// output afterwards, so the same numbers; under bf16 autocast it skips the
+// bf16 rounding the separate layers take, and stays as near to float32.
+TEST(Int8Linear, FeedForwardQuantisesGeluOutputOnTheWay) {
+  at::manual_seed(3);
+  torch::nn::Linear first(64, 96), second(96, 40);
+  const at::Tensor input = at::randn({2, 7, 64});
+  at::NoGradGuard no_grad;
+  const at::Tensor expected = second->forward(at::gelu(first->forward(input)));
+  albef::ops::quantize_linear_int8(*first);
+  albef::ops::quantize_linear_int8(*second);
+  const at::Tensor fused = albef::ops::feed_forward(*first, *second, input);
+  EXPECT_EQ(fused.sizes(), expected.sizes());
+  EXPECT_TRUE(fused.equal(albef::ops::linear(*second, albef::ops::linear_gelu(*first, input))));
+
+  const auto [hidden_values, hidden_scales] =
+      albef::ops::linear_int8_rows(input, first->weight, albef::ops::int8_weight_scales(*first), first->bias, true);
+  EXPECT_EQ(hidden_values.sizes(), (std::vector<int64_t>{14, 96}));
+  EXPECT_EQ(hidden_values.scalar_type(), at::kChar);
+  EXPECT_EQ(hidden_scales.sizes(), (std::vector<int64_t>{14}));
+
+  const double tolerance = 0.02 * 127 / albef::ops::int8_weight_levels();
+  EXPECT_LT(relative_error(fused, expected), tolerance);
+  const albef::PrecisionGuard int8(albef::Precision::Int8, at::kCPU);
+  EXPECT_TRUE(albef::ops::feed_forward(*first, *second, input).equal(fused));
+  EXPECT_LT(relative_error(albef::ops::linear(*second, albef::ops::linear_gelu(*first, input)), expected), tolerance);
 }
 
 // Loading quantises a layer a few rows at a time: the values and scales are

@@ -129,7 +129,11 @@ BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertCo
 }
 
 at::Tensor BertResidualOutputImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
-  return LayerNorm->forward(ops::dropout(ops::linear(*dense, x), dropout, is_training()) + residual);
+  return add_and_norm(ops::linear(*dense, x), residual);
+}
+
+at::Tensor BertResidualOutputImpl::add_and_norm(const at::Tensor& product, const at::Tensor& residual) {
+  return LayerNorm->forward(ops::dropout(product, dropout, is_training()) + residual);
 }
 
 BertAttentionImpl::BertAttentionImpl(const BertConfig& config, bool is_cross_attention) {
@@ -140,8 +144,6 @@ BertAttentionImpl::BertAttentionImpl(const BertConfig& config, bool is_cross_att
 BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config) {
   dense = register_module("dense", ops::encoder_linear(config.hidden_size, config.intermediate_size));
 }
-
-at::Tensor BertIntermediateImpl::forward(const at::Tensor& x) { return ops::linear_gelu(*dense, x); }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
   attention = register_module("attention", BertAttention(config, false));
@@ -158,7 +160,7 @@ at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& ad
     ALBEF_CHECK(images->embeds().defined(), "a fusion layer needs the image embeddings");
     x = crossattention->output->forward(crossattention->self->forward_cross(x, *images, image_rows), x);
   }
-  return output->forward(intermediate->forward(x), x);
+  return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, x), x);
 }
 
 BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {

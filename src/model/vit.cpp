@@ -37,7 +37,7 @@ VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
   fc2 = register_module("fc2", ops::encoder_linear(hidden, dim));
 }
 
-at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return ops::linear(*fc2, ops::linear_gelu(*fc1, x)); }
+at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return ops::feed_forward(*fc1, *fc2, x); }
 
 VitBlockImpl::VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio) {
   const auto norm_options = nn::LayerNormOptions({dim}).eps(1e-6);

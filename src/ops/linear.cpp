@@ -297,6 +297,17 @@ at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& inp
   return layer_product(layer, input, true, Feeds::product);
 }
 
+at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::LinearImpl& second,
+                        const at::Tensor& input) {
+  const at::Tensor first_scales = int8_weight_scales(first), second_scales = int8_weight_scales(second);
+  if (!first_scales.defined() || !second_scales.defined()) return linear(second, linear_gelu(first, input));
+  const Int8Rows hidden = linear_int8_rows(input, first.weight, first_scales, first.bias, /*gelu=*/true);
+  const at::Tensor out = linear_int8(hidden, second.weight, second_scales, second.bias, /*gelu=*/false);
+  std::vector<int64_t> sizes = input.sizes().vec();
+  sizes.back() = out.size(1);
+  return out.view(sizes);
+}
+
 at::Tensor product_input(const at::Tensor& input) {
 #ifdef ALBEF_WITH_DNNL
   const bool converts_once = compute_type() == at::kBFloat16 && input.scalar_type() == at::kFloat &&

@@ -39,6 +39,13 @@ at::Tensor linear(const torch::nn::LinearImpl& layer, const at::Tensor& input, F
 /// bf16 autocast the output is bf16 (it always feeds the next layer's product).
 at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& input);
 
+/// second(gelu(first(input))): a transformer's feed-forward block (ViT's
+/// mlp, BERT's intermediate and output dense). With two int8 layers GELU's
+/// output passes between them quantised, row by row as it is computed;
+/// otherwise it is linear(second, linear_gelu(first, input)).
+at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::LinearImpl& second,
+                        const at::Tensor& input);
+
 /// `input` as the products that read it take it: under bf16 autocast, in
 /// inference on oneDNN's bf16 path, converted to bf16 once for several
 /// products (q, k and v of one hidden state; the keys and values of every

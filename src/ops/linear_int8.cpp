@@ -171,22 +171,23 @@ void quantize_rows(const at::Tensor& rows, at::Tensor& values, at::Tensor& scale
 
 // The layer's output from the int32 products (as float32, `products`):
 // row m is products[m] * row_scales[m] * column_scales + bias, then GELU when
-// asked, in one pass per row while it is in cache; written back into
-// `products` or, for a bf16 `out`, rounded into it.
+// asked, in one pass per row while it is in cache, after which `store(m,
+// row)` takes the row where it goes (left in `products`, rounded to bf16,
+// quantised for the next layer).
+template <typename Store>
 void finish(at::Tensor& products, const at::Tensor& row_scales, const at::Tensor& column_scales,
-            const at::Tensor& bias, bool gelu, at::Tensor& out) {
+            const at::Tensor& bias, bool gelu, const Store& store) {
   const int64_t m = products.size(0), n = products.size(1);
-  const at::Tensor shift = bias.defined() ? bias : at::zeros({n}, at::kFloat);
+  const at::Tensor shift = bias.defined() ? bias.to(at::kFloat).contiguous() : at::zeros({n}, at::kFloat);
   float* data = products.data_ptr<float>();
   const float* rows = row_scales.data_ptr<float>();
   const float* columns = column_scales.data_ptr<float>();
   const float* shifts = shift.data_ptr<float>();
-  c10::BFloat16* rounded = out.scalar_type() == at::kBFloat16 ? out.data_ptr<c10::BFloat16>() : nullptr;
   const auto kernel = row_kernels().finish;
   at::parallel_for(0, m, 8, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       kernel(data + r * n, n, rows[r], columns, shifts, gelu);
-      if (rounded != nullptr) round_to_bf16(data + r * n, n, rounded + r * n);
+      store(r, data + r * n);
     }
   });
 }
@@ -302,18 +303,18 @@ at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer) {
   return scales != nullptr ? *scales : at::Tensor();
 }
 
-at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
-                       const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
+namespace {
+
+// An int8 layer's weights (int8 [N, K] or their packed bytes, scales [N])
+// for inputs of `k` features.
+void check_int8_layer(const at::Tensor& values, const at::Tensor& scales, int64_t k) {
   const bool packed = values.scalar_type() == at::kByte && values.dim() == 1;
   ALBEF_CHECK((packed || (values.scalar_type() == at::kChar && values.dim() == 2 && values.is_contiguous())) &&
                   scales.scalar_type() == at::kFloat && scales.dim() == 1 && (packed || scales.numel() == values.size(0)),
               "linear_int8 takes int8 values [N, K] (or their packed bytes) and float32 scales [N] ",
               "(quantize_weight_int8), got ", values.sizes(), " ", values.scalar_type(), " and ", scales.sizes(), " ",
               scales.scalar_type());
-  const int64_t k = packed ? input.size(-1) : values.size(1);
-  ALBEF_CHECK(input.device().is_cpu() && input.size(-1) == k, "input [..., ", k, "] on the CPU expected, got ",
-              input.sizes(), " on ", input.device());
-  ALBEF_CHECK(out_type == at::kFloat || out_type == at::kBFloat16, "linear_int8 writes float32 or bf16, not ", out_type);
+  ALBEF_CHECK(packed || values.size(1) == k, "an int8 layer of ", values.size(1), " input features given rows of ", k);
 #ifdef ALBEF_WITH_DNNL
   ALBEF_CHECK(!packed || values.numel() == static_cast<int64_t>(
                              inference_weights_layout(scales.numel(), k, dnnl::memory::data_type::s8, cpu_engine()).get_size()),
@@ -321,35 +322,88 @@ at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const 
 #else
   ALBEF_CHECK(!packed, "packed int8 weights in a build without oneDNN");
 #endif
+}
+
+// `input` [..., K] (float32 or bf16, any other type converted) quantised per row.
+Int8Rows quantize_input(const at::Tensor& input) {
+  ALBEF_CHECK(input.device().is_cpu() && input.dim() >= 1, "int8 layers take inputs [..., K] on the CPU, got ",
+              input.sizes(), " on ", input.device());
   if (at::GradMode::is_enabled() && input.requires_grad())
     fail("an int8 model cannot be differentiated (Grad-CAM, training): load it with --precision fp32 or bf16");
   at::Tensor rows = input.reshape({-1, input.size(-1)});
   if (rows.scalar_type() != at::kFloat && rows.scalar_type() != at::kBFloat16) rows = rows.to(at::kFloat);
   if (rows.stride(1) != 1) rows = rows.contiguous();
-  const int64_t m = rows.size(0), n = scales.numel();
-  at::Tensor row_values, row_scales;
-  quantize_rows(rows, row_values, row_scales);
-  at::Tensor out = at::empty({m, n}, rows.options().dtype(at::kFloat));
-  bool done = false;
+  Int8Rows quantized;
+  quantize_rows(rows, quantized.values, quantized.scales);
+  return quantized;
+}
+
+// The integer products of quantised rows [M, K] and an int8 layer's
+// weights, as float32 [M, N]: oneDNN's int8 GEMM, or the same integers off it.
+at::Tensor int8_products(const Int8Rows& rows, const at::Tensor& values, const at::Tensor& scales) {
+  const int64_t m = rows.values.size(0), k = rows.values.size(1), n = scales.numel();
+  check_int8_layer(values, scales, k);
+  at::Tensor out = at::empty({m, n}, rows.scales.options());
 #ifdef ALBEF_WITH_DNNL
-  done = m > 0 && int8_matmul(row_values, values, out);
-#endif
-  if (!done) {  // the same integers, off oneDNN
-#ifdef ALBEF_WITH_DNNL
-    const at::Tensor plain =
-        packed ? unpack_from(values, inference_weights_layout(n, k, dnnl::memory::data_type::s8, cpu_engine()), at::kChar,
-                             cpu_engine())
-               : values;
+  if (m > 0 && int8_matmul(rows.values, values, out)) return out;
+  const bool packed = values.scalar_type() == at::kByte;
+  const at::Tensor plain =
+      packed ? unpack_from(values, inference_weights_layout(n, k, dnnl::memory::data_type::s8, cpu_engine()), at::kChar,
+                           cpu_engine())
+             : values;
 #else
-    const at::Tensor& plain = values;
+  const at::Tensor& plain = values;
 #endif
-    out = at::mm(row_values.to(at::kFloat), plain.to(at::kFloat).t());
+  return at::mm(rows.values.to(at::kFloat), plain.to(at::kFloat).t());
+}
+
+at::Tensor finish_as(at::Tensor products, const at::Tensor& row_scales, const at::Tensor& scales,
+                     const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
+  ALBEF_CHECK(out_type == at::kFloat || out_type == at::kBFloat16, "linear_int8 writes float32 or bf16, not ", out_type);
+  if (out_type == at::kFloat) {
+    finish(products, row_scales, scales, bias, gelu, [](int64_t, const float*) {});
+    return products;
   }
-  at::Tensor result = out_type == at::kFloat ? out : at::empty({m, n}, rows.options().dtype(out_type));
-  finish(out, row_scales, scales, bias.defined() ? bias.to(at::kFloat).contiguous() : bias, gelu, result);
+  at::Tensor rounded = at::empty(products.sizes(), products.options().dtype(out_type));
+  c10::BFloat16* out = rounded.data_ptr<c10::BFloat16>();
+  const int64_t n = products.size(1);
+  finish(products, row_scales, scales, bias, gelu,
+         [&](int64_t r, const float* row) { round_to_bf16(row, n, out + r * n); });
+  return rounded;
+}
+
+}  // namespace
+
+at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
+                       const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
+  const Int8Rows rows = quantize_input(input);
+  const at::Tensor out = finish_as(int8_products(rows, values, scales), rows.scales, scales, bias, gelu, out_type);
   std::vector<int64_t> sizes = input.sizes().vec();
-  sizes.back() = n;
-  return result.view(sizes);
+  sizes.back() = out.size(1);
+  return out.view(sizes);
+}
+
+at::Tensor linear_int8(const Int8Rows& input, const at::Tensor& values, const at::Tensor& scales,
+                       const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
+  ALBEF_CHECK(input.values.dim() == 2 && input.values.scalar_type() == at::kChar && input.scales.dim() == 1 &&
+                  input.scales.size(0) == input.values.size(0),
+              "quantised rows are int8 values [M, K] with scales [M], got ", input.values.sizes(), " ",
+              input.values.scalar_type(), " and ", input.scales.sizes());
+  return finish_as(int8_products(input, values, scales), input.scales, scales, bias, gelu, out_type);
+}
+
+Int8Rows linear_int8_rows(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
+                          const at::Tensor& bias, bool gelu) {
+  const Int8Rows rows = quantize_input(input);
+  at::Tensor products = int8_products(rows, values, scales);
+  const int64_t m = products.size(0), n = products.size(1);
+  Int8Rows out{at::empty({m, n}, products.options().dtype(at::kChar)), at::empty({m}, products.options())};
+  int8_t* out_values = out.values.data_ptr<int8_t>();
+  float* out_scales = out.scales.data_ptr<float>();
+  const auto quantize = row_kernels().quantize;
+  finish(products, rows.scales, scales, bias, gelu,
+         [&](int64_t r, const float* row) { out_scales[r] = quantize(row, n, out_values + r * n); });
+  return out;
 }
 
 }  // namespace albef::ops

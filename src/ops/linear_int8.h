@@ -48,6 +48,13 @@ torch::nn::Linear encoder_linear(int64_t in_features, int64_t out_features);
 /// The scales of an int8 layer (quantize_linear_int8); undefined for others.
 at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer);
 
+/// Activations quantised per row, as an int8 layer reads them: int8 values
+/// [M, K] and float32 scales [M], row m being values[m] * scales[m].
+struct Int8Rows {
+  at::Tensor values;
+  at::Tensor scales;
+};
+
 /// gelu?(x W^T + b) with int8 `values` and `scales` (quantize_weight_int8):
 /// each row of x (float32 or bf16) is quantised to int8 with its own scale
 /// max|x_m| / 127, the int8 product accumulated in int32, then rescaled,
@@ -55,6 +62,17 @@ at::Tensor int8_weight_scales(const torch::nn::LinearImpl& layer);
 /// as `out_type`: float32, or bf16 for a product that feeds another product.
 /// No gradient.
 at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
+                       const at::Tensor& bias, bool gelu, at::ScalarType out_type = at::kFloat);
+
+/// The same for a product read only by another int8 layer (GELU's output in
+/// a feed-forward block): each output row is quantised while it is in cache,
+/// instead of being written out for the next layer to read and quantise.
+/// Rows [M, N] for input [..., K].
+Int8Rows linear_int8_rows(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
+                          const at::Tensor& bias, bool gelu);
+
+/// linear_int8 on rows already quantised (linear_int8_rows): [M, N].
+at::Tensor linear_int8(const Int8Rows& input, const at::Tensor& values, const at::Tensor& scales,
                        const at::Tensor& bias, bool gelu, at::ScalarType out_type = at::kFloat);
 
 }  // namespace albef::ops

@@ -108,6 +108,8 @@ class BertResidualOutputImpl : public torch::nn::Module {
  public:
   BertResidualOutputImpl(int64_t in_features, const BertConfig& config);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual);
+  /// The same from dense(x) computed by the caller (BertLayer's feed-forward block).
+  at::Tensor add_and_norm(const at::Tensor& product, const at::Tensor& residual);
   torch::nn::Linear dense{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
   double dropout;  // hidden_dropout_prob, active in train mode
@@ -123,11 +125,11 @@ class BertAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BertAttention);
 
-/// `intermediate`: dense + GELU.
+/// `intermediate`: dense + GELU, which BertLayer applies with `output`'s
+/// dense as one feed-forward block (ops::feed_forward).
 class BertIntermediateImpl : public torch::nn::Module {
  public:
   explicit BertIntermediateImpl(const BertConfig& config);
-  at::Tensor forward(const at::Tensor& x);
   torch::nn::Linear dense{nullptr};
 };
 TORCH_MODULE(BertIntermediate);
