@@ -112,6 +112,24 @@ TEST(Bench, RoundsAlternateTheTwoSidesAndReportMedians) {
               1e-9);
 }
 
+// int8's target is a ratio to albef's own bf16: the two alternate round by
+// round, as albef and PyTorch do, and the ratio is of their medians.
+TEST(Bench, Int8AlternatesWithBf16AndReportsTheRatioOfTheirMedians) {
+  if (!albef::dnnl_bf16_gemm_available()) GTEST_SKIP() << "this CPU has no native bf16: int8 has no bf16 to pair with";
+  std::string output;
+  const nlohmann::json report =
+      run_tiny_model_suite("bench_int8", " --precision int8 --workload text_b64 --rounds 3 --no-pytorch", output);
+  ASSERT_FALSE(report.is_discarded()) << output;
+  EXPECT_NE(output.find("text_b64_int8: albef, albef bf16; albef, albef bf16; albef, albef bf16"), std::string::npos)
+      << output;
+  const auto rows = report["model"]["rows"];
+  const auto int8 = std::find_if(rows.begin(), rows.end(), [](const auto& row) { return row["precision"] == "int8"; });
+  ASSERT_NE(int8, rows.end()) << rows.dump();
+  ASSERT_TRUE(int8->contains("bf16_rate") && int8->contains("vs_bf16")) << int8->dump();
+  EXPECT_NEAR((*int8)["vs_bf16"].get<double>(),
+              (*int8)["albef_rate"].get<double>() / (*int8)["bf16_rate"].get<double>(), 1e-9);
+}
+
 TEST(Bench, IndexSuiteReportsEveryStructure) {
   const std::string dir = make_temp_dir("bench_index");
   std::string output;
