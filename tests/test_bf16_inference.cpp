@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 
 #include <cmath>
 #include <limits>
@@ -54,6 +55,51 @@ TEST(Bf16Rows, SoftmaxMatchesFloat32WithinBf16Rounding) {
     albef::ops::softmax_to_bf16(scratch.data_ptr<float>(), nullptr, rows, cols, unmasked.data_ptr<c10::BFloat16>());
     EXPECT_LT((unmasked.to(at::kFloat) - at::softmax(scores, 1)).abs().max().item<double>(), 4e-3);
   }
+}
+
+// The residual sum and LayerNorm of it in one pass, written in bf16 for the
+// products: the sum exactly ATen's, the normalised rows ATen's layer_norm
+// within its bf16 rounding; in float32, and wherever gradients are needed,
+// ATen's own ops.
+TEST(Bf16Rows, AddLayerNormIsAtensRoundedForTheProducts) {
+  at::manual_seed(4);
+  torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({40}).eps(1e-6));
+  {
+    at::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+    norm->bias.uniform_(-0.5, 0.5);
+  }
+  const at::Tensor residual = at::randn({2, 9, 40}) * 3 + 1, update = at::randn({2, 9, 40});
+  const at::Tensor expected_sum = residual + update, expected = at::layer_norm(expected_sum, {40}, norm->weight,
+                                                                                norm->bias, 1e-6);
+  {
+    at::NoGradGuard no_grad;
+    const auto [sum, normed] = albef::ops::add_layer_norm_for_products(residual, update, *norm);
+    EXPECT_TRUE(sum.equal(expected_sum));
+    EXPECT_EQ(normed.scalar_type(), at::kFloat);  // float32 products: ATen's layer_norm
+    EXPECT_TRUE(normed.equal(expected));
+
+    const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+    const auto [bf16_sum, bf16_normed] = albef::ops::add_layer_norm_for_products(residual, update, *norm);
+    EXPECT_TRUE(bf16_sum.equal(expected_sum));
+    const at::Tensor alone = albef::ops::layer_norm_for_products(residual, *norm);
+    if (albef::ops::native_bf16_rows() && albef::dnnl_bf16_gemm_available()) {
+      ASSERT_EQ(bf16_normed.scalar_type(), at::kBFloat16);
+      ASSERT_EQ(alone.scalar_type(), at::kBFloat16);
+    }
+    // bf16 keeps 8 significant bits: rounding moves a value by at most 2^-8 of it (plus float32 noise).
+    const auto within_rounding = [](const at::Tensor& rounded, const at::Tensor& exact) {
+      return ((rounded.to(at::kFloat) - exact).abs() <= exact.abs() / 256 + 1e-5).all().item<bool>();
+    };
+    EXPECT_TRUE(within_rounding(bf16_normed, expected));
+    EXPECT_TRUE(within_rounding(alone, at::layer_norm(residual, {40}, norm->weight, norm->bias, 1e-6)));
+    const at::Tensor same = bf16_normed.eq(expected.to(at::kBFloat16));
+    EXPECT_GT(same.to(at::kFloat).mean().item<double>(), 0.99);  // nearly all exactly ATen's, rounded
+  }
+  const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);  // gradients: ATen's ops, float32
+  const auto [sum, normed] = albef::ops::add_layer_norm_for_products(residual, update.clone().requires_grad_(), *norm);
+  EXPECT_EQ(normed.scalar_type(), at::kFloat);
+  EXPECT_TRUE(normed.requires_grad());
 }
 
 TEST(Bf16Attention, AppliesToInferenceOnlyUnderBf16Autocast) {

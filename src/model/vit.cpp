@@ -48,8 +48,9 @@ VitBlockImpl::VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio) {
 }
 
 at::Tensor VitBlockImpl::forward(const at::Tensor& input) {
-  at::Tensor x = input + attn->forward(norm1->forward(input));
-  return x + mlp->forward(norm2->forward(x));
+  auto [x, normed] = ops::add_layer_norm_for_products(
+      input, attn->forward(ops::layer_norm_for_products(input, *norm1)), *norm2);
+  return x + mlp->forward(normed);
 }
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionConfig& config, int64_t image_res, bool with_mask_token) {

@@ -2,6 +2,8 @@
 
 #include "ops/avx512_bf16.h"
 
+#include "albef/core/error.h"
+
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -62,9 +64,59 @@ ALBEF_AVX512_BF16 void softmax_avx512(float* scores, const float* mask, int64_t 
     });
   }
 }
+
+ALBEF_AVX512_BF16 void add_layer_norm_avx512(const float* residual, const float* update, float* sum,
+                                             const float* gamma, const float* beta, float eps, int64_t rows,
+                                             int64_t cols, c10::BFloat16* out) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* in = residual + i * cols;
+    float* added = update != nullptr ? sum + i * cols : nullptr;
+    __m512 total = _mm512_setzero_ps();
+    over_row(cols, [&](int64_t j, __mmask16 live) ALBEF_AVX512_BF16 {
+      __m512 x = _mm512_maskz_loadu_ps(live, in + j);
+      if (added != nullptr) {
+        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(live, update + i * cols + j));
+        _mm512_mask_storeu_ps(added + j, live, x);
+      }
+      total = _mm512_add_ps(total, x);  // masked-off lanes loaded as 0
+    });
+    const float* row = added != nullptr ? added : in;  // still in cache for the next two passes
+    const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(total) / static_cast<float>(cols));
+    __m512 squares = _mm512_setzero_ps();
+    over_row(cols, [&](int64_t j, __mmask16 live) ALBEF_AVX512_BF16 {
+      const __m512 centred = _mm512_maskz_sub_ps(live, _mm512_maskz_loadu_ps(live, row + j), mean);
+      squares = _mm512_fmadd_ps(centred, centred, squares);
+    });
+    const __m512 scale =
+        _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(squares) / static_cast<float>(cols) + eps));
+    c10::BFloat16* normed = out + i * cols;
+    over_row(cols, [&](int64_t j, __mmask16 live) ALBEF_AVX512_BF16 {
+      const __m512 centred = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, row + j), mean);
+      const __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(centred, scale), _mm512_maskz_loadu_ps(live, gamma + j),
+                                       _mm512_maskz_loadu_ps(live, beta + j));
+      _mm256_mask_storeu_epi16(normed + j, live, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(y)));
+    });
+  }
+}
 #endif
 
 }  // namespace
+
+bool native_bf16_rows() {
+#if defined(__x86_64__)
+  return native_bf16();
+#else
+  return false;
+#endif
+}
+
+void add_layer_norm_to_bf16(const float* residual, const float* update, float* sum, const float* gamma,
+                            const float* beta, float eps, int64_t rows, int64_t cols, c10::BFloat16* out) {
+#if defined(__x86_64__)
+  if (native_bf16()) return add_layer_norm_avx512(residual, update, sum, gamma, beta, eps, rows, cols, out);
+#endif
+  fail("add_layer_norm_to_bf16 needs AVX-512 BF16 (check native_bf16_rows())");
+}
 
 void round_to_bf16(const float* x, int64_t n, c10::BFloat16* y) {
 #if defined(__x86_64__)

@@ -20,4 +20,15 @@ void round_to_bf16(const float* x, int64_t n, c10::BFloat16* y);
 /// values added to every row) may be null. `scores` is used as scratch.
 void softmax_to_bf16(float* scores, const float* mask, int64_t rows, int64_t cols, c10::BFloat16* probs);
 
+/// Each row of a [rows, cols] matrix: s = residual + update (`update` null:
+/// s = residual), written to `sum` (null when `update` is), then LayerNorm(s)
+/// with `gamma`, `beta` and `eps` in float32, rounded to bf16 into `out`: one
+/// pass where ATen takes an add, a layer_norm and a conversion. AVX-512 BF16
+/// only: callers check native_bf16_rows() first.
+void add_layer_norm_to_bf16(const float* residual, const float* update, float* sum, const float* gamma,
+                            const float* beta, float eps, int64_t rows, int64_t cols, c10::BFloat16* out);
+
+/// Whether this CPU runs add_layer_norm_to_bf16.
+bool native_bf16_rows();
+
 }  // namespace albef::ops

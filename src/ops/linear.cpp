@@ -1,5 +1,6 @@
 #include "ops/linear.h"
 #include "core/dnnl_bf16_gemm.h"
+#include "ops/bf16_rows.h"
 #include "ops/linear_int8.h"
 #include "ops/packed_weights.h"
 
@@ -10,6 +11,7 @@
 #include "core/autocast.h"
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 
 #include <atomic>
 #include <cstdint>
@@ -308,14 +310,71 @@ at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::Lin
   return out.view(sizes);
 }
 
-at::Tensor product_input(const at::Tensor& input) {
+namespace {
+
+/// Whether the products that read `input` take it in bf16, converted once
+/// for all of them: under bf16 autocast, in inference on oneDNN's bf16 path.
+bool products_read_bf16(const at::Tensor& input) {
 #ifdef ALBEF_WITH_DNNL
-  const bool converts_once = compute_type() == at::kBFloat16 && input.scalar_type() == at::kFloat &&
-                             input.device().is_cpu() && !g_aten_only.load(std::memory_order_relaxed) &&
-                             dnnl_bf16_gemm_available() && !(at::GradMode::is_enabled() && input.requires_grad());
-  if (converts_once) return input.to(at::kBFloat16);
+  return compute_type() == at::kBFloat16 && input.scalar_type() == at::kFloat && input.device().is_cpu() &&
+         !g_aten_only.load(std::memory_order_relaxed) && dnnl_bf16_gemm_available() &&
+         !(at::GradMode::is_enabled() && input.requires_grad());
+#else
+  (void)input;
+  return false;
 #endif
-  return input;
+}
+
+/// The fused bf16 LayerNorm applies: `x` (and `update`) float32 rows,
+/// `norm` an inference LayerNorm over their last dimension.
+bool normalizes_to_bf16(const at::Tensor& x, const at::Tensor& update, const torch::nn::LayerNormImpl& norm) {
+  if (!products_read_bf16(x) || !native_bf16_rows() || !x.is_contiguous() || x.dim() < 1) return false;
+  if (update.defined() && (update.sizes() != x.sizes() || update.scalar_type() != at::kFloat ||
+                           !update.is_contiguous() || (at::GradMode::is_enabled() && update.requires_grad())))
+    return false;
+  const at::Tensor &gamma = norm.weight, &beta = norm.bias;
+  return norm.options.normalized_shape() == std::vector<int64_t>{x.size(-1)} && gamma.defined() && beta.defined() &&
+         gamma.scalar_type() == at::kFloat && beta.scalar_type() == at::kFloat && gamma.is_contiguous() &&
+         beta.is_contiguous() && !(at::GradMode::is_enabled() && (gamma.requires_grad() || beta.requires_grad()));
+}
+
+std::pair<at::Tensor, at::Tensor> normalize_to_bf16(const at::Tensor& x, const at::Tensor& update,
+                                                    const torch::nn::LayerNormImpl& norm) {
+  const int64_t cols = x.size(-1), rows = cols > 0 ? x.numel() / cols : 0;
+  at::Tensor sum = update.defined() ? at::empty_like(x) : x;
+  at::Tensor normed = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  const float* in = x.data_ptr<float>();
+  const float* added = update.defined() ? update.data_ptr<float>() : nullptr;
+  float* out_sum = update.defined() ? sum.data_ptr<float>() : nullptr;
+  const float* gamma = norm.weight.data_ptr<float>();
+  const float* beta = norm.bias.data_ptr<float>();
+  const auto eps = static_cast<float>(norm.options.eps());
+  c10::BFloat16* out = normed.data_ptr<c10::BFloat16>();
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    add_layer_norm_to_bf16(in + begin * cols, added ? added + begin * cols : nullptr,
+                           out_sum ? out_sum + begin * cols : nullptr, gamma, beta, eps, end - begin, cols,
+                           out + begin * cols);
+  });
+  return {sum, normed};
+}
+
+}  // namespace
+
+at::Tensor product_input(const at::Tensor& input) {
+  return products_read_bf16(input) ? input.to(at::kBFloat16) : input;
+}
+
+at::Tensor layer_norm_for_products(const at::Tensor& x, torch::nn::LayerNormImpl& norm) {
+  if (normalizes_to_bf16(x, {}, norm)) return normalize_to_bf16(x, {}, norm).second;
+  return norm.forward(x);
+}
+
+std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& residual, const at::Tensor& update,
+                                                              torch::nn::LayerNormImpl& norm) {
+  if (normalizes_to_bf16(residual, update, norm)) return normalize_to_bf16(residual, update, norm);
+  at::Tensor sum = residual + update;
+  at::Tensor normed = norm.forward(sum);
+  return {sum, normed};
 }
 
 bool is_packed(const torch::nn::LinearImpl& layer) {

@@ -13,7 +13,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <utility>
+
 namespace torch::nn {
+class LayerNormImpl;
 class LinearImpl;
 }
 
@@ -52,6 +55,18 @@ at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::Lin
 /// fusion layer from the same image states) instead of once in each;
 /// otherwise `input` itself. The products compute the same either way.
 at::Tensor product_input(const at::Tensor& input);
+
+/// LayerNorm(x) for products to read (q, k and v; the first feed-forward
+/// layer): where product_input would convert it to bf16, it is written in
+/// bf16 in the same pass (AVX-512 BF16); otherwise `norm`'s own forward.
+at::Tensor layer_norm_for_products(const at::Tensor& x, torch::nn::LayerNormImpl& norm);
+
+/// residual + update and LayerNorm of it for products to read: the sum
+/// (float32, the residual stream) and the normalised rows as
+/// layer_norm_for_products gives them, in one pass per row where those are
+/// bf16 instead of an add, a layer_norm and a conversion.
+std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& residual, const at::Tensor& update,
+                                                              torch::nn::LayerNormImpl& norm);
 
 /// Keeps an inference layer's bf16 or int8 weights only in the blocked
 /// layout oneDNN's matmul reads (ops/packed_weights.h), reordered once here,
