@@ -102,6 +102,27 @@ TEST(Bf16Rows, AddLayerNormIsAtensRoundedForTheProducts) {
   EXPECT_TRUE(normed.requires_grad());
 }
 
+// BERT's post-LN output: the float32 rows ATen's (within float32 noise)
+// and, where products read bf16, the same rows rounded, from the same pass.
+TEST(Bf16Rows, LayerNormOfSumGivesTheResidualStreamAndItsBf16Copy) {
+  at::manual_seed(5);
+  torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({24}).eps(1e-12));
+  at::NoGradGuard no_grad;
+  norm->weight.uniform_(0.5, 1.5);
+  norm->bias.uniform_(-0.5, 0.5);
+  const at::Tensor residual = at::randn({3, 5, 24}) * 2, update = at::randn({3, 5, 24});
+  const at::Tensor expected = at::layer_norm(residual + update, {24}, norm->weight, norm->bias, 1e-12);
+  const auto [plain, plain_for_products] = albef::ops::layer_norm_of_sum(residual, update, *norm);
+  EXPECT_TRUE(plain.equal(expected));  // float32 products: ATen's ops
+  EXPECT_TRUE(plain_for_products.equal(plain));
+
+  const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+  const auto [normed, for_products] = albef::ops::layer_norm_of_sum(residual, update, *norm);
+  EXPECT_LT((normed - expected).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(for_products.scalar_type(), albef::dnnl_bf16_gemm_available() ? at::kBFloat16 : at::kFloat);
+  EXPECT_TRUE(for_products.equal(normed.to(for_products.scalar_type())));
+}
+
 TEST(Bf16Attention, AppliesToInferenceOnlyUnderBf16Autocast) {
   const at::Tensor x = at::randn({2, 5, 8});
   const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);

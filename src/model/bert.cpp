@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+
 namespace albef {
 namespace nn = torch::nn;
 
@@ -136,6 +138,15 @@ at::Tensor BertResidualOutputImpl::add_and_norm(const at::Tensor& product, const
   return LayerNorm->forward(ops::dropout(product, dropout, is_training()) + residual);
 }
 
+std::pair<at::Tensor, at::Tensor> BertResidualOutputImpl::forward_for_products(const at::Tensor& x,
+                                                                               const at::Tensor& residual) {
+  if (is_training()) {  // dropout
+    const at::Tensor out = forward(x, residual);
+    return {out, out};
+  }
+  return ops::layer_norm_of_sum(residual, ops::linear(*dense, x), *LayerNorm);
+}
+
 BertAttentionImpl::BertAttentionImpl(const BertConfig& config, bool is_cross_attention) {
   self = register_module("self", BertSelfAttention(config, is_cross_attention));
   output = register_module("output", BertResidualOutput(config.hidden_size, config));
@@ -155,12 +166,15 @@ BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
 
 at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
                                   const at::Tensor& image_rows) {
-  at::Tensor x = attention->output->forward(attention->self->forward(hidden, additive_mask), hidden);
+  // Each sublayer's output twice: the residual stream, and as the next products read it.
+  auto [x, x_for_products] = attention->output->forward_for_products(attention->self->forward(hidden, additive_mask),
+                                                                     hidden);
   if (has_cross_attention() && images) {
     ALBEF_CHECK(images->embeds().defined(), "a fusion layer needs the image embeddings");
-    x = crossattention->output->forward(crossattention->self->forward_cross(x, *images, image_rows), x);
+    std::tie(x, x_for_products) = crossattention->output->forward_for_products(
+        crossattention->self->forward_cross(x_for_products, *images, image_rows), x);
   }
-  return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, x), x);
+  return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, x_for_products), x);
 }
 
 BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {

@@ -67,7 +67,7 @@ ALBEF_AVX512_BF16 void softmax_avx512(float* scores, const float* mask, int64_t 
 
 ALBEF_AVX512_BF16 void add_layer_norm_avx512(const float* residual, const float* update, float* sum,
                                              const float* gamma, const float* beta, float eps, int64_t rows,
-                                             int64_t cols, c10::BFloat16* out) {
+                                             int64_t cols, c10::BFloat16* out, float* normed_float) {
   for (int64_t i = 0; i < rows; ++i) {
     const float* in = residual + i * cols;
     float* added = update != nullptr ? sum + i * cols : nullptr;
@@ -90,10 +90,12 @@ ALBEF_AVX512_BF16 void add_layer_norm_avx512(const float* residual, const float*
     const __m512 scale =
         _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(squares) / static_cast<float>(cols) + eps));
     c10::BFloat16* normed = out + i * cols;
+    float* kept = normed_float != nullptr ? normed_float + i * cols : nullptr;  // may be `row`: read before written
     over_row(cols, [&](int64_t j, __mmask16 live) ALBEF_AVX512_BF16 {
       const __m512 centred = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, row + j), mean);
       const __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(centred, scale), _mm512_maskz_loadu_ps(live, gamma + j),
                                        _mm512_maskz_loadu_ps(live, beta + j));
+      if (kept != nullptr) _mm512_mask_storeu_ps(kept + j, live, y);
       _mm256_mask_storeu_epi16(normed + j, live, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(y)));
     });
   }
@@ -111,9 +113,10 @@ bool native_bf16_rows() {
 }
 
 void add_layer_norm_to_bf16(const float* residual, const float* update, float* sum, const float* gamma,
-                            const float* beta, float eps, int64_t rows, int64_t cols, c10::BFloat16* out) {
+                            const float* beta, float eps, int64_t rows, int64_t cols, c10::BFloat16* out,
+                            float* normed) {
 #if defined(__x86_64__)
-  if (native_bf16()) return add_layer_norm_avx512(residual, update, sum, gamma, beta, eps, rows, cols, out);
+  if (native_bf16()) return add_layer_norm_avx512(residual, update, sum, gamma, beta, eps, rows, cols, out, normed);
 #endif
   fail("add_layer_norm_to_bf16 needs AVX-512 BF16 (check native_bf16_rows())");
 }

@@ -22,11 +22,13 @@ void softmax_to_bf16(float* scores, const float* mask, int64_t rows, int64_t col
 
 /// Each row of a [rows, cols] matrix: s = residual + update (`update` null:
 /// s = residual), written to `sum` (null when `update` is), then LayerNorm(s)
-/// with `gamma`, `beta` and `eps` in float32, rounded to bf16 into `out`: one
-/// pass where ATen takes an add, a layer_norm and a conversion. AVX-512 BF16
-/// only: callers check native_bf16_rows() first.
+/// with `gamma`, `beta` and `eps` in float32, rounded to bf16 into `out` and,
+/// when `normed` is not null, also stored there in float32 (`normed` may be
+/// `sum`): one pass where ATen takes an add, a layer_norm and a conversion.
+/// AVX-512 BF16 only: callers check native_bf16_rows() first.
 void add_layer_norm_to_bf16(const float* residual, const float* update, float* sum, const float* gamma,
-                            const float* beta, float eps, int64_t rows, int64_t cols, c10::BFloat16* out);
+                            const float* beta, float eps, int64_t rows, int64_t cols, c10::BFloat16* out,
+                            float* normed);
 
 /// Whether this CPU runs add_layer_norm_to_bf16.
 bool native_bf16_rows();

@@ -338,24 +338,24 @@ bool normalizes_to_bf16(const at::Tensor& x, const at::Tensor& update, const tor
          beta.is_contiguous() && !(at::GradMode::is_enabled() && (gamma.requires_grad() || beta.requires_grad()));
 }
 
-std::pair<at::Tensor, at::Tensor> normalize_to_bf16(const at::Tensor& x, const at::Tensor& update,
-                                                    const torch::nn::LayerNormImpl& norm) {
+/// LayerNorm(x + update) in bf16 (ops/bf16_rows.h), the sum written to
+/// `sum` and the float32 normalised rows to `normed` where not null.
+at::Tensor normalize_to_bf16(const at::Tensor& x, const at::Tensor& update, const torch::nn::LayerNormImpl& norm,
+                             float* sum, float* normed) {
   const int64_t cols = x.size(-1), rows = cols > 0 ? x.numel() / cols : 0;
-  at::Tensor sum = update.defined() ? at::empty_like(x) : x;
-  at::Tensor normed = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  at::Tensor rounded = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
   const float* in = x.data_ptr<float>();
   const float* added = update.defined() ? update.data_ptr<float>() : nullptr;
-  float* out_sum = update.defined() ? sum.data_ptr<float>() : nullptr;
   const float* gamma = norm.weight.data_ptr<float>();
   const float* beta = norm.bias.data_ptr<float>();
   const auto eps = static_cast<float>(norm.options.eps());
-  c10::BFloat16* out = normed.data_ptr<c10::BFloat16>();
+  c10::BFloat16* out = rounded.data_ptr<c10::BFloat16>();
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    add_layer_norm_to_bf16(in + begin * cols, added ? added + begin * cols : nullptr,
-                           out_sum ? out_sum + begin * cols : nullptr, gamma, beta, eps, end - begin, cols,
-                           out + begin * cols);
+    const int64_t first = begin * cols;
+    add_layer_norm_to_bf16(in + first, added ? added + first : nullptr, sum ? sum + first : nullptr, gamma, beta,
+                           eps, end - begin, cols, out + first, normed ? normed + first : nullptr);
   });
-  return {sum, normed};
+  return rounded;
 }
 
 }  // namespace
@@ -365,16 +365,30 @@ at::Tensor product_input(const at::Tensor& input) {
 }
 
 at::Tensor layer_norm_for_products(const at::Tensor& x, torch::nn::LayerNormImpl& norm) {
-  if (normalizes_to_bf16(x, {}, norm)) return normalize_to_bf16(x, {}, norm).second;
+  if (normalizes_to_bf16(x, {}, norm)) return normalize_to_bf16(x, {}, norm, nullptr, nullptr);
   return norm.forward(x);
 }
 
 std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& residual, const at::Tensor& update,
                                                               torch::nn::LayerNormImpl& norm) {
-  if (normalizes_to_bf16(residual, update, norm)) return normalize_to_bf16(residual, update, norm);
+  if (normalizes_to_bf16(residual, update, norm)) {
+    at::Tensor sum = at::empty_like(residual);
+    return {sum, normalize_to_bf16(residual, update, norm, sum.data_ptr<float>(), nullptr)};
+  }
   at::Tensor sum = residual + update;
   at::Tensor normed = norm.forward(sum);
   return {sum, normed};
+}
+
+std::pair<at::Tensor, at::Tensor> layer_norm_of_sum(const at::Tensor& residual, const at::Tensor& update,
+                                                    torch::nn::LayerNormImpl& norm) {
+  if (normalizes_to_bf16(residual, update, norm)) {
+    at::Tensor normed = at::empty_like(residual);  // holds the sum until each row is normalised in place
+    float* rows = normed.data_ptr<float>();
+    return {normed, normalize_to_bf16(residual, update, norm, rows, rows)};
+  }
+  at::Tensor normed = norm.forward(residual + update);
+  return {normed, product_input(normed)};
 }
 
 bool is_packed(const torch::nn::LinearImpl& layer) {

@@ -68,6 +68,13 @@ at::Tensor layer_norm_for_products(const at::Tensor& x, torch::nn::LayerNormImpl
 std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& residual, const at::Tensor& update,
                                                               torch::nn::LayerNormImpl& norm);
 
+/// LayerNorm(residual + update), BERT's post-LN sublayer output: the
+/// normalised rows in float32 (the residual stream) and as product_input
+/// would hand them to products, both from one pass per row where the
+/// latter are bf16.
+std::pair<at::Tensor, at::Tensor> layer_norm_of_sum(const at::Tensor& residual, const at::Tensor& update,
+                                                    torch::nn::LayerNormImpl& norm);
+
 /// Keeps an inference layer's bf16 or int8 weights only in the blocked
 /// layout oneDNN's matmul reads (ops/packed_weights.h), reordered once here,
 /// instead of the plain matrix plus a packed copy made at first use: the

@@ -110,6 +110,9 @@ class BertResidualOutputImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual);
   /// The same from dense(x) computed by the caller (BertLayer's feed-forward block).
   at::Tensor add_and_norm(const at::Tensor& product, const at::Tensor& residual);
+  /// forward(), and its output as the next sublayer's products read it
+  /// (bf16 in bf16 inference), written in the same pass (ops::layer_norm_of_sum).
+  std::pair<at::Tensor, at::Tensor> forward_for_products(const at::Tensor& x, const at::Tensor& residual);
   torch::nn::Linear dense{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
   double dropout;  // hidden_dropout_prob, active in train mode
