@@ -42,6 +42,14 @@ at::ScalarType compute_type() {
 /// is another product.
 bool bf16_output(Feeds feeds) { return feeds == Feeds::product && compute_type() == at::kBFloat16; }
 
+/// Rows [M, N] computed from an input [..., K], as [..., N].
+at::Tensor restore_shape(const at::Tensor& out, at::IntArrayRef input_sizes) {
+  if (input_sizes.size() == 2) return out;
+  std::vector<int64_t> sizes = input_sizes.vec();
+  sizes.back() = out.size(1);
+  return out.view(sizes);
+}
+
 #ifdef ALBEF_WITH_DNNL
 /// Row-major C[M,N] (+)= op(A) op(B) with float32 accumulation. A and B are
 /// float32, or both bfloat16 (oneDNN's gemm_bf16bf16f32); C is float32.
@@ -155,13 +163,6 @@ at::Tensor forward_rows(const at::Tensor& rows, const at::Tensor& weight, const 
   if (m > 0 && k > 0) gemm('N', 'T', m, n, k, rows, rows.stride(0), weight, k, beta, product);
   if (gelu) product = at::gelu(product);
   return product.scalar_type() == out_type ? product : product.to(out_type);
-}
-
-at::Tensor restore_shape(const at::Tensor& out, at::IntArrayRef input_sizes) {
-  if (input_sizes.size() == 2) return out;
-  std::vector<int64_t> sizes = input_sizes.vec();
-  sizes.back() = out.size(1);
-  return out.view(sizes);
 }
 
 /// Autograd for the oneDNN product: dX = dY W, dW = dY^T X, db = sum dY, in
@@ -304,10 +305,7 @@ at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::Lin
   const at::Tensor first_scales = int8_weight_scales(first), second_scales = int8_weight_scales(second);
   if (!first_scales.defined() || !second_scales.defined()) return linear(second, linear_gelu(first, input));
   const Int8Rows hidden = linear_int8_rows(input, first.weight, first_scales, first.bias, /*gelu=*/true);
-  const at::Tensor out = linear_int8(hidden, second.weight, second_scales, second.bias, /*gelu=*/false);
-  std::vector<int64_t> sizes = input.sizes().vec();
-  sizes.back() = out.size(1);
-  return out.view(sizes);
+  return restore_shape(linear_int8(hidden, second.weight, second_scales, second.bias, /*gelu=*/false), input.sizes());
 }
 
 namespace {

@@ -9,7 +9,10 @@
 /// through a custom autograd function), bf16-autocast products to oneDNN's
 /// bf16 kernels where the CPU runs them (AVX-512: in inference its matmul on
 /// weights packed once, in training its BLAS-like GEMM), and everything else
-/// (CUDA, other dtypes, bf16 elsewhere) to `at::linear`.
+/// (CUDA, other dtypes, bf16 elsewhere) to `at::linear`. Beside it, what
+/// hands products their inputs: a feed-forward block's two layers
+/// (`feed_forward`), and the LayerNorms whose output only products read,
+/// written in the products' bf16 in the same pass (`layer_norm_for_products`).
 
 #include <ATen/core/Tensor.h>
 

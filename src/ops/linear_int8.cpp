@@ -357,9 +357,11 @@ at::Tensor int8_products(const Int8Rows& rows, const at::Tensor& values, const a
   return at::mm(rows.values.to(at::kFloat), plain.to(at::kFloat).t());
 }
 
+// The layer's output from its products (finish), in float32 (in place) or bf16.
 at::Tensor finish_as(at::Tensor products, const at::Tensor& row_scales, const at::Tensor& scales,
                      const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
-  ALBEF_CHECK(out_type == at::kFloat || out_type == at::kBFloat16, "linear_int8 writes float32 or bf16, not ", out_type);
+  ALBEF_CHECK(out_type == at::kFloat || out_type == at::kBFloat16, "linear_int8 writes float32 or bf16, not ",
+              out_type);
   if (out_type == at::kFloat) {
     finish(products, row_scales, scales, bias, gelu, [](int64_t, const float*) {});
     return products;
