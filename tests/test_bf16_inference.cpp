@@ -57,18 +57,22 @@ TEST(Bf16Rows, SoftmaxMatchesFloat32WithinBf16Rounding) {
   }
 }
 
+// A LayerNorm whose scale and shift are not the identity's.
+torch::nn::LayerNorm layer_norm_of_width(int64_t width, double eps) {
+  torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({width}).eps(eps));
+  at::NoGradGuard no_grad;
+  norm->weight.uniform_(0.5, 1.5);
+  norm->bias.uniform_(-0.5, 0.5);
+  return norm;
+}
+
 // The residual sum and LayerNorm of it in one pass, written in bf16 for the
 // products: the sum exactly ATen's, the normalised rows ATen's layer_norm
 // within its bf16 rounding; in float32, and wherever gradients are needed,
 // ATen's own ops.
 TEST(Bf16Rows, AddLayerNormIsAtensRoundedForTheProducts) {
   at::manual_seed(4);
-  torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({40}).eps(1e-6));
-  {
-    at::NoGradGuard no_grad;
-    norm->weight.uniform_(0.5, 1.5);
-    norm->bias.uniform_(-0.5, 0.5);
-  }
+  torch::nn::LayerNorm norm = layer_norm_of_width(40, 1e-6);
   const at::Tensor residual = at::randn({2, 9, 40}) * 3 + 1, update = at::randn({2, 9, 40});
   const at::Tensor expected_sum = residual + update, expected = at::layer_norm(expected_sum, {40}, norm->weight,
                                                                                 norm->bias, 1e-6);
@@ -106,10 +110,8 @@ TEST(Bf16Rows, AddLayerNormIsAtensRoundedForTheProducts) {
 // and, where products read bf16, the same rows rounded, from the same pass.
 TEST(Bf16Rows, LayerNormOfSumGivesTheResidualStreamAndItsBf16Copy) {
   at::manual_seed(5);
-  torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({24}).eps(1e-12));
+  torch::nn::LayerNorm norm = layer_norm_of_width(24, 1e-12);
   at::NoGradGuard no_grad;
-  norm->weight.uniform_(0.5, 1.5);
-  norm->bias.uniform_(-0.5, 0.5);
   const at::Tensor residual = at::randn({3, 5, 24}) * 2, update = at::randn({3, 5, 24});
   const at::Tensor expected = at::layer_norm(residual + update, {24}, norm->weight, norm->bias, 1e-12);
   const auto [plain, plain_for_products] = albef::ops::layer_norm_of_sum(residual, update, *norm);
