@@ -1,7 +1,9 @@
-// bf16 inference: the row kernels (rounding, softmax into bf16), attention
-// head by head on bf16 operands, and linear layers on packed bf16 weights,
-// each against float32 on the same bf16-rounded values.
+// bf16 inference: the row kernels (rounding, softmax into bf16, LayerNorms
+// fused with residual adds), attention head by head on bf16 operands, and
+// linear layers on packed bf16 weights, each against float32 on the same
+// bf16-rounded values.
 #include "albef/core/runtime.h"
+#include "albef/model/vit.h"
 #include "ops/attention.h"
 #include "ops/bf16_rows.h"
 #include "ops/linear.h"
@@ -123,6 +125,28 @@ TEST(Bf16Rows, LayerNormOfSumGivesTheResidualStreamAndItsBf16Copy) {
   EXPECT_LT((normed - expected).abs().max().item<double>(), 1e-5);
   EXPECT_EQ(for_products.scalar_type(), albef::dnnl_bf16_gemm_available() ? at::kBFloat16 : at::kFloat);
   EXPECT_TRUE(for_products.equal(normed.to(for_products.scalar_type())));
+}
+
+// ViT blocks in a row hand the next block its norm1 from the last residual
+// add (one pass over the rows): the same as each block on its own.
+TEST(Bf16Rows, VitBlocksInARowEqualEachBlockOnItsOwn) {
+  at::manual_seed(6);
+  albef::VisionConfig config;
+  config.embed_dim = 48;
+  config.depth = 3;
+  config.num_heads = 4;
+  albef::VisionTransformer vit(config, /*image_res=*/32);
+  vit->eval();
+  at::NoGradGuard no_grad;
+  for (auto& parameter : vit->parameters()) parameter.uniform_(-0.3, 0.3);
+  const at::Tensor tokens = at::randn({2, 5, 48});
+  for (const auto precision : {albef::Precision::Fp32, albef::Precision::Bf16}) {
+    const albef::PrecisionGuard guard(precision, at::kCPU);
+    at::Tensor one_by_one = tokens;
+    for (const auto& block : *vit->blocks) one_by_one = block->as<albef::VitBlock>()->forward(one_by_one);
+    EXPECT_TRUE(vit->forward_blocks(tokens, 0, config.depth).equal(one_by_one));
+    EXPECT_TRUE(vit->forward_blocks(tokens, 1, 1).equal(tokens));
+  }
 }
 
 TEST(Bf16Attention, AppliesToInferenceOnlyUnderBf16Autocast) {

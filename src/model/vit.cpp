@@ -9,6 +9,7 @@
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <tuple>
 
 namespace albef {
 namespace nn = torch::nn;
@@ -48,9 +49,15 @@ VitBlockImpl::VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio) {
 }
 
 at::Tensor VitBlockImpl::forward(const at::Tensor& input) {
-  auto [x, normed] = ops::add_layer_norm_for_products(
-      input, attn->forward(ops::layer_norm_for_products(input, *norm1)), *norm2);
-  return x + mlp->forward(normed);
+  return forward_chained(input, ops::layer_norm_for_products(input, *norm1), nullptr).first;
+}
+
+std::pair<at::Tensor, at::Tensor> VitBlockImpl::forward_chained(const at::Tensor& input, const at::Tensor& normed,
+                                                                nn::LayerNormImpl* next_norm) {
+  auto [x, mlp_input] = ops::add_layer_norm_for_products(input, attn->forward(normed), *norm2);
+  const at::Tensor update = mlp->forward(mlp_input);
+  if (next_norm == nullptr) return {x + update, at::Tensor()};
+  return ops::add_layer_norm_for_products(x, update, *next_norm);
 }
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionConfig& config, int64_t image_res, bool with_mask_token) {
@@ -85,7 +92,12 @@ at::Tensor VisionTransformerImpl::embed(const at::Tensor& image, const at::Tenso
 at::Tensor VisionTransformerImpl::forward_blocks(at::Tensor x, int64_t begin, int64_t end) {
   ALBEF_CHECK(0 <= begin && begin <= end && end <= static_cast<int64_t>(blocks->size()), "ViT blocks [", begin, ", ",
               end, ") are outside [0, ", blocks->size(), ")");
-  for (int64_t i = begin; i < end; ++i) x = blocks[i]->as<VitBlock>()->forward(x);
+  if (begin == end) return x;
+  at::Tensor normed = ops::layer_norm_for_products(x, *blocks[begin]->as<VitBlock>()->norm1);
+  for (int64_t i = begin; i < end; ++i) {
+    nn::LayerNormImpl* next_norm = i + 1 < end ? blocks[i + 1]->as<VitBlock>()->norm1.get() : nullptr;
+    std::tie(x, normed) = blocks[i]->as<VitBlock>()->forward_chained(x, normed, next_norm);
+  }
   return x;
 }
 

@@ -12,6 +12,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
+#include <utility>
+
 namespace albef {
 
 /// `patch_embed`: a Conv2d with kernel = stride = patch size.
@@ -57,6 +59,11 @@ class VitBlockImpl : public torch::nn::Module {
  public:
   VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio);
   at::Tensor forward(const at::Tensor& x);
+  /// forward(x) from x and norm1(x) as ops::layer_norm_for_products gives
+  /// it; returns the output and, with `next_norm`, next_norm(output) for
+  /// products: the last residual add and the next block's norm1 in one pass.
+  std::pair<at::Tensor, at::Tensor> forward_chained(const at::Tensor& x, const at::Tensor& normed,
+                                                    torch::nn::LayerNormImpl* next_norm);
   torch::nn::LayerNorm norm1{nullptr};
   VitAttention attn{nullptr};
   torch::nn::LayerNorm norm2{nullptr};
