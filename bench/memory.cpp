@@ -19,5 +19,6 @@ int64_t status_bytes(const std::string& field) {
 
 int64_t peak_resident_bytes() { return status_bytes("VmHWM:"); }
 int64_t resident_bytes() { return status_bytes("VmRSS:"); }
+int64_t resident_file_bytes() { return status_bytes("RssFile:"); }
 
 }  // namespace albef::bench

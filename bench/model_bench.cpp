@@ -287,6 +287,7 @@ bool is_training(const std::string& workload) {
 void run_model_worker(const WorkerRequest& request) {
   init_runtime(request.threads);
   const double runtime_mb = static_cast<double>(resident_bytes()) / (1 << 20);
+  const int64_t runtime_file_bytes = resident_file_bytes();
   const Precision precision = parse_precision(request.precision);
   const c10::Device device(c10::kCPU);
   Config config = load_config(request.config);
@@ -314,6 +315,9 @@ void run_model_worker(const WorkerRequest& request) {
     text_ids = io::read_npy(request.inputs + texts + "_ids.npy");
     text_mask = io::read_npy(request.inputs + texts + "_mask.npy");
   }
+  // What the workload holds as its inputs (the files, then any embeddings prepared for the timed step):
+  // memory the caller's data takes, beside the model's.
+  int64_t input_bytes = (images.defined() ? images.nbytes() : 0) + text_ids.nbytes() + text_mask.nbytes();
 
   // Encoding one modality loads that side alone, as `albef index` and `albef embed` do.
   ModelOptions model_options = simla  ? simla_model_options()
@@ -373,6 +377,7 @@ void run_model_worker(const WorkerRequest& request) {
         text_embeds = model->encode_text(ids, mask);
         image_embeds = model->encode_image(images).index_select(0, at::arange(items) % images.size(0));
       }
+      input_bytes += text_embeds.nbytes() + image_embeds.nbytes();
       step = [&, text_embeds, image_embeds, mask] {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
@@ -554,7 +559,9 @@ void run_model_worker(const WorkerRequest& request) {
                  {"rate", static_cast<double>(items) / seconds},
                  {"unit", unit},
                  {"items", items},
-                 {"peak_rss_mb", static_cast<double>(peak_resident_bytes()) / (1 << 20)}});
+                 {"peak_rss_mb", static_cast<double>(peak_resident_bytes()) / (1 << 20)},
+                 {"inputs_mb", static_cast<double>(input_bytes) / (1 << 20)},
+                 {"code_mb", static_cast<double>(resident_file_bytes() - runtime_file_bytes) / (1 << 20)}});
   write_atomically(request.out_json, [&](const std::string& tmp) { std::ofstream(tmp) << report.dump(1) << "\n"; });
 }
 
@@ -853,6 +860,8 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
           // weights in memory: peak / weights and (peak - runtime) / weights are the memory ratios.
           row["albef_runtime_mb"] = mine.value("runtime_mb", 0.0);
           row["weights_mb"] = mine.value("weights_mb", 0.0);
+          row["inputs_mb"] = mine.value("inputs_mb", 0.0);
+          row["code_mb"] = std::max(row.value("code_mb", 0.0), mine.value("code_mb", 0.0));
           if (mine.contains("label_seconds")) row["label_seconds"] = mine["label_seconds"];  // classify's text side
           if (mine.contains("pairs_scored")) row["pairs_scored"] = mine["pairs_scored"];    // retrieval's fusion work
           if (mine.contains("image_seconds")) {  // coco5k_estimate's encoders
@@ -924,6 +933,15 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
           row["peak_percent"] =
               100.0 * row["albef_gflops"].get<double>() / report["gemm_peak_gflops"][precision].get<double>();
       }
+      if (!is_training(workload) && row.value("weights_mb", 0.0) > 0) {
+        // Issue 27's memory ratio, (peak - runtime) / weights, and the model's own share of it: less the
+        // workload's inputs and the library code its kernels paged in (both there whatever the weights).
+        const double above_runtime = row["albef_peak_mb"].get<double>() - row["albef_runtime_mb"].get<double>();
+        const double weights = row["weights_mb"].get<double>();
+        row["memory_ratio"] = above_runtime / weights;
+        row["model_memory_ratio"] =
+            (above_runtime - row["inputs_mb"].get<double>() - row["code_mb"].get<double>()) / weights;
+      }
       std::cout << std::endl;
       rows.push_back(row);
     }
@@ -987,6 +1005,12 @@ void print_model_table(const nlohmann::json& report) {
     if (row.contains("coco5k_hours"))
       std::printf("    COCO-5k at k_test 256 (5,000 images, 25,000 captions, 7.68M pairs re-ranked): %.1f h\n",
                   row["coco5k_hours"].get<double>());
+    if (row.contains("memory_ratio"))
+      std::printf("    memory: %.2fx the weights above the runtime's %.0f MB; %.2fx less the inputs (%.0f MB) and "
+                  "library code paged in (%.0f MB)\n",
+                  row["memory_ratio"].get<double>(), row["albef_runtime_mb"].get<double>(),
+                  row["model_memory_ratio"].get<double>(), row["inputs_mb"].get<double>(),
+                  row["code_mb"].get<double>());
     if (row.contains("vs_bf16"))
       std::printf("    %.2fx albef's bf16 rate (%.2f %s, the two alternating)\n", row["vs_bf16"].get<double>(),
                   row["bf16_rate"].get<double>(), row["unit"].get<std::string>().c_str());

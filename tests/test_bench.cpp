@@ -19,9 +19,12 @@ using albef::testing::source_path;
 
 namespace {
 
-// The model suite on the tiny model with `flags`; its JSON report. `output` gets what it printed.
-nlohmann::json run_tiny_model_suite(const std::string& name, const std::string& flags, std::string& output) {
+// The model suite on the tiny model with `flags`; its JSON report. `output` gets what it printed, and
+// `workdir` (where given) the folder of its weights and inputs.
+nlohmann::json run_tiny_model_suite(const std::string& name, const std::string& flags, std::string& output,
+                                    std::string* workdir = nullptr) {
   const std::string dir = make_temp_dir(name);
+  if (workdir) *workdir = dir + "/work";
   const std::string config = data_path("tiny/Pretrain.yaml");
   const int status = run_command(std::string(ALBEF_CLI) + " bench --suite model --pretrain-config " + config +
                                      " --retrieval-config " + config + " --vqa-config " + data_path("tiny/VQA.yaml") +
@@ -38,12 +41,12 @@ nlohmann::json run_tiny_model_suite(const std::string& name, const std::string& 
 }  // namespace
 
 TEST(Bench, ModelSuiteComparesWithPyTorchOnTheSameOutputs) {
-  std::string output;
+  std::string output, workdir;
   const nlohmann::json report = run_tiny_model_suite(
       "bench_model",
       " --workload image_b32 --workload itm_b64 --workload retrieval --workload vqa_b16 --workload nlvr_b16"
       " --workload ve_b32 --workload gradcam_b16 --workload train_b8",
-      output);
+      output, &workdir);
   ASSERT_FALSE(report.is_discarded()) << output;
   const auto& rows = report["model"]["rows"];
   ASSERT_EQ(rows.size(), 8u) << report.dump(1);
@@ -58,7 +61,28 @@ TEST(Bench, ModelSuiteComparesWithPyTorchOnTheSameOutputs) {
       ASSERT_TRUE(row.contains("max_rel_diff")) << row.dump();
       EXPECT_LT(row["max_rel_diff"].get<double>(), 1e-4) << name;
     }
+    // Inference memory above the runtime, split into the inputs, the library code paged in, and the rest.
+    EXPECT_EQ(row.contains("memory_ratio"), name != "train_b8") << row.dump();
+    if (row.contains("memory_ratio")) {
+      const double weights = row["weights_mb"].get<double>(), inputs = row["inputs_mb"].get<double>();
+      const double above_runtime = row["albef_peak_mb"].get<double>() - row["albef_runtime_mb"].get<double>();
+      EXPECT_GT(inputs, 0.0) << name;
+      EXPECT_GE(row["code_mb"].get<double>(), 0.0) << name;
+      EXPECT_NEAR(row["memory_ratio"].get<double>() * weights, above_runtime, 1e-6) << name;
+      EXPECT_NEAR(row["model_memory_ratio"].get<double>() * weights,
+                  above_runtime - inputs - row["code_mb"].get<double>(), 1e-6) << name;
+    }
   }
+  // image_b32 holds the images and captions it read; itm_b64 also the embeddings it fuses.
+  const auto row_of = [&](const std::string& name) {
+    return *std::find_if(rows.begin(), rows.end(), [&](const auto& row) { return row["workload"] == name; });
+  };
+  const std::string inputs_dir = workdir + "/inputs/";
+  double file_bytes = 0;
+  for (const char* file : {"images.npy", "text_ids.npy", "text_mask.npy"})
+    file_bytes += static_cast<double>(std::ifstream(inputs_dir + file, std::ios::ate | std::ios::binary).tellg());
+  EXPECT_NEAR(row_of("image_b32")["inputs_mb"].get<double>() * (1 << 20), file_bytes, 3 * 256.0);  // less headers
+  EXPECT_GT(row_of("itm_b64")["inputs_mb"].get<double>(), row_of("image_b32")["inputs_mb"].get<double>());
   EXPECT_GT(report["model"]["gemm_peak_gflops"]["fp32"].get<double>(), 0.0);
 }
 
