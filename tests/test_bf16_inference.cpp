@@ -149,6 +149,24 @@ TEST(Bf16Rows, VitBlocksInARowEqualEachBlockOnItsOwn) {
   }
 }
 
+// The patch embedding (a convolution of stride = kernel) runs in bf16
+// inference as the product it is: the convolution of the same bf16 values.
+TEST(Bf16Linear, PatchEmbeddingIsTheConvolutionAsAProduct) {
+  if (!albef::dnnl_bf16_gemm_available()) GTEST_SKIP() << "this CPU has no native bf16 GEMM";
+  at::manual_seed(7);
+  albef::PatchEmbed embed(/*patch_size=*/4, /*embed_dim=*/24);
+  embed->eval();
+  at::NoGradGuard no_grad;
+  const at::Tensor image = at::randn({2, 3, 8, 12});
+  auto rounded = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
+  const at::Tensor expected =
+      at::conv2d(rounded(image), rounded(embed->proj->weight), embed->proj->bias, {4, 4}).flatten(2).transpose(1, 2);
+  const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+  const at::Tensor out = embed->forward(image);
+  EXPECT_EQ(out.sizes(), expected.sizes());
+  EXPECT_LT(rel_diff(out, expected), 1e-5);
+}
+
 TEST(Bf16Attention, AppliesToInferenceOnlyUnderBf16Autocast) {
   const at::Tensor x = at::randn({2, 5, 8});
   const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);

@@ -308,10 +308,6 @@ at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::Lin
   return restore_shape(linear_int8(hidden, second.weight, second_scales, second.bias, /*gelu=*/false), input.sizes());
 }
 
-namespace {
-
-/// Whether the products that read `input` take it in bf16, converted once
-/// for all of them: under bf16 autocast, in inference on oneDNN's bf16 path.
 bool products_read_bf16(const at::Tensor& input) {
 #ifdef ALBEF_WITH_DNNL
   return compute_type() == at::kBFloat16 && input.scalar_type() == at::kFloat && input.device().is_cpu() &&
@@ -322,6 +318,8 @@ bool products_read_bf16(const at::Tensor& input) {
   return false;
 #endif
 }
+
+namespace {
 
 /// The fused bf16 LayerNorm applies: `x` (and `update`) float32 rows,
 /// `norm` an inference LayerNorm over their last dimension.

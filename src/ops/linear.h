@@ -59,6 +59,11 @@ at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::Lin
 /// otherwise `input` itself. The products compute the same either way.
 at::Tensor product_input(const at::Tensor& input);
 
+/// Whether the products that read `input` take it in bf16 (where
+/// product_input converts it): under bf16 autocast, in inference on oneDNN's
+/// bf16 path.
+bool products_read_bf16(const at::Tensor& input);
+
 /// LayerNorm(x) for products to read (q, k and v; the first feed-forward
 /// layer): where product_input would convert it to bf16, it is written in
 /// bf16 in the same pass (AVX-512 BF16); otherwise `norm`'s own forward.
