@@ -25,9 +25,11 @@ at::Tensor PatchEmbedImpl::forward(const at::Tensor& image) {
   if (!is_training() && !at::GradMode::is_enabled() && ops::products_read_bf16(image) && image.dim() == 4 &&
       image.size(2) % p == 0 && image.size(3) % p == 0) {
     const int64_t batch = image.size(0), channels = image.size(1), rows = image.size(2) / p, cols = image.size(3) / p;
-    const at::Tensor patches = image.reshape({batch, channels, rows, p, cols, p})
-                                   .permute({0, 2, 4, 1, 3, 5})
-                                   .reshape({batch * rows * cols, channels * p * p});
+    // Gathered and rounded in one pass, as the product reads them.
+    const at::Tensor gathered = image.reshape({batch, channels, rows, p, cols, p}).permute({0, 2, 4, 1, 3, 5});
+    const at::Tensor patches = at::empty(gathered.sizes(), image.options().dtype(at::kBFloat16))
+                                   .copy_(gathered)
+                                   .view({batch * rows * cols, channels * p * p});
     const at::Tensor weight = proj->weight.view({proj->weight.size(0), -1});
     return ops::linear(patches, weight, proj->bias).view({batch, rows * cols, -1});
   }
