@@ -119,6 +119,21 @@ double text_layer_flops(const Dims& d, double tokens) {
   return 2 * tokens * (4 * w * w + 2 * w * d.intermediate) + 4 * tokens * tokens * w;
 }
 
+// Features alone (encode_image_features, encode_text_features): the last
+// layer's products on the CLS row, besides every token's keys and values
+// (the ViT's fused qkv: queries too).
+double vit_feature_flops(const Dims& d, double images) {
+  const double n = d.image_tokens, w = d.vision_width;
+  const double last = 2 * n * 3 * w * w + 2 * (w * w + 2 * w * d.vision_mlp) + 4 * n * w;
+  const double layer = 2 * n * (4 * w * w + 2 * w * d.vision_mlp) + 4 * n * n * w;
+  return images * ((d.vision_depth - 1) * layer + last + 2 * (n - 1) * d.patch_in * w);
+}
+double text_feature_flops(const Dims& d, double texts, double tokens) {
+  const double w = d.width;
+  const double last = 2 * tokens * 2 * w * w + 2 * (2 * w * w + 2 * w * d.intermediate) + 4 * tokens * w;
+  return texts * ((d.text_layers - 1) * text_layer_flops(d, tokens) + last);
+}
+
 // One fusion layer for one (text, image) pair without the image's K/V
 // projections, and those projections alone (once per image when shared).
 double fusion_pair_flops(const Dims& d, double tokens) {
@@ -165,9 +180,9 @@ double simla_masked_patches(double patches) {
 double workload_flops(const std::string& workload, const Dims& d, int64_t n_images, int64_t n_texts,
                       double pairs_scored) {
   const double t = kTextTokens;
-  if (workload == "image_b1") return vit_flops(d, 1);
-  if (workload == "image_b32") return vit_flops(d, 32);
-  if (workload == "text_b64") return kTextBatch * d.text_layers * text_layer_flops(d, t);
+  if (workload == "image_b1") return vit_feature_flops(d, 1);
+  if (workload == "image_b32") return vit_feature_flops(d, 32);
+  if (workload == "text_b64") return text_feature_flops(d, kTextBatch, t);
   if (workload == "itm_b64") return kItmBatch * d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d));
   // The classifiers: the ViT over every image, then each text through all
   // layers, NLVR2's fusion layers once per image (each with that image's
@@ -189,8 +204,8 @@ double workload_flops(const std::string& workload, const Dims& d, int64_t n_imag
                             d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d)) +
                             above * fusion_pair_flops(d, t));
   }
-  if (workload == "classify_1000")  // the images, the labels once, and a [1000 x 1000] product
-    return vit_flops(d, kClassifyImages) + kClassifyLabels * d.text_layers * text_layer_flops(d, t);
+  if (workload == "classify_1000")  // the images' and the labels' features once, and a [1000 x 1000] product
+    return vit_feature_flops(d, kClassifyImages) + text_feature_flops(d, kClassifyLabels, t);
   if (workload == "coco5k_estimate") return 0;  // counted from the captions' lengths (coco5k_flops)
   if (workload == "retrieval") {
     // What albef computes: both encoders over the gallery, the pairs it

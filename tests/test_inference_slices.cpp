@@ -3,13 +3,16 @@
 // give one by one, whichever slices it was cut into.
 
 #include "albef/model/albef.h"
+#include "albef/core/runtime.h"
 #include "albef/model/itm.h"
+#include "tasks/pretrain/simla_model.h"
 
 #include "test_util.h"
 #include "tiny_model.h"
 
 #include <ATen/ATen.h>
 
+#include <string>
 #include <vector>
 
 namespace {
@@ -130,6 +133,37 @@ TEST_F(InferenceSlices, FeaturesEqualThoseOfTheWholeBatch) {
   const at::Tensor image_feat = model_->encode_image_features(images);
   ASSERT_EQ(image_feat.sizes(), (std::vector<int64_t>{450, model_->config().embed_dim}));
   EXPECT_TENSOR_NEAR(image_feat, model_->image_feature(model_->encode_image(images)), kTolerance);
+}
+
+// The feature paths run their encoders' last layer on the CLS row alone: the
+// features of the whole encoders in every precision, and in the single-stream
+// BERT (SIMLA), whose text mode runs all its layers.
+TEST(ClassTokenFeatures, EqualThoseOfTheWholeEncodersInEveryPrecision) {
+  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
+  const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");
+  at::manual_seed(0);
+  const auto [ids, mask] = random_captions(6, 12);
+  const at::Tensor images = at::randn({3, 3, 32, 32});
+  std::vector<albef::Precision> precisions = {albef::Precision::Fp32, albef::Precision::Int8};
+  if (albef::dnnl_bf16_gemm_available()) precisions.push_back(albef::Precision::Bf16);
+  for (const albef::Precision precision : precisions) {
+    albef::AlbefModel model = albef::load_inference_model(config, albef::retrieval_model_options(false), checkpoint,
+                                                          at::kCPU, precision);
+    at::NoGradGuard no_grad;
+    const albef::PrecisionGuard guard(precision, at::kCPU);
+    // The CLS row's products run on fewer rows than the whole layer's: bf16 sums may round apart.
+    const double tolerance = precision == albef::Precision::Fp32 ? kTolerance : 2e-3;
+    EXPECT_TENSOR_NEAR(model->encode_image_features(images), model->image_feature(model->encode_image(images)),
+                       tolerance);
+    EXPECT_TENSOR_NEAR(model->encode_text_features(ids, mask), model->text_feature(model->encode_text(ids, mask)),
+                       tolerance);
+  }
+  albef::AlbefModel simla(albef::load_config(albef::testing::data_path("simla/Pretrain_tiny.yaml")),
+                          albef::simla_model_options());
+  simla->eval();
+  at::NoGradGuard no_grad;
+  EXPECT_TENSOR_NEAR(simla->encode_text_features(ids, mask), simla->text_feature(simla->encode_text(ids, mask)),
+                     kTolerance);
 }
 
 // With gradients recorded (fine-tuning) the batch runs whole; every row gets its gradient.

@@ -187,14 +187,15 @@ at::Tensor AlbefModelImpl::encode_image_features(const at::Tensor& images) {
   require_image_side("encode_image_features");
   const int64_t tokens = visual_encoder->num_patches() + 1;
   return in_slices(*this, images.size(0), tokens, [&](int64_t begin, int64_t end) {
-    return image_feature(visual_encoder->forward(images.slice(0, begin, end)));
+    return image_feature(visual_encoder->forward_class_token(images.slice(0, begin, end)));
   });
 }
 
 at::Tensor AlbefModelImpl::encode_text_features(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
   require_text_side("encode_text_features");
   return in_slices(*this, input_ids.size(0), input_ids.size(1), [&](int64_t begin, int64_t end) {
-    return text_feature(text_bert_->forward_text(input_ids.slice(0, begin, end), attention_mask.slice(0, begin, end)));
+    return text_feature(
+        text_bert_->forward_text_class_token(input_ids.slice(0, begin, end), attention_mask.slice(0, begin, end)));
   });
 }
 

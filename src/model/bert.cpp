@@ -85,6 +85,17 @@ at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Te
   return out;
 }
 
+at::Tensor BertSelfAttentionImpl::forward_class_token(const at::Tensor& hidden, const at::Tensor& additive_mask) {
+  const auto feeds = ops::Feeds::product;
+  const at::Tensor input = ops::product_input(hidden);
+  // Every token's keys and values, the [CLS] query alone.
+  at::Tensor out = multi_head_attention(ops::linear(*query, input.slice(1, 0, 1).contiguous(), feeds),
+                                        ops::linear(*key, input, feeds), ops::linear(*value, input, feeds), num_heads,
+                                        additive_mask, is_training() ? dropout : 0.0, recording());
+  retain_recorded_gradient();
+  return out;
+}
+
 FusionImages::FusionImages(at::Tensor embeds, bool keep_key_values, const at::Tensor& attention_mask)
     : embeds_(std::move(embeds)), keep_(keep_key_values) {
   if (attention_mask.defined()) {
@@ -177,6 +188,12 @@ at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& ad
   return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, x_for_products), x);
 }
 
+at::Tensor BertLayerImpl::forward_class_token(const at::Tensor& hidden, const at::Tensor& additive_mask) {
+  auto [x, x_for_products] = attention->output->forward_for_products(
+      attention->self->forward_class_token(hidden, additive_mask), hidden.slice(1, 0, 1).contiguous());
+  return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, x_for_products), x);
+}
+
 BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
   embeddings = register_module("embeddings", BertEmbeddings(config));
   encoder = register_module("encoder", std::make_shared<nn::Module>());
@@ -230,6 +247,15 @@ at::Tensor BertModelImpl::forward_text(const at::Tensor& input_ids, const at::Te
   const at::Tensor hidden = embeddings->forward(input_ids);
   return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {}, {}, 0,
                     config_.single_stream ? config_.num_hidden_layers : config_.fusion_layer);
+}
+
+at::Tensor BertModelImpl::forward_text_class_token(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  const int64_t layers = config_.single_stream ? config_.num_hidden_layers : config_.fusion_layer;
+  const at::Tensor hidden = embeddings->forward(input_ids);
+  if (layers == 0) return hidden.slice(1, 0, 1);
+  const at::Tensor mask = extended_attention_mask(attention_mask, hidden.scalar_type());
+  return layer[layers - 1]->as<BertLayer>()->forward_class_token(run_layers(hidden, mask, {}, {}, 0, layers - 1),
+                                                                   mask);
 }
 
 at::Tensor BertModelImpl::forward_inputs_embeds(const at::Tensor& inputs_embeds, FusionImages& states) {

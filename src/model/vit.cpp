@@ -47,6 +47,13 @@ at::Tensor VitAttentionImpl::forward(const at::Tensor& x) {
                                                  save_attention_ ? &attention_map_ : nullptr));
 }
 
+at::Tensor VitAttentionImpl::forward_class_token(const at::Tensor& x) {
+  // Every token's keys and values, the class token's query alone.
+  const auto parts = ops::linear(*qkv, x, ops::Feeds::product).chunk(3, -1);
+  return ops::linear(*proj, multi_head_attention(parts[0].slice(1, 0, 1), parts[1], parts[2], num_heads, {}, 0.0,
+                                                 save_attention_ ? &attention_map_ : nullptr));
+}
+
 VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
   fc1 = register_module("fc1", ops::encoder_linear(dim, hidden));
   fc2 = register_module("fc2", ops::encoder_linear(hidden, dim));
@@ -72,6 +79,13 @@ std::pair<at::Tensor, at::Tensor> VitBlockImpl::forward_chained(const at::Tensor
   const at::Tensor update = mlp->forward(mlp_input);
   if (next_norm == nullptr) return {x + update, at::Tensor()};
   return ops::add_layer_norm_for_products(x, update, *next_norm);
+}
+
+at::Tensor VitBlockImpl::forward_class_token(const at::Tensor& input, const at::Tensor& normed) {
+  // Contiguous: the fused bf16 add-and-norm reads whole rows.
+  auto [x, mlp_input] =
+      ops::add_layer_norm_for_products(input.slice(1, 0, 1).contiguous(), attn->forward_class_token(normed), *norm2);
+  return x + mlp->forward(mlp_input);
 }
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionConfig& config, int64_t image_res, bool with_mask_token) {
@@ -103,20 +117,40 @@ at::Tensor VisionTransformerImpl::embed(const at::Tensor& image, const at::Tenso
   return x + pos_embed.slice(1, 0, x.size(1));
 }
 
+std::pair<at::Tensor, at::Tensor> VisionTransformerImpl::run_blocks(at::Tensor x, int64_t begin, int64_t end,
+                                                                   nn::LayerNormImpl* then_norm) {
+  auto block = [&](int64_t i) { return blocks[i]->as<VitBlock>(); };
+  at::Tensor normed = ops::layer_norm_for_products(x, *block(begin)->norm1);
+  for (int64_t i = begin; i < end; ++i) {
+    nn::LayerNormImpl* next_norm = i + 1 < end ? block(i + 1)->norm1.get() : then_norm;
+    std::tie(x, normed) = block(i)->forward_chained(x, normed, next_norm);
+  }
+  return {x, normed};
+}
+
 at::Tensor VisionTransformerImpl::forward_blocks(at::Tensor x, int64_t begin, int64_t end) {
   ALBEF_CHECK(0 <= begin && begin <= end && end <= static_cast<int64_t>(blocks->size()), "ViT blocks [", begin, ", ",
               end, ") are outside [0, ", blocks->size(), ")");
   if (begin == end) return x;
-  at::Tensor normed = ops::layer_norm_for_products(x, *blocks[begin]->as<VitBlock>()->norm1);
-  for (int64_t i = begin; i < end; ++i) {
-    nn::LayerNormImpl* next_norm = i + 1 < end ? blocks[i + 1]->as<VitBlock>()->norm1.get() : nullptr;
-    std::tie(x, normed) = blocks[i]->as<VitBlock>()->forward_chained(x, normed, next_norm);
-  }
-  return x;
+  return run_blocks(std::move(x), begin, end, nullptr).first;
 }
 
 at::Tensor VisionTransformerImpl::forward(const at::Tensor& image, const at::Tensor& masked_patches) {
   return norm->forward(forward_blocks(embed(image, masked_patches), 0, static_cast<int64_t>(blocks->size())));
+}
+
+at::Tensor VisionTransformerImpl::forward_class_token(const at::Tensor& image) {
+  const auto depth = static_cast<int64_t>(blocks->size());
+  at::Tensor x = embed(image);
+  if (depth == 0) return norm->forward(x.slice(1, 0, 1));
+  VitBlockImpl& last = *blocks[depth - 1]->as<VitBlock>();
+  at::Tensor normed;
+  if (depth == 1) {
+    normed = ops::layer_norm_for_products(x, *last.norm1);
+  } else {
+    std::tie(x, normed) = run_blocks(std::move(x), 0, depth - 1, last.norm1.get());
+  }
+  return norm->forward(last.forward_class_token(x, normed));
 }
 
 void VisionTransformerImpl::init_weights() {

@@ -132,9 +132,11 @@ class AlbefModelImpl : public torch::nn::Module {
   /// L2-normalised projection of the text CLS token -> [B, embed_dim].
   at::Tensor text_feature(const at::Tensor& text_embeds);
   /// image_feature(encode_image(images)) -> [B, embed_dim], without the
-  /// batch's image tokens: in inference each slice keeps its features only.
+  /// batch's image tokens: the last block computes the CLS row alone, and in
+  /// inference each slice keeps its features only.
   at::Tensor encode_image_features(const at::Tensor& images);
-  /// text_feature(encode_text(...)) -> [B, embed_dim], slice by slice likewise.
+  /// text_feature(encode_text(...)) -> [B, embed_dim], the last text layer
+  /// on the CLS row alone, slice by slice likewise.
   at::Tensor encode_text_features(const at::Tensor& input_ids, const at::Tensor& attention_mask);
   /// Fusion layers over text states and image tokens -> [B, L, hidden].
   /// The single-stream BERT (SIMLA) fuses from the words instead: `text` is

@@ -76,6 +76,8 @@ class BertSelfAttentionImpl : public torch::nn::Module {
  public:
   BertSelfAttentionImpl(const BertConfig& config, bool is_cross_attention);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask);
+  /// The [CLS] row of forward(): [B, 1, H].
+  at::Tensor forward_class_token(const at::Tensor& hidden, const at::Tensor& additive_mask);
   /// Text row i attends to image `image_rows[i]`; with no rows, to image i
   /// (or to the only image, whose keys then serve every row).
   at::Tensor forward_cross(const at::Tensor& hidden, FusionImages& images, const at::Tensor& image_rows);
@@ -145,6 +147,9 @@ class BertLayerImpl : public torch::nn::Module {
   /// `image_rows` as in BertSelfAttentionImpl::forward_cross.
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
                      const at::Tensor& image_rows);
+  /// The [CLS] row of forward() without images, [B, 1, H]: the layer's
+  /// products on that row alone, besides every token's keys and values.
+  at::Tensor forward_class_token(const at::Tensor& hidden, const at::Tensor& additive_mask);
   bool has_cross_attention() const { return !crossattention.is_empty(); }
   BertAttention attention{nullptr};
   BertAttention crossattention{nullptr};
@@ -167,6 +172,9 @@ class BertModelImpl : public torch::nn::Module {
   /// Text mode: ids [B, L] + mask [B, L] -> [B, L, H]. Single-stream
   /// (SIMLA): every layer, each without its cross-attention.
   at::Tensor forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask);
+  /// forward_text's [CLS] row [B, 1, H], all a feature needs: the last text
+  /// layer computes only that row (about 14% of BERT-base's text products saved).
+  at::Tensor forward_text_class_token(const at::Tensor& input_ids, const at::Tensor& attention_mask);
   /// Fusion mode: text states from forward_text + image tokens -> [B, L, H].
   /// Text row i reads image `image_rows[i]` ([B] int64) if given, else image i
   /// (or the only image).

@@ -31,6 +31,8 @@ class VitAttentionImpl : public torch::nn::Module {
  public:
   VitAttentionImpl(int64_t dim, int64_t num_heads);
   at::Tensor forward(const at::Tensor& x);
+  /// The class token's row of forward(x): [B, 1, D].
+  at::Tensor forward_class_token(const at::Tensor& x);
   /// Grad-CAM (vit.py's register_blk): while on, every forward keeps its
   /// attention probabilities [B, heads, 1 + P, 1 + P] in `attention_map`;
   /// their gradient is read with torch::autograd::grad. Off by default.
@@ -64,6 +66,9 @@ class VitBlockImpl : public torch::nn::Module {
   /// products: the last residual add and the next block's norm1 in one pass.
   std::pair<at::Tensor, at::Tensor> forward_chained(const at::Tensor& x, const at::Tensor& normed,
                                                     torch::nn::LayerNormImpl* next_norm);
+  /// The class token's row of forward(x) [B, 1, D], from x and norm1(x):
+  /// the block's products on that row alone, besides every token's keys and values.
+  at::Tensor forward_class_token(const at::Tensor& x, const at::Tensor& normed);
   torch::nn::LayerNorm norm1{nullptr};
   VitAttention attn{nullptr};
   torch::nn::LayerNorm norm2{nullptr};
@@ -85,6 +90,9 @@ class VisionTransformerImpl : public torch::nn::Module {
   /// Blocks [begin, end) (no final norm): Grad-CAM runs the blocks below its
   /// block without gradients and the rest with them.
   at::Tensor forward_blocks(at::Tensor x, int64_t begin, int64_t end);
+  /// forward(image)'s class token [B, 1, D], all a feature needs: the last
+  /// block computes only that row (about 6% of ViT-B's products saved).
+  at::Tensor forward_class_token(const at::Tensor& image);
   /// Random init as the official code (truncated normal, std 0.02).
   void init_weights();
   int64_t num_patches() const { return num_patches_; }
@@ -96,6 +104,10 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::nn::LayerNorm norm{nullptr};
 
  private:
+  /// Blocks [begin, end) chained; the second tensor is then_norm(output)
+  /// for products where then_norm is given.
+  std::pair<at::Tensor, at::Tensor> run_blocks(at::Tensor x, int64_t begin, int64_t end,
+                                               torch::nn::LayerNormImpl* then_norm);
   int64_t num_patches_;
 };
 TORCH_MODULE(VisionTransformer);

@@ -131,8 +131,10 @@ ZeroShotScores classify_images(AlbefModel& model, const ZeroShotLabels& labels, 
   const c10::Device device = model->temp.device();
   at::NoGradGuard no_grad;
   PrecisionGuard guard(precision, device);
-  const at::Tensor embeds = model->encode_image(images.to(device));
-  const at::Tensor image_feat = model->image_feature(embeds);
+  // The image tokens only where ITM re-ranks; the features alone cost less (encode_image_features).
+  const at::Tensor embeds = rerank > 0 ? model->encode_image(images.to(device)) : at::Tensor();
+  const at::Tensor image_feat =
+      rerank > 0 ? model->image_feature(embeds) : model->encode_image_features(images.to(device));
   ZeroShotScores out;
   {
     // The similarities stay in float32: in bf16, logits near 1/temp move in steps of 1/16.

@@ -94,7 +94,7 @@ Gradcam itc_gradcam(AlbefModel& model, const at::Tensor& images, const at::Tenso
   at::Tensor text_feat, below;
   {
     at::NoGradGuard no_grad;
-    text_feat = model->text_feature(model->text_bert()->forward_text(input_ids, attention_mask));
+    text_feat = model->encode_text_features(input_ids, attention_mask);
     below = vit.forward_blocks(vit.embed(images), 0, block);
   }
   at::Tensor probabilities, score;
