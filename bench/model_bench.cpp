@@ -141,6 +141,13 @@ double fusion_pair_flops(const Dims& d, double tokens) {
   return text_layer_flops(d, tokens) + 2 * tokens * 2 * w * w + 4 * tokens * n * w;
 }
 double fusion_kv_flops(const Dims& d) { return 2 * d.image_tokens * 2 * d.vision_width * d.width; }
+// One pair's ITM score without the image's K/V: the last fusion layer on the
+// [CLS] row alone (itm_logits), besides every text token's keys and values.
+double itm_pair_flops(const Dims& d, double tokens) {
+  const double w = d.width, n = d.image_tokens;
+  const double last = 2 * tokens * 2 * w * w + 2 * (4 * w * w + 2 * w * d.intermediate) + 4 * tokens * w + 4 * n * w;
+  return (d.fusion_layers - 1) * fusion_pair_flops(d, tokens) + last;
+}
 
 // vqa_b16 as albef ranks: each question's k candidates through the decoder
 // at their own length (`mean_answer_tokens`, real tokens; causal attention
@@ -158,7 +165,7 @@ double vqa_flops(const Dims& d, double decoder_layers, double mean_answer_tokens
 // coco5k_estimate's step: one image's keys and values, then its captions
 // through the fusion layers at their own lengths (`mean_tokens`).
 double coco5k_flops(const Dims& d, double mean_tokens) {
-  return d.fusion_layers * (kCocoKTest * fusion_pair_flops(d, mean_tokens) + fusion_kv_flops(d));
+  return kCocoKTest * itm_pair_flops(d, mean_tokens) + d.fusion_layers * fusion_kv_flops(d);
 }
 
 // gradcam_b16's layer: Grounding.py's default 8 on ALBEF-base (the third
@@ -183,7 +190,7 @@ double workload_flops(const std::string& workload, const Dims& d, int64_t n_imag
   if (workload == "image_b1") return vit_feature_flops(d, 1);
   if (workload == "image_b32") return vit_feature_flops(d, 32);
   if (workload == "text_b64") return text_feature_flops(d, kTextBatch, t);
-  if (workload == "itm_b64") return kItmBatch * d.fusion_layers * (fusion_pair_flops(d, t) + fusion_kv_flops(d));
+  if (workload == "itm_b64") return kItmBatch * (itm_pair_flops(d, t) + d.fusion_layers * fusion_kv_flops(d));
   // The classifiers: the ViT over every image, then each text through all
   // layers, NLVR2's fusion layers once per image (each with that image's
   // keys and values), and the [CLS] head (negligible).
@@ -211,7 +218,7 @@ double workload_flops(const std::string& workload, const Dims& d, int64_t n_imag
     // What albef computes: both encoders over the gallery, the pairs it
     // fused (each once: up to (images + texts) x k), K/V once per image.
     return vit_flops(d, n_images) + n_texts * d.text_layers * text_layer_flops(d, t) +
-           d.fusion_layers * (pairs_scored * fusion_pair_flops(d, t) + n_images * fusion_kv_flops(d));
+           pairs_scored * itm_pair_flops(d, t) + d.fusion_layers * n_images * fusion_kv_flops(d);
   }
   const double b = kTrainBatch, tt = kTrainTokens;
   if (workload == "train_simla_b8") {
@@ -396,7 +403,8 @@ void run_model_worker(const WorkerRequest& request) {
       step = [&, text_embeds, image_embeds, mask] {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
-        outputs = {{"itm_logits", albef::itm_logits(model, model->fuse(text_embeds, mask, image_embeds))}};
+        outputs = {{"itm_logits", albef::itm_logits(model, model->fuse(text_embeds, mask, image_embeds,
+                                                                       /*class_token_only=*/true))}};
       };
     } else if (request.workload == "retrieval") {
       items = images.size(0) + text_ids.size(0);

@@ -166,6 +166,39 @@ TEST(ClassTokenFeatures, EqualThoseOfTheWholeEncodersInEveryPrecision) {
                      kTolerance);
 }
 
+// ITM reads the fusion's [CLS] row, which the last fusion layer then computes
+// alone: each pair's own image, one image shared, and the single-stream BERT.
+TEST(ClassTokenFusion, EqualsTheClassRowOfTheWholeFusionInEveryPrecision) {
+  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
+  const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");
+  at::manual_seed(0);
+  const auto [ids, mask] = random_captions(6, 12);
+  const at::Tensor images = at::randn({6, 3, 32, 32});
+  std::vector<albef::Precision> precisions = {albef::Precision::Fp32, albef::Precision::Int8};
+  if (albef::dnnl_bf16_gemm_available()) precisions.push_back(albef::Precision::Bf16);
+  for (const albef::Precision precision : precisions) {
+    albef::AlbefModel model = albef::load_inference_model(config, albef::retrieval_model_options(false), checkpoint,
+                                                          at::kCPU, precision);
+    at::NoGradGuard no_grad;
+    const albef::PrecisionGuard guard(precision, at::kCPU);
+    const double tolerance = precision == albef::Precision::Fp32 ? kTolerance : 2e-3;
+    const at::Tensor text = model->encode_text(ids, mask), image_embeds = model->encode_image(images);
+    for (const at::Tensor& embeds : {image_embeds, image_embeds.slice(0, 2, 3)}) {
+      const at::Tensor row = model->fuse(text, mask, embeds, /*class_token_only=*/true);
+      ASSERT_EQ(row.sizes(), (std::vector<int64_t>{6, 1, text.size(2)}));
+      EXPECT_TENSOR_NEAR(row.to(at::kFloat), model->fuse(text, mask, embeds).slice(1, 0, 1).to(at::kFloat),
+                         tolerance);
+    }
+  }
+  albef::AlbefModel simla(albef::load_config(albef::testing::data_path("simla/Pretrain_tiny.yaml")),
+                          albef::simla_model_options());
+  simla->eval();
+  at::NoGradGuard no_grad;
+  const at::Tensor image_embeds = simla->encode_image(at::randn({6, 3, 64, 64}));
+  EXPECT_TENSOR_NEAR(simla->fuse(ids, mask, image_embeds, /*class_token_only=*/true),
+                     simla->fuse(ids, mask, image_embeds).slice(1, 0, 1), kTolerance);
+}
+
 // With gradients recorded (fine-tuning) the batch runs whole; every row gets its gradient.
 TEST_F(InferenceSlices, GradientsReachEveryRow) {
   const auto [ids, mask] = random_captions(40, 30);

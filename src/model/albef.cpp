@@ -200,30 +200,30 @@ at::Tensor AlbefModelImpl::encode_text_features(const at::Tensor& input_ids, con
 }
 
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attention_mask,
-                                const at::Tensor& image_embeds) {
+                                const at::Tensor& image_embeds, bool class_token_only) {
   require_text_side("fuse");
   require_image_side("fuse");
   // One image shared by every text keeps its keys and values for all of them: no slicing then.
   if (image_embeds.size(0) != text.size(0)) {
     FusionImages images(image_embeds);
-    return fuse(text, attention_mask, images);
+    return fuse(text, attention_mask, images, {}, class_token_only);
   }
   return in_slices(*this, text.size(0), text.size(1), [&](int64_t begin, int64_t end) {
     FusionImages images(image_embeds.slice(0, begin, end));
-    return fuse(text.slice(0, begin, end), attention_mask.slice(0, begin, end), images);
+    return fuse(text.slice(0, begin, end), attention_mask.slice(0, begin, end), images, {}, class_token_only);
   });
 }
 
 at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attention_mask, FusionImages& images,
-                                const at::Tensor& image_rows) {
+                                const at::Tensor& image_rows, bool class_token_only) {
   require_text_side("fuse");
   require_image_side("fuse");
   if (config_.bert.single_stream) {
     ALBEF_CHECK(!at::isFloatingType(text.scalar_type()),
                 "the single-stream BERT fuses token ids [B, L], got floating-point states ", text.sizes());
-    return text_bert_->forward_multimodal(text, attention_mask, images, image_rows);
+    return text_bert_->forward_multimodal(text, attention_mask, images, image_rows, class_token_only);
   }
-  return text_bert_->forward_fusion(text, attention_mask, images, image_rows);
+  return text_bert_->forward_fusion(text, attention_mask, images, image_rows, class_token_only);
 }
 
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,

@@ -176,21 +176,18 @@ BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
 }
 
 at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
-                                  const at::Tensor& image_rows) {
+                                  const at::Tensor& image_rows, bool class_token_only) {
   // Each sublayer's output twice: the residual stream, and as the next products read it.
-  auto [x, x_for_products] = attention->output->forward_for_products(attention->self->forward(hidden, additive_mask),
-                                                                     hidden);
+  auto [x, x_for_products] =
+      class_token_only
+          ? attention->output->forward_for_products(attention->self->forward_class_token(hidden, additive_mask),
+                                                    hidden.slice(1, 0, 1).contiguous())
+          : attention->output->forward_for_products(attention->self->forward(hidden, additive_mask), hidden);
   if (has_cross_attention() && images) {
     ALBEF_CHECK(images->embeds().defined(), "a fusion layer needs the image embeddings");
     std::tie(x, x_for_products) = crossattention->output->forward_for_products(
         crossattention->self->forward_cross(x_for_products, *images, image_rows), x);
   }
-  return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, x_for_products), x);
-}
-
-at::Tensor BertLayerImpl::forward_class_token(const at::Tensor& hidden, const at::Tensor& additive_mask) {
-  auto [x, x_for_products] = attention->output->forward_for_products(
-      attention->self->forward_class_token(hidden, additive_mask), hidden.slice(1, 0, 1).contiguous());
   return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, x_for_products), x);
 }
 
@@ -230,7 +227,7 @@ BertConfig with_fusion_per_image(BertConfig config, int64_t images) {
 
 at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& additive_mask,
                                      const std::vector<FusionImages*>& images, const at::Tensor& image_rows,
-                                     int64_t begin, int64_t end) {
+                                     int64_t begin, int64_t end, bool class_token_only) {
   ALBEF_CHECK(images.empty() || static_cast<int64_t>(images.size()) == config_.images_per_text, "this BERT reads ",
               config_.images_per_text, " image(s) per text, got ", images.size());
   for (int64_t i = begin; i < end; ++i) {
@@ -238,7 +235,8 @@ at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& additi
         images.empty() || i < config_.fusion_layer
             ? nullptr
             : images[static_cast<size_t>((i - config_.fusion_layer) % static_cast<int64_t>(images.size()))];
-    hidden = layer[i]->as<BertLayer>()->forward(hidden, additive_mask, source, image_rows);
+    hidden = layer[i]->as<BertLayer>()->forward(hidden, additive_mask, source, image_rows,
+                                                class_token_only && i + 1 == end);
   }
   return hidden;
 }
@@ -250,12 +248,11 @@ at::Tensor BertModelImpl::forward_text(const at::Tensor& input_ids, const at::Te
 }
 
 at::Tensor BertModelImpl::forward_text_class_token(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
-  const int64_t layers = config_.single_stream ? config_.num_hidden_layers : config_.fusion_layer;
   const at::Tensor hidden = embeddings->forward(input_ids);
+  const int64_t layers = config_.single_stream ? config_.num_hidden_layers : config_.fusion_layer;
   if (layers == 0) return hidden.slice(1, 0, 1);
-  const at::Tensor mask = extended_attention_mask(attention_mask, hidden.scalar_type());
-  return layer[layers - 1]->as<BertLayer>()->forward_class_token(run_layers(hidden, mask, {}, {}, 0, layers - 1),
-                                                                   mask);
+  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {}, {}, 0, layers,
+                    /*class_token_only=*/true);
 }
 
 at::Tensor BertModelImpl::forward_inputs_embeds(const at::Tensor& inputs_embeds, FusionImages& states) {
@@ -268,9 +265,9 @@ at::Tensor BertModelImpl::forward_inputs_embeds(const at::Tensor& inputs_embeds,
 }
 
 at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
-                                         FusionImages& images, const at::Tensor& image_rows) {
+                                         FusionImages& images, const at::Tensor& image_rows, bool class_token_only) {
   return run_layers(text_embeds, extended_attention_mask(attention_mask, text_embeds.scalar_type()), {&images},
-                    image_rows, config_.fusion_layer, config_.num_hidden_layers);
+                    image_rows, config_.fusion_layer, config_.num_hidden_layers, class_token_only);
 }
 
 at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
@@ -288,10 +285,11 @@ at::Tensor BertModelImpl::forward_fusion_layers(const at::Tensor& hidden, const 
 }
 
 at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                                             FusionImages& images, const at::Tensor& image_rows) {
+                                             FusionImages& images, const at::Tensor& image_rows,
+                                             bool class_token_only) {
   const at::Tensor hidden = embeddings->forward(input_ids);
   return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {&images}, image_rows, 0,
-                    config_.num_hidden_layers);
+                    config_.num_hidden_layers, class_token_only);
 }
 
 at::Tensor BertModelImpl::forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,

@@ -55,9 +55,11 @@ at::Tensor itm_logits(AlbefModel& model, const at::Tensor& text_states, const at
     const int64_t width = std::max<int64_t>(1, extent[end - 1]);
     const at::Tensor texts = take(text_states, begin, end).slice(1, 0, width);
     const at::Tensor masks = take(text_masks, begin, end).slice(1, 0, width);
+    // The head reads the [CLS] row: the last fusion layer computes that row alone.
     const at::Tensor fused =
-        paired ? model->fuse(texts, masks, take(images.embeds(), begin, end))
-               : model->fuse(texts, masks, images, image_rows.defined() ? take(image_rows, begin, end) : at::Tensor());
+        paired ? model->fuse(texts, masks, take(images.embeds(), begin, end), /*class_token_only=*/true)
+               : model->fuse(texts, masks, images, image_rows.defined() ? take(image_rows, begin, end) : at::Tensor(),
+                             /*class_token_only=*/true);
     logits.push_back(itm_logits(model, fused).to(at::kFloat));
     begin = end;
   }

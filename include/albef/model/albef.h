@@ -141,12 +141,15 @@ class AlbefModelImpl : public torch::nn::Module {
   /// Fusion layers over text states and image tokens -> [B, L, hidden].
   /// The single-stream BERT (SIMLA) fuses from the words instead: `text` is
   /// then the token ids [B, L], run through every layer with cross-attention
-  /// (med.py's multimodal mode); fusion_input picks the right one.
-  at::Tensor fuse(const at::Tensor& text, const at::Tensor& attention_mask, const at::Tensor& image_embeds);
+  /// (med.py's multimodal mode); fusion_input picks the right one. With
+  /// `class_token_only`, the [CLS] row alone [B, 1, hidden] (what the ITM
+  /// head reads): the last layer's products on that row only.
+  at::Tensor fuse(const at::Tensor& text, const at::Tensor& attention_mask, const at::Tensor& image_embeds,
+                  bool class_token_only = false);
   /// The same over images shared between passes: text row i reads image
   /// `image_rows[i]` if given (see FusionImages).
   at::Tensor fuse(const at::Tensor& text, const at::Tensor& attention_mask, FusionImages& images,
-                  const at::Tensor& image_rows = {});
+                  const at::Tensor& image_rows = {}, bool class_token_only = false);
   /// What `fuse` reads for these texts: their text-encoder states, or their
   /// token ids for the single-stream BERT.
   const at::Tensor& fusion_input(const at::Tensor& input_ids, const at::Tensor& text_embeds) const {

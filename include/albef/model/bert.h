@@ -144,12 +144,11 @@ class BertLayerImpl : public torch::nn::Module {
  public:
   BertLayerImpl(const BertConfig& config, int64_t layer_index);
   /// Null `images` skips the cross-attention (SIMLA's text mode);
-  /// `image_rows` as in BertSelfAttentionImpl::forward_cross.
+  /// `image_rows` as in BertSelfAttentionImpl::forward_cross. With
+  /// `class_token_only`, the [CLS] row alone [B, 1, H]: the layer's products
+  /// on that row, besides every token's keys and values.
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
-                     const at::Tensor& image_rows);
-  /// The [CLS] row of forward() without images, [B, 1, H]: the layer's
-  /// products on that row alone, besides every token's keys and values.
-  at::Tensor forward_class_token(const at::Tensor& hidden, const at::Tensor& additive_mask);
+                     const at::Tensor& image_rows, bool class_token_only = false);
   bool has_cross_attention() const { return !crossattention.is_empty(); }
   BertAttention attention{nullptr};
   BertAttention crossattention{nullptr};
@@ -178,8 +177,10 @@ class BertModelImpl : public torch::nn::Module {
   /// Fusion mode: text states from forward_text + image tokens -> [B, L, H].
   /// Text row i reads image `image_rows[i]` ([B] int64) if given, else image i
   /// (or the only image).
+  /// `class_token_only`: the last layer computes the [CLS] row alone ([B, 1,
+  /// H]; all the ITM head reads).
   at::Tensor forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
-                            const at::Tensor& image_rows = {});
+                            const at::Tensor& image_rows = {}, bool class_token_only = false);
   at::Tensor forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                             const at::Tensor& image_embeds);
   /// Fusion layers [begin, end) only, on the states of layer begin - 1 (or
@@ -191,9 +192,10 @@ class BertModelImpl : public torch::nn::Module {
   /// forward_embeds and every layer, cross-attending to `states`.
   at::Tensor forward_inputs_embeds(const at::Tensor& inputs_embeds, FusionImages& states);
   /// Multimodal mode: ids through every layer; text row i reads image
-  /// `image_rows[i]` if given (as forward_fusion).
+  /// `image_rows[i]` if given, the [CLS] row alone with `class_token_only`
+  /// (as forward_fusion).
   at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask, FusionImages& images,
-                                const at::Tensor& image_rows = {});
+                                const at::Tensor& image_rows = {}, bool class_token_only = false);
   /// The same against several images per text (config().images_per_text of
   /// them): fusion layer i reads `images[(i - fusion_layer) % n]`.
   at::Tensor forward_multimodal(const at::Tensor& input_ids, const at::Tensor& attention_mask,
@@ -213,8 +215,9 @@ class BertModelImpl : public torch::nn::Module {
   torch::nn::ModuleList layer{nullptr};
 
  private:
+  /// Layers [begin, end); with `class_token_only` the last of them on the [CLS] row alone.
   at::Tensor run_layers(at::Tensor hidden, const at::Tensor& additive_mask, const std::vector<FusionImages*>& images,
-                        const at::Tensor& image_rows, int64_t begin, int64_t end);
+                        const at::Tensor& image_rows, int64_t begin, int64_t end, bool class_token_only = false);
   BertConfig config_;
 };
 TORCH_MODULE(BertModel);
