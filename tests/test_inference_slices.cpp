@@ -135,53 +135,56 @@ TEST_F(InferenceSlices, FeaturesEqualThoseOfTheWholeBatch) {
   EXPECT_TENSOR_NEAR(image_feat, model_->image_feature(model_->encode_image(images)), kTolerance);
 }
 
-// The feature paths run their encoders' last layer on the CLS row alone: the
-// features of the whole encoders in every precision, and in the single-stream
-// BERT (SIMLA), whose text mode runs all its layers.
-TEST(ClassTokenFeatures, EqualThoseOfTheWholeEncodersInEveryPrecision) {
-  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
-  const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");
-  at::manual_seed(0);
+// The feature paths and ITM run their last layer on the CLS row alone: the
+// CLS row of the whole pass, in every inference precision and in the
+// single-stream BERT (SIMLA), whose text mode runs all its layers.
+class ClassToken : public ::testing::Test {
+ protected:
+  // Each precision this CPU runs (bf16 where oneDNN multiplies it natively), the tiny official model in it.
+  template <typename Check>
+  void in_every_precision(Check check) {
+    const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
+    const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");
+    std::vector<albef::Precision> precisions = {albef::Precision::Fp32, albef::Precision::Int8};
+    if (albef::dnnl_bf16_gemm_available()) precisions.push_back(albef::Precision::Bf16);
+    for (const albef::Precision precision : precisions) {
+      albef::AlbefModel model = albef::load_inference_model(config, albef::retrieval_model_options(false),
+                                                            checkpoint, at::kCPU, precision);
+      at::NoGradGuard no_grad;
+      const albef::PrecisionGuard guard(precision, at::kCPU);
+      // The CLS row's products run on fewer rows than the whole layer's: bf16 sums may round apart.
+      check(model, precision == albef::Precision::Fp32 ? kTolerance : 2e-3);
+    }
+  }
+  static albef::AlbefModel simla() {
+    albef::AlbefModel model(albef::load_config(albef::testing::data_path("simla/Pretrain_tiny.yaml")),
+                            albef::simla_model_options());
+    model->eval();
+    return model;
+  }
+  void SetUp() override { at::manual_seed(0); }
+};
+
+TEST_F(ClassToken, FeaturesEqualThoseOfTheWholeEncoders) {
   const auto [ids, mask] = random_captions(6, 12);
   const at::Tensor images = at::randn({3, 3, 32, 32});
-  std::vector<albef::Precision> precisions = {albef::Precision::Fp32, albef::Precision::Int8};
-  if (albef::dnnl_bf16_gemm_available()) precisions.push_back(albef::Precision::Bf16);
-  for (const albef::Precision precision : precisions) {
-    albef::AlbefModel model = albef::load_inference_model(config, albef::retrieval_model_options(false), checkpoint,
-                                                          at::kCPU, precision);
-    at::NoGradGuard no_grad;
-    const albef::PrecisionGuard guard(precision, at::kCPU);
-    // The CLS row's products run on fewer rows than the whole layer's: bf16 sums may round apart.
-    const double tolerance = precision == albef::Precision::Fp32 ? kTolerance : 2e-3;
+  in_every_precision([&](albef::AlbefModel& model, double tolerance) {
     EXPECT_TENSOR_NEAR(model->encode_image_features(images), model->image_feature(model->encode_image(images)),
                        tolerance);
     EXPECT_TENSOR_NEAR(model->encode_text_features(ids, mask), model->text_feature(model->encode_text(ids, mask)),
                        tolerance);
-  }
-  albef::AlbefModel simla(albef::load_config(albef::testing::data_path("simla/Pretrain_tiny.yaml")),
-                          albef::simla_model_options());
-  simla->eval();
+  });
+  albef::AlbefModel single_stream = simla();
   at::NoGradGuard no_grad;
-  EXPECT_TENSOR_NEAR(simla->encode_text_features(ids, mask), simla->text_feature(simla->encode_text(ids, mask)),
-                     kTolerance);
+  EXPECT_TENSOR_NEAR(single_stream->encode_text_features(ids, mask),
+                     single_stream->text_feature(single_stream->encode_text(ids, mask)), kTolerance);
 }
 
-// ITM reads the fusion's [CLS] row, which the last fusion layer then computes
-// alone: each pair's own image, one image shared, and the single-stream BERT.
-TEST(ClassTokenFusion, EqualsTheClassRowOfTheWholeFusionInEveryPrecision) {
-  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
-  const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");
-  at::manual_seed(0);
+// Each pair's own image, and one image shared by every caption.
+TEST_F(ClassToken, FusionEqualsTheClassRowOfTheWholeFusion) {
   const auto [ids, mask] = random_captions(6, 12);
   const at::Tensor images = at::randn({6, 3, 32, 32});
-  std::vector<albef::Precision> precisions = {albef::Precision::Fp32, albef::Precision::Int8};
-  if (albef::dnnl_bf16_gemm_available()) precisions.push_back(albef::Precision::Bf16);
-  for (const albef::Precision precision : precisions) {
-    albef::AlbefModel model = albef::load_inference_model(config, albef::retrieval_model_options(false), checkpoint,
-                                                          at::kCPU, precision);
-    at::NoGradGuard no_grad;
-    const albef::PrecisionGuard guard(precision, at::kCPU);
-    const double tolerance = precision == albef::Precision::Fp32 ? kTolerance : 2e-3;
+  in_every_precision([&](albef::AlbefModel& model, double tolerance) {
     const at::Tensor text = model->encode_text(ids, mask), image_embeds = model->encode_image(images);
     for (const at::Tensor& embeds : {image_embeds, image_embeds.slice(0, 2, 3)}) {
       const at::Tensor row = model->fuse(text, mask, embeds, /*class_token_only=*/true);
@@ -189,14 +192,12 @@ TEST(ClassTokenFusion, EqualsTheClassRowOfTheWholeFusionInEveryPrecision) {
       EXPECT_TENSOR_NEAR(row.to(at::kFloat), model->fuse(text, mask, embeds).slice(1, 0, 1).to(at::kFloat),
                          tolerance);
     }
-  }
-  albef::AlbefModel simla(albef::load_config(albef::testing::data_path("simla/Pretrain_tiny.yaml")),
-                          albef::simla_model_options());
-  simla->eval();
+  });
+  albef::AlbefModel single_stream = simla();
   at::NoGradGuard no_grad;
-  const at::Tensor image_embeds = simla->encode_image(at::randn({6, 3, 64, 64}));
-  EXPECT_TENSOR_NEAR(simla->fuse(ids, mask, image_embeds, /*class_token_only=*/true),
-                     simla->fuse(ids, mask, image_embeds).slice(1, 0, 1), kTolerance);
+  const at::Tensor image_embeds = single_stream->encode_image(at::randn({6, 3, 64, 64}));
+  EXPECT_TENSOR_NEAR(single_stream->fuse(ids, mask, image_embeds, /*class_token_only=*/true),
+                     single_stream->fuse(ids, mask, image_embeds).slice(1, 0, 1), kTolerance);
 }
 
 // With gradients recorded (fine-tuning) the batch runs whole; every row gets its gradient.
