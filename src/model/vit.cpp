@@ -120,7 +120,8 @@ at::Tensor VisionTransformerImpl::embed(const at::Tensor& image, const at::Tenso
 std::pair<at::Tensor, at::Tensor> VisionTransformerImpl::run_blocks(at::Tensor x, int64_t begin, int64_t end,
                                                                    nn::LayerNormImpl* then_norm) {
   auto block = [&](int64_t i) { return blocks[i]->as<VitBlock>(); };
-  at::Tensor normed = ops::layer_norm_for_products(x, *block(begin)->norm1);
+  nn::LayerNormImpl* first_norm = begin < end ? block(begin)->norm1.get() : then_norm;
+  at::Tensor normed = first_norm != nullptr ? ops::layer_norm_for_products(x, *first_norm) : at::Tensor();
   for (int64_t i = begin; i < end; ++i) {
     nn::LayerNormImpl* next_norm = i + 1 < end ? block(i + 1)->norm1.get() : then_norm;
     std::tie(x, normed) = block(i)->forward_chained(x, normed, next_norm);
@@ -141,15 +142,9 @@ at::Tensor VisionTransformerImpl::forward(const at::Tensor& image, const at::Ten
 
 at::Tensor VisionTransformerImpl::forward_class_token(const at::Tensor& image) {
   const auto depth = static_cast<int64_t>(blocks->size());
-  at::Tensor x = embed(image);
-  if (depth == 0) return norm->forward(x.slice(1, 0, 1));
+  if (depth == 0) return norm->forward(embed(image).slice(1, 0, 1));
   VitBlockImpl& last = *blocks[depth - 1]->as<VitBlock>();
-  at::Tensor normed;
-  if (depth == 1) {
-    normed = ops::layer_norm_for_products(x, *last.norm1);
-  } else {
-    std::tie(x, normed) = run_blocks(std::move(x), 0, depth - 1, last.norm1.get());
-  }
+  const auto [x, normed] = run_blocks(embed(image), 0, depth - 1, last.norm1.get());
   return norm->forward(last.forward_class_token(x, normed));
 }
 

@@ -104,8 +104,8 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::nn::LayerNorm norm{nullptr};
 
  private:
-  /// Blocks [begin, end) chained; the second tensor is then_norm(output)
-  /// for products where then_norm is given.
+  /// Blocks [begin, end) chained (none when begin == end); the second
+  /// tensor is then_norm(output) for products where then_norm is given.
   std::pair<at::Tensor, at::Tensor> run_blocks(at::Tensor x, int64_t begin, int64_t end,
                                                torch::nn::LayerNormImpl* then_norm);
   int64_t num_patches_;
