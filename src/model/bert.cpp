@@ -75,23 +75,15 @@ at::Tensor BertSelfAttentionImpl::attention_gradients() const {
   return attention_map_.defined() ? attention_map_.grad() : at::Tensor();
 }
 
-at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask) {
+at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask,
+                                          bool class_token_only) {
   const auto feeds = ops::Feeds::product;
   const at::Tensor input = ops::product_input(hidden);
-  at::Tensor out = multi_head_attention(ops::linear(*query, input, feeds), ops::linear(*key, input, feeds),
+  // Every token's keys and values; the queries of every token or of [CLS] alone.
+  const at::Tensor queries = class_token_only ? input.slice(1, 0, 1).contiguous() : input;
+  at::Tensor out = multi_head_attention(ops::linear(*query, queries, feeds), ops::linear(*key, input, feeds),
                                         ops::linear(*value, input, feeds), num_heads, additive_mask,
                                         is_training() ? dropout : 0.0, recording());
-  retain_recorded_gradient();
-  return out;
-}
-
-at::Tensor BertSelfAttentionImpl::forward_class_token(const at::Tensor& hidden, const at::Tensor& additive_mask) {
-  const auto feeds = ops::Feeds::product;
-  const at::Tensor input = ops::product_input(hidden);
-  // Every token's keys and values, the [CLS] query alone.
-  at::Tensor out = multi_head_attention(ops::linear(*query, input.slice(1, 0, 1).contiguous(), feeds),
-                                        ops::linear(*key, input, feeds), ops::linear(*value, input, feeds), num_heads,
-                                        additive_mask, is_training() ? dropout : 0.0, recording());
   retain_recorded_gradient();
   return out;
 }
@@ -178,11 +170,9 @@ BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
 at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
                                   const at::Tensor& image_rows, bool class_token_only) {
   // Each sublayer's output twice: the residual stream, and as the next products read it.
-  auto [x, x_for_products] =
-      class_token_only
-          ? attention->output->forward_for_products(attention->self->forward_class_token(hidden, additive_mask),
-                                                    hidden.slice(1, 0, 1).contiguous())
-          : attention->output->forward_for_products(attention->self->forward(hidden, additive_mask), hidden);
+  const at::Tensor residual = class_token_only ? hidden.slice(1, 0, 1).contiguous() : hidden;
+  auto [x, x_for_products] = attention->output->forward_for_products(
+      attention->self->forward(hidden, additive_mask, class_token_only), residual);
   if (has_cross_attention() && images) {
     ALBEF_CHECK(images->embeds().defined(), "a fusion layer needs the image embeddings");
     std::tie(x, x_for_products) = crossattention->output->forward_for_products(

@@ -75,9 +75,8 @@ class FusionImages {
 class BertSelfAttentionImpl : public torch::nn::Module {
  public:
   BertSelfAttentionImpl(const BertConfig& config, bool is_cross_attention);
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask);
-  /// The [CLS] row of forward(): [B, 1, H].
-  at::Tensor forward_class_token(const at::Tensor& hidden, const at::Tensor& additive_mask);
+  /// With `class_token_only`, the [CLS] row alone: [B, 1, H].
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask, bool class_token_only = false);
   /// Text row i attends to image `image_rows[i]`; with no rows, to image i
   /// (or to the only image, whose keys then serve every row).
   at::Tensor forward_cross(const at::Tensor& hidden, FusionImages& images, const at::Tensor& image_rows);
