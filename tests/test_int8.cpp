@@ -128,24 +128,6 @@ TEST(Int8Linear, FeedForwardQuantisesGeluOutputOnTheWay) {
   EXPECT_LT(relative_error(albef::ops::linear(*second, albef::ops::linear_gelu(*first, input)), expected), tolerance);
 }
 
-// A layer writing bf16 or int8 rows works through its products a block of
-// rows at a time: each row comes out as when it is alone.
-TEST(Int8Linear, RowsAreTheSameInBlocksAsAlone) {
-  at::manual_seed(4);
-  const at::Tensor weight = at::randn({48, 64}) * 0.1, bias = at::randn({48});
-  const auto [values, scales] = albef::ops::quantize_weight_int8(weight);
-  const at::Tensor input = at::randn({1100, 64}) * at::rand({1100, 1}) * 4;  // over a block (1,024)
-  const at::Tensor bf16 = albef::ops::linear_int8(input, values, scales, bias, true, at::kBFloat16);
-  const albef::ops::Int8Rows quantised = albef::ops::linear_int8_rows(input, values, scales, bias, true);
-  for (const int64_t row : {0, 1023, 1024, 1099}) {
-    const at::Tensor alone = input.slice(0, row, row + 1);
-    EXPECT_TRUE(bf16[row].equal(albef::ops::linear_int8(alone, values, scales, bias, true, at::kBFloat16)[0])) << row;
-    const albef::ops::Int8Rows one = albef::ops::linear_int8_rows(alone, values, scales, bias, true);
-    EXPECT_TRUE(quantised.values[row].equal(one.values[0])) << row;
-    EXPECT_EQ(quantised.scales[row].item<float>(), one.scales[0].item<float>()) << row;
-  }
-}
-
 // Loading quantises a layer a few rows at a time: the values and scales are
 // those of the whole matrix at once.
 TEST(Int8Linear, QuantisesInChunksAsAWhole) {

@@ -338,13 +338,14 @@ Int8Rows quantize_input(const at::Tensor& input) {
   return quantized;
 }
 
-// The integer products of quantised rows [M, K] and an int8 layer's weights, as float32, written into
-// `out` [M, N] (rows N apart): oneDNN's int8 GEMM, or the same integers off it.
-void int8_products(const Int8Rows& rows, const at::Tensor& values, const at::Tensor& scales, at::Tensor& out) {
+// The integer products of quantised rows [M, K] and an int8 layer's
+// weights, as float32 [M, N]: oneDNN's int8 GEMM, or the same integers off it.
+at::Tensor int8_products(const Int8Rows& rows, const at::Tensor& values, const at::Tensor& scales) {
   const int64_t m = rows.values.size(0), k = rows.values.size(1), n = scales.numel();
   check_int8_layer(values, scales, k);
+  at::Tensor out = at::empty({m, n}, rows.scales.options());
 #ifdef ALBEF_WITH_DNNL
-  if (m == 0 || int8_matmul(rows.values, values, out)) return;
+  if (m > 0 && int8_matmul(rows.values, values, out)) return out;
   const bool packed = values.scalar_type() == at::kByte;
   const at::Tensor plain =
       packed ? unpack_from(values, inference_weights_layout(n, k, dnnl::memory::data_type::s8, cpu_engine()), at::kChar,
@@ -353,54 +354,23 @@ void int8_products(const Int8Rows& rows, const at::Tensor& values, const at::Ten
 #else
   const at::Tensor& plain = values;
 #endif
-  at::mm_out(out, rows.values.to(at::kFloat), plain.to(at::kFloat).t());
+  return at::mm(rows.values.to(at::kFloat), plain.to(at::kFloat).t());
 }
 
-// A layer whose output is bf16 or int8 rows takes its products 1,024 rows at a time, each block finished
-// before the next, in one float32 buffer: it then never holds a whole pass's products (ITM's
-// cross-attention keys of 34 images are 8,738 rows: 27 MB), while a pass of 1,024 tokens (image and text
-// inference slices) stays one GEMM (blocks of 512 cost int8 text 2-6%). Measured on Zen 5 (issue 27):
-// peaks 27 MB lower for ITM, 19 MB for re-ranking, 9 MB for 32 images, 3 MB higher for text.
-constexpr int64_t kBlockRows = 1024;
-
-// The buffer, allocated before the layer's output: the other order left the text encoder's peak 12 MB
-// higher (glibc places the output below the freed buffer).
-at::Tensor products_block(const Int8Rows& rows, int64_t n) {
-  return at::empty({std::min(rows.values.size(0), kBlockRows), n}, rows.scales.options());
-}
-
-// The products of `rows` in blocks of `block`'s rows, each finished (finish) and handed to `store(m,
-// row)` before the next block is computed.
-template <typename Store>
-void finished_products(const Int8Rows& rows, const at::Tensor& values, const at::Tensor& scales,
-                       const at::Tensor& bias, bool gelu, const at::Tensor& block, const Store& store) {
-  const int64_t m = rows.values.size(0);
-  for (int64_t begin = 0; begin < m; begin += block.size(0)) {
-    const int64_t end = std::min(m, begin + block.size(0));
-    const Int8Rows part{rows.values.slice(0, begin, end), rows.scales.slice(0, begin, end)};
-    at::Tensor products = block.slice(0, 0, end - begin);
-    int8_products(part, values, scales, products);
-    finish(products, part.scales, scales, bias, gelu, [&](int64_t r, const float* row) { store(begin + r, row); });
-  }
-}
-
-// The layer's output from the products of `rows`, in float32 or bf16.
-at::Tensor finished_as(const Int8Rows& rows, const at::Tensor& values, const at::Tensor& scales,
-                       const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
+// The layer's output from its products (finish), in float32 (in place) or bf16.
+at::Tensor finish_as(at::Tensor products, const at::Tensor& row_scales, const at::Tensor& scales,
+                     const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
   ALBEF_CHECK(out_type == at::kFloat || out_type == at::kBFloat16, "linear_int8 writes float32 or bf16, not ",
               out_type);
-  const int64_t m = rows.values.size(0), n = scales.numel();
-  if (out_type == at::kFloat) {  // finished in place
-    at::Tensor products = at::empty({m, n}, rows.scales.options());
-    int8_products(rows, values, scales, products);
-    finish(products, rows.scales, scales, bias, gelu, [](int64_t, const float*) {});
+  if (out_type == at::kFloat) {
+    finish(products, row_scales, scales, bias, gelu, [](int64_t, const float*) {});
     return products;
   }
-  const at::Tensor block = products_block(rows, n);
-  at::Tensor rounded = at::empty({m, n}, rows.scales.options().dtype(out_type));
+  at::Tensor rounded = at::empty(products.sizes(), products.options().dtype(out_type));
   c10::BFloat16* out = rounded.data_ptr<c10::BFloat16>();
-  finished_products(rows, values, scales, bias, gelu, block,
-                    [&](int64_t r, const float* row) { round_to_bf16(row, n, out + r * n); });
+  const int64_t n = products.size(1);
+  finish(products, row_scales, scales, bias, gelu,
+         [&](int64_t r, const float* row) { round_to_bf16(row, n, out + r * n); });
   return rounded;
 }
 
@@ -409,7 +379,7 @@ at::Tensor finished_as(const Int8Rows& rows, const at::Tensor& values, const at:
 at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
                        const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
   const Int8Rows rows = quantize_input(input);
-  const at::Tensor out = finished_as(rows, values, scales, bias, gelu, out_type);
+  const at::Tensor out = finish_as(int8_products(rows, values, scales), rows.scales, scales, bias, gelu, out_type);
   std::vector<int64_t> sizes = input.sizes().vec();
   sizes.back() = out.size(1);
   return out.view(sizes);
@@ -421,20 +391,20 @@ at::Tensor linear_int8(const Int8Rows& input, const at::Tensor& values, const at
                   input.scales.size(0) == input.values.size(0),
               "quantised rows are int8 values [M, K] with scales [M], got ", input.values.sizes(), " ",
               input.values.scalar_type(), " and ", input.scales.sizes());
-  return finished_as(input, values, scales, bias, gelu, out_type);
+  return finish_as(int8_products(input, values, scales), input.scales, scales, bias, gelu, out_type);
 }
 
 Int8Rows linear_int8_rows(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
                           const at::Tensor& bias, bool gelu) {
   const Int8Rows rows = quantize_input(input);
-  const int64_t m = rows.values.size(0), n = scales.numel();
-  const at::Tensor block = products_block(rows, n);
-  Int8Rows out{at::empty({m, n}, rows.values.options()), at::empty({m}, rows.scales.options())};
+  at::Tensor products = int8_products(rows, values, scales);
+  const int64_t m = products.size(0), n = products.size(1);
+  Int8Rows out{at::empty({m, n}, products.options().dtype(at::kChar)), at::empty({m}, products.options())};
   int8_t* out_values = out.values.data_ptr<int8_t>();
   float* out_scales = out.scales.data_ptr<float>();
   const auto quantize = row_kernels().quantize;
-  finished_products(rows, values, scales, bias, gelu, block,
-                    [&](int64_t r, const float* row) { out_scales[r] = quantize(row, n, out_values + r * n); });
+  finish(products, rows.scales, scales, bias, gelu,
+         [&](int64_t r, const float* row) { out_scales[r] = quantize(row, n, out_values + r * n); });
   return out;
 }
 
