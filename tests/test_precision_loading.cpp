@@ -3,12 +3,14 @@
 // compute exactly what the float32-loaded model readied for them computes.
 #include "albef/api/inference.h"
 #include "albef/model/albef.h"
+#include "albef/model/bert.h"
 #include "albef/tasks/retrieval.h"
 #include "ops/linear_int8.h"
 #include "test_util.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
 #include <thread>
@@ -77,6 +79,31 @@ TEST(PrecisionLoading, Int8ModelBuiltInInt8EqualsTheFloat32LoadedOne) {
   at::NoGradGuard no_grad;
   EXPECT_TRUE(direct->image_feature(direct->encode_image(images)).equal(converted->image_feature(converted->encode_image(images))));
   EXPECT_TRUE(direct->text_feature(direct->encode_text(ids, mask)).equal(converted->text_feature(converted->encode_text(ids, mask))));
+}
+
+// A bf16 model is built under a bf16 default dtype; its embedding tables are made in float32 from the
+// start (made in bf16 and widened, the word table would exist twice while the model loads), and
+// initialised as torch::nn::Embedding initialises its own.
+TEST(PrecisionLoading, EmbeddingTablesAreMadeInFloat32AsEmbeddingWouldInitialiseThem) {
+  albef::BertConfig config;
+  config.vocab_size = 40;
+  config.hidden_size = 8;
+  config.max_position_embeddings = 16;
+  config.pad_token_id = 3;
+  at::manual_seed(5);
+  const albef::BertEmbeddings own(config);
+  at::manual_seed(5);
+  const torch::nn::Embedding reference(torch::nn::EmbeddingOptions(40, 8).padding_idx(3));
+  EXPECT_TRUE(own->word_embeddings->weight.equal(reference->weight));
+  EXPECT_TRUE(own->word_embeddings->weight[3].eq(0).all().item<bool>());
+
+  at::set_default_dtype(caffe2::TypeMeta::Make<at::BFloat16>());
+  const albef::BertEmbeddings under_bf16(config);
+  at::set_default_dtype(caffe2::TypeMeta::Make<float>());
+  for (const auto* table : {&under_bf16->word_embeddings, &under_bf16->position_embeddings,
+                            &under_bf16->token_type_embeddings})
+    EXPECT_EQ((*table)->weight.scalar_type(), at::kFloat);
+  EXPECT_EQ(under_bf16->LayerNorm->weight.scalar_type(), at::kBFloat16);  // the rest follows the default
 }
 
 TEST(PrecisionLoading, Int8ConstructionLeavesOtherThreadsAndLaterLayersFloat32) {

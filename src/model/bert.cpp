@@ -22,16 +22,31 @@ at::Tensor causal_attention_mask(const at::Tensor& attention_mask, at::ScalarTyp
   return (1.0 - causal.unsqueeze(0).unsqueeze(0) * attention_mask.to(dtype).unsqueeze(1).unsqueeze(2)) * -10000.0;
 }
 
+namespace {
+
+// A float32 table whatever the default dtype. A bf16 inference model is built under a bf16 default
+// (build_bf16_model) and keeps its tables in float32: made in bf16 first, the word embeddings would then
+// be widened with both copies alive, 47 MB above the loaded model's peak.
+nn::Embedding float32_table(nn::EmbeddingOptions options) {
+  options._weight(at::empty({options.num_embeddings(), options.embedding_dim()}, at::kFloat));
+  nn::Embedding table(options);
+  table->reset_parameters();        // Embedding's own initialisation, which it skips for a given weight
+  table->options._weight({});       // a clone() would otherwise share this tensor rather than copy it
+  return table;
+}
+
+}  // namespace
+
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config) : dropout(config.hidden_dropout_prob) {
   position_ids = register_buffer("position_ids", at::arange(config.max_position_embeddings).unsqueeze(0));
   word_embeddings = register_module(
       "word_embeddings",
-      nn::Embedding(nn::EmbeddingOptions(config.vocab_size, config.hidden_size).padding_idx(config.pad_token_id)));
-  position_embeddings =
-      register_module("position_embeddings", nn::Embedding(config.max_position_embeddings, config.hidden_size));
+      float32_table(nn::EmbeddingOptions(config.vocab_size, config.hidden_size).padding_idx(config.pad_token_id)));
+  position_embeddings = register_module(
+      "position_embeddings", float32_table(nn::EmbeddingOptions(config.max_position_embeddings, config.hidden_size)));
   if (!config.single_stream)
-    token_type_embeddings =
-        register_module("token_type_embeddings", nn::Embedding(config.type_vocab_size, config.hidden_size));
+    token_type_embeddings = register_module(
+        "token_type_embeddings", float32_table(nn::EmbeddingOptions(config.type_vocab_size, config.hidden_size)));
   LayerNorm = register_module("LayerNorm",
                               nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
 }
