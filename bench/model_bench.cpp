@@ -1,5 +1,6 @@
 #include "bench/model_bench.h"
 
+#include "bench/machine.h"
 #include "bench/memory.h"
 
 #include "albef/config/config.h"
@@ -798,6 +799,7 @@ nlohmann::json run_model_bench(const ModelBenchOptions& options, const std::stri
   report["gemm_peak_gflops"] = {{"fp32", std::max(paths["fp32_aten"].get<double>(), paths.value("fp32_dnnl", 0.0))},
                                 {"bf16", std::max(paths["bf16_aten"].get<double>(), paths.value("bf16_dnnl", 0.0))}};
   report["threads"] = at::get_num_threads();
+  report["machine"] = machine_description();
   report["gallery"] = {{"images", options.gallery_images}, {"texts", 5 * options.gallery_images},
                        {"k_test", options.k_test}};
   const Dims dims = dims_of(load_config(options.pretrain_config), image_res);
@@ -1003,6 +1005,7 @@ void print_model_table(const nlohmann::json& report) {
       std::printf(" %s %.0f", item.key().c_str(), item.value().get<double>());
     std::printf(" GFLOP/s\n");
   }
+  if (report.contains("machine")) std::printf("  machine: %s\n", describe_machine(report["machine"]).c_str());
   // "weights MB": what albef's worker loaded (image encoding: the image side alone).
   std::printf("%-15s %-5s %10s %10s %8s %9s %7s %8s %9s %10s %10s %9s\n", "workload", "prec", "albef", "pytorch",
               "albef/pt", "unit", "GFLOP", "% peak", "albef MB", "weights MB", "pytorch MB", "max diff");

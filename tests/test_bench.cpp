@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 
 using albef::testing::data_path;
@@ -84,6 +85,13 @@ TEST(Bench, ModelSuiteComparesWithPyTorchOnTheSameOutputs) {
   EXPECT_NEAR(row_of("image_b32")["inputs_mb"].get<double>() * (1 << 20), file_bytes, 3 * 256.0);  // less headers
   EXPECT_GT(row_of("itm_b64")["inputs_mb"].get<double>(), row_of("image_b32")["inputs_mb"].get<double>());
   EXPECT_GT(report["model"]["gemm_peak_gflops"]["fp32"].get<double>(), 0.0);
+  // What it ran on: the CPU and the OpenBLAS kernels PyTorch's float32 products used.
+  const auto& machine = report["model"]["machine"];
+  EXPECT_FALSE(machine["cpu"]["model_name"].get<std::string>().empty()) << machine.dump();
+  EXPECT_FALSE(machine["openblas_core"].get<std::string>().empty()) << machine.dump();
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  EXPECT_EQ(machine["openblas_coretype"], coretype && *coretype ? coretype : "unset");
+  EXPECT_NE(output.find("machine: "), std::string::npos) << output;
 }
 
 TEST(Bench, ClassifyIsMeasuredAgainstTheImageEncodingOfTheSameRun) {
