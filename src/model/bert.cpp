@@ -30,8 +30,8 @@ namespace {
 nn::Embedding float32_table(nn::EmbeddingOptions options) {
   options._weight(at::empty({options.num_embeddings(), options.embedding_dim()}, at::kFloat));
   nn::Embedding table(options);
-  table->reset_parameters();        // Embedding's own initialisation, which it skips for a given weight
-  table->options._weight({});       // a clone() would otherwise share this tensor rather than copy it
+  table->reset_parameters();  // Embedding's own initialisation, which it skips for a given weight
+  table->options._weight({});  // a clone() would otherwise share this tensor rather than copy it
   return table;
 }
 
