@@ -1130,7 +1130,10 @@ def evaluation(model, images, text_ids, text_mask, k_test, text_batch=256, image
         image_feats.append(model.image_feat(embeds))
     image_embeds, image_feats = torch.cat(image_embeds), torch.cat(image_feats)
 
-    sims = image_feats @ text_feats.t()
+    # The ITC similarities in float32 even under bf16 autocast, as albef computes them (the official
+    # evaluation runs in float32; rounded to bf16, near-tied candidates swap).
+    with torch.autocast("cpu", enabled=False):
+        sims = image_feats.float() @ text_feats.float().t()
     score_i2t = torch.full((len(images), len(text_ids)), -100.0)
     for i in range(len(images)):
         top = sims[i].topk(k=k_test, dim=0).indices

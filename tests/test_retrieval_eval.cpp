@@ -104,6 +104,30 @@ TEST(RetrievalEval, RanksSplitAcrossProcessesSumToTheWhole) {
   EXPECT_TENSOR_NEAR(at::where(whole.t2i == -100, at::zeros_like(t2i), whole.t2i), t2i, 1e-5);
 }
 
+// Under bf16 (and int8, which runs under the same autocast) the ITC similarities stay float32 products of
+// the features, as in the official evaluation: rounded to bf16, near-ties between captions swap.
+TEST(RetrievalEval, Bf16SimilaritiesAreFloat32ProductsOfTheFeatures) {
+  albef::AlbefModel model = albef::testing::load_tiny_model(albef::retrieval_model_options(false));
+  const albef::text::BertTokenizer tokenizer(model->config().vocab);
+  albef::RetrievalEvalOptions options;
+  options.k_test = 2;
+  options.precision = albef::Precision::Bf16;
+  const albef::RetrievalScores scores = albef::evaluate_retrieval(model, tokenizer, images(), kCaptions, options);
+  ASSERT_EQ(scores.itc.scalar_type(), at::kFloat);
+
+  at::NoGradGuard no_grad;
+  model->eval();
+  const auto encoding = tokenizer.encode_batch(kCaptions, options.max_text_length, albef::text::Padding::Longest);
+  at::Tensor image_feats, text_feats;
+  {
+    const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+    const at::Tensor pixels = albef::vision::load_test_images(images(), model->config().image_res);
+    image_feats = model->image_feature(model->encode_image(pixels)).to(at::kFloat);
+    text_feats = model->text_feature(model->encode_text(encoding.input_ids, encoding.attention_mask)).to(at::kFloat);
+  }
+  EXPECT_TENSOR_NEAR(scores.itc, at::matmul(image_feats, text_feats.t()), 1e-6);
+}
+
 TEST(RetrievalEval, ItmEvalMetrics) {
   // 2 images x 4 texts; texts 0,1 belong to image 0 and 2,3 to image 1.
   const at::Tensor i2t = at::tensor({0.9f, 0.1f, 0.5f, 0.2f,  //

@@ -79,7 +79,12 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const Im
   const at::Tensor image_tokens = at::cat(image_token_parts);
   const at::Tensor image_feats = at::cat(image_feat_parts);
 
-  const at::Tensor sims = at::matmul(image_feats, text_feats.t());  // [images, texts]
+  // ITC similarities in float32 in every precision, as the official evaluation computes them: under bf16
+  // autocast they would be rounded to 8 bits, enough to swap captions whose similarities differ by 1e-3.
+  const at::Tensor sims = [&] {
+    const AutocastOff fp32;
+    return at::matmul(image_feats, text_feats.t());  // [images, texts]
+  }();
   RetrievalScores scores{at::full({n_images, n_texts}, -100.0f), at::full({n_texts, n_images}, -100.0f),
                          sims.to(at::kCPU)};
 
