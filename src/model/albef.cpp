@@ -445,6 +445,8 @@ namespace {
 // float32, as prepare_for_inference leaves a bf16 model): its parameters are
 // created under a bfloat16 default dtype, so the float32 model never exists
 // and the checkpoint's float32 tensors are rounded as they are copied in.
+// BertEmbeddings makes its tables in float32 whatever the default (the word
+// table is the largest of the rest); the small others are widened below.
 // The default dtype is process-wide: one such construction at a time.
 AlbefModel build_bf16_model(const Config& config, const ModelOptions& options) {
   static std::mutex construction;
