@@ -128,6 +128,24 @@ TEST(Int8Linear, FeedForwardQuantisesGeluOutputOnTheWay) {
   EXPECT_LT(relative_error(albef::ops::linear(*second, albef::ops::linear_gelu(*first, input)), expected), tolerance);
 }
 
+// Outputs in bf16 or int8 rows are finished a block of rows at a time (about
+// 2 MB of float32 products: 512 rows of 1,024 outputs), the last block
+// shorter: the same numbers as the float32 output of one product, rounded or
+// quantised.
+TEST(Int8Linear, LargeBatchesAreFinishedInBlocksAsAWhole) {
+  at::manual_seed(4);
+  torch::nn::Linear first(64, 1024), second(1024, 40);
+  const at::Tensor input = at::randn({1100, 64});  // blocks of 512, 512 and 76 rows
+  at::NoGradGuard no_grad;
+  albef::ops::quantize_linear_int8(*first);
+  albef::ops::quantize_linear_int8(*second);
+  const at::Tensor scales = albef::ops::int8_weight_scales(*first);
+  const at::Tensor whole = albef::ops::linear_int8(input, first->weight, scales, first->bias, true);
+  EXPECT_TRUE(albef::ops::linear_int8(input, first->weight, scales, first->bias, true, at::kBFloat16)
+                  .equal(whole.to(at::kBFloat16)));
+  EXPECT_TRUE(albef::ops::feed_forward(*first, *second, input).equal(albef::ops::linear(*second, whole)));
+}
+
 // Loading quantises a layer a few rows at a time: the values and scales are
 // those of the whole matrix at once.
 TEST(Int8Linear, QuantisesInChunksAsAWhole) {
