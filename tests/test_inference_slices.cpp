@@ -121,6 +121,31 @@ TEST_F(InferenceSlices, ItmPassesCutToTheirLongestCaptionEqualThePaddedPairs) {
   }
 }
 
+// Texts that read an image each attend to the images' keys and values a few
+// hundred image tokens at a time (the tiny ViT's 5 tokens: 102 images), which
+// exist for those texts alone: pairs and picked image rows as one by one.
+TEST_F(InferenceSlices, CrossAttentionOfManyImagesEqualsItsPairs) {
+  at::NoGradGuard no_grad;
+  // 4-token captions: slices of 128 pairs, whose cross-attention runs 102 + 26 images.
+  const auto [ids, mask] = random_captions(150, 4);
+  const at::Tensor text_embeds = model_->encode_text(ids, mask);
+  const at::Tensor image_embeds = model_->encode_image(at::randn({150, 3, 32, 32}));
+  const auto pair = [&](int64_t row, const at::Tensor& image) {
+    return albef::itm_logits(model_,
+                             model_->fuse(text_embeds.slice(0, row, row + 1), mask.slice(0, row, row + 1), image));
+  };
+  EXPECT_TENSOR_NEAR(albef::itm_logits(model_, model_->fuse(text_embeds, mask, image_embeds)),
+                     row_by_row(150, [&](int64_t b, int64_t) { return pair(b, image_embeds.slice(0, b, b + 1)); }),
+                     kTolerance);
+  const at::Tensor image_rows = at::arange(150) % 7;
+  albef::FusionImages seven(image_embeds.slice(0, 0, 7));
+  EXPECT_TENSOR_NEAR(albef::itm_logits(model_, text_embeds, mask, seven, image_rows),
+                     row_by_row(150, [&](int64_t b, int64_t) {
+                       return pair(b, image_embeds.index_select(0, image_rows.slice(0, b, b + 1)));
+                     }),
+                     kTolerance);
+}
+
 // The feature paths keep each slice's features only, not the batch's tokens:
 // the same numbers as the features taken from all the tokens.
 TEST_F(InferenceSlices, FeaturesEqualThoseOfTheWholeBatch) {

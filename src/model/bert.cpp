@@ -1,6 +1,7 @@
 #include "albef/model/bert.h"
 
 #include "albef/core/error.h"
+#include "albef/model/albef.h"
 #include "ops/dropout.h"
 #include "ops/linear.h"
 #include "ops/linear_int8.h"
@@ -115,28 +116,68 @@ FusionImages::FusionImages(at::Tensor embeds, bool keep_key_values, const at::Te
 
 std::pair<at::Tensor, at::Tensor> FusionImages::key_values(BertSelfAttentionImpl& attention) {
   if (auto kept = kept_.find(&attention); kept != kept_.end()) return kept->second;
-  if (!product_embeds_.defined()) product_embeds_ = ops::product_input(embeds_);  // one conversion for all layers
-  std::pair<at::Tensor, at::Tensor> projected{ops::linear(*attention.key, product_embeds_, ops::Feeds::product),
-                                              ops::linear(*attention.value, product_embeds_, ops::Feeds::product)};
+  std::pair<at::Tensor, at::Tensor> projected = key_values(attention, 0, embeds_.size(0));
   if (keep_) kept_.emplace(&attention, projected);
   return projected;
 }
 
+std::pair<at::Tensor, at::Tensor> FusionImages::key_values(BertSelfAttentionImpl& attention, int64_t begin,
+                                                           int64_t end) {
+  if (!product_embeds_.defined()) product_embeds_ = ops::product_input(embeds_);  // one conversion for all layers
+  const at::Tensor images = product_embeds_.slice(0, begin, end);
+  return {ops::linear(*attention.key, images, ops::Feeds::product),
+          ops::linear(*attention.value, images, ops::Feeds::product)};
+}
+
 at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, FusionImages& images,
                                                 const at::Tensor& image_rows) {
-  auto [keys, values] = images.key_values(*this);
   // ALBEF's image attention mask is all ones (no additive mask); padded states have one.
-  at::Tensor mask = images.additive_mask();
-  if (image_rows.defined()) {
-    ALBEF_CHECK(image_rows.dim() == 1 && image_rows.size(0) == hidden.size(0), "one image row per text is needed: ",
-                image_rows.sizes(), " rows for ", hidden.size(0), " texts");
-    keys = keys.index_select(0, image_rows);
-    values = values.index_select(0, image_rows);
-    if (mask.defined()) mask = mask.index_select(0, image_rows);
+  const at::Tensor& mask = images.additive_mask();
+  const int64_t rows = hidden.size(0);
+  if (image_rows.defined())
+    ALBEF_CHECK(image_rows.dim() == 1 && image_rows.size(0) == rows, "one image row per text is needed: ",
+                image_rows.sizes(), " rows for ", rows, " texts");
+  // Texts that read an image each (ITM pairs, re-ranking's candidates) attend in inference a few at a time,
+  // about the inference tokens per pass of image states: their keys and values (a pass of 34 ITM pairs:
+  // 27 MB in bf16 per layer) exist for those texts alone, as they would for a batch of that many.
+  const bool image_per_text = image_rows.defined() || (images.embeds().size(0) == rows && rows > 1);
+  const int64_t budget = inference_tokens_per_pass(*this);
+  const int64_t per_pass = std::max<int64_t>(1, budget / std::max<int64_t>(1, images.embeds().size(1)));
+  const int64_t step = image_per_text && budget > 0 && !recording() ? per_pass : rows;
+  const at::Tensor queries = ops::linear(*query, hidden, ops::Feeds::product);
+  at::Tensor all_keys, all_values;  // every image's, where the texts pick theirs by row or share one
+  if (image_rows.defined() || step >= rows) std::tie(all_keys, all_values) = images.key_values(*this);
+  const auto attend = [&](int64_t begin, int64_t end) {
+    at::Tensor keys = all_keys, values = all_values, pass_mask = mask;
+    if (image_rows.defined()) {
+      const at::Tensor pass_rows = image_rows.slice(0, begin, end);
+      keys = keys.index_select(0, pass_rows);
+      values = values.index_select(0, pass_rows);
+      if (mask.defined()) pass_mask = mask.index_select(0, pass_rows);
+    } else if (!keys.defined()) {
+      std::tie(keys, values) = images.key_values(*this, begin, end);
+      if (mask.defined()) pass_mask = mask.slice(0, begin, end);
+    }
+    if (pass_mask.defined() && pass_mask.size(0) != end - begin)
+      pass_mask = pass_mask.expand({end - begin, -1, -1, -1}).contiguous();
+    return multi_head_attention(queries.slice(0, begin, end), keys, values, num_heads, pass_mask,
+                                is_training() ? dropout : 0.0, recording());
+  };
+  at::Tensor out;
+  if (step >= rows) {
+    out = attend(0, rows);
+  } else {
+    for (int64_t begin = 0; begin < rows; begin += step) {
+      const int64_t end = std::min(rows, begin + step);
+      const at::Tensor pass = attend(begin, end);
+      if (!out.defined()) {
+        std::vector<int64_t> sizes = pass.sizes().vec();
+        sizes[0] = rows;
+        out = at::empty(sizes, pass.options());
+      }
+      out.slice(0, begin, end).copy_(pass);
+    }
   }
-  if (mask.defined() && mask.size(0) != hidden.size(0)) mask = mask.expand({hidden.size(0), -1, -1, -1}).contiguous();
-  at::Tensor out = multi_head_attention(ops::linear(*query, hidden, ops::Feeds::product), keys, values, num_heads, mask,
-                                        is_training() ? dropout : 0.0, recording());
   retain_recorded_gradient();
   return out;
 }

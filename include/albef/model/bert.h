@@ -61,6 +61,8 @@ class FusionImages {
   const at::Tensor& additive_mask() const { return additive_mask_; }
   /// `attention`'s keys and values of every image, [N, P, hidden] each.
   std::pair<at::Tensor, at::Tensor> key_values(BertSelfAttentionImpl& attention);
+  /// Those of images [begin, end) alone, computed for them.
+  std::pair<at::Tensor, at::Tensor> key_values(BertSelfAttentionImpl& attention, int64_t begin, int64_t end);
 
  private:
   at::Tensor embeds_;
