@@ -400,7 +400,9 @@ void run_model_worker(const WorkerRequest& request) {
         text_embeds = model->encode_text(ids, mask);
         image_embeds = model->encode_image(images).index_select(0, at::arange(items) % images.size(0));
       }
-      input_bytes += text_embeds.nbytes() + image_embeds.nbytes();
+      // The step fuses the embeddings: the images and token ids they came from are not its inputs.
+      input_bytes = text_embeds.nbytes() + image_embeds.nbytes() + mask.nbytes();
+      images = text_ids = at::Tensor();
       step = [&, text_embeds, image_embeds, mask] {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
