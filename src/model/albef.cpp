@@ -5,6 +5,7 @@
 #include "albef/core/error.h"
 #include "albef/core/runtime.h"
 #include "core/autocast.h"
+#include "core/rows.h"
 #include "ops/linear.h"
 #include "ops/linear_int8.h"
 
@@ -54,13 +55,7 @@ at::Tensor in_slices(const nn::Module& module, int64_t rows, int64_t tokens,
   at::Tensor joined;
   for (int64_t begin = 0; begin < rows; begin += per_slice) {
     const int64_t end = std::min(rows, begin + per_slice);
-    const at::Tensor part = pass(begin, end);
-    if (!joined.defined()) {
-      std::vector<int64_t> sizes = part.sizes().vec();
-      sizes[0] = rows;
-      joined = at::empty(sizes, part.options());
-    }
-    joined.slice(0, begin, end).copy_(part);
+    write_rows(joined, rows, begin, pass(begin, end));
   }
   return joined;
 }

@@ -2,6 +2,7 @@
 
 #include "albef/core/error.h"
 #include "albef/model/albef.h"
+#include "core/rows.h"
 #include "ops/dropout.h"
 #include "ops/linear.h"
 #include "ops/linear_int8.h"
@@ -169,13 +170,7 @@ at::Tensor BertSelfAttentionImpl::forward_cross(const at::Tensor& hidden, Fusion
   } else {
     for (int64_t begin = 0; begin < rows; begin += step) {
       const int64_t end = std::min(rows, begin + step);
-      const at::Tensor pass = attend(begin, end);
-      if (!out.defined()) {
-        std::vector<int64_t> sizes = pass.sizes().vec();
-        sizes[0] = rows;
-        out = at::empty(sizes, pass.options());
-      }
-      out.slice(0, begin, end).copy_(pass);
+      write_rows(out, rows, begin, attend(begin, end));
     }
   }
   retain_recorded_gradient();

@@ -3,6 +3,7 @@
 #include "albef/core/error.h"
 #include "albef/model/itm.h"
 #include "albef/vision/image.h"
+#include "core/rows.h"
 #include "ops/linear.h"
 
 #include <ATen/ATen.h>
@@ -59,21 +60,13 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const Im
   const at::Tensor text_masks = encoding.attention_mask.to(device);
   // Each batch's states go straight into the gallery's (a concatenation at the end would hold them twice:
   // COCO-5k's image tokens are 3.9 GB in float32).
-  const auto place = [](at::Tensor& all, int64_t rows, int64_t begin, const at::Tensor& part) {
-    if (!all.defined()) {
-      std::vector<int64_t> sizes = part.sizes().vec();
-      sizes[0] = rows;
-      all = at::empty(sizes, part.options());
-    }
-    all.slice(0, begin, begin + part.size(0)).copy_(part);
-  };
   at::Tensor text_states_of_all, text_feats, image_tokens, image_feats;
   for (int64_t begin = 0; begin < n_texts; begin += options.text_batch) {
     const int64_t end = std::min(n_texts, begin + options.text_batch);
     const at::Tensor states =
         model->encode_text(encoding.input_ids.slice(0, begin, end).to(device), text_masks.slice(0, begin, end));
-    place(text_states_of_all, n_texts, begin, states);
-    place(text_feats, n_texts, begin, model->text_feature(states).to(at::kFloat));
+    write_rows(text_states_of_all, n_texts, begin, states);
+    write_rows(text_feats, n_texts, begin, model->text_feature(states).to(at::kFloat));
   }
   // What the re-ranking fuses: the texts' states (token ids for the single-stream BERT).
   const at::Tensor text_states = model->fusion_input(encoding.input_ids.to(device), text_states_of_all);
@@ -84,8 +77,8 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, int64_t n_images, const Im
   for (int64_t begin = 0; begin < n_images; begin += options.image_batch) {
     const int64_t end = std::min(n_images, begin + options.image_batch);
     const at::Tensor tokens = model->encode_image(images(begin, end).to(device));
-    place(image_feats, n_images, begin, model->image_feature(tokens).to(at::kFloat));
-    place(image_tokens, n_images, begin, ops::product_input(tokens));
+    write_rows(image_feats, n_images, begin, model->image_feature(tokens).to(at::kFloat));
+    write_rows(image_tokens, n_images, begin, ops::product_input(tokens));
   }
 
   // ITC similarities in float32 in every precision, as the official evaluation computes them: under bf16
