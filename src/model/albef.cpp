@@ -498,7 +498,7 @@ AlbefModel load_inference_model(const Config& config, ModelOptions options, cons
   prepare_for_inference(model, precision);
   // The loading's own buffers (the checkpoint's float32 tensors, the plain weights before packing) were
   // freed between the model's: their pages go back to the OS, or they stay resident for good (int8 ITM's
-  // peak: 2.00x the weights -> 1.71x). What inference reuses of them comes back once, on first touch.
+  // peak: 1.90x the weights -> 1.71x). What inference reuses of them comes back once, on first touch.
   malloc_trim(0);
   if (report) *report = loaded;
   return model;
