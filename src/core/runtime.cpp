@@ -2,6 +2,7 @@
 
 #include "albef/core/error.h"
 #include "core/dnnl_bf16_gemm.h"
+#include "core/tensor_heap.h"
 
 #include <ATen/Parallel.h>
 #include "core/autocast.h"
@@ -45,6 +46,7 @@ void init_runtime(int threads) {
   mallopt(M_MMAP_THRESHOLD, kKeepInHeapBytes);
   g_keep_in_heap = true;
   mallopt(M_TRIM_THRESHOLD, kKeepInHeapBytes);
+  install_tensor_heap();
   if (threads <= 0) {
     // OMP_NUM_THREADS when set (albef launch gives each process its share
     // of the cores), else every core: LibTorch's own default here is one.
@@ -63,10 +65,12 @@ void init_runtime(int threads) {
 
 TransientBuffersToOs::TransientBuffersToOs() {
   if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  if (TensorHeap* heap = tensor_heap()) heap->begin_bypass();
 }
 
 TransientBuffersToOs::~TransientBuffersToOs() {
   if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, kKeepInHeapBytes);
+  if (TensorHeap* heap = tensor_heap()) heap->end_bypass();
 }
 
 // oneDNN implements its bf16 GEMM only with AVX-512 and answers

@@ -6,6 +6,7 @@
 #include "albef/core/runtime.h"
 #include "core/autocast.h"
 #include "core/rows.h"
+#include "core/tensor_heap.h"
 #include "ops/linear.h"
 #include "ops/linear_int8.h"
 
@@ -500,6 +501,7 @@ AlbefModel load_inference_model(const Config& config, ModelOptions options, cons
   // freed between the model's: their pages go back to the OS, or they stay resident for good (int8 ITM's
   // peak: 1.90x the weights -> 1.71x). What inference reuses of them comes back once, on first touch.
   malloc_trim(0);
+  if (TensorHeap* heap = tensor_heap()) heap->release_free_pages();
   if (report) *report = loaded;
   return model;
 }

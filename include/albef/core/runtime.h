@@ -31,13 +31,16 @@ Precision parse_precision(const std::string& name);
 c10::Device parse_device(const std::string& name);
 
 /// Sets the intra-op thread count (0 = OMP_NUM_THREADS if set, else every
-/// core; LibTorch's own default here is one thread) and makes glibc keep
-/// freed large blocks instead of returning them to the OS on every free,
-/// which makes element-wise ops several times faster. Call once at start-up.
+/// core; LibTorch's own default here is one thread) and keeps freed large
+/// blocks instead of returning them to the OS on every free, which makes
+/// element-wise ops several times faster: tensor buffers of 256 KB and more
+/// in a region of their own (core/tensor_heap.h), where the small objects
+/// glibc's heap also holds cannot pin the holes they leave; the rest in
+/// glibc's heap. Call once at start-up.
 void init_runtime(int threads = 0);
 
 /// For its scope, blocks of 1 MB and more are mapped from the OS and given
-/// back when freed, instead of staying in the heap as init_runtime arranges.
+/// back when freed, instead of staying in the heaps init_runtime arranges.
 /// For one-off buffers (a checkpoint's tensors on their way into a model),
 /// which would otherwise fragment the heap and stay resident.
 class TransientBuffersToOs {
