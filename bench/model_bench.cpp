@@ -504,8 +504,11 @@ void run_model_worker(const WorkerRequest& request) {
         report["image_seconds"] = seconds_per_item([&] { return model->encode_image(images); }, images.size(0), image);
         report["text_seconds"] = seconds_per_item(
             [&] { return model->fusion_input(ids, model->encode_text(ids, mask)); }, kCocoKTest, states);
-        image = image.slice(0, 0, 1);
+        image = image.slice(0, 0, 1).clone();  // a view would keep all 16 images' states
       }
+      // The step re-ranks from the states: the images and token ids they came from are not its inputs.
+      input_bytes = states.nbytes() + image.nbytes() + mask.nbytes();
+      images = text_ids = at::Tensor();
       step = [&, states, mask, image] {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
