@@ -7,6 +7,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -158,6 +163,41 @@ TEST(TensorHeap, InitRuntimeServesLargeTensorsFromIt) {
     at::Tensor one_off = at::ones({512, 1024});
     EXPECT_EQ(heap->stats().in_use, before);
   }
+}
+
+TEST(TensorHeap, AForkedChildAllocatesWhileItsParentsThreadsDo) {
+  albef::init_runtime(at::get_num_threads());
+#ifdef __SANITIZE_ADDRESS__
+  GTEST_SKIP() << "AddressSanitizer builds keep tensors in its own allocator";
+#endif
+  ASSERT_NE(albef::tensor_heap(), nullptr);
+  std::atomic<bool> stop{false};
+  std::thread busy([&stop] {
+    while (!stop) at::Tensor block = at::empty({1 << 20});  // 4 MiB, from the heap, over and over
+  });
+  for (int round = 0; round < 20; ++round) {
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      // The lock was not inherited mid-allocation: the child's own blocks come and go.
+      c10::DataPtr block = albef::tensor_heap()->allocate(4 * MiB);
+      std::memset(block.get(), 1, 4 * MiB);
+      block.clear();
+      _exit(0);
+    }
+    int status = 0;
+    for (int waited = 0; waited < 500 && waitpid(child, &status, WNOHANG) == 0; ++waited) usleep(10000);
+    if (waitpid(child, &status, WNOHANG) == 0) {
+      kill(child, SIGKILL);
+      waitpid(child, &status, 0);
+      stop = true;
+      busy.join();
+      FAIL() << "the child did not finish within 5 s (a lock inherited mid-allocation?)";
+    }
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  stop = true;
+  busy.join();
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -171,6 +172,8 @@ void install_tensor_heap() {
     } catch (const std::exception&) {
       return;  // no range to reserve: glibc's heap serves every block, as before
     }
+    pthread_atfork([] { g_process_heap->lock_for_fork(); }, [] { g_process_heap->unlock_after_fork(); },
+                   [] { g_process_heap->unlock_after_fork(); });
     c10::SetCPUAllocator(g_process_heap);
   });
 }

@@ -43,6 +43,11 @@ class TensorHeap final : public c10::Allocator {
   void begin_bypass();
   void end_bypass();
 
+  /// Held across fork() (install_tensor_heap registers them): a child must
+  /// not inherit the lock in the middle of another thread's allocation.
+  void lock_for_fork() const { mutex_.lock(); }
+  void unlock_after_fork() const { mutex_.unlock(); }
+
   struct Stats {
     size_t in_use = 0;      ///< bytes in live blocks
     size_t free = 0;        ///< bytes in free blocks below the top
