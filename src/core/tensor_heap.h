@@ -22,9 +22,10 @@ namespace albef {
 class TensorHeap final : public c10::Allocator {
  public:
   /// Reserves `reserve_bytes` of address space (no memory until touched).
-  /// Blocks of [large_from, large_until) bytes come from it, others from c10's
-  /// CPU allocator, as do blocks once the range is full. Throws when the
-  /// range cannot be reserved (strict overcommit, say).
+  /// Blocks of [large_from, large_until) bytes come from it; others, and any
+  /// once the range is full or while bypassed, from c10::alloc_cpu (glibc, as
+  /// c10's default CPU allocator). Throws when the range cannot be reserved
+  /// (strict overcommit, say).
   TensorHeap(size_t reserve_bytes, size_t large_from = 256 << 10, size_t large_until = size_t{1} << 30);
   ~TensorHeap() override;
   TensorHeap(const TensorHeap&) = delete;
