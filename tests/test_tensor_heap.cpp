@@ -142,13 +142,21 @@ TEST(TensorHeap, ThreadsAllocatingAtOnceGetBlocksOfTheirOwn) {
   EXPECT_EQ(after.top, 0u);
 }
 
-TEST(TensorHeap, InitRuntimeServesLargeTensorsFromIt) {
-  albef::init_runtime(at::get_num_threads());
+// The process's heap, as init_runtime installs it.
+class ProcessTensorHeap : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    albef::init_runtime(at::get_num_threads());
 #ifdef __SANITIZE_ADDRESS__
-  GTEST_SKIP() << "AddressSanitizer builds keep tensors in its own allocator";
+    GTEST_SKIP() << "AddressSanitizer builds keep tensors in its own allocator";
 #endif
-  TensorHeap* heap = albef::tensor_heap();
-  ASSERT_NE(heap, nullptr);
+    heap = albef::tensor_heap();
+    ASSERT_NE(heap, nullptr);
+  }
+  TensorHeap* heap = nullptr;
+};
+
+TEST_F(ProcessTensorHeap, InitRuntimeServesLargeTensorsFromIt) {
   const size_t before = heap->stats().in_use;
   {
     at::Tensor large = at::ones({512, 1024});  // 2 MiB
@@ -165,12 +173,7 @@ TEST(TensorHeap, InitRuntimeServesLargeTensorsFromIt) {
   }
 }
 
-TEST(TensorHeap, AForkedChildAllocatesWhileItsParentsThreadsDo) {
-  albef::init_runtime(at::get_num_threads());
-#ifdef __SANITIZE_ADDRESS__
-  GTEST_SKIP() << "AddressSanitizer builds keep tensors in its own allocator";
-#endif
-  ASSERT_NE(albef::tensor_heap(), nullptr);
+TEST_F(ProcessTensorHeap, AForkedChildAllocatesWhileItsParentsThreadsDo) {
   std::atomic<bool> stop{false};
   std::thread busy([&stop] {
     while (!stop) at::Tensor block = at::empty({1 << 20});  // 4 MiB, from the heap, over and over
@@ -180,7 +183,7 @@ TEST(TensorHeap, AForkedChildAllocatesWhileItsParentsThreadsDo) {
     ASSERT_GE(child, 0);
     if (child == 0) {
       // The lock was not inherited mid-allocation: the child's own blocks come and go.
-      c10::DataPtr block = albef::tensor_heap()->allocate(4 * MiB);
+      c10::DataPtr block = heap->allocate(4 * MiB);
       std::memset(block.get(), 1, 4 * MiB);
       block.clear();
       _exit(0);
