@@ -127,6 +127,56 @@ TEST(Bf16Rows, LayerNormOfSumGivesTheResidualStreamAndItsBf16Copy) {
   EXPECT_TRUE(for_products.equal(normed.to(for_products.scalar_type())));
 }
 
+// A product moved in by its only holder takes the residual sum in place (one
+// activation fewer in a pass): the same values as a new tensor, in float32
+// and bf16; an update someone else still holds, or one under autograd, is
+// left as it was.
+TEST(Bf16Rows, AMovedInUpdateTakesTheSumInPlace) {
+  at::manual_seed(7);
+  torch::nn::LayerNorm norm = layer_norm_of_width(32, 1e-6);
+  const at::Tensor residual = at::randn({2, 7, 32}) * 2, update = at::randn({2, 7, 32});
+  for (const albef::Precision precision : {albef::Precision::Fp32, albef::Precision::Bf16}) {
+    SCOPED_TRACE(precision == albef::Precision::Fp32 ? "fp32" : "bf16");
+    at::NoGradGuard no_grad;
+    const albef::PrecisionGuard guard(precision, at::kCPU);
+    const auto [expected_sum, expected_normed] = albef::ops::add_layer_norm_for_products(residual, update, *norm);
+    const auto [expected_rows, expected_for_products] = albef::ops::layer_norm_of_sum(residual, update, *norm);
+
+    at::Tensor moved = update.clone();
+    const void* storage = moved.data_ptr();
+    const auto [sum, normed] = albef::ops::add_layer_norm_for_products(residual, std::move(moved), *norm);
+    EXPECT_EQ(sum.data_ptr(), storage);
+    EXPECT_TRUE(sum.equal(expected_sum));
+    EXPECT_TRUE(normed.equal(expected_normed));
+
+    moved = update.clone();
+    storage = moved.data_ptr();
+    const auto [rows, for_products] = albef::ops::layer_norm_of_sum(residual, std::move(moved), *norm);
+    // The fused bf16 pass normalises the sum where it lies; float32 takes ATen's layer_norm of it.
+    if (precision == albef::Precision::Bf16 && albef::ops::native_bf16_rows() && albef::dnnl_bf16_gemm_available())
+      EXPECT_EQ(rows.data_ptr(), storage);
+    EXPECT_TRUE(rows.equal(expected_rows));
+    EXPECT_TRUE(for_products.equal(expected_for_products));
+
+    moved = update.clone();
+    storage = moved.data_ptr();
+    const at::Tensor added = albef::ops::add_into(std::move(moved), residual);
+    EXPECT_EQ(added.data_ptr(), storage);
+    EXPECT_TRUE(added.equal(residual + update));
+
+    const at::Tensor held = update.clone();
+    const auto [apart, apart_normed] = albef::ops::add_layer_norm_for_products(residual, held, *norm);
+    EXPECT_NE(apart.data_ptr(), held.data_ptr());
+    EXPECT_TRUE(held.equal(update));
+    EXPECT_TRUE(apart.equal(expected_sum));
+  }
+  at::Tensor recorded = update.clone();  // moved in, but gradients are recorded: a new tensor
+  const void* storage = recorded.data_ptr();
+  const at::Tensor sum = albef::ops::add_into(std::move(recorded), residual.clone().requires_grad_());
+  EXPECT_NE(sum.data_ptr(), storage);
+  EXPECT_TRUE(sum.requires_grad());
+}
+
 // ViT blocks in a row hand the next block its norm1 from the last residual
 // add (one pass over the rows): the same as each block on its own.
 TEST(Bf16Rows, VitBlocksInARowEqualEachBlockOnItsOwn) {

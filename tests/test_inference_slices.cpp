@@ -121,6 +121,37 @@ TEST_F(InferenceSlices, ItmPassesCutToTheirLongestCaptionEqualThePaddedPairs) {
   }
 }
 
+// A gallery's candidates are rows of its states, gathered a pass at a time
+// (`text_rows`): the logits of those rows copied out first, in the rows' order,
+// repeats included; rows outside the states are refused.
+TEST_F(InferenceSlices, ItmOfPickedTextRowsEqualsThoseRowsCopiedOut) {
+  at::NoGradGuard no_grad;
+  const auto [ids, mask] = random_captions(40, 30);
+  const at::Tensor text_embeds = model_->encode_text(ids, mask);
+  const at::Tensor image_embeds = model_->encode_image(at::randn({3, 3, 32, 32}));
+  const at::Tensor picked = at::tensor({31, 2, 17, 2, 39, 0, 8, 25, 11, 30, 5, 36, 14, 22, 7, 19, 3}, at::kLong);
+  const at::Tensor image_rows = at::arange(picked.size(0)) % 3;
+  for (const int64_t batch : {0, 5}) {
+    albef::FusionImages shared(image_embeds.slice(0, 2, 3), /*keep_key_values=*/true);
+    EXPECT_TENSOR_NEAR(
+        albef::itm_logits(model_, text_embeds, mask, shared, {}, batch, picked),
+        albef::itm_logits(model_, text_embeds.index_select(0, picked), mask.index_select(0, picked), shared, {}, batch),
+        kTolerance);
+    albef::FusionImages rows_of(image_embeds);
+    EXPECT_TENSOR_NEAR(albef::itm_logits(model_, text_embeds, mask, rows_of, image_rows, batch, picked),
+                       albef::itm_logits(model_, text_embeds.index_select(0, picked), mask.index_select(0, picked),
+                                         rows_of, image_rows, batch),
+                       kTolerance);
+  }
+  albef::FusionImages shared(image_embeds.slice(0, 0, 1), /*keep_key_values=*/true);
+  EXPECT_THROW(albef::itm_logits(model_, text_embeds, mask, shared, {}, 0, at::tensor({0, 40}, at::kLong)),
+               albef::Error);
+  EXPECT_THROW(albef::itm_logits(model_, text_embeds, mask, shared, {}, 0, at::tensor({-1, 3}, at::kLong)),
+               albef::Error);
+  EXPECT_THROW(albef::itm_logits(model_, text_embeds, mask, shared, {}, 0, at::zeros({2, 2}, at::kLong)),
+               albef::Error);
+}
+
 // Texts that read an image each attend to the images' keys and values a few
 // hundred image tokens at a time (the tiny ViT's 5 tokens: 102 images), which
 // exist for those texts alone: pairs and picked image rows as one by one.

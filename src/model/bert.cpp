@@ -188,8 +188,9 @@ at::Tensor BertResidualOutputImpl::forward(const at::Tensor& x, const at::Tensor
   return add_and_norm(ops::linear(*dense, x), residual);
 }
 
-at::Tensor BertResidualOutputImpl::add_and_norm(const at::Tensor& product, const at::Tensor& residual) {
-  return LayerNorm->forward(ops::dropout(product, dropout, is_training()) + residual);
+at::Tensor BertResidualOutputImpl::add_and_norm(at::Tensor product, const at::Tensor& residual) {
+  if (!is_training()) return LayerNorm->forward(ops::add_into(std::move(product), residual));
+  return LayerNorm->forward(ops::dropout(product, dropout, /*training=*/true) + residual);
 }
 
 std::pair<at::Tensor, at::Tensor> BertResidualOutputImpl::forward_for_products(const at::Tensor& x,
@@ -218,18 +219,22 @@ BertLayerImpl::BertLayerImpl(const BertConfig& config, int64_t layer_index) {
   output = register_module("output", BertResidualOutput(config.intermediate_size, config));
 }
 
-at::Tensor BertLayerImpl::forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
+at::Tensor BertLayerImpl::forward(at::Tensor hidden, const at::Tensor& additive_mask, FusionImages* images,
                                   const at::Tensor& image_rows, bool class_token_only) {
   // Each sublayer's output twice: the residual stream, and as the next products read it.
-  const at::Tensor residual = class_token_only ? hidden.slice(1, 0, 1).contiguous() : hidden;
-  auto [x, x_for_products] = attention->output->forward_for_products(
-      attention->self->forward(hidden, additive_mask, class_token_only), residual);
+  at::Tensor x, x_for_products;
+  {
+    const at::Tensor residual = class_token_only ? hidden.slice(1, 0, 1).contiguous() : hidden;
+    std::tie(x, x_for_products) = attention->output->forward_for_products(
+        attention->self->forward(hidden, additive_mask, class_token_only), residual);
+  }
+  hidden.reset();
   if (has_cross_attention() && images) {
     ALBEF_CHECK(images->embeds().defined(), "a fusion layer needs the image embeddings");
     std::tie(x, x_for_products) = crossattention->output->forward_for_products(
         crossattention->self->forward_cross(x_for_products, *images, image_rows), x);
   }
-  return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, x_for_products), x);
+  return output->add_and_norm(ops::feed_forward(*intermediate->dense, *output->dense, std::move(x_for_products)), x);
 }
 
 BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
@@ -276,24 +281,26 @@ at::Tensor BertModelImpl::run_layers(at::Tensor hidden, const at::Tensor& additi
         images.empty() || i < config_.fusion_layer
             ? nullptr
             : images[static_cast<size_t>((i - config_.fusion_layer) % static_cast<int64_t>(images.size()))];
-    hidden = layer[i]->as<BertLayer>()->forward(hidden, additive_mask, source, image_rows,
+    hidden = layer[i]->as<BertLayer>()->forward(std::move(hidden), additive_mask, source, image_rows,
                                                 class_token_only && i + 1 == end);
   }
   return hidden;
 }
 
 at::Tensor BertModelImpl::forward_text(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
-  const at::Tensor hidden = embeddings->forward(input_ids);
-  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {}, {}, 0,
+  at::Tensor hidden = embeddings->forward(input_ids);
+  const at::Tensor mask = extended_attention_mask(attention_mask, hidden.scalar_type());
+  // Moved: the embeddings are freed once the first layer has read them.
+  return run_layers(std::move(hidden), mask, {}, {}, 0,
                     config_.single_stream ? config_.num_hidden_layers : config_.fusion_layer);
 }
 
 at::Tensor BertModelImpl::forward_text_class_token(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
-  const at::Tensor hidden = embeddings->forward(input_ids);
+  at::Tensor hidden = embeddings->forward(input_ids);
   const int64_t layers = config_.single_stream ? config_.num_hidden_layers : config_.fusion_layer;
   if (layers == 0) return hidden.slice(1, 0, 1);
-  return run_layers(hidden, extended_attention_mask(attention_mask, hidden.scalar_type()), {}, {}, 0, layers,
-                    /*class_token_only=*/true);
+  const at::Tensor mask = extended_attention_mask(attention_mask, hidden.scalar_type());
+  return run_layers(std::move(hidden), mask, {}, {}, 0, layers, /*class_token_only=*/true);
 }
 
 at::Tensor BertModelImpl::forward_inputs_embeds(const at::Tensor& inputs_embeds, FusionImages& states) {

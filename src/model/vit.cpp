@@ -59,7 +59,7 @@ VitMlpImpl::VitMlpImpl(int64_t dim, int64_t hidden) {
   fc2 = register_module("fc2", ops::encoder_linear(hidden, dim));
 }
 
-at::Tensor VitMlpImpl::forward(const at::Tensor& x) { return ops::feed_forward(*fc1, *fc2, x); }
+at::Tensor VitMlpImpl::forward(at::Tensor x) { return ops::feed_forward(*fc1, *fc2, std::move(x)); }
 
 VitBlockImpl::VitBlockImpl(int64_t dim, int64_t num_heads, double mlp_ratio) {
   const auto norm_options = nn::LayerNormOptions({dim}).eps(1e-6);
@@ -73,12 +73,14 @@ at::Tensor VitBlockImpl::forward(const at::Tensor& input) {
   return forward_chained(input, ops::layer_norm_for_products(input, *norm1), nullptr).first;
 }
 
-std::pair<at::Tensor, at::Tensor> VitBlockImpl::forward_chained(const at::Tensor& input, const at::Tensor& normed,
+std::pair<at::Tensor, at::Tensor> VitBlockImpl::forward_chained(at::Tensor input, at::Tensor normed,
                                                                 nn::LayerNormImpl* next_norm) {
   auto [x, mlp_input] = ops::add_layer_norm_for_products(input, attn->forward(normed), *norm2);
-  const at::Tensor update = mlp->forward(mlp_input);
-  if (next_norm == nullptr) return {x + update, at::Tensor()};
-  return ops::add_layer_norm_for_products(x, update, *next_norm);
+  input.reset();
+  normed.reset();
+  at::Tensor update = mlp->forward(std::move(mlp_input));
+  if (next_norm == nullptr) return {ops::add_into(std::move(update), x), at::Tensor()};
+  return ops::add_layer_norm_for_products(x, std::move(update), *next_norm);
 }
 
 at::Tensor VitBlockImpl::forward_class_token(const at::Tensor& input, const at::Tensor& normed) {
@@ -124,7 +126,7 @@ std::pair<at::Tensor, at::Tensor> VisionTransformerImpl::run_blocks(at::Tensor x
   at::Tensor normed = first_norm != nullptr ? ops::layer_norm_for_products(x, *first_norm) : at::Tensor();
   for (int64_t i = begin; i < end; ++i) {
     nn::LayerNormImpl* next_norm = i + 1 < end ? block(i + 1)->norm1.get() : then_norm;
-    std::tie(x, normed) = block(i)->forward_chained(x, normed, next_norm);
+    std::tie(x, normed) = block(i)->forward_chained(std::move(x), std::move(normed), next_norm);
   }
   return {x, normed};
 }

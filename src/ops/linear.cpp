@@ -300,12 +300,17 @@ at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& inp
   return layer_product(layer, input, true, Feeds::product);
 }
 
-at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::LinearImpl& second,
-                        const at::Tensor& input) {
+at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::LinearImpl& second, at::Tensor input) {
   const at::Tensor first_scales = int8_weight_scales(first), second_scales = int8_weight_scales(second);
-  if (!first_scales.defined() || !second_scales.defined()) return linear(second, linear_gelu(first, input));
+  if (!first_scales.defined() || !second_scales.defined()) {
+    at::Tensor hidden = linear_gelu(first, input);
+    input.reset();
+    return linear(second, hidden);
+  }
+  const std::vector<int64_t> sizes = input.sizes().vec();
   const Int8Rows hidden = linear_int8_rows(input, first.weight, first_scales, first.bias, /*gelu=*/true);
-  return restore_shape(linear_int8(hidden, second.weight, second_scales, second.bias, /*gelu=*/false), input.sizes());
+  input.reset();
+  return restore_shape(linear_int8(hidden, second.weight, second_scales, second.bias, /*gelu=*/false), sizes);
 }
 
 bool products_read_bf16(const at::Tensor& input) {
@@ -365,25 +370,45 @@ at::Tensor layer_norm_for_products(const at::Tensor& x, torch::nn::LayerNormImpl
   return norm.forward(x);
 }
 
-std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& residual, const at::Tensor& update,
+namespace {
+
+/// Whether `update` may take residual + update in place: its caller handed
+/// over the only reference to it and to its storage (moved in), it has
+/// residual's shape and type, and no gradient is recorded.
+bool writable_in_place(const at::Tensor& update, const at::Tensor& residual) {
+  return !at::GradMode::is_enabled() && update.use_count() == 1 && update.storage().use_count() == 1 &&
+         update.is_contiguous() && update.sizes() == residual.sizes() &&
+         update.scalar_type() == residual.scalar_type() && update.device() == residual.device();
+}
+
+}  // namespace
+
+at::Tensor add_into(at::Tensor update, const at::Tensor& residual) {
+  // Float addition commutes: update + residual is residual + update, bit for bit.
+  return writable_in_place(update, residual) ? update.add_(residual) : residual + update;
+}
+
+std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& residual, at::Tensor update,
                                                               torch::nn::LayerNormImpl& norm) {
   if (normalizes_to_bf16(residual, update, norm)) {
-    at::Tensor sum = at::empty_like(residual);
+    // Each element of the sum is written after its update is read: the two may share storage.
+    at::Tensor sum = writable_in_place(update, residual) ? update : at::empty_like(residual);
     return {sum, normalize_to_bf16(residual, update, norm, sum.data_ptr<float>(), nullptr)};
   }
-  at::Tensor sum = residual + update;
+  at::Tensor sum = add_into(std::move(update), residual);
   at::Tensor normed = norm.forward(sum);
   return {sum, normed};
 }
 
-std::pair<at::Tensor, at::Tensor> layer_norm_of_sum(const at::Tensor& residual, const at::Tensor& update,
+std::pair<at::Tensor, at::Tensor> layer_norm_of_sum(const at::Tensor& residual, at::Tensor update,
                                                     torch::nn::LayerNormImpl& norm) {
   if (normalizes_to_bf16(residual, update, norm)) {
-    at::Tensor normed = at::empty_like(residual);  // holds the sum until each row is normalised in place
+    // Holds the sum until each row is normalised in place; may be update's own storage (add_into).
+    at::Tensor normed = writable_in_place(update, residual) ? update : at::empty_like(residual);
     float* rows = normed.data_ptr<float>();
     return {normed, normalize_to_bf16(residual, update, norm, rows, rows)};
   }
-  at::Tensor normed = norm.forward(residual + update);
+  at::Tensor normed = norm.forward(add_into(std::move(update), residual));
   return {normed, product_input(normed)};
 }
 

@@ -48,9 +48,10 @@ at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& inp
 /// second(gelu(first(input))): a transformer's feed-forward block (ViT's
 /// mlp, BERT's intermediate and output dense). With two int8 layers GELU's
 /// output passes between them quantised, row by row as it is computed;
-/// otherwise it is linear(second, linear_gelu(first, input)).
-at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::LinearImpl& second,
-                        const at::Tensor& input);
+/// otherwise it is linear(second, linear_gelu(first, input)). `input` is
+/// let go once the first product has read it: a caller that moves it in
+/// frees it before the second product runs.
+at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::LinearImpl& second, at::Tensor input);
 
 /// `input` as the products that read it take it: under bf16 autocast, in
 /// inference on oneDNN's bf16 path, converted to bf16 once for several
@@ -69,18 +70,25 @@ bool products_read_bf16(const at::Tensor& input);
 /// bf16 in the same pass (AVX-512 BF16); otherwise `norm`'s own forward.
 at::Tensor layer_norm_for_products(const at::Tensor& x, torch::nn::LayerNormImpl& norm);
 
+/// residual + update. Where `update` is moved in by its only holder (a
+/// product just made) and no gradient is recorded, the sum is written over
+/// it: a pass holds one activation fewer. The same values either way.
+at::Tensor add_into(at::Tensor update, const at::Tensor& residual);
+
 /// residual + update and LayerNorm of it for products to read: the sum
 /// (float32, the residual stream) and the normalised rows as
 /// layer_norm_for_products gives them, in one pass per row where those are
-/// bf16 instead of an add, a layer_norm and a conversion.
-std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& residual, const at::Tensor& update,
+/// bf16 instead of an add, a layer_norm and a conversion. The sum goes over
+/// `update` as in add_into.
+std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& residual, at::Tensor update,
                                                               torch::nn::LayerNormImpl& norm);
 
 /// LayerNorm(residual + update), BERT's post-LN sublayer output: the
 /// normalised rows in float32 (the residual stream) and as product_input
 /// would hand them to products, both from one pass per row where the
-/// latter are bf16.
-std::pair<at::Tensor, at::Tensor> layer_norm_of_sum(const at::Tensor& residual, const at::Tensor& update,
+/// latter are bf16. The sum goes over `update` as in add_into, and in the
+/// bf16 pass the normalised rows with it.
+std::pair<at::Tensor, at::Tensor> layer_norm_of_sum(const at::Tensor& residual, at::Tensor update,
                                                     torch::nn::LayerNormImpl& norm);
 
 /// Keeps an inference layer's bf16 or int8 weights only in the blocked

@@ -111,8 +111,9 @@ class BertResidualOutputImpl : public torch::nn::Module {
  public:
   BertResidualOutputImpl(int64_t in_features, const BertConfig& config);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual);
-  /// The same from dense(x) computed by the caller (BertLayer's feed-forward block).
-  at::Tensor add_and_norm(const at::Tensor& product, const at::Tensor& residual);
+  /// The same from dense(x) computed by the caller (BertLayer's feed-forward
+  /// block); in inference the sum goes over `product` (ops::add_into).
+  at::Tensor add_and_norm(at::Tensor product, const at::Tensor& residual);
   /// forward(), and its output as the next sublayer's products read it
   /// (bf16 in bf16 inference), written in the same pass (ops::layer_norm_of_sum).
   std::pair<at::Tensor, at::Tensor> forward_for_products(const at::Tensor& x, const at::Tensor& residual);
@@ -147,8 +148,10 @@ class BertLayerImpl : public torch::nn::Module {
   /// Null `images` skips the cross-attention (SIMLA's text mode);
   /// `image_rows` as in BertSelfAttentionImpl::forward_cross. With
   /// `class_token_only`, the [CLS] row alone [B, 1, H]: the layer's products
-  /// on that row, besides every token's keys and values.
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& additive_mask, FusionImages* images,
+  /// on that row, besides every token's keys and values. `hidden` is let go
+  /// once the attention has read it (moved in, it is freed before the
+  /// feed-forward runs).
+  at::Tensor forward(at::Tensor hidden, const at::Tensor& additive_mask, FusionImages* images,
                      const at::Tensor& image_rows, bool class_token_only = false);
   bool has_cross_attention() const { return !crossattention.is_empty(); }
   BertAttention attention{nullptr};

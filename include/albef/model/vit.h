@@ -51,7 +51,8 @@ TORCH_MODULE(VitAttention);
 class VitMlpImpl : public torch::nn::Module {
  public:
   VitMlpImpl(int64_t dim, int64_t hidden);
-  at::Tensor forward(const at::Tensor& x);
+  /// Takes `x` by value: moved in, it is freed before fc2 runs (ops::feed_forward).
+  at::Tensor forward(at::Tensor x);
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(VitMlp);
@@ -64,7 +65,9 @@ class VitBlockImpl : public torch::nn::Module {
   /// forward(x) from x and norm1(x) as ops::layer_norm_for_products gives
   /// it; returns the output and, with `next_norm`, next_norm(output) for
   /// products: the last residual add and the next block's norm1 in one pass.
-  std::pair<at::Tensor, at::Tensor> forward_chained(const at::Tensor& x, const at::Tensor& normed,
+  /// `x` and `normed` are let go once read (moved in, a pass's input is freed
+  /// before the MLP runs).
+  std::pair<at::Tensor, at::Tensor> forward_chained(at::Tensor x, at::Tensor normed,
                                                     torch::nn::LayerNormImpl* next_norm);
   /// The class token's row of forward(x) [B, 1, D], from x and norm1(x):
   /// the block's products on that row alone, besides every token's keys and values.

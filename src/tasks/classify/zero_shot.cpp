@@ -155,9 +155,7 @@ ZeroShotScores classify_images(AlbefModel& model, const ZeroShotLabels& labels, 
     // One image for all its candidates: its keys and values are computed once (FusionImages).
     FusionImages image(embeds.slice(0, b, b + 1));
     const at::Tensor match =
-        at::softmax(itm_logits(model, labels.rerank_states.index_select(0, rows),
-                               labels.rerank_mask.index_select(0, rows), image),
-                    1)
+        at::softmax(itm_logits(model, labels.rerank_states, labels.rerank_mask, image, {}, 0, rows), 1)
             .select(1, 1)
             .to(at::kCPU, at::kFloat);
     const at::Tensor order = match.argsort(0, /*descending=*/true);

@@ -26,9 +26,7 @@ std::pair<int64_t, int64_t> rank_rows(int64_t rows, int rank, int world_size) {
 at::Tensor rerank_one_image(AlbefModel& model, const at::Tensor& image_tokens, const at::Tensor& text_states,
                             const at::Tensor& text_masks, const at::Tensor& text_rows, int64_t batch) {
   FusionImages image(image_tokens, /*keep_key_values=*/true);
-  return itm_logits(model, text_states.index_select(0, text_rows), text_masks.index_select(0, text_rows), image, {},
-                    batch)
-      .select(1, 1);
+  return itm_logits(model, text_states, text_masks, image, {}, batch, text_rows).select(1, 1);
 }
 
 RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer& tokenizer,
