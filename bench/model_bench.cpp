@@ -11,6 +11,7 @@
 #include "albef/io/npy.h"
 #include "albef/model/albef.h"
 #include "albef/model/itm.h"
+#include "core/rows.h"
 #include "ops/linear.h"
 #include "tasks/retrieval/evaluation.h"
 #include "albef/train/optimizer.h"
@@ -51,6 +52,8 @@ namespace {
 constexpr int64_t kTextBatch = 64, kItmBatch = 64, kTrainBatch = 8, kTrainTokens = 25, kTextTokens = 30;
 constexpr int64_t kVqaQuestions = 16, kQuestionTokens = 12, kNlvrPairs = 16, kVePairs = 32;
 constexpr int64_t kGradcamPairs = 16;
+// itm_b64's set-up encodes its images this many at a time (one inference pass of 257-token images).
+constexpr int64_t kItmSetupImages = 4;
 // classify_1000: zero-shot classification of 1,000 images into 1,000 labels (one template each).
 constexpr int64_t kClassifyImages = 1000, kClassifyLabels = 1000, kClassifyBatch = 32;
 // coco5k_estimate: COCO's 5k test split (5,000 images, 25,000 captions) at k_test 256, both directions.
@@ -398,8 +401,15 @@ void run_model_worker(const WorkerRequest& request) {
         at::NoGradGuard no_grad;
         PrecisionGuard guard(precision, device);
         text_embeds = model->encode_text(ids, mask);
-        const at::Tensor encoded = model->encode_image(images);
-        images = at::Tensor();  // the pixels go before their states are repeated to 64 rows
+        // The images' states held as the fusion's key and value products read them, as the retrieval
+        // evaluation holds its gallery (bf16 under bf16: half the memory, the same products), written a
+        // few images at a time; the pixels go before the states are repeated to 64 rows.
+        at::Tensor encoded;
+        for (int64_t begin = 0; begin < images.size(0); begin += kItmSetupImages) {
+          const int64_t end = std::min(images.size(0), begin + kItmSetupImages);
+          write_rows(encoded, images.size(0), begin, ops::product_input(model->encode_image(images.slice(0, begin, end))));
+        }
+        images = at::Tensor();
         image_embeds = encoded.index_select(0, at::arange(items) % encoded.size(0));
       }
       // The step fuses the embeddings: the images and token ids they came from are not its inputs.
