@@ -64,7 +64,7 @@ void init_runtime(int threads) {
 }
 
 TransientBuffersToOs::TransientBuffersToOs() {
-  if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, 256 << 10);
   if (TensorHeap* heap = tensor_heap()) heap->begin_bypass();
 }
 

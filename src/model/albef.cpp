@@ -473,6 +473,12 @@ AlbefModel build_bf16_model(const Config& config, const ModelOptions& options) {
   return model;
 }
 
+/// Returns the pages of freed heap blocks (glibc's and the TensorHeap's) to the OS.
+void give_back_free_pages() {
+  malloc_trim(0);
+  if (TensorHeap* heap = tensor_heap()) heap->release_free_pages();
+}
+
 // A model whose encoder layers are int8 from the start (Int8Construction):
 // each layer's float32 weight exists only while it is built, and the loader
 // quantises the checkpoint's tensors into the int8 ones one at a time.
@@ -493,15 +499,16 @@ AlbefModel load_inference_model(const Config& config, ModelOptions options, cons
                      : precision == Precision::Int8                  ? build_int8_model(config, options)
                                                                      : AlbefModel(config, options);
   const LoadReport loaded = load_checkpoint(model, checkpoint);
+  // The loading's own buffers (the checkpoint's tensors, the quantisation's temporaries) were freed between
+  // the model's: their pages go back to the OS before packing adds a layer's copy at a time on top of them
+  // (int8 text's peak: 1.33x the weights -> 1.25x), and again after it (the plain weights replaced), or they
+  // stay resident for good. What inference reuses of them comes back once, on first touch.
+  give_back_free_pages();
   for (const auto& key : loaded.missing_keys)
     if (key != "temp") fail(checkpoint, ": the checkpoint has no '", key, "' (is it an ALBEF checkpoint for this task?)");
   model->to(device);
   prepare_for_inference(model, precision);
-  // The loading's own buffers (the checkpoint's float32 tensors, the plain weights before packing) were
-  // freed between the model's: their pages go back to the OS, or they stay resident for good (int8 ITM's
-  // peak: 1.90x the weights -> 1.71x). What inference reuses of them comes back once, on first touch.
-  malloc_trim(0);
-  if (TensorHeap* heap = tensor_heap()) heap->release_free_pages();
+  give_back_free_pages();
   if (report) *report = loaded;
   return model;
 }
