@@ -407,7 +407,8 @@ void run_model_worker(const WorkerRequest& request) {
         at::Tensor encoded;
         for (int64_t begin = 0; begin < images.size(0); begin += kItmSetupImages) {
           const int64_t end = std::min(images.size(0), begin + kItmSetupImages);
-          write_rows(encoded, images.size(0), begin, ops::product_input(model->encode_image(images.slice(0, begin, end))));
+          const at::Tensor states = model->encode_image(images.slice(0, begin, end));
+          write_rows(encoded, images.size(0), begin, ops::product_input(states));
         }
         images = at::Tensor();
         image_embeds = encoded.index_select(0, at::arange(items) % encoded.size(0));
