@@ -64,7 +64,7 @@ void init_runtime(int threads) {
 }
 
 TransientBuffersToOs::TransientBuffersToOs() {
-  if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  if (g_keep_in_heap) mallopt(M_MMAP_THRESHOLD, static_cast<int>(kLargeTensorBytes));
   if (TensorHeap* heap = tensor_heap()) heap->begin_bypass();
 }
 

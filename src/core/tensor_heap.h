@@ -19,6 +19,10 @@
 
 namespace albef {
 
+/// Where a tensor buffer counts as large: the process's region takes blocks
+/// from this size, and TransientBuffersToOs maps them from the OS.
+constexpr size_t kLargeTensorBytes = 256 << 10;
+
 class TensorHeap final : public c10::Allocator {
  public:
   /// Reserves `reserve_bytes` of address space (no memory until touched).
@@ -26,7 +30,7 @@ class TensorHeap final : public c10::Allocator {
   /// once the range is full or while bypassed, from c10::alloc_cpu (glibc, as
   /// c10's default CPU allocator). Throws when the range cannot be reserved
   /// (strict overcommit, say).
-  TensorHeap(size_t reserve_bytes, size_t large_from = 256 << 10, size_t large_until = size_t{1} << 30);
+  TensorHeap(size_t reserve_bytes, size_t large_from = kLargeTensorBytes, size_t large_until = size_t{1} << 30);
   ~TensorHeap() override;
   TensorHeap(const TensorHeap&) = delete;
   TensorHeap& operator=(const TensorHeap&) = delete;
