@@ -23,6 +23,7 @@
 #include "albef/tasks/ve.h"
 #include "albef/tasks/vqa.h"
 #include "albef/text/tokenizer.h"
+#include "albef/vision/pixels.h"
 #include "tasks/classification/classifier.h"
 #include "tasks/pretrain/grit_step.h"
 #include "tasks/pretrain/simla_model.h"
@@ -335,6 +336,8 @@ void run_model_worker(const WorkerRequest& request) {
       images = io::read_npy(request.inputs + "/images.npy");
       if (request.workload == "image_b1" || train)
         images = images.slice(0, 0, std::min<int64_t>(images.size(0), train ? kTrainBatch : 1)).clone();
+      // Inference holds the 8-bit pixels, as albef's loaders give them; a training step reads floats.
+      if (train) images = vision::normalize_pixels(images);
       config.image_res = images.size(-1);
     }
     const std::string texts = vqa ? "/question" : "/text";
@@ -661,6 +664,11 @@ void write_weights(const ModelBenchOptions& options, const WeightFiles& files) {
   }
 }
 
+// Images as the test transform's resize leaves them: 8-bit RGB planes [n, 3, res, res].
+at::Tensor random_pixels(int64_t n, int64_t image_res) {
+  return at::randint(0, 256, {n, 3, image_res, image_res}, at::kByte);
+}
+
 // vqa_b16's inputs: 16 images and questions (8 to 12 tokens, padded to 12)
 // and a synthetic answer list shaped like VQA v2's: `[CLS] pieces [SEP]`,
 // padded with 0 to the longest (10 tokens), with 1 word piece for 62% of the
@@ -671,7 +679,7 @@ void write_weights(const ModelBenchOptions& options, const WeightFiles& files) {
 void write_vqa_inputs(const std::string& dir, int64_t answers, int64_t image_res) {
   fs::create_directories(dir);
   at::manual_seed(0);
-  io::write_npy(dir + "/images.npy", at::randn({kVqaQuestions, 3, image_res, image_res}));
+  io::write_npy(dir + "/images.npy", random_pixels(kVqaQuestions, image_res));
   at::Tensor question_ids = at::randint(1000, 30000, {kVqaQuestions, kQuestionTokens}, at::kLong);
   at::Tensor question_mask = at::zeros({kVqaQuestions, kQuestionTokens}, at::kLong);
   for (int64_t q = 0; q < kVqaQuestions; ++q) {
@@ -723,7 +731,7 @@ int warmup_of(const std::string& workload, const ModelBenchOptions& options) {
 void write_inputs(const std::string& dir, int64_t images, int64_t texts, int64_t image_res) {
   fs::create_directories(dir);
   at::manual_seed(0);
-  io::write_npy(dir + "/images.npy", at::randn({images, 3, image_res, image_res}));
+  io::write_npy(dir + "/images.npy", random_pixels(images, image_res));
   at::Tensor ids = at::randint(1000, 30000, {texts, kTextTokens}, at::kLong);
   ids.select(1, 0).fill_(101);  // [CLS], as the tokenizer starts every caption
   io::write_npy(dir + "/text_ids.npy", ids);
@@ -743,7 +751,7 @@ void write_coco_inputs(const std::string& dir, const std::string& path, const Co
       text::BertTokenizer(config.vocab).encode_batch(captions, kTextTokens, text::Padding::MaxLength);
   fs::create_directories(dir);
   at::manual_seed(0);
-  io::write_npy(dir + "/images.npy", at::randn({16, 3, image_res, image_res}));
+  io::write_npy(dir + "/images.npy", random_pixels(16, image_res));
   io::write_npy(dir + "/text_ids.npy", encoding.input_ids);
   io::write_npy(dir + "/text_mask.npy", encoding.attention_mask);
 }

@@ -18,8 +18,10 @@ per iteration and pays that cast every time (~0.2 s for the ViT-B). Training
 always enters it per step: the weights change, and autocast's cast cache
 only lives as long as the region.
 
-Inputs (.npy in DIR, written by the C++ side): images.npy float32 [N,3,R,R]
-(normalised), text_ids.npy / text_mask.npy int64 [T,30]. The model is built
+Inputs (.npy in DIR, written by the C++ side): images.npy uint8 [N,3,R,R]
+(8-bit pixels, as the test transform's resize leaves them; normalised here with
+torchvision's ToTensor + Normalize before the timed steps, as the official
+DataLoader hands the model floats), text_ids.npy / text_mask.npy int64 [T,30]. The model is built
 at resolution R (the config's image_res is overridden, the position
 embedding of W is interpolated as Retrieval.py does).
 
@@ -211,9 +213,19 @@ def build_model(args, state, image_res):
     return model, config, msg
 
 
+# The official test transform's normalisation (CLIP's statistics), torchvision's float32 steps.
+PIXEL_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
+PIXEL_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
+
+
+def normalize_pixels(pixels):
+    """ToTensor + Normalize of uint8 [N, 3, R, R]: float32 [N, 3, R, R]."""
+    return pixels.float().div(255).sub_(PIXEL_MEAN).div_(PIXEL_STD)
+
+
 def load_inputs(folder, texts="text"):
     """images.npy and the `texts` ids and mask (text_* or, for VQA, question_*)."""
-    images = torch.from_numpy(np.load(os.path.join(folder, "images.npy")))
+    images = normalize_pixels(torch.from_numpy(np.load(os.path.join(folder, "images.npy"))))
     text_ids = torch.from_numpy(np.load(os.path.join(folder, texts + "_ids.npy"))).long()
     text_mask = torch.from_numpy(np.load(os.path.join(folder, texts + "_mask.npy"))).long()
     return images, text_ids, text_mask

@@ -533,10 +533,11 @@ TEST(EvalImageLoader, ImagesInOrderWithTheTestTransform) {
   while (std::optional<EvalBatch> batch = loader.next()) {
     const int64_t b = batch->images.size(0);
     EXPECT_EQ(b, seen < 24 ? 8 : 2);
+    EXPECT_EQ(batch->images.scalar_type(), at::kByte);  // 8-bit until the encoder normalises them
     for (int64_t i = 0; i < b; ++i) {
       EXPECT_EQ(batch->indices[i].item<int64_t>(), seen + i);
       const std::string& path = paths[static_cast<size_t>(seen + i)];
-      EXPECT_TRUE(at::equal(batch->images[i], vision::load_test_image(path, kRes))) << path;
+      EXPECT_TRUE(at::equal(batch->images[i], vision::load_test_pixels(path, kRes))) << path;
     }
     seen += b;
   }

@@ -44,7 +44,7 @@ AlbefInference::AlbefInference(const InferenceOptions& options)
 }
 
 at::Tensor AlbefInference::load_images(const std::vector<std::string>& image_paths) const {
-  return vision::load_test_images(image_paths, config_.image_res);
+  return vision::load_test_pixels(image_paths, config_.image_res);
 }
 
 text::BatchEncoding AlbefInference::tokenize(const std::vector<std::string>& captions) const {

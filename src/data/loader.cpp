@@ -167,9 +167,9 @@ struct EvalImageLoader::Impl {
         static_cast<int64_t>(paths.size()), batch_size, 0,
         [this, image_res, skip_unreadable](int64_t slot) {
           const std::string& path = paths[static_cast<size_t>(slot)];
-          if (!skip_unreadable) return Loaded{vision::load_test_image(path, image_res), {}};
+          if (!skip_unreadable) return Loaded{vision::load_test_pixels(path, image_res), {}};
           try {
-            return Loaded{vision::load_test_image(path, image_res), {}};
+            return Loaded{vision::load_test_pixels(path, image_res), {}};
           } catch (const std::exception& e) {
             return Loaded{at::Tensor(), e.what()};
           }
@@ -187,7 +187,7 @@ struct EvalImageLoader::Impl {
               batch.unreadable.push_back({index, paths[static_cast<size_t>(index)], loaded[i].error});
             }
           }
-          batch.images = images.empty() ? at::empty({0, 3, image_res, image_res}) : at::stack(images);
+          batch.images = images.empty() ? at::empty({0, 3, image_res, image_res}, at::kByte) : at::stack(images);
           batch.indices = int64_tensor(indices);
           return batch;
         });

@@ -53,6 +53,13 @@ at::Tensor to_normalized_tensor(const cv::Mat& rgb) {
   return out;
 }
 
+at::Tensor to_pixel_tensor(const cv::Mat& rgb) {
+  ALBEF_CHECK(rgb.type() == CV_8UC3, "expected an 8-bit 3-channel image, got OpenCV type ", rgb.type());
+  ALBEF_CHECK(rgb.isContinuous(), "expected a continuous image (rows without padding)");
+  // Interleaved rows (H, W, 3) to planes (3, H, W).
+  return at::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, at::kByte).permute({2, 0, 1}).contiguous();
+}
+
 at::Tensor load_test_image(const std::string& path, int image_res) {
   ALBEF_CHECK(image_res > 0, "image_res must be positive, got ", image_res);
   return to_normalized_tensor(resize_bicubic_pil(read_rgb(path), image_res, image_res));
@@ -65,6 +72,20 @@ at::Tensor load_test_images(const std::vector<std::string>& paths, int image_res
     for (int64_t i = begin; i < end; ++i) images[static_cast<size_t>(i)] = load_test_image(paths[i], image_res);
   });
   return at::stack(images);
+}
+
+at::Tensor load_test_pixels(const std::string& path, int image_res) {
+  ALBEF_CHECK(image_res > 0, "image_res must be positive, got ", image_res);
+  return to_pixel_tensor(resize_bicubic_pil(read_rgb(path), image_res, image_res));
+}
+
+at::Tensor load_test_pixels(const std::vector<std::string>& paths, int image_res) {
+  ALBEF_CHECK(image_res > 0, "image_res must be positive, got ", image_res);
+  at::Tensor pixels = at::empty({static_cast<int64_t>(paths.size()), 3, image_res, image_res}, at::kByte);
+  at::parallel_for(0, static_cast<int64_t>(paths.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) pixels[i].copy_(load_test_pixels(paths[i], image_res));
+  });
+  return pixels;
 }
 
 }  // namespace albef::vision

@@ -53,15 +53,18 @@ class AlbefInference {
   std::vector<PairScore> score_pairs(const std::vector<std::string>& image_paths,
                                      const std::vector<std::string>& captions);
 
-  /// Normalised features of images already transformed ([N, 3, R, R], as
-  /// load_images gives them), in batches of the options' batch size.
+  /// Normalised features of images already transformed ([N, 3, R, R]: 8-bit
+  /// pixels as load_images gives them, or normalised float32), in batches of
+  /// the options' batch size.
   at::Tensor image_features(const at::Tensor& images);
   /// Scores captions[i] against images[image_rows[i]] in one pass: each
   /// image is encoded once however many captions it has.
   std::vector<PairScore> score_images(const at::Tensor& images, const std::vector<int64_t>& image_rows,
                                       const std::vector<std::string>& captions);
 
-  /// The official test transform of a batch of files: [B, 3, R, R].
+  /// The official test transform of a batch of files up to its 8-bit pixels,
+  /// which the image encoder normalises a pass at a time: uint8 [B, 3, R, R]
+  /// (vision::normalize_pixels gives the float32 the official code feeds).
   at::Tensor load_images(const std::vector<std::string>& image_paths) const;
   /// pre_caption + tokenizer, padded to the longest caption.
   text::BatchEncoding tokenize(const std::vector<std::string>& captions) const;

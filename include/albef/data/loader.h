@@ -158,7 +158,8 @@ class TrainLoader {
 
 /// An evaluation batch.
 struct EvalBatch {
-  /// float32 [b, 3, R, R] (the last batch may be short).
+  /// uint8 [b, 3, R, R] (the last batch may be short): the test transform's
+  /// 8-bit pixels, which the image encoder normalises a pass at a time.
   at::Tensor images;
   /// int64 [b]: positions in the image list.
   at::Tensor indices;
@@ -167,8 +168,8 @@ struct EvalBatch {
   std::vector<BadSample> unreadable;
 };
 
-/// Images in list order through the official test transform
-/// (vision::load_test_image), batched, decoded on worker threads: the
+/// Images in list order through the official test transform up to its
+/// 8-bit pixels (vision::load_test_pixels), batched, decoded on worker threads: the
 /// `data_loader` of Retrieval.py's evaluation (no sampler, no drop_last).
 /// Decoding starts on construction. An unreadable image is an albef::Error
 /// naming the file (an evaluation needs every image) unless

@@ -20,7 +20,8 @@ namespace albef {
 class PatchEmbedImpl : public torch::nn::Module {
  public:
   PatchEmbedImpl(int64_t patch_size, int64_t embed_dim);
-  /// [B, 3, H, W] -> [B, (H/p)*(W/p), D]
+  /// [B, 3, H, W] -> [B, (H/p)*(W/p), D]. `image` is normalised (float), or
+  /// 8-bit pixels (uint8) that vision::normalize_pixels normalises first.
   at::Tensor forward(const at::Tensor& image);
   torch::nn::Conv2d proj{nullptr};
 };

@@ -9,6 +9,8 @@
 /// fixed-point weights and rounding to uint8 between the passes; it is
 /// reproduced here exactly, since OpenCV's and LibTorch's bicubic differ.
 
+#include "albef/vision/pixels.h"
+
 #include <ATen/core/Tensor.h>
 #include <opencv2/core/mat.hpp>
 
@@ -20,10 +22,6 @@
 #include <vector>
 
 namespace albef::vision {
-
-/// The normalisation ALBEF uses (CLIP's statistics).
-constexpr float kMean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-constexpr float kStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 
 /// Decodes a JPEG/PNG/... file into 8-bit RGB (CV_8UC3, R first), as PIL's
 /// `Image.open(path).convert('RGB')` would: EXIF orientation ignored, alpha
@@ -62,10 +60,22 @@ cv::Mat resized_crop_pil(const cv::Mat& rgb, int top, int left, int height, int 
 /// torchvision `ToTensor` + `Normalize(kMean, kStd)`: float32 [3, H, W].
 at::Tensor to_normalized_tensor(const cv::Mat& rgb);
 
+/// The same image's 8-bit planes, before `ToTensor`: uint8 [3, H, W]
+/// (normalize_pixels of it equals to_normalized_tensor).
+at::Tensor to_pixel_tensor(const cv::Mat& rgb);
+
 /// The official test transform of one file: float32 [3, res, res].
 at::Tensor load_test_image(const std::string& path, int image_res);
 
 /// load_test_image of every file, decoded on all cores: [N, 3, res, res].
 at::Tensor load_test_images(const std::vector<std::string>& paths, int image_res);
+
+/// The official test transform up to its 8-bit pixels, which the image
+/// encoder takes as they are: uint8 [3, res, res], a quarter of
+/// load_test_image's memory.
+at::Tensor load_test_pixels(const std::string& path, int image_res);
+
+/// load_test_pixels of every file, decoded on all cores: uint8 [N, 3, res, res].
+at::Tensor load_test_pixels(const std::vector<std::string>& paths, int image_res);
 
 }  // namespace albef::vision

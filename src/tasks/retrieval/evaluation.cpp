@@ -40,7 +40,8 @@ RetrievalScores evaluate_retrieval(AlbefModel& model, const text::BertTokenizer&
   return evaluate_retrieval(
       model, static_cast<int64_t>(image_paths.size()),
       [&](int64_t begin, int64_t end) {
-        return vision::load_test_images({image_paths.begin() + begin, image_paths.begin() + end}, res);
+        const std::vector<std::string> paths(image_paths.begin() + begin, image_paths.begin() + end);
+        return vision::load_test_pixels(paths, res);
       },
       encoding, options);
 }
