@@ -164,14 +164,14 @@ at::Tensor transform_images(const std::vector<ImageInput>& images, int64_t begin
   for (int64_t i = begin; i < end; ++i)
     if (!images[static_cast<size_t>(i)].path.empty()) paths.push_back(images[static_cast<size_t>(i)].path);
   // Files are decoded in parallel, as the CLI decodes them.
-  const at::Tensor decoded = paths.empty() ? at::Tensor() : vision::load_test_images(paths, image_res);
+  const at::Tensor decoded = paths.empty() ? at::Tensor() : vision::load_test_pixels(paths, image_res);
   if (static_cast<int64_t>(paths.size()) == end - begin) return decoded;
   std::vector<at::Tensor> out;
   int64_t next_path = 0;
   for (int64_t i = begin; i < end; ++i) {
     const ImageInput& image = images[static_cast<size_t>(i)];
     out.push_back(image.path.empty()
-                      ? vision::to_normalized_tensor(vision::resize_bicubic_pil(image.pixels, image_res, image_res))
+                      ? vision::to_pixel_tensor(vision::resize_bicubic_pil(image.pixels, image_res, image_res))
                       : decoded[next_path++]);
   }
   return at::stack(out);

@@ -48,8 +48,9 @@ std::vector<ImageInput> image_inputs(const py::handle& images, const std::string
 /// `texts`: a str or a list/tuple of str (ValueError naming `argument` otherwise).
 std::vector<std::string> text_inputs(const py::handle& texts, const std::string& argument);
 
-/// The official test transform of each image, [N, 3, res, res]; paths are
-/// decoded on every core. Runs without the GIL.
+/// The official test transform of each image up to its 8-bit pixels, uint8
+/// [N, 3, res, res] (the image encoder normalises them); paths are decoded on
+/// every core. Runs without the GIL.
 at::Tensor transform_images(const std::vector<ImageInput>& images, int64_t begin, int64_t end, int image_res);
 
 }  // namespace albef::python

@@ -180,7 +180,7 @@ std::vector<std::vector<SearchResult>> search_gallery(AlbefInference& albef, con
         std::vector<size_t> which;
         for (size_t i = begin; i < std::min(rerank, begin + batch_size); ++i) {
           try {
-            images.push_back(vision::load_test_image(found[i].path, static_cast<int>(albef.config().image_res)));
+            images.push_back(vision::load_test_pixels(found[i].path, static_cast<int>(albef.config().image_res)));
             which.push_back(i);
           } catch (const Error& e) {
             std::cerr << "warning: dropped from re-ranking: " << e.what() << "\n";

@@ -112,7 +112,7 @@ class Checks {
     if (static_cast<int64_t>(upload.rgb.rows) * upload.rgb.cols > limits_.max_pixels)
       throw HttpError(413, what + " is over --max_pixels " + std::to_string(limits_.max_pixels));
     const int res = static_cast<int>(limits_.image_res);
-    upload.tensor = vision::to_normalized_tensor(vision::resize_bicubic_pil(upload.rgb, res, res));
+    upload.tensor = vision::to_pixel_tensor(vision::resize_bicubic_pil(upload.rgb, res, res));
     return upload;
   }
 

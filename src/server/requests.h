@@ -36,7 +36,7 @@ struct RequestLimits {
 /// An uploaded image, decoded and checked, and its test transform.
 struct Upload {
   cv::Mat rgb;
-  at::Tensor tensor;  // [3, R, R]
+  at::Tensor tensor;  // uint8 [3, R, R]: held as 8-bit pixels while it waits; the image encoder normalises them
 };
 
 struct SearchRequest {
