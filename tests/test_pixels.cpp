@@ -48,12 +48,19 @@ TEST(Pixels, NormalisedTheyAreTheTestTransformsValues) {
   EXPECT_EQ(pixels.sizes(), (std::vector<int64_t>{3, 5, 7}));
   EXPECT_EQ(pixels[1][2][3].item<int64_t>(), rgb.at<cv::Vec3b>(2, 3)[1]);  // RGB planes, R first
   EXPECT_TRUE(normalize_pixels(pixels).equal(to_normalized_tensor(rgb)));
+  const cv::Mat crop = rgb(cv::Rect(1, 1, 4, 3));  // rows apart in memory
+  ASSERT_FALSE(crop.isContinuous());
+  EXPECT_TRUE(normalize_pixels(to_pixel_tensor(crop)).equal(to_normalized_tensor(crop)));
   // Every byte in every channel, against torchvision's float32 steps written out.
   const at::Tensor bytes = at::arange(256, at::kInt).to(at::kByte).view({1, 1, 256}).expand({3, 1, 256});
   const at::Tensor normalised = normalize_pixels(bytes.contiguous());
   for (int c = 0; c < 3; ++c)
     for (int v = 0; v < 256; ++v)
       ASSERT_EQ(normalised[c][0][v].item<float>(), (static_cast<float>(v) / 255.0f - kMean[c]) / kStd[c]) << c << v;
+  // And the per-image path (a table of those values) gives each of them too.
+  cv::Mat every_byte(1, 256, CV_8UC3);
+  for (int v = 0; v < 256; ++v) every_byte.at<cv::Vec3b>(0, v) = cv::Vec3b(v, v, v);
+  EXPECT_TRUE(to_normalized_tensor(every_byte).equal(normalised));
 }
 
 TEST(Pixels, FilesLoadAsTheBytesOfTheTestTransform) {

@@ -15,7 +15,9 @@ namespace {
 
 // Every output value depends only on (channel, byte), so the float32 chain
 // of torchvision (`div(255)`, then `sub_(mean)`, then `div_(std)`, each
-// rounded to float) is evaluated once per byte value.
+// rounded to float) is evaluated once per byte value. normalize_pixels runs
+// the same steps as tensor ops on a batch (any device); here, one image in a
+// loader's worker thread, a plain loop keeps ATen's threads out of it.
 using Table = std::array<std::array<float, 256>, 3>;
 
 const Table& normalisation_table() {
@@ -55,9 +57,9 @@ at::Tensor to_normalized_tensor(const cv::Mat& rgb) {
 
 at::Tensor to_pixel_tensor(const cv::Mat& rgb) {
   ALBEF_CHECK(rgb.type() == CV_8UC3, "expected an 8-bit 3-channel image, got OpenCV type ", rgb.type());
-  ALBEF_CHECK(rgb.isContinuous(), "expected a continuous image (rows without padding)");
+  const cv::Mat dense = rgb.isContinuous() ? rgb : rgb.clone();  // a crop's rows are apart
   // Interleaved rows (H, W, 3) to planes (3, H, W).
-  return at::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, at::kByte).permute({2, 0, 1}).contiguous();
+  return at::from_blob(dense.data, {dense.rows, dense.cols, 3}, at::kByte).permute({2, 0, 1}).contiguous();
 }
 
 at::Tensor load_test_image(const std::string& path, int image_res) {
