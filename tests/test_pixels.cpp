@@ -68,7 +68,8 @@ TEST(Pixels, FilesLoadAsTheBytesOfTheTestTransform) {
   const at::Tensor batch = load_test_pixels(paths, 32);
   EXPECT_EQ(batch.scalar_type(), at::kByte);
   EXPECT_EQ(batch.sizes(), (std::vector<int64_t>{3, 3, 32, 32}));
-  EXPECT_TRUE(normalize_pixels(batch).equal(load_test_images(paths, 32)));
+  for (size_t i = 0; i < paths.size(); ++i)
+    EXPECT_TRUE(normalize_pixels(batch[static_cast<int64_t>(i)]).equal(load_test_image(paths[i], 32))) << paths[i];
   EXPECT_TRUE(batch[1].equal(load_test_pixels(paths[1], 32)));
   EXPECT_EQ(load_test_pixels(std::vector<std::string>{}, 32).sizes(), (std::vector<int64_t>{0, 3, 32, 32}));
   expect_error([] { load_test_pixels(std::vector<std::string>{"/nonexistent/x.jpg"}, 32); }, {"/nonexistent/x.jpg"});

@@ -121,7 +121,7 @@ TEST(RetrievalEval, Bf16SimilaritiesAreFloat32ProductsOfTheFeatures) {
   at::Tensor image_feats, text_feats;
   {
     const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
-    const at::Tensor pixels = albef::vision::load_test_images(images(), model->config().image_res);
+    const at::Tensor pixels = albef::vision::normalize_pixels(albef::vision::load_test_pixels(images(), model->config().image_res));
     image_feats = model->image_feature(model->encode_image(pixels)).to(at::kFloat);
     text_feats = model->text_feature(model->encode_text(encoding.input_ids, encoding.attention_mask)).to(at::kFloat);
   }

@@ -67,15 +67,6 @@ at::Tensor load_test_image(const std::string& path, int image_res) {
   return to_normalized_tensor(resize_bicubic_pil(read_rgb(path), image_res, image_res));
 }
 
-at::Tensor load_test_images(const std::vector<std::string>& paths, int image_res) {
-  std::vector<at::Tensor> images(paths.size());
-  // Decoding and resizing dominate small batches; spread them over the cores.
-  at::parallel_for(0, static_cast<int64_t>(paths.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) images[static_cast<size_t>(i)] = load_test_image(paths[i], image_res);
-  });
-  return at::stack(images);
-}
-
 at::Tensor load_test_pixels(const std::string& path, int image_res) {
   ALBEF_CHECK(image_res > 0, "image_res must be positive, got ", image_res);
   return to_pixel_tensor(resize_bicubic_pil(read_rgb(path), image_res, image_res));
@@ -84,6 +75,7 @@ at::Tensor load_test_pixels(const std::string& path, int image_res) {
 at::Tensor load_test_pixels(const std::vector<std::string>& paths, int image_res) {
   ALBEF_CHECK(image_res > 0, "image_res must be positive, got ", image_res);
   at::Tensor pixels = at::empty({static_cast<int64_t>(paths.size()), 3, image_res, image_res}, at::kByte);
+  // Decoding and resizing dominate small batches; spread them over the cores.
   at::parallel_for(0, static_cast<int64_t>(paths.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) pixels[i].copy_(load_test_pixels(paths[i], image_res));
   });

@@ -67,15 +67,13 @@ at::Tensor to_pixel_tensor(const cv::Mat& rgb);
 /// The official test transform of one file: float32 [3, res, res].
 at::Tensor load_test_image(const std::string& path, int image_res);
 
-/// load_test_image of every file, decoded on all cores: [N, 3, res, res].
-at::Tensor load_test_images(const std::vector<std::string>& paths, int image_res);
-
 /// The official test transform up to its 8-bit pixels, which the image
 /// encoder takes as they are: uint8 [3, res, res], a quarter of
 /// load_test_image's memory.
 at::Tensor load_test_pixels(const std::string& path, int image_res);
 
-/// load_test_pixels of every file, decoded on all cores: uint8 [N, 3, res, res].
+/// load_test_pixels of every file, decoded on all cores: uint8 [N, 3, res, res]
+/// (normalize_pixels of it: the official test transform of the batch).
 at::Tensor load_test_pixels(const std::vector<std::string>& paths, int image_res);
 
 }  // namespace albef::vision
