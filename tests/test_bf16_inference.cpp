@@ -7,6 +7,7 @@
 #include "ops/attention.h"
 #include "ops/bf16_rows.h"
 #include "ops/linear.h"
+#include "ops/linear_int8.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -175,6 +176,37 @@ TEST(Bf16Rows, AMovedInUpdateTakesTheSumInPlace) {
   const at::Tensor sum = albef::ops::add_into(std::move(recorded), residual.clone().requires_grad_());
   EXPECT_NE(sum.data_ptr(), storage);
   EXPECT_TRUE(sum.requires_grad());
+}
+
+// A layer's product over batched rows [B, T, K], moved into the residual sum,
+// takes the sum in place in every precision: no view keeps it (its base
+// would, outside inference mode), so a pass holds one activation fewer.
+TEST(Bf16Rows, AProductOfBatchedRowsMovedInTakesTheSumInPlace) {
+  at::manual_seed(9);
+  const at::Tensor x = at::randn({2, 7, 32}), residual = at::randn({2, 7, 48});
+  for (const albef::Precision precision :
+       {albef::Precision::Fp32, albef::Precision::Bf16, albef::Precision::Int8}) {
+    SCOPED_TRACE(static_cast<int>(precision));
+    torch::nn::Linear layer(32, 48);
+    at::NoGradGuard no_grad;
+    if (precision == albef::Precision::Int8) albef::ops::quantize_linear_int8(*layer);
+    if (precision == albef::Precision::Bf16) layer->weight.set_data(layer->weight.to(at::kBFloat16));
+    albef::ops::pack_for_inference(*layer);
+    const albef::PrecisionGuard guard(precision, at::kCPU);
+    const at::Tensor expected = residual + albef::ops::linear(*layer, x);
+
+    at::Tensor product = albef::ops::linear(*layer, x);
+    ASSERT_EQ(product.sizes(), (std::vector<int64_t>{2, 7, 48}));
+    const void* storage = product.data_ptr();
+    const at::Tensor sum = albef::ops::add_into(std::move(product), residual);
+    EXPECT_EQ(sum.data_ptr(), storage);
+    EXPECT_TRUE(sum.equal(expected));
+
+    const at::Tensor held = albef::ops::linear(*layer, x);  // still read by its caller: a new tensor
+    const at::Tensor apart = albef::ops::add_into(held, residual);
+    EXPECT_NE(apart.data_ptr(), held.data_ptr());
+    EXPECT_TRUE(apart.equal(expected));
+  }
 }
 
 // ViT blocks in a row hand the next block its norm1 from the last residual

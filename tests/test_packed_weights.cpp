@@ -5,6 +5,7 @@
 #include "albef/core/error.h"
 #include "albef/core/runtime.h"
 #include "albef/model/albef.h"
+#include "albef/model/vit.h"
 #include "albef/tasks/retrieval.h"
 #include "ops/linear.h"
 #include "ops/linear_int8.h"
@@ -123,6 +124,46 @@ TEST(PackedWeights, AnInputOfTheWrongWidthNamesTheLayersWidth) {
   }
 }
 
+// The patch embedding's stride-p convolution is, in bf16 inference, the product
+// [B*P, 3*p*p] x [3*p*p, D]: packed once, its weights are held in bf16 alone and
+// encode as the float32 ones rounded on every pass did, with or without gradients.
+TEST(PackedWeights, APackedPatchEmbeddingEncodesAsTheConvolutionsWeightsRoundedEachPass) {
+  if (!albef::dnnl_bf16_gemm_available()) GTEST_SKIP() << "no oneDNN bf16 kernels on this CPU (AVX-512 needed)";
+  at::manual_seed(8);
+  albef::PatchEmbed plain(16, 48), packed(16, 48);
+  {
+    at::NoGradGuard no_grad;
+    for (auto* module : {&plain, &packed}) (*module)->eval();
+    packed->proj->weight.set_data(plain->proj->weight.clone());
+    packed->proj->bias.set_data(plain->proj->bias.clone());
+  }
+  packed->pack_for_inference();
+  EXPECT_EQ(packed->proj->weight.scalar_type(), at::kByte);
+  EXPECT_EQ(packed->proj->weight.dim(), 1);
+  EXPECT_LT(packed->proj->weight.nbytes(), plain->proj->weight.nbytes());  // bf16 (blocks padded), float32 gone
+
+  const at::Tensor pixels = at::randint(0, 256, {3, 3, 32, 64}, at::kByte);
+  const albef::PrecisionGuard bf16(albef::Precision::Bf16, at::kCPU);
+  at::Tensor expected;
+  {
+    at::NoGradGuard no_grad;
+    expected = plain->forward(pixels);
+    const at::Tensor actual = packed->forward(pixels);
+    ASSERT_EQ(actual.sizes(), (std::vector<int64_t>{3, 8, 48}));
+    EXPECT_TRUE(at::allclose(actual, expected, 1e-5, 1e-5)) << (actual - expected).abs().max().item<float>();
+  }
+  // Grad-CAM runs the image encoder with gradients on: the packed product serves it too.
+  EXPECT_TRUE(at::allclose(packed->forward(pixels), expected, 1e-5, 1e-5));
+  packed->pack_for_inference();  // a second call changes nothing
+  EXPECT_TRUE(at::allclose(packed->forward(pixels), expected, 1e-5, 1e-5));
+  try {
+    packed->forward(at::randint(0, 256, {1, 3, 20, 32}, at::kByte));
+    ADD_FAILURE() << "no error";
+  } catch (const albef::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[1, 3, 20, 32]"), std::string::npos) << e.what();
+  }
+}
+
 // An inference model keeps its encoders' layers packed, and nothing else: the
 // bytes it holds for them are the packed ones, not the plain matrix beside them.
 TEST(PackedWeights, InferenceModelsHoldTheirEncodersOnceInThePackedLayout) {
@@ -141,6 +182,9 @@ TEST(PackedWeights, InferenceModelsHoldTheirEncodersOnceInThePackedLayout) {
     }
     const bool packs = precision == albef::Precision::Bf16 ? albef::dnnl_bf16_gemm_available() : packed > 0;
     if (packs) EXPECT_GT(packed, 20) << static_cast<int>(precision);
+    // Both precisions read the patches in bf16 where the CPU has the kernels.
+    const at::Tensor& patch_weights = model->visual_encoder->patch_embed->proj->weight;
+    EXPECT_EQ(patch_weights.scalar_type(), albef::dnnl_bf16_gemm_available() ? at::kByte : at::kFloat);
   }
 }
 

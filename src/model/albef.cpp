@@ -414,9 +414,12 @@ void prepare_for_inference(AlbefModel& model, Precision precision) {
           ops::quantize_linear_int8(*linear);
   }
   // The encoders' weights are then kept in oneDNN's blocked layout alone, not beside a packed copy.
-  for (const auto& item : model->named_modules("", /*include_self=*/false))
+  for (const auto& item : model->named_modules("", /*include_self=*/false)) {
     if (auto* linear = item.value()->as<nn::Linear>(); linear && in_encoders(item.key()))
       ops::pack_for_inference(*linear);
+    else if (auto* patches = item.value()->as<PatchEmbed>())
+      patches->pack_for_inference();  // bf16 and int8 encoders read their images' patches in bf16
+  }
 }
 
 LoadReport load_state_dict(AlbefModel& model, const io::StateDict& state, const std::string& source, bool strict) {

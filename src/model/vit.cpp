@@ -19,25 +19,55 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t patch_size, int64_t embed_dim) {
   proj = register_module("proj", nn::Conv2d(nn::Conv2dOptions(3, embed_dim, patch_size).stride(patch_size)));
 }
 
+namespace {
+
+// Images [B, 3, H, W] as the rows [B * (H/p) * (W/p), 3*p*p] of bf16 patches a product reads, gathered and
+// rounded in one pass. 8-bit pixels are normalised an image at a time as they are gathered: a pass never
+// holds all its images' float32 values.
+at::Tensor bf16_patches(const at::Tensor& images, int64_t p) {
+  const int64_t batch = images.size(0), channels = images.size(1), rows = images.size(2) / p, cols = images.size(3) / p;
+  at::Tensor patches = at::empty({batch, rows, cols, channels, p, p}, images.options().dtype(at::kBFloat16));
+  for (int64_t b = 0; b < batch; ++b) {
+    const at::Tensor image = images.scalar_type() == at::kByte ? vision::normalize_pixels(images[b]) : images[b];
+    patches[b].copy_(image.reshape({channels, rows, p, cols, p}).permute({1, 3, 0, 2, 4}));
+  }
+  return patches.view({batch * rows * cols, channels * p * p});
+}
+
+}  // namespace
+
 at::Tensor PatchEmbedImpl::forward(const at::Tensor& input) {
+  const int64_t p = proj->options.kernel_size()->at(0);
+  const bool tiled = input.dim() == 4 && input.size(2) % p == 0 && input.size(3) % p == 0;
+  const auto tokens = [&](const at::Tensor& rows) { return rows.view({input.size(0), -1, rows.size(1)}); };
+  if (product_) {
+    ALBEF_CHECK(tiled, "patch_embed: images [B, 3, H, W] with H and W multiples of ", p, " expected, got ",
+                input.sizes());
+    return tokens(ops::linear(*product_, bf16_patches(input, p)));
+  }
   // A batch held as 8-bit pixels is normalised here, a pass of images at a time: a quarter of the memory
   // until then, the test transform's float32 values from here on.
   const at::Tensor image = input.scalar_type() == at::kByte ? vision::normalize_pixels(input) : input;
   // In bf16 inference the stride-p convolution runs as the product it is, [B*P, 3*p*p] x [3*p*p, D]:
   // oneDNN's bf16 convolution reorders its weights on every call (40% of its time for one image).
-  const int64_t p = proj->options.kernel_size()->at(0);
-  if (!is_training() && !at::GradMode::is_enabled() && ops::products_read_bf16(image) && image.dim() == 4 &&
-      image.size(2) % p == 0 && image.size(3) % p == 0) {
-    const int64_t batch = image.size(0), channels = image.size(1), rows = image.size(2) / p, cols = image.size(3) / p;
-    // Gathered and rounded in one pass, as the product reads them.
-    const at::Tensor gathered = image.reshape({batch, channels, rows, p, cols, p}).permute({0, 2, 4, 1, 3, 5});
-    const at::Tensor patches = at::empty(gathered.sizes(), image.options().dtype(at::kBFloat16))
-                                   .copy_(gathered)
-                                   .view({batch * rows * cols, channels * p * p});
+  if (tiled && !is_training() && !at::GradMode::is_enabled() && ops::products_read_bf16(image)) {
     const at::Tensor weight = proj->weight.view({proj->weight.size(0), -1});
-    return ops::linear(patches, weight, proj->bias).view({batch, rows * cols, -1});
+    return tokens(ops::linear(bf16_patches(image, p), weight, proj->bias));
   }
   return proj->forward(image).flatten(2).transpose(1, 2);
+}
+
+void PatchEmbedImpl::pack_for_inference() {
+  if (product_ || !proj->weight.device().is_cpu()) return;
+  const at::NoGradGuard no_grad;
+  const int64_t width = proj->weight.size(0), patch_values = proj->weight[0].numel();
+  nn::Linear product(patch_values, width);
+  product->weight.set_data(proj->weight.reshape({width, patch_values}).to(at::kBFloat16));
+  product->bias.set_data(proj->bias);
+  if (!ops::pack_for_inference(*product)) return;
+  proj->weight.set_requires_grad(false);
+  proj->weight.set_data(product->weight);  // the float32 weights are released
+  product_ = product;
 }
 
 VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads) : num_heads(heads) {
@@ -45,10 +75,15 @@ VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads) : num_heads(heads
   proj = register_module("proj", ops::encoder_linear(dim, dim));
 }
 
-at::Tensor VitAttentionImpl::forward(const at::Tensor& x) {
-  const auto parts = ops::linear(*qkv, x, ops::Feeds::product).chunk(3, -1);
-  return ops::linear(*proj, multi_head_attention(parts[0], parts[1], parts[2], num_heads, {}, 0.0,
-                                                 save_attention_ ? &attention_map_ : nullptr));
+at::Tensor VitAttentionImpl::forward(at::Tensor x) {
+  at::Tensor context;
+  {
+    const auto parts = ops::linear(*qkv, x, ops::Feeds::product).chunk(3, -1);
+    x.reset();
+    context = multi_head_attention(parts[0], parts[1], parts[2], num_heads, {}, 0.0,
+                                   save_attention_ ? &attention_map_ : nullptr);
+  }  // q, k and v are let go before the projection's output exists (a bf16 pass's highest point)
+  return ops::linear(*proj, context);
 }
 
 at::Tensor VitAttentionImpl::forward_class_token(const at::Tensor& x) {
@@ -79,9 +114,8 @@ at::Tensor VitBlockImpl::forward(const at::Tensor& input) {
 
 std::pair<at::Tensor, at::Tensor> VitBlockImpl::forward_chained(at::Tensor input, at::Tensor normed,
                                                                 nn::LayerNormImpl* next_norm) {
-  auto [x, mlp_input] = ops::add_layer_norm_for_products(input, attn->forward(normed), *norm2);
+  auto [x, mlp_input] = ops::add_layer_norm_for_products(input, attn->forward(std::move(normed)), *norm2);
   input.reset();
-  normed.reset();
   at::Tensor update = mlp->forward(std::move(mlp_input));
   if (next_norm == nullptr) return {ops::add_into(std::move(update), x), at::Tensor()};
   return ops::add_layer_norm_for_products(x, std::move(update), *next_norm);

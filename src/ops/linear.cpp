@@ -1,5 +1,6 @@
 #include "ops/linear.h"
 #include "core/dnnl_bf16_gemm.h"
+#include "core/rows.h"
 #include "ops/bf16_rows.h"
 #include "ops/linear_int8.h"
 #include "ops/packed_weights.h"
@@ -41,14 +42,6 @@ at::ScalarType compute_type() {
 /// Whether a product writes bf16: under bf16 autocast, for a reader that
 /// is another product.
 bool bf16_output(Feeds feeds) { return feeds == Feeds::product && compute_type() == at::kBFloat16; }
-
-/// Rows [M, N] computed from an input [..., K], as [..., N].
-at::Tensor restore_shape(const at::Tensor& out, at::IntArrayRef input_sizes) {
-  if (input_sizes.size() == 2) return out;
-  std::vector<int64_t> sizes = input_sizes.vec();
-  sizes.back() = out.size(1);
-  return out.view(sizes);
-}
 
 #ifdef ALBEF_WITH_DNNL
 /// Row-major C[M,N] (+)= op(A) op(B) with float32 accumulation. A and B are
@@ -176,7 +169,7 @@ struct DnnlLinear : public torch::autograd::Function<DnnlLinear> {
     ctx->save_for_backward({rows, cast_weight});
     ctx->saved_data["input_sizes"] = input.sizes().vec();
     ctx->saved_data["has_bias"] = has_bias;
-    return restore_shape(forward_rows(rows, cast_weight, has_bias ? bias : at::Tensor(), /*inference=*/false),
+    return rows_in_shape(forward_rows(rows, cast_weight, has_bias ? bias : at::Tensor(), /*inference=*/false),
                          input.sizes());
   }
 
@@ -233,7 +226,7 @@ at::Tensor packed_bf16_product(const torch::nn::LinearImpl& layer, const at::Ten
   const dnnl::memory::desc layout = inference_weights_layout(layer.options.out_features(), layer.options.in_features(),
                                                              dnnl::memory::data_type::bf16, cpu_engine());
   if (rows.size(0) > 0 && !matmul_primitive(rows, layer.weight, bias, gelu, out, &layout)) return {};
-  return restore_shape(out, input.sizes());
+  return rows_in_shape(std::move(out), input.sizes());
 }
 #endif
 
@@ -254,7 +247,7 @@ at::Tensor linear_then(const at::Tensor& input, const at::Tensor& weight, const 
       return gelu ? at::gelu(out) : out;
     }
     const at::ScalarType out_type = feeds == Feeds::product ? dtype : at::kFloat;
-    return restore_shape(
+    return rows_in_shape(
         forward_rows(as_rows(input, dtype), weight_as(weight, dtype), bias, /*inference=*/true, gelu, out_type),
         input.sizes());
   }
@@ -310,7 +303,7 @@ at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::Lin
   const std::vector<int64_t> sizes = input.sizes().vec();
   const Int8Rows hidden = linear_int8_rows(input, first.weight, first_scales, first.bias, /*gelu=*/true);
   input.reset();
-  return restore_shape(linear_int8(hidden, second.weight, second_scales, second.bias, /*gelu=*/false), sizes);
+  return rows_in_shape(linear_int8(hidden, second.weight, second_scales, second.bias, /*gelu=*/false), sizes);
 }
 
 bool products_read_bf16(const at::Tensor& input) {

@@ -1,6 +1,7 @@
 #include "ops/linear_int8.h"
 
 #include "albef/core/error.h"
+#include "core/rows.h"
 #include "ops/bf16_rows.h"
 
 #include <ATen/ATen.h>
@@ -398,10 +399,7 @@ at::Tensor finished(const Int8Rows& rows, const at::Tensor& values, const at::Te
 
 at::Tensor linear_int8(const at::Tensor& input, const at::Tensor& values, const at::Tensor& scales,
                        const at::Tensor& bias, bool gelu, at::ScalarType out_type) {
-  const at::Tensor out = finished(quantize_input(input), values, scales, bias, gelu, out_type);
-  std::vector<int64_t> sizes = input.sizes().vec();
-  sizes.back() = out.size(1);
-  return out.view(sizes);
+  return rows_in_shape(finished(quantize_input(input), values, scales, bias, gelu, out_type), input.sizes());
 }
 
 at::Tensor linear_int8(const Int8Rows& input, const at::Tensor& values, const at::Tensor& scales,

@@ -23,7 +23,17 @@ class PatchEmbedImpl : public torch::nn::Module {
   /// [B, 3, H, W] -> [B, (H/p)*(W/p), D]. `image` is normalised (float), or
   /// 8-bit pixels (uint8) that vision::normalize_pixels normalises first.
   at::Tensor forward(const at::Tensor& image);
+  /// For bf16 products in inference (bf16 and int8 on a CPU with oneDNN's
+  /// bf16 kernels): `proj`'s weights become the [D, 3*p*p] product's, held
+  /// once in bf16 in the layout oneDNN's matmul reads (ops::pack_for_inference),
+  /// as the encoders' linear layers are, instead of rounded and reordered
+  /// anew on every pass. Call it once the weights are final; a no-op where
+  /// there is nothing to gain. `proj` then runs only through forward.
+  void pack_for_inference();
   torch::nn::Conv2d proj{nullptr};
+
+ private:
+  torch::nn::Linear product_{nullptr};  // set by pack_for_inference; its weight is proj's
 };
 TORCH_MODULE(PatchEmbed);
 
@@ -31,7 +41,8 @@ TORCH_MODULE(PatchEmbed);
 class VitAttentionImpl : public torch::nn::Module {
  public:
   VitAttentionImpl(int64_t dim, int64_t num_heads);
-  at::Tensor forward(const at::Tensor& x);
+  /// Takes `x` by value: moved in, it is freed once the qkv product has read it.
+  at::Tensor forward(at::Tensor x);
   /// The class token's row of forward(x): [B, 1, D].
   at::Tensor forward_class_token(const at::Tensor& x);
   /// Grad-CAM (vit.py's register_blk): while on, every forward keeps its
