@@ -209,6 +209,53 @@ TEST(Bf16Rows, AProductOfBatchedRowsMovedInTakesTheSumInPlace) {
   }
 }
 
+// A feed-forward block's output added to the residual stream moved in: the
+// sum is written over the stream (by the second product itself where its
+// bf16 weights are packed), with the values of residual + feed_forward and
+// of add_layer_norm_for_products, in every precision.
+TEST(Bf16Rows, TheFeedForwardAddsIntoTheResidualStreamMovedIn) {
+  at::manual_seed(10);
+  const at::Tensor x = at::randn({2, 7, 48}), residual = at::randn({2, 7, 48});
+  for (const albef::Precision precision :
+       {albef::Precision::Fp32, albef::Precision::Bf16, albef::Precision::Int8}) {
+    SCOPED_TRACE(static_cast<int>(precision));
+    torch::nn::Linear first(48, 96), second(96, 48);
+    torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({48}).eps(1e-6));
+    norm->eval();
+    at::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+    norm->bias.uniform_(-0.5, 0.5);
+    for (auto* layer : {first.get(), second.get()}) {
+      if (precision == albef::Precision::Int8) albef::ops::quantize_linear_int8(*layer);
+      if (precision == albef::Precision::Bf16) layer->weight.set_data(layer->weight.to(at::kBFloat16));
+      albef::ops::pack_for_inference(*layer);
+    }
+    const albef::PrecisionGuard guard(precision, at::kCPU);
+    const at::Tensor update = albef::ops::feed_forward(*first, *second, x);
+    const auto [expected_sum, expected_normed] = albef::ops::add_layer_norm_for_products(residual, update, *norm);
+
+    at::Tensor stream = residual.clone();
+    const void* storage = stream.data_ptr();
+    const auto [sum, normed] = albef::ops::feed_forward_added(*first, *second, x, std::move(stream), norm.get());
+    EXPECT_EQ(sum.data_ptr(), storage);
+    EXPECT_TRUE(sum.equal(expected_sum));
+    EXPECT_TRUE(normed.equal(expected_normed));
+
+    stream = residual.clone();
+    storage = stream.data_ptr();
+    const auto [last, none] = albef::ops::feed_forward_added(*first, *second, x, std::move(stream), nullptr);
+    EXPECT_EQ(last.data_ptr(), storage);
+    EXPECT_TRUE(last.equal(expected_sum));
+    EXPECT_FALSE(none.defined());
+
+    const at::Tensor held = residual.clone();  // still read by its caller: not written over
+    const auto [apart, apart_normed] = albef::ops::feed_forward_added(*first, *second, x, held, norm.get());
+    EXPECT_NE(apart.data_ptr(), held.data_ptr());
+    EXPECT_TRUE(held.equal(residual));
+    EXPECT_TRUE(apart.equal(expected_sum));
+  }
+}
+
 // ViT blocks in a row hand the next block its norm1 from the last residual
 // add (one pass over the rows): the same as each block on its own.
 TEST(Bf16Rows, VitBlocksInARowEqualEachBlockOnItsOwn) {

@@ -164,8 +164,9 @@ TEST(PackedWeights, APackedPatchEmbeddingEncodesAsTheConvolutionsWeightsRoundedE
   }
 }
 
-// An inference model keeps its encoders' layers packed, and nothing else: the
-// bytes it holds for them are the packed ones, not the plain matrix beside them.
+// An inference model keeps its encoders' layers and contrastive projections
+// packed, and nothing else: the bytes it holds for them are the packed ones,
+// not the plain matrix beside them.
 TEST(PackedWeights, InferenceModelsHoldTheirEncodersOnceInThePackedLayout) {
   const albef::Config config = albef::load_config(data_path("tiny/Pretrain.yaml"));
   const std::string checkpoint = data_path("tiny/albef_pretrain_tiny.pth");
@@ -178,10 +179,17 @@ TEST(PackedWeights, InferenceModelsHoldTheirEncodersOnceInThePackedLayout) {
       if (linear == nullptr || !albef::ops::is_packed(*linear)) continue;
       ++packed;
       const std::string& name = item.key();
-      EXPECT_TRUE(name.rfind("visual_encoder.", 0) == 0 || name.rfind("text_encoder.", 0) == 0) << name;
+      EXPECT_TRUE(name.rfind("visual_encoder.", 0) == 0 || name.rfind("text_encoder.", 0) == 0 ||
+                  name == "vision_proj" || name == "text_proj")
+          << name;
     }
     const bool packs = precision == albef::Precision::Bf16 ? albef::dnnl_bf16_gemm_available() : packed > 0;
     if (packs) EXPECT_GT(packed, 20) << static_cast<int>(precision);
+    // bf16 projections too (no packed copy at first use); int8 keeps them float32, read as stored.
+    if (packs && precision == albef::Precision::Bf16) {
+      EXPECT_TRUE(albef::ops::is_packed(*model->vision_proj));
+      EXPECT_TRUE(albef::ops::is_packed(*model->text_proj));
+    }
     // Both precisions read the patches in bf16 where the CPU has the kernels.
     const at::Tensor& patch_weights = model->visual_encoder->patch_embed->proj->weight;
     EXPECT_EQ(patch_weights.scalar_type(), albef::dnnl_bf16_gemm_available() ? at::kByte : at::kFloat);

@@ -393,6 +393,12 @@ bool in_encoders(const std::string& module_name) {
          module_name.rfind("text_decoder.", 0) == 0;
 }
 
+// The layers a bf16 model keeps packed: the encoders' and the contrastive projections (read only through
+// ops::linear; in int8 they stay float32, which oneDNN reads as stored).
+bool packed_at_inference(const std::string& module_name) {
+  return in_encoders(module_name) || module_name == "vision_proj" || module_name == "text_proj";
+}
+
 }  // namespace
 
 void prepare_for_inference(AlbefModel& model, Precision precision) {
@@ -413,9 +419,10 @@ void prepare_for_inference(AlbefModel& model, Precision precision) {
         if (in_encoders(item.key()) && !ops::is_packed(*linear) && linear->weight.scalar_type() != at::kChar)
           ops::quantize_linear_int8(*linear);
   }
-  // The encoders' weights are then kept in oneDNN's blocked layout alone, not beside a packed copy.
+  // The encoders' and projections' weights are then kept in oneDNN's blocked layout alone, not beside a
+  // packed copy made at first use.
   for (const auto& item : model->named_modules("", /*include_self=*/false)) {
-    if (auto* linear = item.value()->as<nn::Linear>(); linear && in_encoders(item.key()))
+    if (auto* linear = item.value()->as<nn::Linear>(); linear && packed_at_inference(item.key()))
       ops::pack_for_inference(*linear);
     else if (auto* patches = item.value()->as<PatchEmbed>())
       patches->pack_for_inference();  // bf16 and int8 encoders read their images' patches in bf16

@@ -114,11 +114,12 @@ at::Tensor VitBlockImpl::forward(const at::Tensor& input) {
 
 std::pair<at::Tensor, at::Tensor> VitBlockImpl::forward_chained(at::Tensor input, at::Tensor normed,
                                                                 nn::LayerNormImpl* next_norm) {
-  auto [x, mlp_input] = ops::add_layer_norm_for_products(input, attn->forward(std::move(normed)), *norm2);
-  input.reset();
-  at::Tensor update = mlp->forward(std::move(mlp_input));
-  if (next_norm == nullptr) return {ops::add_into(std::move(update), x), at::Tensor()};
-  return ops::add_layer_norm_for_products(x, std::move(update), *next_norm);
+  // Each sum is written over the residual stream moved in (addition commutes), not over the sublayer's
+  // output: the stream keeps its place, below the feed-forward's GELU block.
+  at::Tensor attended = attn->forward(std::move(normed));
+  auto [x, mlp_input] = ops::add_layer_norm_for_products(attended, std::move(input), *norm2);
+  attended.reset();
+  return ops::feed_forward_added(*mlp->fc1, *mlp->fc2, std::move(mlp_input), std::move(x), next_norm);
 }
 
 at::Tensor VitBlockImpl::forward_class_token(const at::Tensor& input, const at::Tensor& normed) {

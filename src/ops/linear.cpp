@@ -89,11 +89,13 @@ dnnl::memory::data_type dnnl_type(at::ScalarType type) {
 /// float32 or both bf16; bias is float32; out is float32 or, for bf16
 /// operands, bf16 (a product that feeds another product). With
 /// `kept_layout` the weights are a packed layer's bytes in that layout
-/// (pack_for_inference), read as they are. Returns false when oneDNN offers
-/// no implementation. Creating the primitive each call costs a few
-/// microseconds: oneDNN keeps created primitives in a cache.
+/// (pack_for_inference), read as they are. With `accumulate` the product is
+/// added to what `out` holds (oneDNN's sum post-op, after the bias) instead
+/// of replacing it. Returns false when oneDNN offers no implementation.
+/// Creating the primitive each call costs a few microseconds: oneDNN keeps
+/// created primitives in a cache.
 bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias, bool gelu,
-                      at::Tensor& out, const dnnl::memory::desc* kept_layout = nullptr) {
+                      at::Tensor& out, const dnnl::memory::desc* kept_layout = nullptr, bool accumulate = false) {
   using dnnl::memory;
   const dnnl::engine& engine = cpu_engine();
   const int64_t m = rows.size(0), k = rows.size(1), n = out.size(1);
@@ -105,6 +107,7 @@ bool matmul_primitive(const at::Tensor& rows, const at::Tensor& weight, const at
     const memory::desc dst_md({m, n}, dnnl_type(out.scalar_type()), memory::dims{n, 1});
     dnnl::post_ops post_ops;
     if (gelu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    if (accumulate) post_ops.append_sum(1.0f);
     dnnl::primitive_attr attr;
     attr.set_post_ops(post_ops);
     // float32 reads the weights as stored. bf16 kernels read them in a blocked layout, reordered once
@@ -217,16 +220,19 @@ dnnl::memory::desc packed_layout(const torch::nn::LinearImpl& layer) {
 
 /// gelu?(x W^T + b) on a packed bf16 layer's bytes, on bf16 operands
 /// whatever the input (the model was readied for bf16); undefined where
-/// oneDNN has no kernel reading them for this shape.
-at::Tensor packed_bf16_product(const torch::nn::LinearImpl& layer, const at::Tensor& input, bool gelu, Feeds feeds) {
+/// oneDNN has no kernel reading them for this shape. With `sum` (float32
+/// rows of the output's shape, contiguous) the product is added into it.
+at::Tensor packed_bf16_product(const torch::nn::LinearImpl& layer, const at::Tensor& input, bool gelu, Feeds feeds,
+                               const at::Tensor& sum = {}) {
   const at::Tensor rows = as_rows(input, at::kBFloat16);
-  at::Tensor out = at::empty({rows.size(0), layer.options.out_features()},
-                             rows.options().dtype(bf16_output(feeds) ? at::kBFloat16 : at::kFloat));
+  at::Tensor out = sum.defined() ? sum.view({rows.size(0), layer.options.out_features()})
+                                 : at::empty({rows.size(0), layer.options.out_features()},
+                                             rows.options().dtype(bf16_output(feeds) ? at::kBFloat16 : at::kFloat));
   const at::Tensor bias = layer.bias.defined() ? layer.bias.to(at::kFloat).contiguous() : layer.bias;
   const dnnl::memory::desc layout = inference_weights_layout(layer.options.out_features(), layer.options.in_features(),
                                                              dnnl::memory::data_type::bf16, cpu_engine());
-  if (rows.size(0) > 0 && !matmul_primitive(rows, layer.weight, bias, gelu, out, &layout)) return {};
-  return rows_in_shape(std::move(out), input.sizes());
+  if (rows.size(0) > 0 && !matmul_primitive(rows, layer.weight, bias, gelu, out, &layout, sum.defined())) return {};
+  return sum.defined() ? sum : rows_in_shape(std::move(out), input.sizes());
 }
 #endif
 
@@ -391,6 +397,33 @@ std::pair<at::Tensor, at::Tensor> add_layer_norm_for_products(const at::Tensor& 
   at::Tensor sum = add_into(std::move(update), residual);
   at::Tensor normed = norm.forward(sum);
   return {sum, normed};
+}
+
+std::pair<at::Tensor, at::Tensor> feed_forward_added(const torch::nn::LinearImpl& first,
+                                                     const torch::nn::LinearImpl& second, at::Tensor input,
+                                                     at::Tensor residual, torch::nn::LayerNormImpl* norm) {
+#ifdef ALBEF_WITH_DNNL
+  // The sum may go over the residual's storage only where nothing else reads it (moved in, held once).
+  const bool sum_in_place = is_packed(second) && !int8_weight_scales(second).defined() &&
+                            !at::GradMode::is_enabled() && residual.use_count() == 1 &&
+                            residual.storage().use_count() == 1 && residual.is_contiguous() &&
+                            residual.scalar_type() == at::kFloat && residual.device().is_cpu() &&
+                            residual.sizes().slice(0, residual.dim() - 1) == input.sizes().slice(0, input.dim() - 1) &&
+                            residual.size(-1) == second.options.out_features();
+  if (sum_in_place) {
+    at::Tensor hidden = linear_gelu(first, input);
+    input.reset();
+    if (!packed_bf16_product(second, hidden, /*gelu=*/false, Feeds::anything, residual).defined())
+      residual = add_into(linear(second, hidden), residual);  // no kernel adding into it for this shape
+    at::Tensor normed = norm ? layer_norm_for_products(residual, *norm) : at::Tensor();
+    return {std::move(residual), std::move(normed)};
+  }
+#endif
+  at::Tensor update = feed_forward(first, second, std::move(input));
+  // The sum goes over the residual where it was moved in (addition commutes), else over the product.
+  if (writable_in_place(residual, update)) std::swap(residual, update);
+  if (norm == nullptr) return {add_into(std::move(update), residual), at::Tensor()};
+  return add_layer_norm_for_products(residual, std::move(update), *norm);
 }
 
 std::pair<at::Tensor, at::Tensor> layer_norm_of_sum(const at::Tensor& residual, at::Tensor update,

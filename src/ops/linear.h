@@ -53,6 +53,17 @@ at::Tensor linear_gelu(const torch::nn::LinearImpl& layer, const at::Tensor& inp
 /// frees it before the second product runs.
 at::Tensor feed_forward(const torch::nn::LinearImpl& first, const torch::nn::LinearImpl& second, at::Tensor input);
 
+/// residual + feed_forward(first, second, input), and where `norm` is given
+/// LayerNorm of that sum for products to read, as add_layer_norm_for_products
+/// gives them: the same values. Where `second` is a packed bf16 layer and
+/// `residual` is moved in by its only holder, the second product is added
+/// into the residual stream as it is written (oneDNN's sum post-op, the same
+/// float addition): a pass never holds the product beside the stream (at a
+/// ViT block's highest point: the stream, the GELU output and the product).
+std::pair<at::Tensor, at::Tensor> feed_forward_added(const torch::nn::LinearImpl& first,
+                                                     const torch::nn::LinearImpl& second, at::Tensor input,
+                                                     at::Tensor residual, torch::nn::LayerNormImpl* norm);
+
 /// `input` as the products that read it take it: under bf16 autocast, in
 /// inference on oneDNN's bf16 path, converted to bf16 once for several
 /// products (q, k and v of one hidden state; the keys and values of every
