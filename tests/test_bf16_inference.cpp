@@ -178,6 +178,17 @@ TEST(Bf16Rows, AMovedInUpdateTakesTheSumInPlace) {
   EXPECT_TRUE(sum.requires_grad());
 }
 
+// A linear layer readied for inference in `precision`, as prepare_for_inference
+// leaves an encoder's: int8 quantised or bf16, then packed where it gains.
+torch::nn::Linear inference_layer(int64_t in, int64_t out, albef::Precision precision) {
+  torch::nn::Linear layer(in, out);
+  at::NoGradGuard no_grad;
+  if (precision == albef::Precision::Int8) albef::ops::quantize_linear_int8(*layer);
+  if (precision == albef::Precision::Bf16) layer->weight.set_data(layer->weight.to(at::kBFloat16));
+  albef::ops::pack_for_inference(*layer);
+  return layer;
+}
+
 // A layer's product over batched rows [B, T, K], moved into the residual sum,
 // takes the sum in place in every precision: no view keeps it (its base
 // would, outside inference mode), so a pass holds one activation fewer.
@@ -187,11 +198,8 @@ TEST(Bf16Rows, AProductOfBatchedRowsMovedInTakesTheSumInPlace) {
   for (const albef::Precision precision :
        {albef::Precision::Fp32, albef::Precision::Bf16, albef::Precision::Int8}) {
     SCOPED_TRACE(static_cast<int>(precision));
-    torch::nn::Linear layer(32, 48);
+    const torch::nn::Linear layer = inference_layer(32, 48, precision);
     at::NoGradGuard no_grad;
-    if (precision == albef::Precision::Int8) albef::ops::quantize_linear_int8(*layer);
-    if (precision == albef::Precision::Bf16) layer->weight.set_data(layer->weight.to(at::kBFloat16));
-    albef::ops::pack_for_inference(*layer);
     const albef::PrecisionGuard guard(precision, at::kCPU);
     const at::Tensor expected = residual + albef::ops::linear(*layer, x);
 
@@ -219,17 +227,12 @@ TEST(Bf16Rows, TheFeedForwardAddsIntoTheResidualStreamMovedIn) {
   for (const albef::Precision precision :
        {albef::Precision::Fp32, albef::Precision::Bf16, albef::Precision::Int8}) {
     SCOPED_TRACE(static_cast<int>(precision));
-    torch::nn::Linear first(48, 96), second(96, 48);
+    const torch::nn::Linear first = inference_layer(48, 96, precision), second = inference_layer(96, 48, precision);
     torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({48}).eps(1e-6));
     norm->eval();
     at::NoGradGuard no_grad;
     norm->weight.uniform_(0.5, 1.5);
     norm->bias.uniform_(-0.5, 0.5);
-    for (auto* layer : {first.get(), second.get()}) {
-      if (precision == albef::Precision::Int8) albef::ops::quantize_linear_int8(*layer);
-      if (precision == albef::Precision::Bf16) layer->weight.set_data(layer->weight.to(at::kBFloat16));
-      albef::ops::pack_for_inference(*layer);
-    }
     const albef::PrecisionGuard guard(precision, at::kCPU);
     const at::Tensor update = albef::ops::feed_forward(*first, *second, x);
     const auto [expected_sum, expected_normed] = albef::ops::add_layer_norm_for_products(residual, update, *norm);
