@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
+#include <vector>
 
 #ifdef ALBEF_WITH_DNNL
 #include <oneapi/dnnl/dnnl.h>
@@ -371,13 +372,18 @@ at::Tensor layer_norm_for_products(const at::Tensor& x, torch::nn::LayerNormImpl
 
 namespace {
 
-/// Whether `update` may take residual + update in place: its caller handed
-/// over the only reference to it and to its storage (moved in), it has
-/// residual's shape and type, and no gradient is recorded.
+/// Whether `t` may be written over: its caller handed over the only
+/// reference to it and to its storage (moved in), its rows are contiguous,
+/// and no gradient is recorded.
+bool held_once(const at::Tensor& t) {
+  return !at::GradMode::is_enabled() && t.use_count() == 1 && t.storage().use_count() == 1 && t.is_contiguous();
+}
+
+/// Whether `update` may take residual + update in place: held once, with
+/// residual's shape and type.
 bool writable_in_place(const at::Tensor& update, const at::Tensor& residual) {
-  return !at::GradMode::is_enabled() && update.use_count() == 1 && update.storage().use_count() == 1 &&
-         update.is_contiguous() && update.sizes() == residual.sizes() &&
-         update.scalar_type() == residual.scalar_type() && update.device() == residual.device();
+  return held_once(update) && update.sizes() == residual.sizes() && update.scalar_type() == residual.scalar_type() &&
+         update.device() == residual.device();
 }
 
 }  // namespace
@@ -403,14 +409,11 @@ std::pair<at::Tensor, at::Tensor> feed_forward_added(const torch::nn::LinearImpl
                                                      const torch::nn::LinearImpl& second, at::Tensor input,
                                                      at::Tensor residual, torch::nn::LayerNormImpl* norm) {
 #ifdef ALBEF_WITH_DNNL
-  // The sum may go over the residual's storage only where nothing else reads it (moved in, held once).
-  const bool sum_in_place = is_packed(second) && !int8_weight_scales(second).defined() &&
-                            !at::GradMode::is_enabled() && residual.use_count() == 1 &&
-                            residual.storage().use_count() == 1 && residual.is_contiguous() &&
-                            residual.scalar_type() == at::kFloat && residual.device().is_cpu() &&
-                            residual.sizes().slice(0, residual.dim() - 1) == input.sizes().slice(0, input.dim() - 1) &&
-                            residual.size(-1) == second.options.out_features();
-  if (sum_in_place) {
+  std::vector<int64_t> product_sizes = input.sizes().vec();
+  if (!product_sizes.empty()) product_sizes.back() = second.options.out_features();
+  // oneDNN adds the product into the residual's storage where nothing else reads it.
+  if (is_packed(second) && !int8_weight_scales(second).defined() && held_once(residual) &&
+      residual.scalar_type() == at::kFloat && residual.device().is_cpu() && residual.sizes() == product_sizes) {
     at::Tensor hidden = linear_gelu(first, input);
     input.reset();
     if (!packed_bf16_product(second, hidden, /*gelu=*/false, Feeds::anything, residual).defined())
