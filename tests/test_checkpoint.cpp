@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -182,29 +183,78 @@ TEST(Checkpoint, LazyCheckpointReadsRecordsStraightIntoTensors) {
   EXPECT_FALSE(lazy.read_into(word, transposed));
 }
 
-TEST(Checkpoint, ReadIntoRejectsACorruptRecord) {
+// The tiny checkpoint with a bit flipped in the word table's record (and in its momentum copy, which holds
+// the same values), written to a new file whose path is returned.
+std::string checkpoint_with_a_flipped_bit(const std::string& name) {
   const at::Tensor word =
       read_torch_file(data_path(kTiny))->get("model")->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor;
   std::string bytes = read_file(data_path(kTiny));
-  // The momentum copy holds the same values: flip a bit in every record that starts like this one.
   const std::string start(static_cast<const char*>(word.data_ptr()), 64);
   size_t flipped = 0;
   for (size_t at = bytes.find(start); at != std::string::npos; at = bytes.find(start, at + 1), ++flipped)
     bytes[at + 1000] = static_cast<char>(bytes[at + 1000] ^ 0x40);
-  ASSERT_GT(flipped, 0u);
-  const std::string dir = make_temp_dir("corrupt_record");
-  write_bytes(dir + "/flipped.pth", bytes);
-  LazyCheckpoint lazy(dir + "/flipped.pth");
-  at::Tensor destination = at::empty(word.sizes(), word.options());
+  EXPECT_GT(flipped, 0u);
+  const std::string path = make_temp_dir(name) + "/flipped.pth";
+  write_bytes(path, bytes);
+  return path;
+}
+
+void expect_crc_error(const std::function<void()>& read) {
   try {
-    lazy.read_into(lazy.root()->get("model")->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor,
-                   destination);
+    read();
     FAIL() << "a flipped bit was accepted";
   } catch (const Error& error) {
     const std::string message = error.what();
     EXPECT_NE(message.find("flipped.pth"), std::string::npos) << message;
     EXPECT_NE(message.find("CRC"), std::string::npos) << message;
   }
+}
+
+TEST(Checkpoint, ReadIntoRejectsACorruptRecord) {
+  LazyCheckpoint lazy(checkpoint_with_a_flipped_bit("corrupt_record"));
+  const at::Tensor word = lazy.root()->get("model")->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor;
+  at::Tensor destination = at::empty(word.sizes(), word.options());
+  expect_crc_error([&] { lazy.read_into(word, destination); });
+}
+
+// A tensor converted as it is read (into a bf16 or int8 model) comes a few rows at a time, in order, the
+// last block short, and the checkpoint's own storage stays hollow.
+TEST(Checkpoint, ReadInRowsHandsOverTheRecordABlockAtATime) {
+  const PyObjectPtr eager = read_torch_file(data_path(kTiny))->get("model");
+  LazyCheckpoint lazy(data_path(kTiny));
+  const PyObjectPtr model = lazy.root()->get("model");
+  size_t read = 0;
+  for (size_t i = 0; i < model->entries.size(); ++i) {
+    const at::Tensor& tensor = model->entries[i].second->tensor;
+    if (tensor.dim() == 0) continue;
+    for (const int64_t rows_per_block : {int64_t{3}, tensor.size(0) + 1}) {
+      at::Tensor joined = at::empty(tensor.sizes(), tensor.options());
+      int64_t next_row = 0, blocks = 0;
+      ASSERT_TRUE(lazy.read_in_rows(tensor, rows_per_block, [&](const at::Tensor& block, int64_t first_row) {
+        EXPECT_EQ(first_row, next_row);
+        EXPECT_EQ(block.size(0), std::min(rows_per_block, tensor.size(0) - first_row));
+        joined.slice(0, first_row, first_row + block.size(0)).copy_(block);
+        next_row += block.size(0);
+        ++blocks;
+      })) << model->entries[i].first->text;
+      EXPECT_EQ(next_row, tensor.size(0));
+      EXPECT_EQ(blocks, (tensor.size(0) + rows_per_block - 1) / rows_per_block);
+      EXPECT_TRUE(joined.equal(eager->entries[i].second->tensor)) << model->entries[i].first->text;
+      EXPECT_EQ(tensor.storage().data(), nullptr) << "read_in_rows filled the checkpoint's own storage";
+    }
+    ++read;
+  }
+  EXPECT_GT(read, 100u);
+  // A fetched tensor is in memory already: nothing is read.
+  const at::Tensor word = model->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor;
+  lazy.fetch(word);
+  EXPECT_FALSE(lazy.read_in_rows(word, 4, [](const at::Tensor&, int64_t) { FAIL() << "read a fetched tensor"; }));
+}
+
+TEST(Checkpoint, ReadInRowsRejectsACorruptRecord) {
+  LazyCheckpoint lazy(checkpoint_with_a_flipped_bit("corrupt_rows"));
+  const at::Tensor word = lazy.root()->get("model")->get("text_encoder.bert.embeddings.word_embeddings.weight")->tensor;
+  expect_crc_error([&] { lazy.read_in_rows(word, 7, [](const at::Tensor&, int64_t) {}); });
 }
 
 TEST(Checkpoint, LazyCheckpointNamesTheFileOnBadInput) {

@@ -77,6 +77,31 @@ TEST(Int8Linear, QuantisesEachOutputChannelAndMatchesFloat32) {
   EXPECT_LT(relative_error(albef::ops::linear_gelu(*layer, input), at::gelu(expected)), tolerance);
 }
 
+// Loading quantises a checkpoint's rows into the layer a block at a time (LazyCheckpoint::read_in_rows):
+// each row's scale is its own, so blocks give the whole matrix's values, from bf16 rows too.
+TEST(Int8Linear, QuantisingBlocksOfRowsIntoTheLayerEqualsTheWholeMatrix) {
+  at::manual_seed(1);
+  const at::Tensor weight = at::randn({70, 24});
+  for (const at::ScalarType type : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor stored = weight.to(type);
+    const auto [expected_values, expected_scales] = albef::ops::quantize_weight_int8(stored);
+    at::Tensor into_values = at::empty({70, 24}, at::kChar), into_scales = at::empty({70});
+    for (int64_t begin = 0; begin < 70; begin += 9)
+      albef::ops::quantize_weight_int8_into(stored.slice(0, begin, std::min<int64_t>(70, begin + 9)),
+                                            into_values.slice(0, begin, std::min<int64_t>(70, begin + 9)),
+                                            into_scales.slice(0, begin, std::min<int64_t>(70, begin + 9)));
+    EXPECT_TRUE(into_values.equal(expected_values)) << type;
+    EXPECT_TRUE(into_scales.equal(expected_scales)) << type;
+  }
+  at::Tensor wrong = at::empty({70, 23}, at::kChar), into_scales = at::empty({70});
+  try {
+    albef::ops::quantize_weight_int8_into(weight, wrong, into_scales);
+    FAIL() << "values of another shape were accepted";
+  } catch (const std::exception& error) {
+    EXPECT_NE(std::string(error.what()).find("[70, 23]"), std::string::npos) << error.what();
+  }
+}
+
 // The pass after the int8 GEMM (scales, bias, GELU) and its bf16 ends: GELU
 // within 1e-6 of ATen's erf form on the same products, bf16 output the float32
 // one rounded, bf16 input the same integers as its float32 widening.

@@ -1,13 +1,16 @@
-// LazyCheckpoint: tensor data read from the file only on demand (fetch, release, CRC-checked read_into).
+// LazyCheckpoint: tensor data read from the file only on demand (fetch, release, CRC-checked read_into
+// and read_in_rows).
 #include "albef/io/checkpoint.h"
 
 #include "albef/core/error.h"
 #include "io/checkpoint_internal.h"
 #include "io/zip_layout.h"
 
+#include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -15,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace albef::io {
 namespace {
@@ -80,7 +84,12 @@ struct LazyCheckpoint::Impl {
   };
   std::unordered_map<const c10::StorageImpl*, Record> records;  // hollow storages and where their data is
   PyObjectPtr root;
-  std::ifstream file;  // for read_into, opened on first use
+  std::ifstream file;  // for read_into and read_in_rows, opened on first use
+
+  struct Placement;
+  std::optional<Placement> place(const at::Tensor& tensor);
+  void read_next(const Placement& placement, char* data, size_t n, uLong& crc);
+  void check_crc(const Placement& placement, uLong crc) const;
 };
 
 LazyCheckpoint::LazyCheckpoint(const std::string& path) : impl_(std::make_unique<Impl>()) {
@@ -121,29 +130,72 @@ void LazyCheckpoint::release(const at::Tensor& tensor) {
   if (impl_->records.count(storage)) storage->set_data_ptr_noswap(at::DataPtr(nullptr, at::Device(at::kCPU)));
 }
 
-bool LazyCheckpoint::read_into(const at::Tensor& tensor, at::Tensor& destination) {
-  if (!impl_->reader) return false;
+// Where a hollow tensor's record lies in the file, for reading it straight
+// from there: only for a contiguous tensor spanning an uncompressed record.
+struct LazyCheckpoint::Impl::Placement {
+  const Record* record;
+  size_t offset;
+  uint32_t crc;
+};
+
+std::optional<LazyCheckpoint::Impl::Placement> LazyCheckpoint::Impl::place(const at::Tensor& tensor) {
+  if (!reader) return std::nullopt;
   c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
-  const auto it = impl_->records.find(storage);
-  if (it == impl_->records.end() || storage->data() != nullptr) return false;
-  const Impl::Record& record = it->second;
-  if (!destination.device().is_cpu() || destination.scalar_type() != tensor.scalar_type() ||
-      destination.sizes() != tensor.sizes() || !destination.is_contiguous() || !tensor.is_contiguous() ||
-      tensor.storage_offset() != 0 || tensor.nbytes() != record.nbytes || record.nbytes == 0)
-    return false;
-  const std::string& path = impl_->path;
-  const size_t offset = detail::reading(path, [&] { return impl_->reader->getRecordOffset(record.name); });
-  if (!impl_->file.is_open()) impl_->file.open(path, std::ios::binary);
+  const auto it = records.find(storage);
+  if (it == records.end() || storage->data() != nullptr) return std::nullopt;
+  const Record& record = it->second;
+  if (!tensor.is_contiguous() || tensor.storage_offset() != 0 || tensor.nbytes() != record.nbytes || record.nbytes == 0)
+    return std::nullopt;
+  const size_t offset = detail::reading(path, [&] { return reader->getRecordOffset(record.name); });
+  if (!file.is_open()) file.open(path, std::ios::binary);
   // Compressed records (which torch.save does not write) take the reader's path.
-  const std::optional<uint32_t> expected_crc = stored_record_crc(impl_->file, offset, record.nbytes);
-  if (!expected_crc) return false;
-  auto* data = static_cast<char*>(destination.data_ptr());
-  impl_->file.clear();
-  impl_->file.seekg(static_cast<std::streamoff>(offset));
-  impl_->file.read(data, static_cast<std::streamsize>(record.nbytes));
-  if (!impl_->file) fail(path, ": storage record '", record.name, "' is cut short");
-  const uLong crc = crc32_z(crc32_z(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data), record.nbytes);
-  if (crc != *expected_crc) fail(path, ": storage record '", record.name, "' is corrupt (CRC-32 mismatch)");
+  const std::optional<uint32_t> crc = stored_record_crc(file, offset, record.nbytes);
+  if (!crc) return std::nullopt;
+  file.clear();
+  file.seekg(static_cast<std::streamoff>(offset));
+  return Placement{&record, offset, *crc};
+}
+
+// Reads the next `n` bytes of the placed record into `data`, adding them to `crc`.
+void LazyCheckpoint::Impl::read_next(const Placement& placement, char* data, size_t n, uLong& crc) {
+  file.read(data, static_cast<std::streamsize>(n));
+  if (!file) fail(path, ": storage record '", placement.record->name, "' is cut short");
+  crc = crc32_z(crc, reinterpret_cast<const Bytef*>(data), n);
+}
+
+void LazyCheckpoint::Impl::check_crc(const Placement& placement, uLong crc) const {
+  if (crc != placement.crc) fail(path, ": storage record '", placement.record->name, "' is corrupt (CRC-32 mismatch)");
+}
+
+bool LazyCheckpoint::read_into(const at::Tensor& tensor, at::Tensor& destination) {
+  if (!destination.device().is_cpu() || destination.scalar_type() != tensor.scalar_type() ||
+      destination.sizes() != tensor.sizes() || !destination.is_contiguous())
+    return false;
+  const std::optional<Impl::Placement> placement = impl_->place(tensor);
+  if (!placement) return false;
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  impl_->read_next(*placement, static_cast<char*>(destination.data_ptr()), placement->record->nbytes, crc);
+  impl_->check_crc(*placement, crc);
+  return true;
+}
+
+bool LazyCheckpoint::read_in_rows(const at::Tensor& tensor, int64_t rows_per_block,
+                                  const std::function<void(const at::Tensor& block, int64_t first_row)>& take) {
+  if (tensor.dim() < 1 || tensor.size(0) == 0) return false;
+  const std::optional<Impl::Placement> placement = impl_->place(tensor);
+  if (!placement) return false;
+  const int64_t rows = tensor.size(0), per_block = std::min(rows, std::max<int64_t>(1, rows_per_block));
+  const size_t row_bytes = placement->record->nbytes / static_cast<size_t>(rows);
+  std::vector<int64_t> block_shape = tensor.sizes().vec();
+  block_shape[0] = per_block;
+  const at::Tensor block = at::empty(block_shape, tensor.options());
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  for (int64_t begin = 0; begin < rows; begin += per_block) {
+    const at::Tensor part = block.slice(0, 0, std::min(per_block, rows - begin));
+    impl_->read_next(*placement, static_cast<char*>(part.data_ptr()), static_cast<size_t>(part.size(0)) * row_bytes, crc);
+    take(part, begin);
+  }
+  impl_->check_crc(*placement, crc);
   return true;
 }
 

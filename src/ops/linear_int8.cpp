@@ -247,12 +247,19 @@ int int8_weight_levels() {
 
 std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight) {
   ALBEF_CHECK(weight.dim() == 2, "a linear weight is [N, K], got ", weight.sizes());
+  at::Tensor values = at::empty(weight.sizes(), weight.options().dtype(at::kChar));
+  at::Tensor scales = at::empty({weight.size(0)}, weight.options().dtype(at::kFloat));
+  quantize_weight_int8_into(weight, values, scales);
+  return {values, scales};
+}
+
+void quantize_weight_int8_into(const at::Tensor& weight, at::Tensor values, at::Tensor scales) {
+  ALBEF_CHECK(weight.dim() == 2 && values.sizes() == weight.sizes() && values.scalar_type() == at::kChar &&
+                  scales.dim() == 1 && scales.size(0) == weight.size(0) && scales.scalar_type() == at::kFloat,
+              "int8 quantisation of weight rows ", weight.sizes(), " into int8 values [N, K] and float32 scales [N], got ",
+              values.sizes(), " ", values.scalar_type(), " and ", scales.sizes(), " ", scales.scalar_type());
   const int levels = int8_weight_levels();
   const int64_t rows = weight.size(0);
-  at::Tensor values = at::empty(weight.sizes(), weight.options().dtype(at::kChar));
-  at::Tensor scales = at::empty({rows}, weight.options().dtype(at::kFloat));
-  // A few rows at a time: the float32 temporaries stay small beside the
-  // layer, so loading an int8 model peaks at its weights, not 3x a layer more.
   constexpr int64_t kRowsPerChunk = 64;
   for (int64_t begin = 0; begin < rows; begin += kRowsPerChunk) {
     const int64_t end = std::min(rows, begin + kRowsPerChunk);
@@ -262,7 +269,6 @@ std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight)
     scales.slice(0, begin, end).copy_(s);
     values.slice(0, begin, end).copy_(at::round(w / s.unsqueeze(1)).clamp_(-levels, levels));
   }
-  return {values, scales};
 }
 
 namespace {

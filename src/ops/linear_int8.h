@@ -23,6 +23,11 @@ int int8_weight_levels();
 /// max|W[n]| / int8_weight_levels() (a zero row gets s = 1).
 std::pair<at::Tensor, at::Tensor> quantize_weight_int8(const at::Tensor& weight);
 
+/// quantize_weight_int8 of rows [n, K] of a layer's weights, written into
+/// that layer's `values` [n, K] (int8) and `scales` [n] (float32), in blocks
+/// of 64 rows: the float32 temporaries stay small beside the layer.
+void quantize_weight_int8_into(const at::Tensor& weight, at::Tensor values, at::Tensor scales);
+
 /// Turns a float linear layer into an int8 one: its weight becomes the int8
 /// values (the float32 memory is freed) and a buffer `weight_scale` holds the
 /// scales. ops::linear then takes the int8 path for it.

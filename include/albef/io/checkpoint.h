@@ -17,6 +17,7 @@
 
 #include "albef/io/pyobject.h"
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -62,6 +63,16 @@ class LazyCheckpoint {
   /// record's CRC-32, with no buffer in between. Returns false, having read
   /// nothing, when any of that does not hold: then `fetch` and copy instead.
   bool read_into(const at::Tensor& tensor, at::Tensor& destination);
+  /// Reads hollow `tensor` (at least 1-D, contiguous, spanning its whole
+  /// record, stored uncompressed) `rows_per_block` rows of its first
+  /// dimension at a time, handing each block to `take(block, first_row)`; the
+  /// block's buffer is reused, so `take` copies what it keeps. A tensor
+  /// converted as it is read (into a bf16 or int8 model) is then never whole
+  /// in memory. The record's CRC-32 is checked once every block is read: a
+  /// mismatch is an error, after `take` has seen the rows. Returns false,
+  /// having read nothing, where the record cannot be read so: then `fetch`.
+  bool read_in_rows(const at::Tensor& tensor, int64_t rows_per_block,
+                    const std::function<void(const at::Tensor& block, int64_t first_row)>& take);
 
  private:
   struct Impl;

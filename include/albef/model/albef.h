@@ -108,7 +108,8 @@ at::Tensor l2_normalize(const at::Tensor& x, int64_t dim = -1);
 /// How many tokens inference runs through the encoders and the fusion at
 /// once, so that a pass's activations (the FFN's are 4x the hidden states)
 /// are bounded by it, not by the batch: 512, or 1024 under bf16 autocast.
-/// 0 (no bound) while a backward pass is recorded or `module` is in train mode.
+/// 0 (no bound) while a backward pass is recorded or `module` is in train
+/// mode. (An int8 text encoder keeps 512 under autocast: see encode_text.)
 int64_t inference_tokens_per_pass(const torch::nn::Module& module);
 
 /// ALBEF's backbone (ViT, text and fusion BERT, projections, momentum copies,
@@ -117,15 +118,18 @@ int64_t inference_tokens_per_pass(const torch::nn::Module& module);
 /// with the task, in src/tasks/).
 /// In inference (eval mode, no gradients recorded) `encode_image`,
 /// `encode_text` and `fuse` with one image per text run a large batch about
-/// 512 tokens at a time (1024 in bf16), so its activations stay those of one
-/// slice.
+/// 512 tokens at a time (1024 in bf16; int8 texts 512), so its activations
+/// stay those of one slice.
 class AlbefModelImpl : public torch::nn::Module {
  public:
   AlbefModelImpl(const Config& config, const ModelOptions& options = {});
 
   /// [B, 3, R, R] normalised images -> image tokens [B, 1 + P, vision_width].
   at::Tensor encode_image(const at::Tensor& images);
-  /// Token ids and mask [B, L] -> text-encoder states [B, L, hidden].
+  /// Token ids and mask [B, L] -> text-encoder states [B, L, hidden]. In
+  /// inference, passes of inference_tokens_per_pass, or of 512 tokens for
+  /// int8 layers: as fast there, and half a bf16 pass's activations beside
+  /// weights half as large.
   at::Tensor encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask);
   /// L2-normalised projection of the image CLS token -> [B, embed_dim].
   at::Tensor image_feature(const at::Tensor& image_embeds);
