@@ -45,11 +45,11 @@ BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const
   return model.register_module(name, BertModel(config.bert));
 }
 
-// The text encoder's inference passes: with int8 layers, 512 tokens under bf16 autocast too. Their int8
-// products run as fast on 510 rows as on 1,020 (text b64: 307 against 291 texts/s, four alternating pairs),
-// and a pass's activations, those of a bf16 pass, sit beside weights half as large: text int8 at 1.23x its
-// weights with 1,024-token passes, 1.20x with 512. The ViT keeps 1,024: 512 is one 257-token image, 5%
-// slower; the fusion too: 512 costs COCO-5k's re-ranking 8-15%.
+// The text encoder's inference passes: with int8 layers, 512 tokens under bf16 autocast too. A pass's
+// activations are those of a bf16 pass beside weights half as large: text int8 holds 1.23x its weights
+// with 1,024-token passes, 1.19x with 512, for about 4% of its rate (five-round runs on AVX-512: 287
+// against 296-304 texts/s). The ViT keeps 1,024: 512 is one 257-token image, 5% slower; the fusion too:
+// 512 costs COCO-5k's re-ranking 8-15% and leaves it above 1.2x anyway.
 int64_t text_tokens_per_pass(const nn::Module& model, const BertModel& bert) {
   const int64_t budget = inference_tokens_per_pass(model);
   if (budget == 0 || bert->layer->size() == 0) return budget;
