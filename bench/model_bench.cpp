@@ -406,15 +406,16 @@ void run_model_worker(const WorkerRequest& request) {
         text_embeds = model->encode_text(ids, mask);
         // The images' states held as the fusion's key and value products read them, as the retrieval
         // evaluation holds its gallery (bf16 under bf16: half the memory, the same products), written a
-        // few images at a time; the pixels go before the states are repeated to 64 rows.
-        at::Tensor encoded;
-        for (int64_t begin = 0; begin < images.size(0); begin += kItmSetupImages) {
-          const int64_t end = std::min(images.size(0), begin + kItmSetupImages);
-          const at::Tensor states = model->encode_image(images.slice(0, begin, end));
-          write_rows(encoded, images.size(0), begin, ops::product_input(states));
+        // few images at a time straight into each of the 64 rows that repeat them: a copy of the 32 images'
+        // states (12 MB in bf16) would leave a hole in the heap that the step's passes do not fill.
+        const int64_t count = images.size(0);
+        for (int64_t begin = 0; begin < count; begin += kItmSetupImages) {
+          const int64_t end = std::min(count, begin + kItmSetupImages);
+          const at::Tensor states = ops::product_input(model->encode_image(images.slice(0, begin, end)));
+          for (int64_t row = begin; row < items; row += count)
+            write_rows(image_embeds, items, row, states.slice(0, 0, std::min(end - begin, items - row)));
         }
         images = at::Tensor();
-        image_embeds = encoded.index_select(0, at::arange(items) % encoded.size(0));
       }
       // The step fuses the embeddings: the images and token ids they came from are not its inputs.
       input_bytes = text_embeds.nbytes() + image_embeds.nbytes() + mask.nbytes();
