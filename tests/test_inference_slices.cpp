@@ -152,6 +152,25 @@ TEST_F(InferenceSlices, ItmOfPickedTextRowsEqualsThoseRowsCopiedOut) {
                albef::Error);
 }
 
+// States moved into the fusion (re-ranking's pass of candidates gathered from a gallery, a copy) are the
+// fusion's to free (its first layer lets them go once read): nothing holds them when it returns, and the
+// fused rows are those of the same states held by the caller.
+TEST_F(InferenceSlices, StatesMovedIntoTheFusionAreNotKept) {
+  at::NoGradGuard no_grad;
+  const auto [ids, mask] = random_captions(6, 8);
+  const at::Tensor text_embeds = model_->encode_text(ids, mask);
+  albef::FusionImages image(model_->encode_image(at::randn({1, 3, 32, 32})), /*keep_key_values=*/true);
+  const at::Tensor expected = model_->fuse(text_embeds, mask, image, {}, /*class_token_only=*/true);
+  bool freed = false;
+  at::Tensor buffer = text_embeds.clone();  // kept by the deleter until the storage goes
+  at::Tensor states = at::from_blob(
+      buffer.data_ptr(), buffer.sizes(), [&freed, buffer](void*) { freed = true; }, buffer.options());
+  buffer.reset();
+  const at::Tensor fused = model_->fuse(std::move(states), mask, image, {}, /*class_token_only=*/true);
+  EXPECT_TRUE(freed);
+  EXPECT_TRUE(fused.equal(expected));
+}
+
 // Texts that read an image each attend to the images' keys and values a few
 // hundred image tokens at a time (the tiny ViT's 5 tokens: 102 images), which
 // exist for those texts alone: pairs and picked image rows as one by one.

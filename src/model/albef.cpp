@@ -223,7 +223,7 @@ at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attent
   });
 }
 
-at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attention_mask, FusionImages& images,
+at::Tensor AlbefModelImpl::fuse(at::Tensor text, const at::Tensor& attention_mask, FusionImages& images,
                                 const at::Tensor& image_rows, bool class_token_only) {
   require_text_side("fuse");
   require_image_side("fuse");
@@ -232,7 +232,7 @@ at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attent
                 "the single-stream BERT fuses token ids [B, L], got floating-point states ", text.sizes());
     return text_bert_->forward_multimodal(text, attention_mask, images, image_rows, class_token_only);
   }
-  return text_bert_->forward_fusion(text, attention_mask, images, image_rows, class_token_only);
+  return text_bert_->forward_fusion(std::move(text), attention_mask, images, image_rows, class_token_only);
 }
 
 at::Tensor AlbefModelImpl::mlm_logits(const at::Tensor& input_ids, const at::Tensor& attention_mask,

@@ -312,10 +312,11 @@ at::Tensor BertModelImpl::forward_inputs_embeds(const at::Tensor& inputs_embeds,
                     config_.num_hidden_layers);
 }
 
-at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
+at::Tensor BertModelImpl::forward_fusion(at::Tensor text_embeds, const at::Tensor& attention_mask,
                                          FusionImages& images, const at::Tensor& image_rows, bool class_token_only) {
-  return run_layers(text_embeds, extended_attention_mask(attention_mask, text_embeds.scalar_type()), {&images},
-                    image_rows, config_.fusion_layer, config_.num_hidden_layers, class_token_only);
+  const at::Tensor mask = extended_attention_mask(attention_mask, text_embeds.scalar_type());
+  return run_layers(std::move(text_embeds), mask, {&images}, image_rows, config_.fusion_layer,
+                    config_.num_hidden_layers, class_token_only);
 }
 
 at::Tensor BertModelImpl::forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,

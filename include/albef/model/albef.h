@@ -151,8 +151,9 @@ class AlbefModelImpl : public torch::nn::Module {
   at::Tensor fuse(const at::Tensor& text, const at::Tensor& attention_mask, const at::Tensor& image_embeds,
                   bool class_token_only = false);
   /// The same over images shared between passes: text row i reads image
-  /// `image_rows[i]` if given (see FusionImages).
-  at::Tensor fuse(const at::Tensor& text, const at::Tensor& attention_mask, FusionImages& images,
+  /// `image_rows[i]` if given (see FusionImages). States moved in (a pass of
+  /// gathered candidates) are freed once the first layer has read them.
+  at::Tensor fuse(at::Tensor text, const at::Tensor& attention_mask, FusionImages& images,
                   const at::Tensor& image_rows = {}, bool class_token_only = false);
   /// What `fuse` reads for these texts: their text-encoder states, or their
   /// token ids for the single-stream BERT.

@@ -182,8 +182,9 @@ class BertModelImpl : public torch::nn::Module {
   /// Text row i reads image `image_rows[i]` ([B] int64) if given, else image i
   /// (or the only image).
   /// `class_token_only`: the last layer computes the [CLS] row alone ([B, 1,
-  /// H]; all the ITM head reads).
-  at::Tensor forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask, FusionImages& images,
+  /// H]; all the ITM head reads). States moved in are freed once the first
+  /// layer has read them.
+  at::Tensor forward_fusion(at::Tensor text_embeds, const at::Tensor& attention_mask, FusionImages& images,
                             const at::Tensor& image_rows = {}, bool class_token_only = false);
   at::Tensor forward_fusion(const at::Tensor& text_embeds, const at::Tensor& attention_mask,
                             const at::Tensor& image_embeds);
