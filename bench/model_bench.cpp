@@ -12,6 +12,7 @@
 #include "albef/model/albef.h"
 #include "albef/model/itm.h"
 #include "core/rows.h"
+#include "core/tensor_heap.h"
 #include "ops/linear.h"
 #include "tasks/retrieval/evaluation.h"
 #include "albef/train/optimizer.h"
@@ -519,12 +520,14 @@ void run_model_worker(const WorkerRequest& request) {
           return (now_seconds() - start) / static_cast<double>(count);
         };
         report["image_seconds"] = seconds_per_item([&] { return model->encode_image(images); }, images.size(0), image);
-        // One image's states stay (a view would keep all 16), before the texts are encoded beside them.
-        image = image.slice(0, 0, 1).clone();
+        // One image's states stay, as the evaluation keeps its gallery's (ops::product_input; a view would
+        // keep all 16), before the texts are encoded beside them.
+        image = ops::product_input(image.slice(0, 0, 1)).clone();
         images = at::Tensor();
         report["text_seconds"] = seconds_per_item(
             [&] { return model->fusion_input(ids, model->encode_text(ids, mask)); }, kCocoKTest, states);
       }
+      give_back_free_pages();  // as evaluate_retrieval does between encoding its gallery and re-ranking
       // The step re-ranks from the states: the images and token ids they came from are not its inputs.
       input_bytes = states.nbytes() + image.nbytes() + mask.nbytes();
       text_ids = at::Tensor();

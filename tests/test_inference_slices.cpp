@@ -69,6 +69,31 @@ TEST_F(InferenceSlices, ImageBatchEqualsItsRows) {
                      kTolerance);
 }
 
+// A gallery encoded a pass at a time (the retrieval evaluation) gets each pass's rows in order, and
+// together they are the batch's, bit for bit: the same passes.
+TEST_F(InferenceSlices, EachPassHandedOverIsThatSliceOfTheBatch) {
+  at::NoGradGuard no_grad;
+  const auto check = [](const at::Tensor& batch, const std::vector<std::pair<int64_t, at::Tensor>>& passes) {
+    ASSERT_GT(passes.size(), 1u);  // the batch is more than one pass
+    int64_t next = 0;
+    for (const auto& [begin, rows] : passes) {
+      EXPECT_EQ(begin, next);
+      EXPECT_TRUE(rows.equal(batch.slice(0, begin, begin + rows.size(0))));
+      next = begin + rows.size(0);
+    }
+    EXPECT_EQ(next, batch.size(0));
+  };
+  std::vector<std::pair<int64_t, at::Tensor>> passes;
+  const auto keep = [&](int64_t begin, const at::Tensor& rows) { passes.emplace_back(begin, rows); };
+  const auto [ids, mask] = random_captions(80, 30);
+  model_->encode_text(ids, mask, keep);
+  check(model_->encode_text(ids, mask), passes);
+  passes.clear();
+  const at::Tensor images = at::randn({450, 3, 32, 32});
+  model_->encode_image(images, keep);
+  check(model_->encode_image(images), passes);
+}
+
 TEST_F(InferenceSlices, FusionBatchEqualsItsPairs) {
   at::NoGradGuard no_grad;
   const auto [ids, mask] = random_captions(75, 30);
@@ -239,6 +264,21 @@ class ClassToken : public ::testing::Test {
   }
   void SetUp() override { at::manual_seed(0); }
 };
+
+// An int8 fusion runs passes of 512 tokens, as the int8 text encoder: half a bf16 pass's activations
+// beside weights half as large. Other precisions keep the encoders' passes.
+TEST_F(ClassToken, Int8FusionPassesHold512Tokens) {
+  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
+  const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");
+  for (const albef::Precision precision : {albef::Precision::Fp32, albef::Precision::Int8}) {
+    albef::AlbefModel model =
+        albef::load_inference_model(config, albef::retrieval_model_options(false), checkpoint, at::kCPU, precision);
+    at::NoGradGuard no_grad;
+    const albef::PrecisionGuard guard(precision, at::kCPU);
+    EXPECT_EQ(model->fusion_tokens_per_pass(),
+              precision == albef::Precision::Int8 ? 512 : albef::inference_tokens_per_pass(*model));
+  }
+}
 
 TEST_F(ClassToken, FeaturesEqualThoseOfTheWholeEncoders) {
   const auto [ids, mask] = random_captions(6, 12);

@@ -4,6 +4,7 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -159,6 +160,11 @@ TensorHeap::Stats TensorHeap::stats() const {
 }
 
 TensorHeap* tensor_heap() { return g_process_heap; }
+
+void give_back_free_pages() {
+  malloc_trim(0);
+  if (g_process_heap != nullptr) g_process_heap->release_free_pages();
+}
 
 void install_tensor_heap() {
 #ifdef __SANITIZE_ADDRESS__

@@ -80,6 +80,13 @@ class TensorHeap final : public c10::Allocator {
 /// range could not be reserved, and in AddressSanitizer builds).
 TensorHeap* tensor_heap();
 
+/// Returns the pages of freed heap blocks (glibc's and the process's
+/// TensorHeap's) to the OS: between phases whose passes differ in shape (the
+/// loading's buffers and the model's; a gallery's encoding and its
+/// re-ranking), where one phase's free blocks would otherwise stay resident
+/// beside the next one's.
+void give_back_free_pages();
+
 /// Makes a TensorHeap c10's CPU allocator, once, for the rest of the process
 /// (its blocks may be freed at exit); the range is twice the machine's memory.
 /// Called by init_runtime; not in AddressSanitizer builds.

@@ -11,7 +11,6 @@
 #include "ops/linear_int8.h"
 
 #include <ATen/ATen.h>
-#include <malloc.h>
 
 #include <algorithm>
 #include <functional>
@@ -45,11 +44,12 @@ BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const
   return model.register_module(name, BertModel(config.bert));
 }
 
-// The text encoder's inference passes: with int8 layers, 512 tokens under bf16 autocast too. A pass's
-// activations are those of a bf16 pass beside weights half as large: text int8 holds 1.23x its weights
-// with 1,024-token passes, 1.19x with 512, for about 4% of its rate (five-round runs on AVX-512: 287
-// against 296-304 texts/s). The ViT keeps 1,024: 512 is one 257-token image, 5% slower; the fusion too:
-// 512 costs COCO-5k's re-ranking 8-15% and leaves it above 1.2x anyway.
+// The text encoder's and the fusion's inference passes: with int8 layers, 512 tokens under bf16 autocast
+// too. A pass's activations are those of a bf16 pass beside weights half as large: text int8 holds 1.23x
+// its weights with 1,024-token passes, 1.19x with 512, for about 4% of its rate (five-round runs on
+// AVX-512: 287 against 296-304 texts/s); the retrieval evaluation's re-ranking 1.22x -> 1.19x, its rate
+// within the noise on Zen 5 (8-15% lower for COCO-5k's on the second AVX-512 host). The ViT keeps 1,024:
+// 512 is one 257-token image, 5% slower.
 int64_t text_tokens_per_pass(const nn::Module& model, const BertModel& bert) {
   const int64_t budget = inference_tokens_per_pass(model);
   if (budget == 0 || bert->layer->size() == 0) return budget;
@@ -71,6 +71,14 @@ at::Tensor in_slices(int64_t budget, int64_t rows, int64_t tokens,
     write_rows(joined, rows, begin, pass(begin, end));
   }
   return joined;
+}
+
+/// The same slices, each handed to `each_pass(begin, output)` instead of joined.
+void for_each_slice(int64_t budget, int64_t rows, int64_t tokens,
+                    const std::function<at::Tensor(int64_t, int64_t)>& pass,
+                    const std::function<void(int64_t, const at::Tensor&)>& each_pass) {
+  const int64_t per_slice = budget == 0 ? rows : std::max<int64_t>(1, budget / std::max<int64_t>(1, tokens));
+  for (int64_t begin = 0; begin < rows; begin += per_slice) each_pass(begin, pass(begin, std::min(rows, begin + per_slice)));
 }
 
 }  // namespace
@@ -160,6 +168,15 @@ at::Tensor AlbefModelImpl::encode_image(const at::Tensor& images) {
   });
 }
 
+void AlbefModelImpl::encode_image(const at::Tensor& images,
+                                  const std::function<void(int64_t, const at::Tensor&)>& each_pass) {
+  require_image_side("encode_image");
+  const int64_t tokens = visual_encoder->num_patches() + 1;
+  for_each_slice(inference_tokens_per_pass(*this), images.size(0), tokens,
+                 [&](int64_t begin, int64_t end) { return visual_encoder->forward(images.slice(0, begin, end)); },
+                 each_pass);
+}
+
 void AlbefModelImpl::require_text_side(const char* what) const {
   ALBEF_CHECK(options_.text_side, what, " needs the text side, and this model was built for images only (text_side = false)");
 }
@@ -174,6 +191,20 @@ at::Tensor AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Te
   return in_slices(text_tokens_per_pass(*this, text_bert_), input_ids.size(0), input_ids.size(1), [&](int64_t begin, int64_t end) {
     return text_bert_->forward_text(input_ids.slice(0, begin, end), attention_mask.slice(0, begin, end));
   });
+}
+
+void AlbefModelImpl::encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                 const std::function<void(int64_t, const at::Tensor&)>& each_pass) {
+  require_text_side("encode_text");
+  for_each_slice(text_tokens_per_pass(*this, text_bert_), input_ids.size(0), input_ids.size(1),
+                 [&](int64_t begin, int64_t end) {
+                   return text_bert_->forward_text(input_ids.slice(0, begin, end), attention_mask.slice(0, begin, end));
+                 },
+                 each_pass);
+}
+
+int64_t AlbefModelImpl::fusion_tokens_per_pass() const {
+  return text_bert_ ? text_tokens_per_pass(*this, text_bert_) : inference_tokens_per_pass(*this);
 }
 
 // Features are normalised in float32 whatever the compute precision: the
@@ -217,7 +248,7 @@ at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attent
     FusionImages images(image_embeds);
     return fuse(text, attention_mask, images, {}, class_token_only);
   }
-  return in_slices(inference_tokens_per_pass(*this), text.size(0), text.size(1), [&](int64_t begin, int64_t end) {
+  return in_slices(fusion_tokens_per_pass(), text.size(0), text.size(1), [&](int64_t begin, int64_t end) {
     FusionImages images(image_embeds.slice(0, begin, end));
     return fuse(text.slice(0, begin, end), attention_mask.slice(0, begin, end), images, {}, class_token_only);
   });
@@ -518,12 +549,6 @@ AlbefModel build_bf16_model(const Config& config, const ModelOptions& options) {
   for (auto& buffer : model->buffers())
     if (buffer.scalar_type() == at::kBFloat16) buffer.set_data(buffer.to(at::kFloat));
   return model;
-}
-
-/// Returns the pages of freed heap blocks (glibc's and the TensorHeap's) to the OS.
-void give_back_free_pages() {
-  malloc_trim(0);
-  if (TensorHeap* heap = tensor_heap()) heap->release_free_pages();
 }
 
 // A model whose encoder layers are int8 from the start (Int8Construction):

@@ -52,7 +52,7 @@ at::Tensor itm_logits(AlbefModel& model, const at::Tensor& text_states, const at
   const bool reorder = !order.equal(at::arange(rows));
   const at::Tensor sorted_extents = extents.index_select(0, order);
   const int64_t* extent = sorted_extents.data_ptr<int64_t>();
-  const int64_t tokens_per_pass = inference_tokens_per_pass(*model);
+  const int64_t tokens_per_pass = model->fusion_tokens_per_pass();
   const auto take = [&](const at::Tensor& values, int64_t begin, int64_t end) {
     return reorder ? values.index_select(0, order.slice(0, begin, end).to(values.device()))
                    : values.slice(0, begin, end);

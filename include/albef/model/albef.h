@@ -118,7 +118,7 @@ int64_t inference_tokens_per_pass(const torch::nn::Module& module);
 /// with the task, in src/tasks/).
 /// In inference (eval mode, no gradients recorded) `encode_image`,
 /// `encode_text` and `fuse` with one image per text run a large batch about
-/// 512 tokens at a time (1024 in bf16; int8 texts 512), so its activations
+/// 512 tokens at a time (1024 in bf16; int8 texts and fusion 512), so its activations
 /// stay those of one slice.
 class AlbefModelImpl : public torch::nn::Module {
  public:
@@ -126,11 +126,19 @@ class AlbefModelImpl : public torch::nn::Module {
 
   /// [B, 3, R, R] normalised images -> image tokens [B, 1 + P, vision_width].
   at::Tensor encode_image(const at::Tensor& images);
+  /// The same, a pass at a time: `each_pass(begin, tokens)` gets the tokens
+  /// of images [begin, begin + tokens.size(0)) as their pass ends, so that a
+  /// gallery's encoding keeps them as it stores them (bf16, say) and never
+  /// holds the whole batch's float32 tokens.
+  void encode_image(const at::Tensor& images, const std::function<void(int64_t, const at::Tensor&)>& each_pass);
   /// Token ids and mask [B, L] -> text-encoder states [B, L, hidden]. In
   /// inference, passes of inference_tokens_per_pass, or of 512 tokens for
   /// int8 layers: half a bf16 pass's activations beside weights half as
   /// large, for about 4% of the int8 rate.
   at::Tensor encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask);
+  /// encode_text a pass at a time, as encode_image above.
+  void encode_text(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                   const std::function<void(int64_t, const at::Tensor&)>& each_pass);
   /// L2-normalised projection of the image CLS token -> [B, embed_dim].
   at::Tensor image_feature(const at::Tensor& image_embeds);
   /// L2-normalised projection of the text CLS token -> [B, embed_dim].
@@ -155,6 +163,10 @@ class AlbefModelImpl : public torch::nn::Module {
   /// gathered candidates) are freed once the first layer has read them.
   at::Tensor fuse(at::Tensor text, const at::Tensor& attention_mask, FusionImages& images,
                   const at::Tensor& image_rows = {}, bool class_token_only = false);
+  /// The tokens an inference pass of the fusion holds (what `fuse` with an
+  /// image per text and itm_logits cut their rows by): inference_tokens_per_pass,
+  /// or 512 for int8 layers, as encode_text.
+  int64_t fusion_tokens_per_pass() const;
   /// What `fuse` reads for these texts: their text-encoder states, or their
   /// token ids for the single-stream BERT.
   const at::Tensor& fusion_input(const at::Tensor& input_ids, const at::Tensor& text_embeds) const {

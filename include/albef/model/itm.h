@@ -22,7 +22,7 @@ HeadSpec itm_head_spec();
 /// out whole: 256 of COCO's captions are 23 MB of float32 states).
 /// The rows go through the fusion shortest caption first, each pass cut to
 /// its longest caption (padding is masked out of every attention), at most
-/// `batch` rows (when > 0) and, in inference, `inference_tokens_per_pass`
+/// `batch` rows (when > 0) and, in inference, the model's `fusion_tokens_per_pass`
 /// tokens at a time; the logits come back in the rows' order.
 at::Tensor itm_logits(AlbefModel& model, const at::Tensor& text_states, const at::Tensor& text_masks,
                       FusionImages& images, const at::Tensor& image_rows = {}, int64_t batch = 0,
