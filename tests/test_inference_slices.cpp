@@ -265,8 +265,8 @@ class ClassToken : public ::testing::Test {
   void SetUp() override { at::manual_seed(0); }
 };
 
-// An int8 fusion runs passes of 512 tokens, as the int8 text encoder: half a bf16 pass's activations
-// beside weights half as large. Other precisions keep the encoders' passes.
+// itm_logits' int8 passes (a gallery's re-ranking) hold 512 tokens, as the int8 text encoder's: half a
+// bf16 pass's activations beside weights half as large. Other precisions keep the encoders' passes.
 TEST_F(ClassToken, Int8FusionPassesHold512Tokens) {
   const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
   const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");

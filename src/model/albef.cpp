@@ -47,9 +47,11 @@ BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const
 // The text encoder's and the fusion's inference passes: with int8 layers, 512 tokens under bf16 autocast
 // too. A pass's activations are those of a bf16 pass beside weights half as large: text int8 holds 1.23x
 // its weights with 1,024-token passes, 1.19x with 512, for about 4% of its rate (five-round runs on
-// AVX-512: 287 against 296-304 texts/s); the retrieval evaluation's re-ranking 1.22x -> 1.19x, its rate
-// within the noise on Zen 5 (8-15% lower for COCO-5k's on the second AVX-512 host). The ViT keeps 1,024:
-// 512 is one 257-token image, 5% slower.
+// AVX-512: 287 against 296-304 texts/s); itm_logits' passes too (a gallery's re-ranking), where the
+// retrieval evaluation then holds 1.19x its weights instead of 1.22x, its rate within the noise on Zen 5
+// (8-15% lower for COCO-5k's on the second AVX-512 host). The ViT keeps 1,024 (512 is one 257-token
+// image, 5% slower), and so does `fuse` with an image per text: 64 ITM pairs ran 10% slower in passes of
+// 512, their peak unchanged (set while their images are encoded).
 int64_t text_tokens_per_pass(const nn::Module& model, const BertModel& bert) {
   const int64_t budget = inference_tokens_per_pass(model);
   if (budget == 0 || bert->layer->size() == 0) return budget;
@@ -248,7 +250,7 @@ at::Tensor AlbefModelImpl::fuse(const at::Tensor& text, const at::Tensor& attent
     FusionImages images(image_embeds);
     return fuse(text, attention_mask, images, {}, class_token_only);
   }
-  return in_slices(fusion_tokens_per_pass(), text.size(0), text.size(1), [&](int64_t begin, int64_t end) {
+  return in_slices(inference_tokens_per_pass(*this), text.size(0), text.size(1), [&](int64_t begin, int64_t end) {
     FusionImages images(image_embeds.slice(0, begin, end));
     return fuse(text.slice(0, begin, end), attention_mask.slice(0, begin, end), images, {}, class_token_only);
   });

@@ -118,7 +118,7 @@ int64_t inference_tokens_per_pass(const torch::nn::Module& module);
 /// with the task, in src/tasks/).
 /// In inference (eval mode, no gradients recorded) `encode_image`,
 /// `encode_text` and `fuse` with one image per text run a large batch about
-/// 512 tokens at a time (1024 in bf16; int8 texts and fusion 512), so its activations
+/// 512 tokens at a time (1024 in bf16; int8 texts 512), so its activations
 /// stay those of one slice.
 class AlbefModelImpl : public torch::nn::Module {
  public:
@@ -163,9 +163,9 @@ class AlbefModelImpl : public torch::nn::Module {
   /// gathered candidates) are freed once the first layer has read them.
   at::Tensor fuse(at::Tensor text, const at::Tensor& attention_mask, FusionImages& images,
                   const at::Tensor& image_rows = {}, bool class_token_only = false);
-  /// The tokens an inference pass of the fusion holds (what `fuse` with an
-  /// image per text and itm_logits cut their rows by): inference_tokens_per_pass,
-  /// or 512 for int8 layers, as encode_text.
+  /// The tokens an inference pass of itm_logits holds (a gallery's
+  /// re-ranking): inference_tokens_per_pass, or 512 for int8 layers, as
+  /// encode_text.
   int64_t fusion_tokens_per_pass() const;
   /// What `fuse` reads for these texts: their text-encoder states, or their
   /// token ids for the single-stream BERT.
