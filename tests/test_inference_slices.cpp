@@ -177,6 +177,21 @@ TEST_F(InferenceSlices, ItmOfPickedTextRowsEqualsThoseRowsCopiedOut) {
                albef::Error);
 }
 
+// itm_logits' int8 passes (a gallery's re-ranking) hold 512 tokens, as the int8 text encoder's: half a
+// bf16 pass's activations beside weights half as large. Other precisions keep the encoders' passes.
+TEST_F(InferenceSlices, ItmPassesOfAnInt8ModelHold512Tokens) {
+  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
+  const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");
+  for (const albef::Precision precision : {albef::Precision::Fp32, albef::Precision::Int8}) {
+    albef::AlbefModel model =
+        albef::load_inference_model(config, albef::retrieval_model_options(false), checkpoint, at::kCPU, precision);
+    at::NoGradGuard no_grad;
+    const albef::PrecisionGuard guard(precision, at::kCPU);
+    EXPECT_EQ(model->fusion_tokens_per_pass(),
+              precision == albef::Precision::Int8 ? 512 : albef::inference_tokens_per_pass(*model));
+  }
+}
+
 // States moved into the fusion (re-ranking's pass of candidates gathered from a gallery, a copy) are the
 // fusion's to free (its first layer lets them go once read): nothing holds them when it returns, and the
 // fused rows are those of the same states held by the caller.
@@ -264,21 +279,6 @@ class ClassToken : public ::testing::Test {
   }
   void SetUp() override { at::manual_seed(0); }
 };
-
-// itm_logits' int8 passes (a gallery's re-ranking) hold 512 tokens, as the int8 text encoder's: half a
-// bf16 pass's activations beside weights half as large. Other precisions keep the encoders' passes.
-TEST_F(ClassToken, Int8FusionPassesHold512Tokens) {
-  const albef::Config config = albef::load_config(albef::testing::data_path("tiny/Pretrain.yaml"));
-  const std::string checkpoint = albef::testing::data_path("tiny/albef_pretrain_tiny.pth");
-  for (const albef::Precision precision : {albef::Precision::Fp32, albef::Precision::Int8}) {
-    albef::AlbefModel model =
-        albef::load_inference_model(config, albef::retrieval_model_options(false), checkpoint, at::kCPU, precision);
-    at::NoGradGuard no_grad;
-    const albef::PrecisionGuard guard(precision, at::kCPU);
-    EXPECT_EQ(model->fusion_tokens_per_pass(),
-              precision == albef::Precision::Int8 ? 512 : albef::inference_tokens_per_pass(*model));
-  }
-}
 
 TEST_F(ClassToken, FeaturesEqualThoseOfTheWholeEncoders) {
   const auto [ids, mask] = random_captions(6, 12);

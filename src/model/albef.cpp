@@ -44,7 +44,7 @@ BertModel add_text_encoder(AlbefModelImpl& model, const std::string& name, const
   return model.register_module(name, BertModel(config.bert));
 }
 
-// The text encoder's and the fusion's inference passes: with int8 layers, 512 tokens under bf16 autocast
+// The text encoder's and itm_logits' inference passes: with int8 layers, 512 tokens under bf16 autocast
 // too. A pass's activations are those of a bf16 pass beside weights half as large: text int8 holds 1.23x
 // its weights with 1,024-token passes, 1.19x with 512, for about 4% of its rate (five-round runs on
 // AVX-512: 287 against 296-304 texts/s); itm_logits' passes too (a gallery's re-ranking), where the
