@@ -60,27 +60,29 @@ int64_t text_tokens_per_pass(const nn::Module& model, const BertModel& bert) {
   return budget;
 }
 
-/// `pass(begin, end)` over rows [begin, end) of a batch whose rows carry
-/// `tokens` tokens each, joined along dim 0, in slices of `budget` tokens
-/// (inference_tokens_per_pass; 0: one pass).
-at::Tensor in_slices(int64_t budget, int64_t rows, int64_t tokens,
-                     const std::function<at::Tensor(int64_t, int64_t)>& pass) {
-  const int64_t per_slice = std::max<int64_t>(1, budget / std::max<int64_t>(1, tokens));
-  if (budget == 0 || rows <= per_slice) return pass(0, rows);
-  at::Tensor joined;
-  for (int64_t begin = 0; begin < rows; begin += per_slice) {
-    const int64_t end = std::min(rows, begin + per_slice);
-    write_rows(joined, rows, begin, pass(begin, end));
-  }
-  return joined;
+/// A batch of `rows` rows of `tokens` tokens each runs `pass(begin, end)` over
+/// slices of about `budget` tokens (inference_tokens_per_pass; 0: one pass):
+/// this many rows a slice.
+int64_t rows_per_slice(int64_t budget, int64_t rows, int64_t tokens) {
+  return budget == 0 ? rows : std::max<int64_t>(1, budget / std::max<int64_t>(1, tokens));
 }
 
-/// The same slices, each handed to `each_pass(begin, output)` instead of joined.
+/// The slices of `pass`, each handed to `each_pass(begin, output)` as it ends.
 void for_each_slice(int64_t budget, int64_t rows, int64_t tokens,
                     const std::function<at::Tensor(int64_t, int64_t)>& pass,
                     const std::function<void(int64_t, const at::Tensor&)>& each_pass) {
-  const int64_t per_slice = budget == 0 ? rows : std::max<int64_t>(1, budget / std::max<int64_t>(1, tokens));
+  const int64_t per_slice = rows_per_slice(budget, rows, tokens);
   for (int64_t begin = 0; begin < rows; begin += per_slice) each_pass(begin, pass(begin, std::min(rows, begin + per_slice)));
+}
+
+/// The same slices joined (one slice: its output as it is, no copy).
+at::Tensor in_slices(int64_t budget, int64_t rows, int64_t tokens,
+                     const std::function<at::Tensor(int64_t, int64_t)>& pass) {
+  if (rows <= rows_per_slice(budget, rows, tokens)) return pass(0, rows);
+  at::Tensor joined;
+  for_each_slice(budget, rows, tokens, pass,
+                 [&](int64_t begin, const at::Tensor& output) { write_rows(joined, rows, begin, output); });
+  return joined;
 }
 
 }  // namespace
