@@ -181,6 +181,10 @@ TEST_F(ProcessTensorHeap, TransientBuffersOfAQuarterMegabyteGoBackToTheOsWhenFre
   GTEST_SKIP() << "ThreadSanitizer serves malloc from its own allocator: glibc's counts do not see it";
 #endif
   const albef::TransientBuffersToOs transient;
+  // glibc maps a block from the OS only when no free block of its heap holds it: in a process where other
+  // tests ran first (one gtest run of every test), freed blocks may serve it. CTest runs each test alone.
+  if (mallinfo2().fordblks >= 768 * 768)
+    GTEST_SKIP() << "the heap holds " << mallinfo2().fordblks << " free bytes that may serve the block";
   const size_t mapped = mallinfo2().hblkhd;
   {
     at::Tensor weight = at::empty({768, 768}, at::kChar);
