@@ -14,8 +14,14 @@ class Linear;
 
 namespace albef::ops {
 
-/// The largest weight value: 127, or 63 on an x86 CPU without VNNI, where
-/// oneDNN's int8 GEMM would saturate its int16 sums with 8-bit weights.
+/// Whether oneDNN's int8 GEMM is AVX2's here (x86 without VNNI): it
+/// multiplies u8 inputs by s8 weights and sums pairs of products in
+/// saturating int16. The quantised inputs then go to it as u8 (q + 128, 128
+/// its zero point) and the weights keep 7 bits (int8_weight_levels).
+bool int8_gemm_sums_pairs_in_int16();
+
+/// The largest weight value: 127, or 63 where int8_gemm_sums_pairs_in_int16,
+/// whose int16 sums 8-bit weights would saturate.
 int int8_weight_levels();
 
 /// `weight` [N, K] float quantised symmetrically per output channel: int8

@@ -1,6 +1,8 @@
 #include "ops/packed_weights.h"
 
 #ifdef ALBEF_WITH_DNNL
+#include "ops/linear_int8.h"
+
 #include <ATen/ATen.h>
 
 #include <map>
@@ -89,6 +91,10 @@ dnnl::memory::desc chosen_weights_layout(const dnnl::memory::desc& src_md, const
   return chosen.emplace(key, layout).first->second;
 }
 
+dnnl::memory::data_type int8_input_type() {
+  return int8_gemm_sums_pairs_in_int16() ? dnnl::memory::data_type::u8 : dnnl::memory::data_type::s8;
+}
+
 dnnl::memory::desc stored_weights_desc(int64_t n, int64_t k, dnnl::memory::data_type operands) {
   return dnnl::memory::desc({k, n}, operands, dnnl::memory::dims{1, k});
 }
@@ -96,7 +102,8 @@ dnnl::memory::desc stored_weights_desc(int64_t n, int64_t k, dnnl::memory::data_
 dnnl::memory::desc inference_weights_layout(int64_t n, int64_t k, dnnl::memory::data_type operands,
                                             const dnnl::engine& engine) {
   constexpr int64_t kRows = 1024;  // the rows of an inference slice (the layout does not depend on them)
-  const dnnl::memory::desc src_md({kRows, k}, operands, dnnl::memory::dims{k, 1});
+  const auto inputs = operands == dnnl::memory::data_type::s8 ? int8_input_type() : operands;
+  const dnnl::memory::desc src_md({kRows, k}, inputs, dnnl::memory::dims{k, 1});
   const dnnl::memory::desc dst_md({kRows, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{n, 1});
   return chosen_weights_layout(src_md, dst_md, stored_weights_desc(n, k, operands), engine);
 }

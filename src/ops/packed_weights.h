@@ -28,6 +28,10 @@ dnnl::memory packed_weights(const at::Tensor& weights, const dnnl::memory::desc&
 dnnl::memory::desc chosen_weights_layout(const dnnl::memory::desc& src_md, const dnnl::memory::desc& dst_md,
                                          const dnnl::memory::desc& as_stored, const dnnl::engine& engine);
 
+/// The type an int8 matmul reads its quantised inputs as: s8, or u8 (q + 128)
+/// where ops::int8_gemm_sums_pairs_in_int16 (ops/linear_int8.h).
+dnnl::memory::data_type int8_input_type();
+
 /// The weights [N, K] as an [M, K] x [K, N] matmul on `operands` (bf16 or
 /// s8) reads them from memory as stored: W^T, column-major.
 dnnl::memory::desc stored_weights_desc(int64_t n, int64_t k, dnnl::memory::data_type operands);
