@@ -178,6 +178,13 @@ TEST(Bf16Rows, AMovedInUpdateTakesTheSumInPlace) {
   EXPECT_TRUE(sum.requires_grad());
 }
 
+// Whether a product in `precision` takes the residual sum in place: not bf16
+// without oneDNN's bf16 GEMM (AVX2), whose products are autocast's bf16
+// tensors, summed into a new float32 one.
+bool sums_in_place(albef::Precision precision) {
+  return precision != albef::Precision::Bf16 || albef::dnnl_bf16_gemm_available();
+}
+
 // A linear layer readied for inference in `precision`, as prepare_for_inference
 // leaves an encoder's: int8 quantised or bf16, then packed where it gains.
 torch::nn::Linear inference_layer(int64_t in, int64_t out, albef::Precision precision) {
@@ -191,9 +198,8 @@ torch::nn::Linear inference_layer(int64_t in, int64_t out, albef::Precision prec
 
 // A layer's product over batched rows [B, T, K], moved into the residual sum,
 // takes the sum in place in every precision: no view keeps it (its base
-// would, outside inference mode), so a pass holds one activation fewer.
-// (Without oneDNN's bf16 GEMM, bf16 products are autocast's bf16 tensors: the
-// float32 sum cannot be written over them.)
+// would, outside inference mode), so a pass holds one activation fewer
+// (sums_in_place).
 TEST(Bf16Rows, AProductOfBatchedRowsMovedInTakesTheSumInPlace) {
   at::manual_seed(9);
   const at::Tensor x = at::randn({2, 7, 32}), residual = at::randn({2, 7, 48});
@@ -209,7 +215,7 @@ TEST(Bf16Rows, AProductOfBatchedRowsMovedInTakesTheSumInPlace) {
     ASSERT_EQ(product.sizes(), (std::vector<int64_t>{2, 7, 48}));
     const void* storage = product.data_ptr();
     const at::Tensor sum = albef::ops::add_into(std::move(product), residual);
-    if (precision != albef::Precision::Bf16 || albef::dnnl_bf16_gemm_available()) EXPECT_EQ(sum.data_ptr(), storage);
+    if (sums_in_place(precision)) EXPECT_EQ(sum.data_ptr(), storage);
     EXPECT_TRUE(sum.equal(expected));
 
     const at::Tensor held = albef::ops::linear(*layer, x);  // still read by its caller: a new tensor
@@ -222,9 +228,7 @@ TEST(Bf16Rows, AProductOfBatchedRowsMovedInTakesTheSumInPlace) {
 // A feed-forward block's output added to the residual stream moved in: the
 // sum is written over the stream (by the second product itself where its
 // bf16 weights are packed), with the values of residual + feed_forward and
-// of add_layer_norm_for_products, in every precision (in bf16 where oneDNN
-// has its bf16 GEMM: autocast's bf16 products otherwise, summed into a new
-// float32 tensor).
+// of add_layer_norm_for_products, in every precision (sums_in_place).
 TEST(Bf16Rows, TheFeedForwardAddsIntoTheResidualStreamMovedIn) {
   at::manual_seed(10);
   const at::Tensor x = at::randn({2, 7, 48}), residual = at::randn({2, 7, 48});
@@ -238,21 +242,20 @@ TEST(Bf16Rows, TheFeedForwardAddsIntoTheResidualStreamMovedIn) {
     norm->weight.uniform_(0.5, 1.5);
     norm->bias.uniform_(-0.5, 0.5);
     const albef::PrecisionGuard guard(precision, at::kCPU);
-    const bool in_place = precision != albef::Precision::Bf16 || albef::dnnl_bf16_gemm_available();
     const at::Tensor update = albef::ops::feed_forward(*first, *second, x);
     const auto [expected_sum, expected_normed] = albef::ops::add_layer_norm_for_products(residual, update, *norm);
 
     at::Tensor stream = residual.clone();
     const void* storage = stream.data_ptr();
     const auto [sum, normed] = albef::ops::feed_forward_added(*first, *second, x, std::move(stream), norm.get());
-    if (in_place) EXPECT_EQ(sum.data_ptr(), storage);
+    if (sums_in_place(precision)) EXPECT_EQ(sum.data_ptr(), storage);
     EXPECT_TRUE(sum.equal(expected_sum));
     EXPECT_TRUE(normed.equal(expected_normed));
 
     stream = residual.clone();
     storage = stream.data_ptr();
     const auto [last, none] = albef::ops::feed_forward_added(*first, *second, x, std::move(stream), nullptr);
-    if (in_place) EXPECT_EQ(last.data_ptr(), storage);
+    if (sums_in_place(precision)) EXPECT_EQ(last.data_ptr(), storage);
     EXPECT_TRUE(last.equal(expected_sum));
     EXPECT_FALSE(none.defined());
 
