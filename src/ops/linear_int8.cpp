@@ -207,11 +207,12 @@ bool int8_matmul(const at::Tensor& values, const at::Tensor& weight_values, at::
   // Without VNNI oneDNN would turn int8 inputs into u8 itself on every call; given u8 (q + 128: the
   // bytes with their top bit flipped) and 128 as their zero point, it finds the same integers sooner
   // (Zen 3: the int8 encoders 5-15% faster, bench/README.md).
-  const bool as_u8 = int8_gemm_sums_pairs_in_int16();
+  const memory::data_type input_type = int8_input_type();
+  const bool as_u8 = input_type == memory::data_type::u8;
   const at::Tensor inputs = as_u8 ? at::bitwise_xor(values, -128) : values;
   int32_t zero_point = 128;
   try {
-    const memory::desc src_md({m, k}, int8_input_type(), memory::dims{k, 1});
+    const memory::desc src_md({m, k}, input_type, memory::dims{k, 1});
     const memory::desc dst_md({m, n}, memory::data_type::f32, memory::dims{n, 1});
     // oneDNN's fast int8 kernels (brgemm, VNNI) read the weights in a blocked layout of their choosing.
     const memory::desc as_stored({k, n}, memory::data_type::s8, memory::dims{1, k});
